@@ -1,0 +1,68 @@
+"""Speed benchmark: parameters, MACs and frames per second per output size (``fpliif bench``)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .flops import count_macs
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_fps(
+    model: torch.nn.Module, input_size: int, output_size: int, device: torch.device, runs: int, warmup: int = 2
+) -> float:
+    """Median frames/s of ``model(image, size)`` over ``runs`` timed runs after ``warmup`` runs."""
+    image = torch.rand(1, 3, input_size, input_size, device=device)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            _sync(device)
+            t0 = time.perf_counter()
+            model(image, size=output_size)
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return 1.0 / statistics.median(times)
+
+
+def run_bench(
+    model: torch.nn.Module,
+    sizes: Sequence[int] = (64, 96, 128, 192, 256),
+    input_size: int = 256,
+    device: str = "cpu",
+    runs: int = 5,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Parameters, MACs and FPS of ``model`` for each output size, as a JSON-ready dict."""
+    if threads is not None:
+        if threads <= 0:
+            raise ValueError(f"--threads: must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    if runs <= 0:
+        raise ValueError(f"--runs: must be positive, got {runs}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine")
+    model = model.eval()
+    macs = {str(s): count_macs(model, (input_size, input_size), s) for s in sizes}
+    model = model.to(dev)
+    fps = {str(s): measure_fps(model, input_size, s, dev, runs) for s in sizes}
+    return {
+        "model": getattr(model, "spec", {}).get("name", type(model).__name__),
+        "params": sum(p.numel() for p in model.parameters()),
+        "input_size": input_size,
+        "macs": macs,
+        "fps": fps,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }

@@ -1,0 +1,64 @@
+"""The ``fpliif`` command line. Each subcommand lives next to the code it drives and adds itself here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+# Modules that define ``add_commands(subparsers)``; each command sets ``func(args) -> int``.
+COMMAND_MODULES = (
+    "fpliif.cli_model",
+    "fpliif.data.cli",
+    "fpliif.train.cli",
+    "fpliif.eval.cli",
+)
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="fpliif", description="FP-LIIF face parsing")
+    parser.add_argument("--version", action="version", version=f"fpliif {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # not written yet
+                continue
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def print_json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"fpliif {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fpliif {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""``fpliif info`` and ``fpliif bench``: what the model is and how fast it runs."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from . import registry
+from .cli import print_json
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ValueError(f"{name}: expected positive integers, got {text!r}")
+    return values
+
+
+def load_model(weights: str | None, model: str = "fpliif") -> torch.nn.Module:
+    """Weights file if given, else the bundled default weights if present, else a fresh default model."""
+    from .checkpoint import load
+    from .pretrained import default_weights_path
+
+    if weights:
+        return load(weights)
+    path = default_weights_path()
+    if path is not None and model == "fpliif":
+        return load(path)
+    return registry.make(model)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    model = load_model(args.weights, args.model)
+    info = {
+        "model": model.spec["name"],
+        "params": model.num_parameters(),
+        "classes": list(model.classes),
+        "label_set": model.label_set.name,
+        "temperature": model.temperature,
+        "weights": str(args.weights) if args.weights else _default_weights_str(args.model),
+        "spec": model.spec,
+        "registered_models": registry.available(),
+    }
+    if args.json:
+        print_json(info)
+    else:
+        print(f"model      {info['model']}  ({info['params']:,} parameters)")
+        print(f"weights    {info['weights'] or 'none (randomly initialised)'}")
+        print(f"classes    {len(info['classes'])}: {', '.join(info['classes'])}")
+        print(f"registered {', '.join(info['registered_models'])}")
+    return 0
+
+
+def _default_weights_str(model: str) -> str | None:
+    from .pretrained import default_weights_path
+
+    path = default_weights_path()
+    return str(path) if path is not None and model == "fpliif" else None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    model = load_model(args.weights, args.model)
+    result = run_bench(
+        model, sizes=parse_int_list(args.sizes, "--sizes"), input_size=args.input_size, device=args.device,
+        runs=args.runs, threads=args.threads,
+    )
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{result['model']}: {result['params']:,} params, input {args.input_size}², {result['device']}, "
+              f"{result['threads']} threads")
+        print(f"{'output':>8} {'GMACs':>8} {'FPS':>8}")
+        for s in result["macs"]:
+            print(f"{s:>8} {result['macs'][s] / 1e9:8.2f} {result['fps'][s]:8.2f}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe the default model (or --weights)")
+    p.add_argument("--weights", help="a .safetensors weight file (default: the bundled model)")
+    p.add_argument("--model", default="fpliif", help="registered architecture when no weights are given")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("bench", help="parameters, MACs and FPS per output size")
+    p.add_argument("--weights")
+    p.add_argument("--model", default="fpliif")
+    p.add_argument("--sizes", default="64,96,128,192,256", help="output sizes (comma-separated)")
+    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--runs", type=int, default=5, help="timed runs per size (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
