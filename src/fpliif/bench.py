@@ -43,12 +43,14 @@ def run_bench(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Parameters, MACs and FPS of ``model`` for each output size, as a JSON-ready dict."""
-    if threads is not None:
-        if threads <= 0:
-            raise ValueError(f"--threads: must be positive, got {threads}")
-        torch.set_num_threads(threads)
+    if threads is not None and threads <= 0:
+        raise ValueError(f"--threads: must be positive, got {threads}")
     if runs <= 0:
         raise ValueError(f"--runs: must be positive, got {runs}")
+    if input_size <= 0:
+        raise ValueError(f"--input-size: must be positive, got {input_size}")
+    if threads is not None:
+        torch.set_num_threads(threads)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: CUDA is not available on this machine")

@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "fpliif.data.cli",
     "fpliif.train.cli",
     "fpliif.eval.cli",
+    "fpliif.infer.cli",
 )
 
 

@@ -67,14 +67,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     model = load_model(args.weights, args.model)
     result = run_bench(
-        model, sizes=parse_int_list(args.sizes, "--sizes"), input_size=args.input_size, device=args.device,
-        runs=args.runs, threads=args.threads,
+        model,
+        sizes=parse_int_list(args.sizes, "--sizes"),
+        input_size=args.input_size,
+        device=args.device,
+        runs=args.runs,
+        threads=args.threads,
     )
     if args.json:
         print_json(result)
     else:
-        print(f"{result['model']}: {result['params']:,} params, input {args.input_size}², {result['device']}, "
-              f"{result['threads']} threads")
+        print(
+            f"{result['model']}: {result['params']:,} params, input {args.input_size}², {result['device']}, "
+            f"{result['threads']} threads"
+        )
         print(f"{'output':>8} {'GMACs':>8} {'FPS':>8}")
         for s in result["macs"]:
             print(f"{s:>8} {result['macs'][s] / 1e9:8.2f} {result['fps'][s]:8.2f}")

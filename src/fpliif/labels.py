@@ -45,7 +45,7 @@ class LabelSet:
         """A flat 768-entry palette for PIL 'P' images (unused entries black, ignore index white)."""
         flat = [c for rgb in self.colors for c in rgb]
         flat += [0] * (768 - len(flat))
-        flat[3 * IGNORE_INDEX: 3 * IGNORE_INDEX + 3] = [255, 255, 255]
+        flat[3 * IGNORE_INDEX : 3 * IGNORE_INDEX + 3] = [255, 255, 255]
         return flat
 
     def color_array(self) -> np.ndarray:
@@ -69,24 +69,76 @@ class LabelSet:
 CELEBAMASK_HQ = LabelSet(
     name="celebamask-hq",
     classes=(
-        "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
-        "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+        "background",
+        "skin",
+        "nose",
+        "eye_g",
+        "l_eye",
+        "r_eye",
+        "l_brow",
+        "r_brow",
+        "l_ear",
+        "r_ear",
+        "mouth",
+        "u_lip",
+        "l_lip",
+        "hair",
+        "hat",
+        "ear_r",
+        "neck_l",
+        "neck",
+        "cloth",
     ),
     colors=(
-        (0, 0, 0), (204, 0, 0), (76, 153, 0), (204, 204, 0), (51, 51, 255), (204, 0, 204), (0, 255, 255),
-        (255, 204, 204), (102, 51, 0), (255, 0, 0), (102, 204, 0), (255, 255, 0), (0, 0, 153), (0, 0, 204),
-        (255, 51, 153), (0, 204, 204), (0, 51, 0), (255, 153, 51), (0, 204, 0),
+        (0, 0, 0),
+        (204, 0, 0),
+        (76, 153, 0),
+        (204, 204, 0),
+        (51, 51, 255),
+        (204, 0, 204),
+        (0, 255, 255),
+        (255, 204, 204),
+        (102, 51, 0),
+        (255, 0, 0),
+        (102, 204, 0),
+        (255, 255, 0),
+        (0, 0, 153),
+        (0, 0, 204),
+        (255, 51, 153),
+        (0, 204, 204),
+        (0, 51, 0),
+        (255, 153, 51),
+        (0, 204, 0),
     ),
     flip_pairs=((4, 5), (6, 7), (8, 9)),
     side="subject",
 )
 
 _ELEVEN_CLASSES = (
-    "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "mouth", "l_lip", "hair",
+    "background",
+    "skin",
+    "l_brow",
+    "r_brow",
+    "l_eye",
+    "r_eye",
+    "nose",
+    "u_lip",
+    "mouth",
+    "l_lip",
+    "hair",
 )
 _ELEVEN_COLORS = (
-    (0, 0, 0), (204, 0, 0), (0, 255, 255), (255, 204, 204), (51, 51, 255), (204, 0, 204), (76, 153, 0),
-    (255, 255, 0), (102, 204, 0), (0, 0, 153), (0, 0, 204),
+    (0, 0, 0),
+    (204, 0, 0),
+    (0, 255, 255),
+    (255, 204, 204),
+    (51, 51, 255),
+    (204, 0, 204),
+    (76, 153, 0),
+    (255, 255, 0),
+    (102, 204, 0),
+    (0, 0, 153),
+    (0, 0, 204),
 )
 
 LAPA = LabelSet(
@@ -125,7 +177,7 @@ def get_label_set(name: str) -> LabelSet:
 
 def generic_label_set(classes: list[str] | tuple[str, ...], name: str = "custom") -> LabelSet:
     """A label set for a user-supplied class list: known names keep their colours, l_/r_ names pair up."""
-    known = {c: rgb for s in LABEL_SETS.values() for c, rgb in zip(s.classes, s.colors)}
+    known = {c: rgb for s in LABEL_SETS.values() for c, rgb in zip(s.classes, s.colors, strict=True)}
     rng = np.random.default_rng(0)
     colors = tuple(known.get(c, tuple(int(v) for v in rng.integers(32, 256, 3))) for c in classes)
     pairs = []

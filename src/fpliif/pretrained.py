@@ -30,6 +30,8 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
         return reg[str(name_or_path)]
     path = Path(name_or_path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights {str(name_or_path)!r}: no such file and no bundled weights of that name "
-                                f"(bundled: {sorted(reg) or 'none'})")
+        raise FileNotFoundError(
+            f"weights {str(name_or_path)!r}: no such file and no bundled weights of that name "
+            f"(bundled: {sorted(reg) or 'none'})"
+        )
     return path

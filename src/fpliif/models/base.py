@@ -33,7 +33,9 @@ def check_image(image: Any, name: str = "image") -> torch.Tensor:
     if image.dim() != 4:
         raise ValueError(f"{name}: expected a 4-D tensor (B, 3, H, W), got shape {tuple(image.shape)}")
     if image.shape[1] != 3:
-        raise ValueError(f"{name}: expected 3 channels (RGB) in dim 1, got {image.shape[1]} (shape {tuple(image.shape)})")
+        raise ValueError(
+            f"{name}: expected 3 channels (RGB) in dim 1, got {image.shape[1]} (shape {tuple(image.shape)})"
+        )
     if not image.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor with values in [0, 1], got dtype {image.dtype}")
     if image.shape[0] == 0:
@@ -79,7 +81,9 @@ def check_coords(coords: Any, batch: int, name: str = "coords") -> torch.Tensor:
     return coords
 
 
-def pixel_centers(h: int, w: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def pixel_centers(
+    h: int, w: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(H*W, 2) coordinates (x, y) of pixel centres of an H x W grid over [-1, 1], row-major."""
     ys = (torch.arange(h, device=device, dtype=torch.float64) * 2 + 1) / h - 1
     xs = (torch.arange(w, device=device, dtype=torch.float64) * 2 + 1) / w - 1

@@ -27,8 +27,11 @@ class ResBlock(nn.Module):
     def __init__(self, width: int, norm: str = "instance", affine_norm: bool = False):
         super().__init__()
         self.body = nn.Sequential(
-            conv3x3(width, width), make_norm(norm, width, affine_norm), nn.ReLU(inplace=True),
-            conv3x3(width, width), make_norm(norm, width, affine_norm),
+            conv3x3(width, width),
+            make_norm(norm, width, affine_norm),
+            nn.ReLU(),
+            conv3x3(width, width),
+            make_norm(norm, width, affine_norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +71,7 @@ class Encoder(nn.Module):
             raise ValueError(f"group_tail_conv: need one flag per group ({len(depths)}), got {list(tail_convs)}")
         self.head = conv3x3(3, width)
         stages: list[nn.Module] = []
-        for i, (depth, tail) in enumerate(zip(depths, tail_convs)):
+        for i, (depth, tail) in enumerate(zip(depths, tail_convs, strict=True)):
             stages.append(ResGroup(width, depth, tail, norm, affine_norm))
             if i < len(depths) - 1:
                 stages.append(conv3x3(width, width, stride=2))
@@ -81,10 +84,10 @@ class Encoder(nn.Module):
 
 def mlp(sizes: Sequence[int], final_activation: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or final_activation:
-            layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 
@@ -130,17 +133,29 @@ class FPLIIF(SegmentationModel):
             "name": "fpliif",
             "args": {
                 "classes": classes if isinstance(classes, str) else list(classes),
-                "width": width, "depths": list(depths), "group_tail_conv": list(group_tail_conv),
-                "norm": norm, "affine_norm": affine_norm, "unfold": unfold,
-                "reduce_mlp": list(reduce_mlp), "decoder_mlp": list(decoder_mlp),
-                "global_feature": global_feature, "local_ensemble": local_ensemble,
-                "relative_coords": relative_coords, "temperature": temperature, "chunk_size": chunk_size,
+                "width": width,
+                "depths": list(depths),
+                "group_tail_conv": list(group_tail_conv),
+                "norm": norm,
+                "affine_norm": affine_norm,
+                "unfold": unfold,
+                "reduce_mlp": list(reduce_mlp),
+                "decoder_mlp": list(decoder_mlp),
+                "global_feature": global_feature,
+                "local_ensemble": local_ensemble,
+                "relative_coords": relative_coords,
+                "temperature": temperature,
+                "chunk_size": chunk_size,
             },
         }
         if temperature <= 0:
             raise ValueError(f"temperature: must be positive, got {temperature}")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size: must be positive, got {chunk_size}")
+        if width <= 0:
+            raise ValueError(f"width: must be positive, got {width}")
+        if not depths or any(int(d) < 0 for d in depths):
+            raise ValueError(f"depths: expected non-negative resblock counts per group, got {list(depths)}")
         self.label_set = resolve_classes(classes)
         self.temperature = float(temperature)
         self.chunk_size = int(chunk_size)
@@ -181,7 +196,9 @@ class FPLIIF(SegmentationModel):
             raise ValueError(f"z: expected the encoder's feature grid (B, C, h, w), got {getattr(z, 'shape', z)!r}")
         check_coords(coords, z.shape[0])
         zhat, g = self.latent_codes(z)
-        step = int(chunk_size or self.chunk_size)
+        step = self.chunk_size if chunk_size is None else int(chunk_size)
+        if step <= 0:
+            raise ValueError(f"chunk_size: must be positive, got {chunk_size}")
         if coords.shape[1] <= step:
             return self._query(zhat, g, coords)
         return torch.cat([self._query(zhat, g, c) for c in coords.split(step, dim=1)], dim=1)
@@ -212,7 +229,7 @@ class FPLIIF(SegmentationModel):
             return preds[0]
         weights = ensemble_weights(areas)
         # weights stay in the coordinates' precision, so a bf16 decoder still blends in fp32
-        return sum(p * wt.unsqueeze(-1) for p, wt in zip(preds, weights))
+        return sum(p * wt.unsqueeze(-1) for p, wt in zip(preds, weights, strict=True))
 
     # ----------------------------------------------------------------------------------------------- dense
     def forward(self, image: torch.Tensor, size: int | tuple[int, int] | None = None) -> torch.Tensor:
@@ -222,7 +239,7 @@ class FPLIIF(SegmentationModel):
         z = self.encode(image)
         coords = pixel_centers(h, w, device=image.device).unsqueeze(0).expand(z.shape[0], -1, -1)
         logits = self.decode(z, coords)
-        return logits.view(z.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        return logits.view(z.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
 
 
 def ensemble_weights(areas: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (parse the example photo with the bundled model) and `make test`.
+# Both build their own virtual environment in .venv from pyproject.toml + constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Pins torch==2.13.0 (the local CPU wheel here); users elsewhere can point this at their own file.
+CONSTRAINTS ?= constraints.txt
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: demo test lint env clean-env
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	touch $@
+
+env: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fpliif info
+	$(BIN)/fpliif bench --sizes 64,128,256 --runs 3
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,185 @@
+"""``fpliif data check``: decode every pair once, count labels, list bad files.
+
+Streams over the files with a DataLoader (worker processes decode; the main process only adds up 256-bin
+histograms), so memory stays bounded for any dataset size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from . import celebamask
+from .dataset import load_sample
+from .io import DataError, error_parts
+from .layouts import (
+    CELEBA_MAPPING,
+    DEFAULT_VAL_PERCENT,
+    SPLITS,
+    Sample,
+    check_split,
+    label_set_for,
+    scan_layout,
+)
+
+
+class _CheckSet(Dataset):
+    def __init__(
+        self, samples: list[Sample], num_classes: int, allow_scale: bool, sha1: dict[str, str]
+    ) -> None:
+        self.samples, self.num_classes, self.allow_scale, self.sha1 = samples, num_classes, allow_scale, sha1
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            _, mask = load_sample(
+                s, self.num_classes, self.allow_scale, self.sha1.get(s.name), decode_only=True
+            )
+        except DataError as e:
+            return None, error_parts(e, s.image_path)
+        return np.bincount(mask.ravel(), minlength=256).astype(np.int64), None
+
+
+def _identity(x):
+    return x
+
+
+def default_splits(root: Path, layout: str) -> list[str]:
+    if layout == "folder":
+        return ["train", "val"]
+    if layout == "celebamask-hq":
+        return ["train", "val", "test"] if (root / CELEBA_MAPPING).is_file() else ["all"]
+    found = [s for s in SPLITS[layout] if s != "all" and (root / s).is_dir()]
+    return found or ["all"]  # "all" raises the clear "not a <layout> root" error
+
+
+def check_dataset(
+    root: str | Path,
+    layout: str,
+    splits: list[str] | None = None,
+    classes: str | list[str] | None = None,
+    workers: int | None = None,
+    cache: str | Path | None = None,
+    progress: bool = True,
+    val_percent: float = DEFAULT_VAL_PERCENT,
+) -> dict:
+    """Check every pair of the given splits (default: all the layout's splits); returns a JSON-able report."""
+    t0 = time.perf_counter()
+    root = Path(root).expanduser()
+    label_set = label_set_for(layout, root, classes)
+    splits = splits or default_splits(root, layout)
+    for s in splits:
+        check_split(layout, s)
+    counts: dict[str, int] = {}
+    bad: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    samples: dict[str, Sample] = {}
+    for split in splits:
+        scan = scan_layout(root, layout, split, val_percent)
+        counts[split] = len(scan.samples)
+        bad += [b for b in scan.bad if b not in seen]
+        seen.update(scan.bad)
+        for s in scan.samples:
+            samples.setdefault(str(s.image_path), s)
+    todo = list(samples.values())
+    sha1: dict[str, str] = {}
+    masks_from = "mask files"
+    if layout == "celebamask-hq":
+        found, reasons = celebamask.find_cache(root, cache)
+        if found is not None:
+            masks_from = f"merged-mask cache {found.dir}"
+            kept = []
+            for s in todo:
+                if s.name in found.bad:
+                    bad.append((found.bad[s.name]["path"], found.bad[s.name]["reason"]))
+                elif s.name in found.entries:
+                    sha1[s.name] = found.entries[s.name]["sha1"]
+                    kept.append(dataclasses.replace(s, mask_path=found.mask_path(s.name)))
+                else:
+                    kept.append(s)  # not in the cache: merge its parts here
+            todo = kept
+        else:
+            masks_from = "part PNGs merged on the fly (no valid cache: " + "; ".join(reasons) + ")"
+    hist = np.zeros(256, dtype=np.int64)
+    present = np.zeros(256, dtype=np.int64)
+    n_ok = 0
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    workers = max(0, min(workers, len(todo)))
+    loader = DataLoader(
+        _CheckSet(todo, label_set.num_classes, layout == "celebamask-hq", sha1),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=8 if workers else None,
+    )
+    for h, err in tqdm(
+        loader,
+        total=len(todo),
+        desc=f"checking {root.name or root}",
+        unit="img",
+        disable=not progress,
+        mininterval=0.5,
+    ):
+        if err is not None:
+            bad.append(err)
+            continue
+        n_ok += 1
+        hist += h
+        present += h > 0
+    labelled = int(hist[: label_set.num_classes].sum())
+    total = int(hist.sum())
+    per_class = [
+        {
+            "index": i,
+            "name": name,
+            "pixel_share": round(100.0 * int(hist[i]) / labelled, 4) if labelled else 0.0,
+            "images": int(present[i]),
+        }
+        for i, name in enumerate(label_set.classes)
+    ]
+    return {
+        "root": str(root),
+        "layout": layout,
+        "label_set": label_set.name,
+        "num_classes": label_set.num_classes,
+        "splits": counts,
+        "samples": len(samples),
+        "checked_ok": n_ok,
+        "masks_from": masks_from,
+        "classes": per_class,
+        "ignore_share": round(100.0 * int(hist[255]) / total, 4) if total else 0.0,
+        "bad": [{"path": p, "reason": r} for p, r in bad],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"root     {report['root']}",
+        f"layout   {report['layout']}  (label set {report['label_set']}, {report['num_classes']} classes)",
+        "splits   "
+        + "   ".join(f"{k} {v}" for k, v in report["splits"].items())
+        + f"   ({report['samples']} distinct samples)",
+        f"masks    {report['masks_from']}",
+        f"checked  {report['checked_ok']} good, {len(report['bad'])} bad in {report['seconds']} s",
+        "",
+        f"{'class':>3} {'name':<12} {'pixels %':>9} {'images':>7}",
+    ]
+    for c in report["classes"]:
+        lines.append(f"{c['index']:>3} {c['name']:<12} {c['pixel_share']:>9.3f} {c['images']:>7}")
+    lines.append(f"    {'ignore(255)':<12} {report['ignore_share']:>9.3f}   (% of all pixels)")
+    if report["bad"]:
+        lines += ["", f"bad files ({len(report['bad'])}):"]
+        lines += [f"  {b['path']}: {b['reason']}" for b in report["bad"]]
+    return "\n".join(lines)

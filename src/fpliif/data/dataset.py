@@ -1,0 +1,232 @@
+"""The torch Dataset over any layout, and the DataLoader factory."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from . import celebamask
+from .io import DataError, error_parts, merge_parts, read_image, read_mask
+from .layouts import DEFAULT_VAL_PERCENT, Sample, check_split, label_set_for, report_bad, scan_layout
+
+log = logging.getLogger("fpliif.data")
+
+
+def load_sample(
+    sample: Sample,
+    num_classes: int,
+    allow_image_scale: bool = False,
+    mask_sha1: str | None = None,
+    decode_only: bool = False,
+) -> tuple[torch.Tensor | None, np.ndarray]:
+    """Decode and validate one pair: ``(image (3,H,W) float32 in [0,1], mask (H,W) uint8)``.
+
+    Raises :class:`DataError` naming the file for any problem (see :mod:`fpliif.data.io`). ``decode_only``:
+    check the image decodes and fits the mask, but return None for it.
+    """
+    if sample.mask_path is not None:
+        mask = read_mask(sample.mask_path, num_classes, expected_sha1=mask_sha1)
+        mask_path: Path | str = sample.mask_path
+    else:
+        mask = merge_parts(sample.parts, sample.name)
+        mask_path = f"{sample.parts[0][1].parent}/{sample.name}_*.png"
+    image = read_image(
+        sample.image_path,
+        expect_size=(mask.shape[1], mask.shape[0]),
+        allow_scale=allow_image_scale,
+        mask_path=mask_path,
+        decode_only=decode_only,
+    )
+    return image, mask
+
+
+class FaceParsingDataset(Dataset):
+    """Face-parsing samples of one split of a dataset in any of :data:`~fpliif.data.LAYOUTS`.
+
+    ``__getitem__`` returns ``{"image": float32 (3, H, W) in [0, 1], "mask": int64 (H, W) (255 = ignore),
+    "name": str}`` passed through ``transform`` (e.g. :func:`~fpliif.data.build_train_transform`). Without a
+    transform, images and masks keep their stored size, except CelebA-HQ images (1024²), which are
+    downscaled to their masks' 512².
+
+    Bad data: listing problems (image without mask, ...) raise at construction unless ``skip_bad``. Decoding
+    problems (corrupt file, size mismatch, invalid labels, corrupted cache) are found when a sample is read
+    and raise :class:`~fpliif.data.DataError` naming the file; with ``skip_bad`` the pair is skipped with a
+    logged warning (counted in ``self.num_skipped``, per process) and the next good sample is returned
+    instead, so training never sees a mis-aligned pair. Run ``fpliif data check`` to find all bad files up
+    front.
+
+    CelebAMask-HQ needs the merged-mask cache of ``fpliif data prepare ROOT`` (``cache``: its folder if not in
+    a default place). Without a valid cache the constructor raises FileNotFoundError saying to run it, unless
+    ``auto_prepare=True`` (prepare now; not for several DDP ranks at once) or ``cache=False`` (merge the part
+    PNGs on every read: correct but slow).
+
+    ``classes``: label set name or class list for the ``folder`` layout (default ``ROOT/classes.txt``, else
+    CelebAMask-HQ). ``val_percent``: the ``folder`` layout's hash split.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        layout: str,
+        split: str,
+        transform: Callable[[dict], dict] | None = None,
+        skip_bad: bool = False,
+        classes: str | list[str] | None = None,
+        cache: str | Path | bool | None = None,
+        auto_prepare: bool = False,
+        val_percent: float = DEFAULT_VAL_PERCENT,
+    ) -> None:
+        check_split(layout, split)
+        self.root = Path(root).expanduser()
+        self.layout = layout
+        self.split = split
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self.label_set = label_set_for(layout, root, classes)
+        self.num_skipped = 0
+        self.skipped: list[tuple[str, str]] = []
+        scan = scan_layout(self.root, layout, split, val_percent)
+        bad = list(scan.bad)
+        samples = scan.samples
+        self._sha1: dict[str, str] = {}
+        self.cache_dir: Path | None = None
+        if layout == "celebamask-hq" and cache is not False:
+            samples = self._use_cache(samples, bad, None if cache in (None, True) else cache, auto_prepare)
+        report_bad(bad, skip_bad, f"{layout} {split} at {self.root}")
+        if not samples:
+            raise DataError(
+                f"{self.root}: no usable samples in split {split!r} of layout {layout!r}", self.root
+            )
+        self.samples = samples
+
+    def _use_cache(
+        self, samples: list[Sample], bad: list[tuple[str, str]], cache, auto_prepare: bool
+    ) -> list[Sample]:
+        found, reasons = celebamask.find_cache(self.root, cache)
+        if found is not None and any(
+            s.name not in found.entries and s.name not in found.bad for s in samples
+        ):
+            reasons.append(
+                f"{found.dir}: the cache lacks some samples of {self.root} (images added since prepare?)"
+            )
+            found = None
+        if found is None and auto_prepare:
+            log.warning("no valid CelebAMask-HQ mask cache (%s); preparing it now", "; ".join(reasons))
+            celebamask.prepare(self.root, cache)
+            found, reasons = celebamask.find_cache(self.root, cache)
+        if found is None:
+            raise FileNotFoundError(
+                f"no valid CelebAMask-HQ merged-mask cache for {self.root} ({'; '.join(reasons)}). "
+                f"Run `fpliif data prepare {self.root}` once (add --cache DIR if you pass cache=DIR), "
+                "or pass auto_prepare=True"
+            )
+        self.cache_dir = found.dir
+        out = []
+        for s in samples:
+            if s.name in found.bad:
+                bad.append((found.bad[s.name]["path"], found.bad[s.name]["reason"]))
+                continue
+            entry = found.entries[s.name]
+            self._sha1[s.name] = entry["sha1"]
+            out.append(dataclasses.replace(s, mask_path=found.mask_path(s.name)))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> dict:
+        """The untransformed sample ``index`` (raises :class:`DataError` for a bad pair)."""
+        s = self.samples[index]
+        image, mask = load_sample(
+            s,
+            self.label_set.num_classes,
+            allow_image_scale=self.layout == "celebamask-hq",
+            mask_sha1=self._sha1.get(s.name),
+        )
+        return {"image": image, "mask": torch.from_numpy(mask.astype(np.int64)), "name": s.name}
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self.samples)
+        for attempt in range(min(n, 50)):
+            i = (index + attempt) % n
+            try:
+                sample = self.load(i)
+            except DataError as e:
+                if not self.skip_bad:
+                    if self.cache_dir is not None and e.path and Path(e.path).is_relative_to(self.cache_dir):
+                        raise DataError(
+                            f"{e} (run `fpliif data prepare {self.root}` to rebuild the cache)", e.path
+                        ) from None
+                    raise
+                self.num_skipped += 1
+                self.skipped.append(error_parts(e))
+                log.warning("skipping bad pair %s (%d skipped so far in this process)", e, self.num_skipped)
+                continue
+            return self.transform(sample) if self.transform is not None else sample
+        raise DataError(
+            f"{self.root}: {min(n, 50)} bad samples in a row from index {index}; run `fpliif data check`"
+        )
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed (set by the DataLoader)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int | None = None,
+    seed: int = 0,
+    distributed: bool = False,
+    drop_last: bool = False,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+) -> DataLoader:
+    """A reproducible DataLoader.
+
+    * ``num_workers``: default ``min(2, os.cpu_count())``; workers are persistent (no re-fork per epoch).
+    * Seeding: the loader gets a ``torch.Generator`` seeded with ``seed``; the DataLoader derives each
+      worker's torch seed from it (``base_seed + worker_id``), and :func:`seed_worker` seeds numpy and
+      ``random`` from that. The augmentations draw from the worker's torch RNG, so the same seed, batch size
+      and worker count give the same batches (persistent workers keep their RNG streams across epochs, so
+      epochs differ but the whole run repeats). With ``num_workers=0`` the augmentations use the main
+      process's RNG: call ``torch.manual_seed`` yourself.
+    * ``distributed=True``: a ``DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)``
+      (rank and world size from the process group unless ``num_replicas``/``rank`` are given). The caller must
+      call ``loader.sampler.set_epoch(epoch)`` at the start of every epoch, or every epoch repeats the same
+      order.
+    """
+    if num_workers is None:
+        num_workers = min(2, os.cpu_count() or 1)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    sampler = None
+    if distributed:
+        sampler = DistributedSampler(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
+        shuffle = False
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,430 @@
+"""Where the files of each dataset layout live, and which samples belong to which split.
+
+Layouts, read as published (no preprocessing the user has to discover):
+
+``celebamask-hq``
+    The official archive: ``CelebA-HQ-img/<id>.jpg`` (1024²),
+    ``CelebAMask-HQ-mask-anno/<k>/<id:05d>_<part>.png`` (512², one binary PNG per part, ``k = id // 2000``)
+    and ``CelebA-HQ-to-CelebA-mapping.txt``. A missing part PNG means the part is absent. Parts are merged by
+    ``fpliif data prepare`` (see :mod:`.celebamask`); the split rule is
+    :func:`fpliif.data.celebamask.split_of`.
+``lapa``
+    ``{train,val,test}/images/<name>.jpg`` + ``labels/<name>.png`` (``landmarks/`` is not used), 11 classes.
+``helen``
+    The HELEN* release: ``{train,test}/<name>_image.jpg`` + ``<name>_label.png``, 11 classes. That release has
+    no validation folder; ``split="val"`` works only where a ``val/`` folder exists.
+``folder``
+    ``images/<name>.<jpg|jpeg|png|bmp|webp>`` + ``masks/<name>.png`` (index PNG), e.g. celebamask-mini.
+    Classes: ``classes.txt`` in the root (one class name per line, line order = index), else the ``classes``
+    argument (a label-set name or a list of names), else CelebAMask-HQ's 19 classes. Split: ``val`` if
+    ``int(sha1(stem)[:8], 16) % 100 < val_percent`` (default 10), else ``train``; ``all`` = every pair. The
+    rule depends only on the file's own stem, so adding or removing files never moves another file between
+    splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..labels import CELEBAMASK_HQ, HELEN, LABEL_SETS, LAPA, LabelSet, generic_label_set, get_label_set
+from .io import DataError
+
+log = logging.getLogger("fpliif.data")
+
+LAYOUTS: tuple[str, ...] = ("celebamask-hq", "lapa", "helen", "folder")
+SPLITS: dict[str, tuple[str, ...]] = {
+    "celebamask-hq": ("train", "val", "test", "all"),
+    "lapa": ("train", "val", "test", "all"),
+    "helen": ("train", "val", "test", "all"),
+    "folder": ("train", "val", "all"),
+}
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DEFAULT_VAL_PERCENT = 10
+
+CELEBA_IMG_DIR = "CelebA-HQ-img"
+CELEBA_ANNO_DIR = "CelebAMask-HQ-mask-anno"
+CELEBA_MAPPING = "CelebA-HQ-to-CelebA-mapping.txt"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its labels: an index mask (``mask_path``) or CelebAMask-HQ part PNGs (``parts``)."""
+
+    name: str
+    image_path: Path
+    mask_path: Path | None = None
+    parts: tuple[tuple[int, Path], ...] = ()  # (class index, part PNG), in class order
+    split: str = ""
+
+
+@dataclass
+class Scan:
+    """Result of scanning a layout: the good samples and the bad ones as ``(path, reason)``."""
+
+    samples: list[Sample] = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown dataset layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
+    return layout
+
+
+def check_split(layout: str, split: str) -> str:
+    if split not in SPLITS[check_layout(layout)]:
+        raise ValueError(f"layout {layout!r} has no split {split!r}; splits: {', '.join(SPLITS[layout])}")
+    return split
+
+
+def _check_root(root: str | Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"dataset root {root} does not exist")
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} is not a directory")
+    return root
+
+
+def _listing(root: Path) -> str:
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+    except OSError:
+        return "(unreadable)"
+    if not names:
+        return "(empty)"
+    return ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+
+
+def _need_dir(path: Path, root: Path, layout: str, expected: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{root} does not look like a {layout} dataset root: {path} is missing "
+            f"(expected {expected}); the root contains: {_listing(root)}"
+        )
+    return path
+
+
+def _files(folder: Path) -> list[Path]:
+    with os.scandir(folder) as it:
+        return sorted(Path(e.path) for e in it if e.is_file() and not e.name.startswith("."))
+
+
+def _pair_by_stem(
+    images: list[Path],
+    masks: list[Path],
+    split: str,
+    scan: Scan,
+    mask_dir: Path,
+    image_suffix: str = "",
+    mask_suffix: str = "",
+) -> None:
+    """Pair images and masks by stem (after removing the given name suffixes); unpaired files are bad."""
+    by_stem: dict[str, list[Path]] = {}
+    for p in images:
+        if p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        stem = p.stem
+        if image_suffix:
+            if not stem.endswith(image_suffix):
+                continue
+            stem = stem[: -len(image_suffix)]
+        by_stem.setdefault(stem, []).append(p)
+    mask_by_stem: dict[str, Path] = {}
+    for p in masks:
+        if p.suffix.lower() != ".png":
+            continue
+        stem = p.stem
+        if mask_suffix:
+            if not stem.endswith(mask_suffix):
+                continue
+            stem = stem[: -len(mask_suffix)]
+        mask_by_stem[stem] = p
+    for stem in sorted(by_stem):
+        imgs = by_stem[stem]
+        if len(imgs) > 1:
+            scan.bad.append(
+                (str(imgs[0]), f"several images share the name {stem!r}: {', '.join(p.name for p in imgs)}")
+            )
+            continue
+        mask = mask_by_stem.get(stem)
+        if mask is None:
+            expected = mask_dir / f"{stem}{mask_suffix}.png"
+            scan.bad.append((str(imgs[0]), f"no mask for this image (expected {expected})"))
+            continue
+        scan.samples.append(Sample(name=stem, image_path=imgs[0], mask_path=mask, split=split))
+    for stem in sorted(set(mask_by_stem) - set(by_stem)):
+        scan.bad.append((str(mask_by_stem[stem]), "mask without an image"))
+
+
+def folder_split_of(stem: str, val_percent: float = DEFAULT_VAL_PERCENT) -> str:
+    """``val`` or ``train`` for a file stem of the ``folder`` layout, from its SHA-1 alone (stable)."""
+    bucket = int(hashlib.sha1(stem.encode("utf-8")).hexdigest()[:8], 16) % 100
+    return "val" if bucket < val_percent else "train"
+
+
+def _scan_folder(root: Path, split: str, val_percent: float) -> Scan:
+    exp = "images/<name>.jpg|png + masks/<name>.png"
+    img_dir = _need_dir(root / "images", root, "folder", exp)
+    mask_dir = _need_dir(root / "masks", root, "folder", exp)
+    scan = Scan()
+    images = _files(img_dir)
+    if not any(p.suffix.lower() in IMAGE_EXTS for p in images):
+        raise DataError(f"no images ({'/'.join(IMAGE_EXTS)}) found in {img_dir}", img_dir)
+    _pair_by_stem(images, _files(mask_dir), split, scan, mask_dir)
+    if split != "all":
+        keep = [s for s in scan.samples if folder_split_of(s.name, val_percent) == split]
+        scan.samples = [Sample(s.name, s.image_path, s.mask_path, split=split) for s in keep]
+    else:
+        scan.samples = [
+            Sample(s.name, s.image_path, s.mask_path, split=folder_split_of(s.name, val_percent))
+            for s in scan.samples
+        ]
+    return scan
+
+
+def _split_dirs(root: Path, layout: str, split: str, expected: str) -> list[tuple[str, Path]]:
+    if split != "all":
+        if layout == "helen" and split == "val" and not (root / "val").is_dir():
+            raise FileNotFoundError(
+                f"{root}: the Helen release has no validation split (no {root / 'val'} folder); "
+                "use split 'train' or 'test', or create a val/ folder in the same layout"
+            )
+        return [(split, _need_dir(root / split, root, layout, expected))]
+    found = [(s, root / s) for s in SPLITS[layout] if s != "all" and (root / s).is_dir()]
+    if not found:
+        raise FileNotFoundError(
+            f"{root} does not look like a {layout} dataset root: none of "
+            f"{', '.join(s for s in SPLITS[layout] if s != 'all')} exists (expected {expected}); "
+            f"the root contains: {_listing(root)}"
+        )
+    return found
+
+
+def _scan_lapa(root: Path, split: str) -> Scan:
+    exp = "{train,val,test}/{images/*.jpg, labels/*.png}"
+    scan = Scan()
+    for name, d in _split_dirs(root, "lapa", split, exp):
+        img_dir = _need_dir(d / "images", root, "lapa", exp)
+        lab_dir = _need_dir(d / "labels", root, "lapa", exp)
+        images = _files(img_dir)
+        if not any(p.suffix.lower() in IMAGE_EXTS for p in images):
+            raise DataError(f"no images found in {img_dir}", img_dir)
+        _pair_by_stem(images, _files(lab_dir), name, scan, lab_dir)
+    return scan
+
+
+def _scan_helen(root: Path, split: str) -> Scan:
+    exp = "{train,test}/<name>_image.jpg + <name>_label.png"
+    scan = Scan()
+    for name, d in _split_dirs(root, "helen", split, exp):
+        files = _files(d)
+        images = [p for p in files if p.stem.endswith("_image") and p.suffix.lower() in IMAGE_EXTS]
+        if not images:
+            raise DataError(f"no <name>_image.jpg files found in {d}", d)
+        _pair_by_stem(images, files, name, scan, d, image_suffix="_image", mask_suffix="_label")
+    return scan
+
+
+_PART_RE = re.compile(r"^(\d+)_([a-z_]+)\.png$")
+
+
+def read_celeba_mapping(root: Path) -> dict[int, int]:
+    """``idx -> orig_idx`` from ``CelebA-HQ-to-CelebA-mapping.txt`` (a header line, then rows)."""
+    path = root / CELEBA_MAPPING
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the CelebAMask-HQ train/val/test split is derived from it "
+            "(use split 'all' to read every image without a split)"
+        )
+    mapping: dict[int, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields or (lineno == 1 and not fields[0].isdigit()):
+                continue
+            try:
+                mapping[int(fields[0])] = int(fields[1])
+            except (ValueError, IndexError):
+                raise DataError(
+                    f"{path}:{lineno}: expected 'idx orig_idx orig_file', got {line.strip()!r}", path
+                ) from None
+    if not mapping:
+        raise DataError(f"{path}: no rows", path)
+    return mapping
+
+
+def _scan_celebamask(root: Path, split: str) -> Scan:
+    from .celebamask import split_of
+
+    exp = f"{CELEBA_IMG_DIR}/<id>.jpg + {CELEBA_ANNO_DIR}/<k>/<id:05d>_<part>.png"
+    img_dir = _need_dir(root / CELEBA_IMG_DIR, root, "celebamask-hq", exp)
+    anno_dir = _need_dir(root / CELEBA_ANNO_DIR, root, "celebamask-hq", exp)
+    class_of = {c: i for i, c in enumerate(CELEBAMASK_HQ.classes) if i > 0}
+    images: dict[int, Path] = {}
+    for p in _files(img_dir):
+        if p.suffix.lower() in IMAGE_EXTS and p.stem.isdigit():
+            images[int(p.stem)] = p
+    if not images:
+        raise DataError(f"no <id>.jpg images found in {img_dir}", img_dir)
+    parts: dict[int, list[tuple[int, Path]]] = {}
+    with os.scandir(anno_dir) as it:
+        sub_dirs = sorted(Path(e.path) for e in it if e.is_dir())
+    for d in sub_dirs:
+        with os.scandir(d) as it:
+            for e in it:
+                m = _PART_RE.match(e.name)
+                if m and m.group(2) in class_of:
+                    parts.setdefault(int(m.group(1)), []).append((class_of[m.group(2)], Path(e.path)))
+    if split != "all":
+        mapping: dict[int, int] | None = read_celeba_mapping(root)
+    else:  # no split needed: the mapping only labels each sample's split, when present
+        mapping = read_celeba_mapping(root) if (root / CELEBA_MAPPING).is_file() else None
+    scan = Scan()
+    for idx in sorted(images):
+        if mapping is not None and idx in mapping:
+            s = split_of(mapping[idx])
+            if split != "all" and s != split:
+                continue
+        elif split != "all":
+            scan.bad.append((str(images[idx]), f"image id {idx} is not in {CELEBA_MAPPING}"))
+            continue
+        else:
+            s = "all"
+        p = parts.get(idx)
+        if not p:
+            scan.bad.append(
+                (str(images[idx]), f"no mask parts {CELEBA_ANNO_DIR}/{idx // 2000}/{idx:05d}_*.png")
+            )
+            continue
+        scan.samples.append(Sample(str(idx), images[idx], None, tuple(sorted(p)), split=s))
+    for idx in sorted(set(parts) - set(images)):
+        if split == "all" or (mapping is not None and idx in mapping and split_of(mapping[idx]) == split):
+            scan.bad.append(
+                (str(parts[idx][0][1]), f"mask parts for image id {idx} without {CELEBA_IMG_DIR}/{idx}.jpg")
+            )
+    return scan
+
+
+def scan_layout(root: str | Path, layout: str, split: str, val_percent: float = DEFAULT_VAL_PERCENT) -> Scan:
+    """Samples and bad files of one split (no decoding; only names and folder structure are checked)."""
+    check_split(layout, split)
+    root = _check_root(root)
+    if layout == "folder":
+        scan = _scan_folder(root, split, val_percent)
+    elif layout == "lapa":
+        scan = _scan_lapa(root, split)
+    elif layout == "helen":
+        scan = _scan_helen(root, split)
+    else:
+        scan = _scan_celebamask(root, split)
+    return scan
+
+
+def report_bad(bad: list[tuple[str, str]], skip_bad: bool, what: str) -> None:
+    """Raise for the first bad file (naming how many more there are), or log them all when skipping."""
+    if not bad:
+        return
+    if not skip_bad:
+        path, reason = bad[0]
+        more = f" (and {len(bad) - 1} more bad files; `fpliif data check` lists them)" if len(bad) > 1 else ""
+        raise DataError(f"{path}: {reason}{more}; pass skip_bad=True / --skip-bad to skip bad pairs", path)
+    for path, reason in bad:
+        log.warning("skipping bad pair %s: %s", path, reason)
+    log.warning("%s: skipped %d bad pair(s)", what, len(bad))
+
+
+def list_samples(
+    root: str | Path,
+    layout: str,
+    split: str,
+    skip_bad: bool = False,
+    val_percent: float = DEFAULT_VAL_PERCENT,
+) -> list[Sample]:
+    """The samples of one split of a dataset in ``layout`` (see the module docstring).
+
+    Raises FileNotFoundError for a wrong root or missing folders, :class:`DataError` (a ValueError) for an
+    empty folder or a bad pair (image without mask, mask without image, ...). With ``skip_bad`` bad pairs are
+    dropped with a logged warning and a count instead. Images are not decoded here: decoding errors surface in
+    :class:`~fpliif.data.FaceParsingDataset` or ``fpliif data check``.
+    """
+    scan = scan_layout(root, layout, split, val_percent)
+    report_bad(scan.bad, skip_bad, f"{layout} {split} at {root}")
+    if not scan.samples:
+        raise DataError(f"{root}: no usable samples in split {split!r} of layout {layout!r}", root)
+    return scan.samples
+
+
+def read_classes_txt(path: Path) -> list[str]:
+    names = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line)
+    if not names:
+        raise DataError(f"{path}: no class names", path)
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: duplicate class names", path)
+    if len(names) > 255:
+        raise DataError(f"{path}: {len(names)} classes; at most 255 are supported (255 = ignore)", path)
+    return names
+
+
+def _label_set_from_names(names: list[str] | tuple[str, ...], name: str) -> LabelSet:
+    for known in LABEL_SETS.values():
+        if tuple(names) == known.classes:
+            return known
+    return generic_label_set(list(names), name=name)
+
+
+def label_set_for(
+    layout: str, root: str | Path | None = None, classes: str | list[str] | tuple[str, ...] | None = None
+) -> LabelSet:
+    """The label set of a layout. ``folder``: ``classes`` (label-set name or list of class names), else
+    ``ROOT/classes.txt``, else CelebAMask-HQ."""
+    check_layout(layout)
+    if layout == "celebamask-hq":
+        return CELEBAMASK_HQ
+    if layout == "lapa":
+        return LAPA
+    if layout == "helen":
+        return HELEN
+    if classes is not None:
+        if isinstance(classes, str):
+            if classes in LABEL_SETS:
+                return get_label_set(classes)
+            if "," in classes:
+                return _label_set_from_names([c.strip() for c in classes.split(",") if c.strip()], "custom")
+            p = Path(classes)
+            if p.is_file():
+                return _label_set_from_names(read_classes_txt(p), p.parent.name or "custom")
+            return get_label_set(classes)  # raises KeyError listing the known sets
+        return _label_set_from_names(list(classes), "custom")
+    if root is not None and (Path(root) / "classes.txt").is_file():
+        return _label_set_from_names(
+            read_classes_txt(Path(root) / "classes.txt"), Path(root).name or "custom"
+        )
+    return CELEBAMASK_HQ
+
+
+def detect_layout(root: str | Path) -> str:
+    """Guess the layout of a dataset root from its folders (for the CLI's ``--layout auto``)."""
+    root = _check_root(root)
+    if (root / CELEBA_IMG_DIR).is_dir():
+        return "celebamask-hq"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "folder"
+    for s in ("train", "test", "val"):
+        d = root / s
+        if (d / "images").is_dir() and (d / "labels").is_dir():
+            return "lapa"
+        if d.is_dir() and any(d.glob("*_image.*")):
+            return "helen"
+    raise FileNotFoundError(
+        f"cannot tell the layout of {root} (contains: {_listing(root)}); pass --layout ({', '.join(LAYOUTS)})"
+    )

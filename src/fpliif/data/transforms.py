@@ -1,0 +1,256 @@
+"""Training augmentations of the paper (§4.2) and the evaluation resize, on sample dicts of torch tensors.
+
+Why kornia: it works directly on torch tensors (no numpy/PIL round trip per sample), its random parameters are
+drawn from torch's global RNG (so a seeded DataLoader, whose workers seed torch, is reproducible), and one
+sampled affine matrix can be applied to the image (bilinear) and to the mask (nearest) alike. It has no
+telemetry. (albumentations would also do joint image/mask transforms, but it checks for updates over the
+network on import unless ``NO_ALBUMENTATIONS_UPDATE=1`` is set, and works on numpy arrays.)
+
+Pipeline of :class:`TrainTransform` (each step configured by a key of the ``augment`` dict; a missing key, or
+``augment=None``/``{}``, turns that step off; :data:`PAPER_AUGMENT` holds the paper's values):
+
+1. Resize to ``size``² : image bicubic with antialiasing, clamped to [0, 1]; mask nearest (labels are never
+   interpolated).
+2. With probability ``p`` a random affine warp (``kornia.augmentation.RandomAffine`` draws the parameters and
+   builds the matrix): ``rotation`` (±degrees or a (min, max) range), ``shear`` (range in **degrees**, x-axis
+   shear, as kornia's ``RandomAffine`` takes it: kornia 0.9 converts the drawn angle to radians and shears by
+   its tangent, like torchvision; ``(0, 20)`` means an x-shear angle between 0° and 20°, not a factor up to
+   20) and ``scale`` (isotropic (min, max) zoom factor; > 1 enlarges).
+3. ``crop`` (pixels if int, fraction of ``size`` if float): the warped image is conceptually placed on a
+   canvas ``crop`` pixels larger on every side and a random ``size``² window is cropped back out, i.e. a
+   random translation of up to ±``crop`` pixels. It is composed into the affine matrix, so there is a single
+   warp. The warp uses ``kornia.geometry.transform.warp_affine``: image bilinear with zero (black) padding;
+   mask nearest, computed as ``warp(mask + 1, zeros padding) - 1`` so that every pixel brought in from outside
+   the image gets :data:`~fpliif.labels.IGNORE_INDEX` (255), never background.
+4. ``color_jitter`` (image only): ``kornia.augmentation.ColorJitter`` with torchvision's semantics:
+   ``brightness``/``contrast``/``saturation`` are factor ranges (contrast 0 = flat grey), ``hue`` is a
+   fraction of the hue circle in [-0.5, 0.5] (±0.3 = ±108°); optional ``p`` (default 1).
+5. ``hflip`` (default off, the paper does not list it): ``True`` = probability 0.5, or a probability. Flips
+   image and mask and swaps every left/right class pair with ``LabelSet.flip_lut()``.
+
+All randomness comes from torch's global RNG of the process (the DataLoader worker), see
+:func:`fpliif.data.make_loader`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kornia.augmentation as KA
+import torch
+import torch.nn.functional as F
+from kornia.geometry.transform import warp_affine
+
+from ..labels import IGNORE_INDEX, LabelSet
+
+PAPER_AUGMENT: dict[str, Any] = {
+    "rotation": 30.0,
+    "shear": (0.0, 20.0),
+    "scale": (0.5, 3.0),
+    "crop": 0.125,
+    "p": 1.0,
+    "color_jitter": {
+        "brightness": (0.5, 1.5),
+        "contrast": (0.0, 2.0),
+        "saturation": (0.5, 1.5),
+        "hue": (-0.3, 0.3),
+    },
+    "hflip": False,
+}
+"""The paper's augmentations (§4.2). ``crop`` is our choice: the paper gives no crop size."""
+
+AUGMENT_KEYS = frozenset(PAPER_AUGMENT)
+JITTER_KEYS = frozenset({"brightness", "contrast", "saturation", "hue", "p"})
+
+
+def _size2(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def resize_image(image: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """(3, H, W) float image to ``size`` (int or (h, w)): bicubic, antialiased, clamped to [0, 1]."""
+    hw = _size2(size)
+    if tuple(image.shape[-2:]) == hw:
+        return image
+    out = F.interpolate(image[None], size=hw, mode="bicubic", antialias=True, align_corners=False)[0]
+    return out.clamp_(0.0, 1.0)
+
+
+def resize_mask(mask: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """(H, W) integer mask to ``size``: nearest (pixel-centre aligned), labels never mixed."""
+    hw = _size2(size)
+    if tuple(mask.shape[-2:]) == hw:
+        return mask
+    out = F.interpolate(mask[None, None].float(), size=hw, mode="nearest-exact")[0, 0]
+    return out.to(mask.dtype)
+
+
+def _range(value: Any, name: str, symmetric: bool = False) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        v = float(value)
+        return (-abs(v), abs(v)) if symmetric else (v, v)
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"augment {name!r}: expected a number or a (min, max) pair, got {value!r}") from None
+    if lo > hi:
+        raise ValueError(f"augment {name!r}: min {lo} > max {hi}")
+    return lo, hi
+
+
+class TrainTransform:
+    """The training augmentation (see the module docstring). Picklable: it can cross to worker processes."""
+
+    def __init__(
+        self,
+        size: int = 256,
+        augment: Mapping[str, Any] | str | None = None,
+        label_set: LabelSet | None = None,
+    ) -> None:
+        if isinstance(augment, str):
+            if augment != "paper":
+                raise ValueError(f"augment: unknown preset {augment!r} (known: 'paper', or a dict)")
+            augment = PAPER_AUGMENT
+        augment = copy.deepcopy(dict(augment or {}))
+        unknown = set(augment) - AUGMENT_KEYS
+        if unknown:
+            raise ValueError(f"augment: unknown keys {sorted(unknown)}; known: {sorted(AUGMENT_KEYS)}")
+        self.size = _size2(size)
+        self.augment = augment
+        self.p = float(augment.get("p", 1.0))
+        rot = _range(augment.get("rotation") or 0.0, "rotation", symmetric=True)
+        shear = augment.get("shear")
+        scale = augment.get("scale")
+        self.affine: KA.RandomAffine | None = None
+        if rot != (0.0, 0.0) or shear or scale:
+            self.affine = KA.RandomAffine(
+                degrees=rot,
+                shear=_range(shear, "shear") if shear else None,
+                scale=_range(scale, "scale") if scale else None,
+                p=1.0,
+            )
+        crop = augment.get("crop") or 0
+        if isinstance(crop, float):  # a fraction of the output size
+            crop = round(crop * min(self.size))
+        self.crop = int(crop)
+        if self.crop < 0:
+            raise ValueError(f"augment 'crop': must be >= 0, got {augment.get('crop')!r}")
+        cj = augment.get("color_jitter")
+        self.jitter: KA.ColorJitter | None = None
+        if cj:
+            unknown = set(cj) - JITTER_KEYS
+            if unknown:
+                raise ValueError(
+                    f"augment color_jitter: unknown keys {sorted(unknown)}; known: {sorted(JITTER_KEYS)}"
+                )
+            self.jitter = KA.ColorJitter(
+                brightness=_range(cj.get("brightness", (1.0, 1.0)), "brightness"),
+                contrast=_range(cj.get("contrast", (1.0, 1.0)), "contrast"),
+                saturation=_range(cj.get("saturation", (1.0, 1.0)), "saturation"),
+                hue=_range(cj.get("hue", 0.0), "hue", symmetric=True),
+                p=float(cj.get("p", 1.0)),
+            )
+        hflip = augment.get("hflip") or 0.0
+        self.hflip_p = 0.5 if hflip is True else float(hflip)
+        self.flip_lut: torch.Tensor | None = None
+        if self.hflip_p > 0:
+            if label_set is None:
+                raise ValueError("augment 'hflip' needs the dataset's label_set to swap left/right classes")
+            self.flip_lut = torch.from_numpy(label_set.flip_lut().astype("int64"))
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(size={self.size}, augment={self.augment})"
+
+    def _matrix(self, image: torch.Tensor) -> torch.Tensor | None:
+        """The (1, 3, 3) warp for this sample (affine then crop translation), or None for identity."""
+        mat = None
+        if self.affine is not None and (self.p >= 1.0 or float(torch.rand(())) < self.p):
+            params = self.affine.forward_parameters(torch.Size((1, *image.shape)))
+            mat = self.affine.compute_transformation(image[None], params, self.affine.flags)
+        if self.crop > 0:
+            # place on a canvas `crop` px larger per side, then take a random size x size window at (ox, oy)
+            ox, oy = (torch.randint(0, 2 * self.crop + 1, (2,)) - self.crop).tolist()
+            if ox or oy:
+                shift = torch.eye(3, dtype=image.dtype)[None]
+                shift[0, 0, 2], shift[0, 1, 2] = -ox, -oy
+                mat = shift if mat is None else shift @ mat
+        return mat
+
+    def __call__(self, sample: dict) -> dict:
+        sample = dict(sample)
+        image = resize_image(sample["image"], self.size)
+        mask = resize_mask(sample["mask"], self.size).long()
+        mat = self._matrix(image)
+        if mat is not None:
+            h, w = image.shape[-2:]
+            m = mat[:, :2, :]
+            image = warp_affine(
+                image[None], m, (h, w), mode="bilinear", padding_mode="zeros", align_corners=False
+            )[0].clamp_(0.0, 1.0)
+            shifted = (mask + 1).to(image.dtype)[None, None]
+            warped = warp_affine(
+                shifted, m, (h, w), mode="nearest", padding_mode="zeros", align_corners=False
+            )
+            mask = warped[0, 0].round().long() - 1
+            mask[mask < 0] = IGNORE_INDEX
+        if self.jitter is not None:
+            image = self.jitter(image[None])[0].clamp_(0.0, 1.0)
+        if self.flip_lut is not None and float(torch.rand(())) < self.hflip_p:
+            image = image.flip(-1)
+            mask = self.flip_lut[mask.flip(-1)]
+        sample["image"] = image.contiguous()
+        sample["mask"] = mask.contiguous()
+        return sample
+
+
+class EvalTransform:
+    """Resize the image to ``size`` (bicubic, antialiased, clamped) and the mask (nearest) to each of
+    ``mask_sizes``. Returns ``"mask"`` at ``mask_sizes[0]`` and ``"masks"``: ``{size: mask}`` for all of them
+    (e.g. ``mask_sizes=(256, 512)`` evaluates a 256² input against the 512² ground truth)."""
+
+    def __init__(self, size: int = 256, mask_sizes: Sequence[int] = (256,)) -> None:
+        if not mask_sizes:
+            raise ValueError("mask_sizes must name at least one size")
+        self.size = int(size)
+        self.mask_sizes = tuple(int(s) for s in mask_sizes)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size}, mask_sizes={self.mask_sizes})"
+
+    def __call__(self, sample: dict) -> dict:
+        sample = dict(sample)
+        mask = sample["mask"]
+        sample["image"] = resize_image(sample["image"], self.size).contiguous()
+        masks = {s: resize_mask(mask, s).long().contiguous() for s in self.mask_sizes}
+        sample["masks"] = masks
+        sample["mask"] = masks[self.mask_sizes[0]]
+        return sample
+
+
+def build_train_transform(
+    size: int = 256, augment: Mapping[str, Any] | str | None = None, label_set: LabelSet | None = None
+) -> TrainTransform:
+    """Training transform: resize to ``size``² plus the augmentations in ``augment`` (``"paper"`` or
+    :data:`PAPER_AUGMENT` for the paper's; None/{} for none). ``label_set`` is needed for ``hflip``."""
+    return TrainTransform(size=size, augment=augment, label_set=label_set)
+
+
+def build_eval_transform(size: int = 256, mask_sizes: Sequence[int] = (256,)) -> EvalTransform:
+    """Evaluation transform: image to ``size``², masks to each of ``mask_sizes`` (:class:`EvalTransform`)."""
+    return EvalTransform(size=size, mask_sizes=mask_sizes)
+
+
+__all__ = [
+    "PAPER_AUGMENT",
+    "EvalTransform",
+    "TrainTransform",
+    "build_eval_transform",
+    "build_train_transform",
+    "resize_image",
+    "resize_mask",
+]

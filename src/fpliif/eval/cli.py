@@ -1,0 +1,173 @@
+"""``fpliif eval``: the paper's F1 / IoU table of a weight file on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+INPUT_SIZE = 256
+"""Input resolution of the evaluation transform (the paper's 256 x 256); low-res rows upsample to it."""
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    """Comma-separated positive ints; an empty string gives an empty list."""
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise ValueError(f"{name}: expected positive integers, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def default_split(layout: str) -> str:
+    """``val`` for the generic ``folder`` layout, ``test`` for the official dataset layouts."""
+    return "val" if layout == "folder" else "test"
+
+
+def _load_model(weights: str | None, device: str) -> tuple[torch.nn.Module, str]:
+    from ..checkpoint import load
+    from ..pretrained import resolve_weights
+
+    if weights is None:
+        try:
+            path = resolve_weights(None)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}; pass --weights FILE (a .safetensors file written by fpliif)") \
+                from None
+    else:
+        path = resolve_weights(weights)
+    return load(path, device=device), str(path)
+
+
+def _data_module() -> Any:
+    from ..cli import UserError
+
+    try:
+        data = importlib.import_module("fpliif.data")
+        for attr in ("FaceParsingDataset", "build_eval_transform", "make_loader"):
+            getattr(data, attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"the data module (fpliif.data) is not available in this installation: {e}") from None
+    return data
+
+
+def _make_loader(data: Any, ds: Any, batch_size: int, workers: int) -> Any:
+    params = inspect.signature(data.make_loader).parameters
+    kwargs: dict[str, Any] = {"shuffle": False}
+    if "num_workers" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs["num_workers"] = workers
+    elif "workers" in params:
+        kwargs["workers"] = workers
+    return data.make_loader(ds, batch_size, **kwargs)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..cli import print_json
+    from .evaluate import evaluate, format_table
+
+    sizes = _int_list(args.sizes, "--sizes")
+    lowres = _int_list(args.lowres, "--lowres")
+    if not sizes and not lowres:
+        raise ValueError("--sizes and --lowres are both empty: nothing to evaluate")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    if args.workers < 0:
+        raise ValueError(f"--workers: expected 0 or more, got {args.workers}")
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit: expected a positive integer, got {args.limit}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (use --device cpu)")
+    if args.classes and args.layout != "folder":
+        raise ValueError(f"--classes applies to the folder layout only ({args.layout!r} has fixed classes)")
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data: dataset folder not found: {args.data}")
+
+    model, weights = _load_model(args.weights, args.device)
+    data = _data_module()
+    split = args.split or default_split(args.layout)
+    mask_sizes = sorted(set(sizes) | ({INPUT_SIZE} if lowres else set()))
+    transform = data.build_eval_transform(size=INPUT_SIZE, mask_sizes=mask_sizes)
+    extra = {"classes": args.classes} if args.classes else {}
+    ds = data.FaceParsingDataset(args.data, args.layout, split, transform=transform, **extra)
+
+    label_set = getattr(ds, "label_set", None) or model.label_set
+    if label_set.num_classes != model.num_classes:
+        hint = ""
+        if args.layout == "folder":
+            hint = " (folder layout: give its classes with --classes or ROOT/classes.txt)"
+        raise ValueError(
+            f"label sets differ: the model ({weights}) predicts {model.num_classes} classes "
+            f"({model.label_set.name}: {', '.join(model.classes)}) but the dataset ({args.layout} at "
+            f"{args.data}) has {label_set.num_classes} ({label_set.name}: "
+            f"{', '.join(label_set.classes)}){hint}"
+        )
+    if tuple(label_set.classes) != tuple(model.classes):
+        print(f"fpliif eval: warning: model classes {list(model.classes)} differ in name/order from the "
+              f"dataset's {list(label_set.classes)}; scoring by index", file=sys.stderr)
+    if len(ds) == 0:
+        raise ValueError(f"split {split!r} of {args.data} ({args.layout}) has no images")
+    if args.limit is not None and args.limit < len(ds):
+        ds = torch.utils.data.Subset(ds, range(args.limit))
+    loader = _make_loader(data, ds, args.batch_size, args.workers)
+
+    result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
+                      progress=not args.no_progress, lowres_to=INPUT_SIZE)
+    result.update({"weights": weights, "data": str(args.data), "layout": args.layout, "split": split})
+
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print_json(result)
+    else:
+        print(f"weights {weights}")
+        print(f"data    {args.data} ({args.layout}, split {split}, {result['images']} images)")
+        print()
+        print(format_table(result, label_set))
+        if args.out:
+            print(f"results written to {args.out}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="F1 / IoU table (paper Tables 1-3) on a dataset split",
+        description="Evaluate a model on a dataset split at several output resolutions: rows '256' "
+                    "(native) and '512' decode the 256x256 input at that size; rows '64→256' etc. decode at "
+                    "the low resolution and upsample the logits bilinearly to 256. Mean F1 / mIoU exclude "
+                    "background; classes absent from both ground truth and prediction are undefined ('-') "
+                    "and left out of the means.",
+    )
+    p.add_argument("--weights", help="a .safetensors weight file or bundled weights name "
+                                     "(default: the bundled default model)")
+    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--layout", required=True, help="dataset layout (e.g. folder, celebamask-hq, lapa, helen)")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default=None,
+                   help="split to evaluate (default: test for the official layouts, val for 'folder')")
+    p.add_argument("--classes", default=None,
+                   help="folder layout only: label-set name, comma-separated class names or a classes.txt "
+                        "(default: ROOT/classes.txt, else celebamask-hq)")
+    p.add_argument("--sizes", default="256,512", help="native output sizes, one row each (default: 256,512)")
+    p.add_argument("--lowres", default="64,96,128,192",
+                   help="low output sizes upsampled to 256, one row each; '' disables "
+                        "(default: 64,96,128,192)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader workers")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (only JSON on stdout)")
+    p.add_argument("--out", help="also write the JSON results to this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+    p.set_defaults(func=cmd_eval)

@@ -1,0 +1,346 @@
+"""Dataset evaluation at several output resolutions (the paper's Tables 1-3) and a trivial baseline.
+
+Rows, named as in the paper:
+
+* ``"256"`` (native) and ``"512"``: decode the 256 x 256 input at that output size and compare with
+  the ground-truth mask of the same size (``Ours`` and ``Ours^512``);
+* ``"64→256"``, ``"96→256"``, ...: decode at 64, 96, ..., upsample the *logits* bilinearly
+  (``align_corners=False``) to 256 and compare with the 256 mask (``Ours^{64→256}``, ...).
+
+Each image is encoded once and every row is decoded from the same latent grid (models with
+``encode``/``decode``; other models are called as ``model(image, size=...)`` per row). Metrics are
+dataset-level (counts summed over all pixels, see :mod:`fpliif.eval.metrics`); background is left out
+of the means, and a class absent from both ground truth and prediction is reported as ``None`` and
+left out of the means too (listed under ``absent_classes``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..labels import IGNORE_INDEX, LabelSet
+from .metrics import ConfusionMatrix
+
+__all__ = ["evaluate", "format_table", "trivial_baseline", "row_name", "ABSENT_RULE"]
+
+ARROW = "→"
+ABSENT_RULE = (
+    "a class absent from both ground truth and prediction (TP = FP = FN = 0) has undefined F1/IoU: "
+    "reported as null and left out of the means"
+)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def row_name(out_size: int, target_size: int) -> str:
+    """``"256"`` for a native row, ``"64→256"`` for a low-resolution row upsampled to 256."""
+    return str(out_size) if out_size == target_size else f"{out_size}{ARROW}{target_size}"
+
+
+def _check_sizes(values: Iterable[int], name: str) -> list[int]:
+    out: list[int] = []
+    for v in values:
+        if isinstance(v, bool) or int(v) != v or int(v) <= 0:
+            raise ValueError(f"{name}: expected positive integer sizes, got {list(values)!r}")
+        if int(v) not in out:
+            out.append(int(v))
+    return out
+
+
+def excluded_classes(label_set: LabelSet) -> tuple[int, ...]:
+    """Class indices left out of the means: the background class (as the paper)."""
+    return tuple(i for i, c in enumerate(label_set.classes) if c == "background")
+
+
+def merged_groups(label_set: LabelSet) -> dict[str, tuple[int, ...]]:
+    """``label_set.merged_f1`` (group -> class names) as group -> class indices."""
+    return {g: tuple(label_set.index(c) for c in members) for g, members in label_set.merged_f1.items()}
+
+
+def summarize(cm: ConfusionMatrix, label_set: LabelSet) -> dict[str, Any]:
+    """One row of results (JSON-ready) from a confusion matrix, classes named after ``label_set``."""
+    groups = merged_groups(label_set)
+    r = cm.compute(exclude=excluded_classes(label_set), merged=groups or None)
+    names = label_set.classes
+    row: dict[str, Any] = {
+        "mean_f1": r["mean_f1"],
+        "mean_iou": r["mean_iou"],
+        "pixel_acc": r["pixel_acc"],
+        "per_class_f1": dict(zip(names, r["f1"], strict=True)),
+        "per_class_iou": dict(zip(names, r["iou"], strict=True)),
+        "absent_classes": [names[k] for k in r["absent"]],
+        "pixels": r["pixels"],
+    }
+    if groups:
+        row["merged_f1"] = r["merged_f1"]
+        row["merged_iou"] = r["merged_iou"]
+    return row
+
+
+def _mask(batch: Mapping[str, Any], size: int) -> torch.Tensor:
+    masks = batch.get("masks")
+    if not isinstance(masks, Mapping):
+        raise ValueError("batch: expected a 'masks' dict {size: (B, size, size) label tensor}")
+    for key in (size, str(size)):
+        if key in masks:
+            return masks[key]
+    raise ValueError(
+        f"batch has no ground-truth mask at size {size} (masks at {sorted(str(k) for k in masks)}); "
+        f"build the eval transform with mask_sizes including {size}"
+    )
+
+
+def _is_distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if _is_distributed() else 0
+
+
+def _all_reduce_int(value: int, device: torch.device) -> int:
+    if not _is_distributed():
+        return value
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        dev = device if device.type == "cuda" else torch.device("cuda")
+    else:
+        dev = torch.device("cpu")
+    t = torch.tensor([value], dtype=torch.int64, device=dev)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
+class _Decoder:
+    """Logits of one image batch at any output size, encoding the batch only once when possible."""
+
+    def __init__(self, model: torch.nn.Module, image: torch.Tensor):
+        self.model = model
+        self.image = image
+        enc, dec = getattr(model, "encode", None), getattr(model, "decode", None)
+        self.latent = enc(image) if callable(enc) and callable(dec) else None
+
+    def __call__(self, size: int) -> torch.Tensor:
+        if self.latent is None:
+            return self.model(self.image, size=(size, size))
+        from ..models import pixel_centers
+
+        b = self.latent.shape[0]
+        coords = pixel_centers(size, size, device=self.latent.device).unsqueeze(0).expand(b, -1, -1)
+        logits = self.model.decode(self.latent, coords)  # (B, Q, C)
+        return logits.view(b, size, size, -1).permute(0, 3, 1, 2)
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+def evaluate(
+    model: torch.nn.Module,
+    loader: Iterable[Mapping[str, Any]],
+    label_set: LabelSet,
+    sizes: Sequence[int] = (256, 512),
+    lowres: Sequence[int] = (64, 96, 128, 192),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    *,
+    lowres_to: int = 256,
+) -> dict[str, Any]:
+    """Evaluate ``model`` over ``loader`` at each output size in ``sizes`` and each low-res size.
+
+    ``loader`` yields dicts ``{"image": (B, 3, H, W) float in [0, 1], "masks": {size: (B, size, size)
+    int64}, "name": [...]}`` (labels ``IGNORE_INDEX`` = 255 are skipped). A ``sizes`` row decodes at
+    that size and compares with the mask of that size; a ``lowres`` row decodes at that size,
+    upsamples the logits bilinearly to ``lowres_to`` and compares with the ``lowres_to`` mask.
+    Only confusion matrices are kept (memory does not grow with the dataset). The model is moved
+    to ``device`` and run in eval mode under ``torch.inference_mode`` (its train/eval mode is
+    restored afterwards). Under torch.distributed the matrices are summed over ranks (each rank
+    should iterate over its own shard, e.g. ``make_loader(..., distributed=True)``; note that a
+    DistributedSampler pads uneven shards with repeated images, which are then counted twice; the
+    progress bar shows on rank 0 only).
+
+    Returns a JSON-ready dict: ``rows`` (row name -> ``mean_f1``, ``mean_iou``, ``pixel_acc``,
+    ``per_class_f1``, ``per_class_iou``, ``absent_classes``, ``pixels`` and, for label sets with
+    merged groups (Helen), ``merged_f1`` / ``merged_iou``), ``images``, ``primary_row`` and, at the
+    top level, the numbers of the primary row (the native ``"256"`` row by default; otherwise the
+    first row). All scores are percentages; ``None`` marks an undefined score (absent class).
+    """
+    sizes = _check_sizes(sizes, "sizes")
+    lowres = sorted(_check_sizes(lowres, "lowres"), reverse=True)  # the paper's order: 192, 128, 96, 64
+    (lowres_to,) = _check_sizes([lowres_to], "lowres_to")
+    if not sizes and not lowres:
+        raise ValueError("nothing to evaluate: both sizes and lowres are empty")
+    num_classes = label_set.num_classes
+    model_classes = getattr(model, "num_classes", None)
+    if isinstance(model_classes, int) and model_classes != num_classes:
+        raise ValueError(
+            f"the model predicts {model_classes} classes but label set {label_set.name!r} has {num_classes}"
+        )
+    device = torch.device(device)
+
+    # row name -> (decode size, compare size)
+    plan: dict[str, tuple[int, int]] = {row_name(s, s): (s, s) for s in sizes}
+    for r in lowres:
+        plan.setdefault(row_name(r, lowres_to), (r, lowres_to))
+    matrices = {name: ConfusionMatrix(num_classes, IGNORE_INDEX, device=device) for name in plan}
+
+    images = 0
+    was_training = model.training
+    model.to(device).eval()
+    bar = tqdm(loader, desc="eval", unit="batch", file=sys.stderr, disable=not progress or _rank() != 0)
+    try:
+        with torch.inference_mode():
+            for batch in bar:
+                image = batch["image"].to(device, non_blocking=True)
+                decoder = _Decoder(model, image)
+                targets: dict[int, torch.Tensor] = {}
+                for name, (out_size, target_size) in plan.items():
+                    logits = decoder(out_size)
+                    if logits.shape[1] != num_classes:
+                        raise ValueError(
+                            f"the model returned {logits.shape[1]} class logits; label set "
+                            f"{label_set.name!r} has {num_classes} classes"
+                        )
+                    if out_size != target_size:
+                        logits = F.interpolate(logits.float(), size=(target_size, target_size),
+                                               mode="bilinear", align_corners=False)
+                    if target_size not in targets:
+                        targets[target_size] = _mask(batch, target_size).to(device, non_blocking=True)
+                    matrices[name].update(logits.argmax(dim=1), targets[target_size])
+                    del logits
+                images += int(image.shape[0])
+    finally:
+        bar.close()
+        model.train(was_training)
+
+    for cm in matrices.values():
+        cm.all_reduce()
+    images = _all_reduce_int(images, device)
+    if images == 0:
+        raise ValueError("the data loader yielded no images")
+
+    rows = {name: summarize(cm, label_set) for name, cm in matrices.items()}
+    native = str(lowres_to)
+    primary = native if native in rows and native in {str(s) for s in sizes} else next(iter(rows))
+    top = rows[primary]
+    result: dict[str, Any] = {
+        "mean_f1": top["mean_f1"],
+        "mean_iou": top["mean_iou"],
+        "pixel_acc": top["pixel_acc"],
+        "per_class_f1": top["per_class_f1"],
+        "per_class_iou": top["per_class_iou"],
+    }
+    if "merged_f1" in top:
+        result["merged_f1"] = top["merged_f1"]
+        result["merged_iou"] = top["merged_iou"]
+    result.update({
+        "absent_classes": top["absent_classes"],
+        "images": images,
+        "primary_row": primary,
+        "label_set": label_set.name,
+        "excluded_classes": [label_set.classes[i] for i in excluded_classes(label_set)],
+        "absent_rule": ABSENT_RULE,
+        "rows": rows,
+    })
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ baseline
+def trivial_baseline(
+    loader: Iterable[Mapping[str, Any]],
+    label_set: LabelSet,
+    size: int = 256,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Metrics of predicting the dataset's most frequent ground-truth class for every pixel.
+
+    Class frequencies are counted over the ``size`` masks of the whole loader (ignored pixels
+    skipped; ties go to the lower class index); the confusion matrix of the constant prediction
+    follows from them directly, so one pass suffices. Returns the same per-row fields as
+    :func:`evaluate` plus ``predicted_class``, ``class_pixels`` (name -> count) and ``images``.
+    """
+    (size,) = _check_sizes([size], "size")
+    device = torch.device(device)
+    counts = ConfusionMatrix(label_set.num_classes, IGNORE_INDEX, device=device)
+    images = 0
+    bar = tqdm(loader, desc="baseline", unit="batch", file=sys.stderr, disable=not progress or _rank() != 0)
+    for batch in bar:
+        target = _mask(batch, size).to(device)
+        counts.update(target, target)  # diagonal = per-class pixel counts (and validates the labels)
+        images += int(target.shape[0])
+    counts.all_reduce()
+    images = _all_reduce_int(images, device)
+    if images == 0:
+        raise ValueError("the data loader yielded no images")
+    freq = torch.diagonal(counts.matrix).to("cpu")
+    k = int(torch.argmax(freq))  # first maximum on ties
+    cm = ConfusionMatrix(label_set.num_classes, IGNORE_INDEX)
+    cm.matrix[:, k] = freq
+    row = summarize(cm, label_set)
+    row.update({
+        "predicted_class": label_set.classes[k],
+        "class_pixels": dict(zip(label_set.classes, (int(v) for v in freq), strict=True)),
+        "images": images,
+        "size": size,
+    })
+    return row
+
+
+# ------------------------------------------------------------------------------------------------ table
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(result: Mapping[str, Any], label_set: LabelSet) -> str:
+    """The paper's table layout (Markdown): one row per setting, F1 per class (background skipped)
+    with 1 decimal, then Mean (mean F1) and mIoU with 2 decimals, then merged-class F1 (Helen).
+
+    ``result`` is :func:`evaluate`'s output (or a single row such as :func:`trivial_baseline`'s).
+    ``-`` marks an undefined score (class absent from both ground truth and prediction).
+    """
+    rows: Mapping[str, Mapping[str, Any]] = result["rows"] if "rows" in result else {"result": result}
+    skip = set(excluded_classes(label_set))
+    classes = [c for i, c in enumerate(label_set.classes) if i not in skip]
+    groups = list(label_set.merged_f1)
+    header = ["Setting", *classes, "Mean", "mIoU", *groups]
+    body = []
+    for name, row in rows.items():
+        per_class = row["per_class_f1"]
+        merged = row.get("merged_f1") or {}
+        body.append([
+            name,
+            *(_fmt(per_class.get(c), 1) for c in classes),
+            _fmt(row["mean_f1"], 2),
+            _fmt(row["mean_iou"], 2),
+            *(_fmt(merged.get(g), 1) for g in groups),
+        ])
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+
+    sep = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
+    lines = [line(header), sep, *(line(r) for r in body)]
+    lines.append("")
+    excluded = ", ".join(label_set.classes[i] for i in sorted(skip)) or "none"
+    lines.append(f"F1 (%) per class; Mean = mean F1, mIoU = mean IoU over the classes "
+                 f"(excluded: {excluded}).")
+    if groups:
+        lines.append("Merged classes (F1 over the union of the members): "
+                     + "; ".join(f"{g} = {'+'.join(label_set.merged_f1[g])}" for g in groups) + ".")
+    lines.append(f"'-' = undefined: {ABSENT_RULE}.")
+    for name, row in rows.items():
+        if row.get("absent_classes"):
+            lines.append(f"absent classes ({name}): {', '.join(row['absent_classes'])}")
+    if "images" in result:
+        lines.append(f"images: {result['images']}")
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Parsing real photos: Python API, CLI (``fpliif parse`` / ``fpliif export onnx``), detection, ONNX.
+
+Modules (torch is imported only by ``torch_backend`` and ``onnx_export``):
+
+* :mod:`~fpliif.infer.parser`: :class:`FaceParser` (photos with detection, aligned crops);
+* :mod:`~fpliif.infer.result`: :class:`ParseResult`, :class:`Face` (labels, class shares, overlays, PNGs);
+* :mod:`~fpliif.infer.detect`: :class:`HaarDetector` (OpenCV Haar cascades; any callable works);
+* :mod:`~fpliif.infer.framing`: the measured CelebAMask-HQ crop framing (``python -m fpliif.infer.framing``);
+* :mod:`~fpliif.infer.geometry`: crops, query coordinates, paste-back (numpy);
+* :mod:`~fpliif.infer.images`, :mod:`~fpliif.infer.video`: file input/output;
+* :mod:`~fpliif.infer.onnx_export` / :mod:`~fpliif.infer.onnx_backend`: ONNX export and :class:`OnnxModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "FaceParser": "parser",
+    "ParseResult": "result",
+    "Face": "result",
+    "HaarDetector": "detect",
+    "Framing": "framing",
+    "OnnxModel": "onnx_backend",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,435 @@
+"""``fpliif parse`` (images, folders, videos) and ``fpliif export onnx``.
+
+Outputs of ``fpliif parse INPUT... --out DIR`` per image ``<stem>``:
+
+* ``<stem>_labels.png``: 8-bit index PNG (pixel value = class index) with the class palette embedded
+  (``--format png``, the default, and ``--format json``);
+* ``<stem>_labels.npy``: (H, W) uint8 label map (``--format npy``);
+* ``<stem>.json``: ``{"image", "size": [W, H], "faces": [{"box", "score", "crop", "class_share"}],
+  "class_share"}`` (``--format json``);
+* ``<stem>_overlay.png``: the photo with the label colours, face boxes and a legend (``--overlay``).
+
+Folder inputs are searched recursively (sorted) and their subfolder structure is mirrored under
+``--out``; files whose outputs would collide (``x.jpg`` and ``x.png`` side by side) get the extension in
+their stem (``x_jpg_labels.png``). Unreadable files are reported on stderr (file and reason) and
+skipped. Existing outputs are never replaced without ``--overwrite``: such inputs are refused with a
+message. Exit code: 0 if every input was parsed, 1 if any failed or was refused, 2 for usage errors.
+
+Videos (``--video``): ``<stem>_overlay.mp4`` (overlay video) plus per-frame labels in ``<stem>_labels/``
+(``000000.png`` or ``.npy``) and with ``--format json`` one ``<stem>.json`` with per-frame faces.
+
+This module imports torch only for the torch backend, so ``--backend onnxruntime`` runs on onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_image_files, load_image
+
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
+
+
+def example_image() -> Path:
+    """The bundled example photo (scikit-image's astronaut, public domain)."""
+    return EXAMPLE_IMAGE
+
+
+# ---------------------------------------------------------------------------------------------- planning
+class Job:
+    """One input file and the output stem (relative to --out) its outputs are named after."""
+
+    def __init__(self, path: Path, key: Path):
+        self.path = path
+        self.key = key
+
+    def outputs(self, out: Path, fmt: str, overlay: bool, video: bool = False) -> dict[str, Path]:
+        base = out / self.key.parent
+        stem = self.key.name
+        if video:
+            paths = {"overlay": base / f"{stem}_overlay.mp4", "frames": base / f"{stem}_labels"}
+            if fmt == "json":
+                paths["json"] = base / f"{stem}.json"
+            return paths
+        paths = {}
+        if fmt in ("png", "json"):
+            paths["labels"] = base / f"{stem}_labels.png"
+        if fmt == "npy":
+            paths["npy"] = base / f"{stem}_labels.npy"
+        if fmt == "json":
+            paths["json"] = base / f"{stem}.json"
+        if overlay:
+            paths["overlay"] = base / f"{stem}_overlay.png"
+        return paths
+
+
+def plan_jobs(inputs: list[str], out: Path, video: bool) -> tuple[list[Job], list[str]]:
+    """Input files/folders -> jobs with collision-free output stems; and errors for missing inputs."""
+    exts = VIDEO_EXTENSIONS if video else IMAGE_EXTENSIONS
+    entries: list[tuple[Path, Path]] = []  # (file, relative key without suffix handling)
+    errors = []
+    for text in inputs:
+        p = Path(text)
+        if p.is_dir():
+            if video:
+                files = sorted(
+                    (f for f in p.rglob("*") if f.suffix.lower() in exts and f.is_file()),
+                    key=lambda f: f.relative_to(p).as_posix(),
+                )
+            else:
+                files = list(iter_image_files(p, exclude=[out]))
+            if not files:
+                errors.append(
+                    f"{p}: no {'video' if video else 'image'} files found (extensions: {', '.join(exts)})"
+                )
+            entries += [(f, f.relative_to(p)) for f in files]
+        elif p.is_file():
+            entries.append((p, Path(p.name)))
+        else:
+            errors.append(f"{p}: no such file or folder")
+    keys = [rel.parent / rel.stem for _, rel in entries]
+    counts: dict[Path, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    keys = [
+        k if counts[k] == 1 else k.parent / f"{rel.stem}_{rel.suffix.lstrip('.').lower()}"
+        for k, (_, rel) in zip(keys, entries, strict=True)
+    ]
+    seen: dict[Path, Path] = {}
+    for k, (f, _) in zip(keys, entries, strict=True):
+        if k in seen and seen[k].resolve() != f.resolve():
+            raise ValueError(
+                f"inputs {seen[k]} and {f} would both write {out / k}_*; "
+                "pass their folders instead of the files, or parse them in separate runs"
+            )
+        seen[k] = f
+    jobs, done = [], set()
+    for k, (f, _) in zip(keys, entries, strict=True):
+        if k not in done:  # the same file given twice
+            done.add(k)
+            jobs.append(Job(f, k))
+    return jobs, errors
+
+
+# ---------------------------------------------------------------------------------------------- parse
+def _err(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"fpliif parse: {msg}", file=sys.stderr)
+
+
+def build_parser_from_args(args: argparse.Namespace) -> Any:
+    from .detect import HaarDetector
+    from .parser import FaceParser
+
+    detector = HaarDetector(profile=args.profile_faces)
+    common = dict(
+        detector=detector,
+        device=args.device,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        max_decode_size=args.max_decode_size or None,
+    )
+    if args.backend == "onnxruntime":
+        return FaceParser.from_onnx(args.onnx, **common)
+    return FaceParser.from_pretrained(args.weights, **common)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.backend is None:
+        args.backend = "onnxruntime" if args.onnx else "torch"
+    if args.backend == "onnxruntime":
+        if not args.onnx:
+            raise ValueError(
+                "--backend onnxruntime needs --onnx model.onnx (write one with `fpliif export onnx`)"
+            )
+        if args.weights:
+            raise ValueError(
+                "--weights applies to the torch backend; the --onnx file carries its own weights"
+            )
+    elif args.onnx:
+        raise ValueError("--onnx needs --backend onnxruntime")
+    if args.size is not None and not args.aligned:
+        raise ValueError(
+            "--size sets the output size of --aligned crops; detected faces are always parsed "
+            "at the original resolution"
+        )
+    if args.size is not None and args.size <= 0:
+        raise ValueError(f"--size: must be positive, got {args.size}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if not 0 <= args.alpha <= 1:
+        raise ValueError(f"--alpha: expected a value in [0, 1], got {args.alpha}")
+    if args.video and args.aligned:
+        raise ValueError("--video and --aligned cannot be combined")
+    if args.example:
+        args.inputs = [*args.inputs, str(example_image())]
+    if not args.inputs:
+        raise ValueError("no INPUT given (image files, folders or, with --video, videos); try --example")
+
+
+def _write_image_outputs(res: Any, paths: dict[str, Path], alpha: float) -> None:
+    import json
+
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    if "labels" in paths:
+        res.save_png(paths["labels"])
+    if "npy" in paths:
+        np.save(paths["npy"], res.labels)
+    if "json" in paths:
+        paths["json"].write_text(json.dumps(res.to_dict(), indent=2) + "\n")
+    if "overlay" in paths:
+        res.overlay(alpha, legend=True).save(paths["overlay"])
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    _check_args(args)
+    out = Path(args.out)
+    jobs, errors = plan_jobs(args.inputs, out, args.video)
+    for e in errors:
+        _err(e)
+    failed, refused = len(errors), 0
+    todo: list[tuple[Job, dict[str, Path]]] = []
+    for job in jobs:
+        paths = job.outputs(out, args.format, args.overlay, video=args.video)
+        existing = [p for p in paths.values() if p.exists()]
+        if existing and not args.overwrite:
+            _err(f"refused {job.path}: {existing[0]} already exists (pass --overwrite to replace)")
+            refused += 1
+            continue
+        todo.append((job, paths))
+    if not todo:
+        _err(f"nothing to do ({failed} failed, {refused} refused)")
+        return 1
+    parser = build_parser_from_args(args)
+    if args.video:
+        n_ok, n_fail = _parse_videos(parser, todo, args)
+        failed += n_fail
+    else:
+        n_ok, n_fail = 0, 0
+        bar = tqdm(
+            total=len(todo), unit="img", file=sys.stderr, disable=args.quiet or len(todo) < 2, desc="parse"
+        )
+        for start in range(0, len(todo), args.batch_size):
+            group = []
+            for job, paths in todo[start : start + args.batch_size]:
+                try:
+                    group.append((job, paths, load_image(job.path)))
+                except (ValueError, FileNotFoundError) as e:
+                    _err(f"skipped {job.path}: {e}")
+                    n_fail += 1
+                    bar.update(1)
+            if not group:
+                continue
+            try:
+                images = [g[2] for g in group]
+                if args.aligned:
+                    size = (args.size, args.size) if args.size else None
+                    results = parser.parse_aligned(images, size=size)
+                else:
+                    results = parser(images)
+            except (ValueError, RuntimeError) as e:
+                for job, _, _ in group:
+                    _err(f"failed {job.path}: {e}")
+                n_fail += len(group)
+                bar.update(len(group))
+                continue
+            for (job, paths, _), res in zip(group, results, strict=True):
+                res.source = str(job.path)
+                try:
+                    _write_image_outputs(res, paths, args.alpha)
+                except OSError as e:
+                    _err(f"failed {job.path}: cannot write outputs ({e})")
+                    n_fail += 1
+                    continue
+                if not res.faces:
+                    _err(f"{job.path}: no face detected; labels are all background")
+                n_ok += 1
+                bar.update(1)
+        bar.close()
+        failed += n_fail
+    if not args.quiet:
+        print(
+            f"fpliif parse: {n_ok} {'video' if args.video else 'image'}(s) parsed into {out}/"
+            + (f"; {failed} failed" if failed else "")
+            + (f"; {refused} refused" if refused else ""),
+            file=sys.stderr,
+        )
+    return 1 if failed or refused else 0
+
+
+def _batched(items: Any, n: int) -> Any:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _parse_videos(
+    parser: Any, todo: list[tuple[Job, dict[str, Path]]], args: argparse.Namespace
+) -> tuple[int, int]:
+    ok = fail = 0
+    for job, paths in todo:
+        try:
+            n, backend = _parse_video(parser, job, paths, args)
+        except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+            _err(f"failed {job.path}: {e}")
+            fail += 1
+            continue
+        if not args.quiet:
+            print(f"fpliif parse: {job.path}: {n} frames -> {paths['overlay']} ({backend})", file=sys.stderr)
+        ok += 1
+    return ok, fail
+
+
+def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.Namespace) -> tuple[int, str]:
+    """Parse one video frame by frame: overlay video, per-frame labels, optional JSON; (frames, writer)."""
+    import json
+
+    from tqdm import tqdm
+
+    from .result import save_index_png
+    from .video import VideoWriter, read_frames
+
+    frames, fps, count = read_frames(job.path)
+    frame_dir = paths["frames"]
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    total = count if count > 0 else None
+    index = 0
+    with (
+        tqdm(total=total, unit="frame", file=sys.stderr, disable=args.quiet, desc=job.path.name) as bar,
+        VideoWriter(paths["overlay"], fps) as writer,
+    ):
+        for batch in _batched(frames, args.batch_size):
+            for res in parser(batch):
+                writer.write(np.asarray(res.overlay(args.alpha, legend=False)))
+                if args.format == "npy":
+                    np.save(frame_dir / f"{index:06d}.npy", res.labels)
+                else:
+                    save_index_png(res.labels, frame_dir / f"{index:06d}.png", res.label_set)
+                if args.format == "json":
+                    d = res.to_dict()
+                    records.append({"frame": index, "faces": d["faces"], "class_share": d["class_share"]})
+                index += 1
+                bar.update(1)
+    if "json" in paths:
+        doc = {"video": str(job.path), "fps": fps, "frames": records}
+        paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
+    return index, writer.backend
+
+
+# ---------------------------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..checkpoint import load
+    from ..pretrained import resolve_weights
+    from .onnx_export import export_model_input_size, export_onnx
+
+    if args.format != "onnx":
+        raise ValueError(f"export: unknown format {args.format!r}; supported: onnx")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} already exists (pass --overwrite to replace)")
+    model = load(resolve_weights(args.weights))
+    size = args.size or export_model_input_size(model)
+    export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset)
+    shape = "dynamic" if args.dynamic else f"{size}x{size}"
+    msg = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; input {shape}"
+    try:
+        import torch
+
+        from .onnx_backend import OnnxModel
+
+        om = OnnxModel(out)
+        x = torch.rand(1, 3, size, size)
+        with torch.inference_mode():
+            ref = model(x, size=(64, 64)).numpy()
+        diff = float(np.abs(om(x.numpy(), (64, 64)) - ref).max())
+        msg += f"; onnxruntime vs torch max |logit diff| {diff:.2e}"
+    except ImportError:
+        msg += "; onnxruntime not installed, not verified"
+    print(msg + ")")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- argparse
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "parse",
+        help="parse face photos, folders or videos into per-pixel labels",
+        description="Per-pixel face-part labels for photos (faces detected, cropped like CelebAMask-HQ and "
+        "pasted back at the original resolution), aligned crops (--aligned) or videos (--video).",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive) or videos")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--weights", help="bundled weights name or .safetensors file (default: bundled model)")
+    p.add_argument(
+        "--size", type=int, default=None, help="output size N x N for --aligned (default: each input's size)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["png", "npy", "json"],
+        default="png",
+        help="png: index PNG with palette; npy: uint8 array; json: summary + index PNG",
+    )
+    p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0.5)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=8, help="images (and face crops) per model call")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")
+    p.add_argument(
+        "--aligned",
+        action="store_true",
+        help="inputs are aligned face crops (CelebAMask-HQ framing): no face detection",
+    )
+    p.add_argument("--video", action="store_true", help="inputs are videos: parse frame by frame")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default=None,
+        help="torch (default) or onnxruntime (needs --onnx)",
+    )
+    p.add_argument("--onnx", help="ONNX file from `fpliif export onnx` (implies --backend onnxruntime)")
+    p.add_argument(
+        "--profile-faces",
+        action="store_true",
+        help="also try OpenCV's profile-face cascade where no frontal face is found",
+    )
+    p.add_argument(
+        "--max-decode-size",
+        type=int,
+        default=512,
+        help="crops larger than this many pixels are decoded at this size and upsampled (0: never)",
+    )
+    p.add_argument("--example", action="store_true", help="add the bundled example photo to the inputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser(
+        "export",
+        help="export the model (encoder + implicit decoder) to ONNX",
+        description="Export to ONNX: inputs image (B,3,H,W) and coords (B,Q,2) in [-1,1] "
+        "(x, y), output logits (B,Q,C); Q is dynamic, so one file serves any "
+        "output size.",
+    )
+    p.add_argument("format", choices=["onnx"], help="export format")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--weights", help="bundled weights name or .safetensors file (default: bundled model)")
+    p.add_argument("--size", type=int, default=None, help="input image size N (default: the model's, 256)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch and input height/width")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,130 @@
+"""Crops, query coordinates and paste-back, in numpy (shared by the torch and onnxruntime paths).
+
+Conventions: coordinates are (x, y) in [-1, 1] over a crop, at pixel centres (``align_corners=False``,
+as :func:`fpliif.models.pixel_centers`). A crop window is an integer square ``(x0, y0, side)`` in image
+pixels, so image pixel ``(px, py)`` inside it has crop coordinates
+``((2 (px - x0) + 1) / side - 1, (2 (py - y0) + 1) / side - 1)``: exactly the pixel centres of the
+model's ``side x side`` output. Decoding the implicit model there *is* the inverse warp.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pixel_centers(h: int, w: int) -> np.ndarray:
+    """(h*w, 2) float32 (x, y) pixel-centre coordinates of an h x w grid over [-1, 1], row-major."""
+    return grid_coords(np.arange(h), np.arange(w), h, w)
+
+
+def grid_coords(rows: np.ndarray, cols: np.ndarray, h: float, w: float) -> np.ndarray:
+    """(len(rows)*len(cols), 2) float32 coordinates of the given pixel rows/cols of an h x w grid."""
+    ys = (np.asarray(rows, np.float64) * 2 + 1) / h - 1
+    xs = (np.asarray(cols, np.float64) * 2 + 1) / w - 1
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx, gy], axis=-1).reshape(-1, 2).astype(np.float32)
+
+
+def visible_region(x0: int, y0: int, side: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """The part of the window inside a width x height image: (xa, ya, xb, yb), end-exclusive (maybe empty)."""
+    return max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
+
+
+def crop_window(image: np.ndarray, x0: int, y0: int, side: int, pad: str = "edge") -> np.ndarray:
+    """(side, side, 3) crop of ``image`` at (x0, y0); parts outside the image are padded
+    (``edge``: replicate the border, ``zero``: black)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    xa, ya, xb, yb = visible_region(x0, y0, side, w, h)
+    if xb <= xa or yb <= ya:
+        return np.zeros((side, side, image.shape[2]), image.dtype)
+    inner = image[ya:yb, xa:xb]
+    top, left, bottom, right = ya - y0, xa - x0, y0 + side - yb, x0 + side - xb
+    if top == left == bottom == right == 0:
+        return np.ascontiguousarray(inner)
+    if pad == "edge":
+        return cv2.copyMakeBorder(np.ascontiguousarray(inner), top, bottom, left, right, cv2.BORDER_REPLICATE)
+    if pad == "zero":
+        return cv2.copyMakeBorder(
+            np.ascontiguousarray(inner), top, bottom, left, right, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+        )
+    raise ValueError(f"pad: expected 'edge' or 'zero', got {pad!r}")
+
+
+def model_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8/float RGB -> (3, h, w) float32 in [0, 1] at ``size`` = (h, w).
+
+    Downscaling uses area averaging (anti-aliased), upscaling bicubic.
+    """
+    import cv2
+
+    h, w = size
+    if image.shape[:2] != (h, w):
+        shrink = h < image.shape[0] or w < image.shape[1]
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    if image.dtype == np.uint8:
+        out = image.astype(np.float32) / 255.0
+    else:
+        out = np.clip(image.astype(np.float32), 0.0, 1.0)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
+    x = logits.astype(np.float32) / np.float32(temperature)
+    x -= x.max(axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True)
+    return x
+
+
+def bilinear_rows_cols(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
+    """Sample an (M, N, C) grid at all pairs of fractional row/col positions (pixel units, clamped)."""
+    m, n = grid.shape[:2]
+
+    def taps(src: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.clip(src, 0, size - 1)
+        i0 = np.floor(src).astype(np.int64)
+        i1 = np.minimum(i0 + 1, size - 1)
+        return i0, i1, (src - i0).astype(np.float32)
+
+    y0, y1, wy = taps(src_y, m)
+    x0, x1, wx = taps(src_x, n)
+    rows = grid[y0] * (1 - wy)[:, None, None] + grid[y1] * wy[:, None, None]
+    return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+
+
+def strips(rows: int, cols: int, max_pixels: int) -> list[tuple[int, int]]:
+    """Split ``rows`` into [start, end) strips of at most ``max_pixels`` pixels (at least one row each)."""
+    step = max(1, max_pixels // max(cols, 1))
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+class Canvas:
+    """Whole-image merge of per-face predictions: where crops overlap, the more confident face wins."""
+
+    def __init__(self, height: int, width: int, num_classes: int, keep_probs: bool = False):
+        self.labels = np.zeros((height, width), np.uint8)
+        self.best = np.full((height, width), -1.0, np.float32)
+        self.probs = None
+        if keep_probs:
+            self.probs = np.zeros((num_classes, height, width), np.float32)
+            self.probs[0] = 1.0
+
+    def paste(self, ya: int, xa: int, probs: np.ndarray) -> np.ndarray:
+        """Merge (h, w, C) probabilities at (ya, xa); return this face's own labels there (h, w) uint8."""
+        h, w = probs.shape[:2]
+        conf = probs.max(axis=-1)
+        lab = probs.argmax(axis=-1).astype(np.uint8)
+        best = self.best[ya : ya + h, xa : xa + w]
+        win = conf > best
+        best[win] = conf[win]
+        self.labels[ya : ya + h, xa : xa + w][win] = lab[win]
+        if self.probs is not None:
+            ys, xs = np.nonzero(win)
+            self.probs[:, ya + ys, xa + xs] = probs[ys, xs].T
+        return lab
+
+    def confidence(self) -> np.ndarray:
+        """Max probability per pixel (1.0 where no face was parsed: one-hot background)."""
+        return np.where(self.best < 0, 1.0, self.best).astype(np.float32)

@@ -1,0 +1,124 @@
+"""Image loading and conversion for parsing: any supported input -> RGB numpy array. No torch here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 RGB array.
+
+    EXIF orientation is applied; grayscale, palette, CMYK, RGBA (composited on white) and 16-bit images
+    become 8-bit RGB. Raises FileNotFoundError / ValueError naming the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_rgb(img)
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: cannot read image (not a recognised image format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from None
+
+
+def pil_to_rgb(img: Any) -> np.ndarray:
+    """PIL image (any mode; EXIF orientation applied) -> (H, W, 3) uint8 RGB array."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return array_to_rgb(np.asarray(img), name=f"{img.mode} image")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img)
+
+
+def array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
+    """(H, W), (H, W, 1|3|4) numpy array -> (H, W, 3) RGB, uint8 or float32 in [0, 1].
+
+    uint8 stays uint8; uint16 / int images are scaled to 8 bits; floats must lie in [0, 1]. Alpha is dropped.
+    """
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"{name}: expected an (H, W, 3) RGB array (or (H, W) grayscale), got shape {arr.shape}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name}: empty image of shape {arr.shape}")
+    if arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        return np.ascontiguousarray(arr.astype(np.uint8) * 255)
+    if np.issubdtype(arr.dtype, np.integer):
+        top = 65535 if arr.max(initial=0) > 255 else 255
+        return np.ascontiguousarray(
+            np.clip(arr.astype(np.float64) * (255.0 / top), 0, 255).round().astype(np.uint8)
+        )
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(
+                f"{name}: float images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]"
+            )
+        return np.ascontiguousarray(np.clip(arr, 0, 1))
+    raise ValueError(f"{name}: unsupported dtype {arr.dtype}")
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """RGB array (uint8 or float in [0, 1]) -> uint8."""
+    if image.dtype == np.uint8:
+        return image
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """RGB array (uint8 or float in [0, 1]) -> float32 in [0, 1]."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return np.clip(image.astype(np.float32), 0, 1)
+
+
+def is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def iter_image_files(folder: str | Path, exclude: Iterable[Path] = ()) -> Iterator[Path]:
+    """Image files under ``folder`` (recursive, sorted by relative path), skipping those under ``exclude``."""
+    folder = Path(folder)
+    excluded = [Path(e).resolve() for e in exclude]
+    files = []
+    for p in folder.rglob("*"):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
+            continue
+        rp = p.resolve()
+        if any(rp == e or e in rp.parents for e in excluded):
+            continue
+        files.append(p)
+    yield from sorted(files, key=lambda p: p.relative_to(folder).as_posix())

@@ -1,0 +1,440 @@
+"""``FaceParser``: per-pixel face-part labels for aligned crops and in-the-wild photos.
+
+    from fpliif import FaceParser
+
+    parser = FaceParser.from_pretrained()            # bundled weights (or a path / bundled name)
+    result = parser("photo.jpg")                     # detect faces, crop, parse, paste back
+    result.labels                                    # (H, W) uint8, original resolution
+    result.overlay(0.5).save("overlay.png"); result.save_png("labels.png")
+    parser.parse_aligned(crop, size=512)             # a CelebAMask-HQ-style crop, any output size
+
+Pipeline for photos: detect faces (OpenCV Haar cascade by default, pluggable), cut a square window
+around each face with the framing measured on CelebAMask-HQ (:mod:`fpliif.infer.framing`), resize it to
+the model's input size, and decode the implicit model directly at the crop coordinates of the original
+image pixels inside the window (:mod:`fpliif.infer.geometry`). Where windows overlap, the more confident
+face wins per pixel; pixels outside every window are background.
+
+This module imports torch only for a PyTorch model or torch tensor inputs; with an
+:class:`~fpliif.infer.onnx_backend.OnnxModel` it runs on onnxruntime + numpy + OpenCV + Pillow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .framing import DEFAULT_FRAMING, Framing
+from .geometry import (
+    Canvas,
+    bilinear_rows_cols,
+    crop_window,
+    grid_coords,
+    model_input,
+    softmax,
+    strips,
+    visible_region,
+)
+from .images import array_to_rgb, is_torch_tensor, load_image, pil_to_rgb
+from .result import Face, ParseResult
+
+log = logging.getLogger("fpliif.infer")
+
+DEFAULT_INPUT_SIZE = 256
+"""Side of the square model input (CelebAMask-HQ crops resized to 256 x 256 in training)."""
+
+NO_FACE_MESSAGE = "no face detected"
+
+
+def _is_pil(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "PIL" and hasattr(x, "mode") and hasattr(x, "size")
+
+
+class FaceParser:
+    """Face parsing for photos (with detection) and aligned crops (without).
+
+    Args:
+        model: an fpliif PyTorch model (``encode``/``decode``), an
+            :class:`~fpliif.infer.onnx_backend.OnnxModel`, or a path (``.onnx`` or ``.safetensors``).
+        detector: callable ``(H, W, 3) uint8 RGB -> [(box, score), ...]`` (default: :class:`HaarDetector`).
+        framing: face box -> crop window constants (default: measured for the Haar detector).
+        device: ``"cpu"`` or ``"cuda"``.
+        batch_size: face crops encoded at once.
+        input_size: side of the square model input (default: the weights' ``input_size`` metadata, else 256).
+        max_decode_size: crops larger than this (in original pixels) are decoded on a grid of this size and
+            the logits resampled bilinearly to the original pixels (bounds the cost on huge photos); None
+            decodes every original pixel.
+        threads: CPU threads for torch / onnxruntime (default: the library's choice).
+        pad: how crop windows reaching outside the photo are filled: ``"edge"`` (replicate) or ``"zero"``.
+        max_queries: pixels decoded per call (bounds memory).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        detector: Any = None,
+        framing: Framing | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+        input_size: int | None = None,
+        max_decode_size: int | None = 512,
+        threads: int | None = None,
+        pad: str = "edge",
+        max_queries: int = 262144,
+    ):
+        if isinstance(model, (str, Path)):
+            model = _load_model(model, device=device, threads=threads)
+        from .onnx_backend import OnnxModel
+
+        if isinstance(model, OnnxModel):
+            self.backend: Any = _OnnxBackend(model)
+        else:
+            from .torch_backend import TorchBackend
+
+            self.backend = TorchBackend(model, device=device, threads=threads)
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        if pad not in ("edge", "zero"):
+            raise ValueError(f"pad: expected 'edge' or 'zero', got {pad!r}")
+        if max_decode_size is not None and max_decode_size < 8:
+            raise ValueError(f"max_decode_size: must be >= 8 or None, got {max_decode_size}")
+        self.model = model
+        self.detector = detector
+        self.framing = framing or DEFAULT_FRAMING
+        self.batch_size = int(batch_size)
+        self.input_size = int(input_size or self.backend.input_size or DEFAULT_INPUT_SIZE)
+        self.max_decode_size = max_decode_size
+        self.pad = pad
+        self.max_queries = int(max_queries)
+
+    # ------------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls, weights: str | Path | None = None, device: str = "cpu", **kwargs: Any
+    ) -> FaceParser:
+        """Load the bundled default weights (None), a bundled name, a ``.safetensors`` or ``.onnx`` file."""
+        threads = kwargs.get("threads")
+        return cls(_load_model(weights, device=device, threads=threads), device=device, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> FaceParser:
+        """Parser on onnxruntime for a file written by ``fpliif export onnx`` (no torch needed)."""
+        from .onnx_backend import OnnxModel
+
+        return cls(OnnxModel(path, device=device, threads=kwargs.get("threads")), device=device, **kwargs)
+
+    @property
+    def label_set(self):
+        return self.backend.label_set
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.backend.label_set.classes
+
+    def __repr__(self) -> str:
+        return (
+            f"FaceParser(backend={self.backend.name}, classes={len(self.classes)}, "
+            f"input_size={self.input_size}, "
+            f"detector={self.detector!r}, framing={self.framing})"
+        )
+
+    # ------------------------------------------------------------------------------------------ detection
+    def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Face boxes ``[((x1, y1, x2, y2), score), ...]`` of an (H, W, 3) uint8 RGB image."""
+        if self.detector is None:
+            from .detect import HaarDetector
+
+            self.detector = HaarDetector()
+        dets = []
+        for d in self.detector(image):
+            box, score = d
+            dets.append((tuple(float(v) for v in box), float(score)))
+        return dets
+
+    # ------------------------------------------------------------------------------------------ photos
+    def __call__(
+        self, images: Any, boxes: Any = None, return_probs: bool = False
+    ) -> ParseResult | list[ParseResult]:
+        """Parse photo(s): a path, PIL image, (H, W, 3) uint8 RGB array, torch tensor (3, H, W) /
+        (B, 3, H, W) (float in [0, 1] or uint8), or a list of these.
+
+        ``boxes``: face boxes [x1, y1, x2, y2] to use instead of the detector (for one image: a list of
+        boxes; for a list of images: one list (or None = detect) per image). Returns one
+        :class:`ParseResult` for a single image, else a list.
+        """
+        items, single = _as_images(images)
+        per_image_boxes = _normalise_boxes(boxes, len(items), single)
+        return self._parse(items, per_image_boxes, return_probs, single)
+
+    def _parse(self, items, per_image_boxes, return_probs, single):
+        jobs = []  # (image index, box, score, (x0, y0, side), region)
+        canvases, messages = [], []
+        for i, (img, source) in enumerate(items):
+            h, w = img.shape[:2]
+            canvases.append(Canvas(h, w, len(self.classes), keep_probs=return_probs))
+            dets = per_image_boxes[i]
+            if dets is None:
+                from .images import to_uint8
+
+                dets = self.detect(to_uint8(img))
+            msg = None
+            for box, score in dets:
+                x0, y0, side = self.framing.window(box)
+                region = visible_region(x0, y0, side, w, h)
+                if region[2] <= region[0] or region[3] <= region[1]:
+                    log.warning(
+                        "%s: face box %s lies outside the %dx%d image; skipped", source or "image", box, w, h
+                    )
+                    continue
+                jobs.append((i, box, score, (x0, y0, side), region))
+            if not any(j[0] == i for j in jobs):
+                msg = f"{NO_FACE_MESSAGE} in {source or 'image'} ({w}x{h}); labels are all background"
+                log.warning(msg)
+            messages.append(msg)
+        faces: list[list[Face]] = [[] for _ in items]
+        n = self.input_size
+        for start in range(0, len(jobs), self.batch_size):
+            chunk = jobs[start : start + self.batch_size]
+            batch = np.stack(
+                [
+                    model_input(crop_window(items[i][0], *win, pad=self.pad), (n, n))
+                    for i, _, _, win, _ in chunk
+                ]
+            )
+            latents = self.backend.encode(batch)
+            for (i, box, score, win, region), z in zip(chunk, latents, strict=True):
+                labels = self._decode_window(z, win, region, canvases[i])
+                x0, y0, side = win
+                faces[i].append(
+                    Face(
+                        box=[float(v) for v in box],
+                        score=float(score),
+                        crop=[x0, y0, x0 + side, y0 + side],
+                        region=list(region),
+                        labels=labels,
+                        classes=self.classes,
+                    )
+                )
+        results = []
+        for i, (img, source) in enumerate(items):
+            c = canvases[i]
+            results.append(
+                ParseResult(
+                    labels=c.labels,
+                    faces=faces[i],
+                    classes=self.classes,
+                    label_set=self.label_set,
+                    image=img,
+                    probs=c.probs,
+                    confidence=c.confidence() if return_probs else None,
+                    message=messages[i],
+                    source=source,
+                )
+            )
+        return results[0] if single else results
+
+    def _decode_window(
+        self, z: Any, win: tuple[int, int, int], region: tuple[int, int, int, int], canvas: Canvas
+    ) -> np.ndarray:
+        """Decode one face at the original pixels of ``region`` and merge into ``canvas``; own labels."""
+        x0, y0, side = win
+        xa, ya, xb, yb = region
+        rows, cols = yb - ya, xb - xa
+        labels = np.zeros((rows, cols), np.uint8)
+        t = self.backend.temperature
+        if self.max_decode_size is None or side <= self.max_decode_size:
+            col_idx = np.arange(xa, xb) - x0
+            for r0, r1 in strips(rows, cols, self.max_queries):
+                coords = grid_coords(np.arange(ya + r0, ya + r1) - y0, col_idx, side, side)
+                logits = self.backend.decode(z, coords).reshape(r1 - r0, cols, -1)
+                labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(logits, t))
+            return labels
+        m = int(self.max_decode_size)
+        grid = np.concatenate(
+            [
+                self.backend.decode(z, grid_coords(np.arange(r0, r1), np.arange(m), m, m))
+                for r0, r1 in strips(m, m, self.max_queries)
+            ]
+        ).reshape(m, m, -1)
+        src_x = (np.arange(xa, xb) - x0 + 0.5) * (m / side) - 0.5
+        for r0, r1 in strips(rows, cols, self.max_queries):
+            src_y = (np.arange(ya + r0, ya + r1) - y0 + 0.5) * (m / side) - 0.5
+            labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(bilinear_rows_cols(grid, src_y, src_x), t))
+        return labels
+
+    # ------------------------------------------------------------------------------------------ aligned crops
+    def parse_aligned(
+        self, crops: Any, size: int | tuple[int, int] | None = None, return_probs: bool = False
+    ) -> ParseResult | list[ParseResult]:
+        """Parse already aligned face crop(s) (CelebAMask-HQ framing: head, some neck), no detection.
+
+        ``size``: output size, int or (H, W) (default: each input's own size). The crop is resized to the
+        model input size and the implicit decoder is queried at the output's pixel centres.
+        """
+        items, single = _as_images(crops)
+        sizes = [_check_size(size) if size is not None else img.shape[:2] for img, _ in items]
+        n = self.input_size
+        results: list[ParseResult] = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = list(range(start, min(start + self.batch_size, len(items))))
+            latents = self.backend.encode(np.stack([model_input(items[i][0], (n, n)) for i in chunk]))
+            for i, z in zip(chunk, latents, strict=True):
+                img, source = items[i]
+                h, w = sizes[i]
+                canvas = Canvas(h, w, len(self.classes), keep_probs=return_probs)
+                self._decode_window_aligned(z, h, w, canvas)
+                shown = img if img.shape[:2] == (h, w) else _resize_rgb(img, h, w)
+                face = Face(
+                    box=[0.0, 0.0, float(w), float(h)],
+                    score=1.0,
+                    crop=[0, 0, w, h],
+                    region=[0, 0, w, h],
+                    labels=canvas.labels,
+                    classes=self.classes,
+                )
+                results.append(
+                    ParseResult(
+                        labels=canvas.labels,
+                        faces=[face],
+                        classes=self.classes,
+                        label_set=self.label_set,
+                        image=shown,
+                        probs=canvas.probs,
+                        confidence=canvas.confidence() if return_probs else None,
+                        source=source,
+                    )
+                )
+        return results[0] if single else results
+
+    def _decode_window_aligned(self, z: Any, h: int, w: int, canvas: Canvas) -> None:
+        t = self.backend.temperature
+        for r0, r1 in strips(h, w, self.max_queries):
+            logits = self.backend.decode(z, grid_coords(np.arange(r0, r1), np.arange(w), h, w))
+            canvas.paste(r0, 0, softmax(logits.reshape(r1 - r0, w, -1), t))
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+class _OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.label_set = model.label_set
+        self.temperature = model.temperature
+        self.input_size = model.input_size
+
+    def encode(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [batch[i : i + 1] for i in range(batch.shape[0])]
+
+    def decode(self, latent: np.ndarray, coords: np.ndarray) -> np.ndarray:
+        return self.model.decode_at(latent, coords[None])[0]
+
+
+def _load_model(weights: str | Path | None, device: str = "cpu", threads: int | None = None) -> Any:
+    if weights is not None and str(weights).lower().endswith(".onnx"):
+        from .onnx_backend import OnnxModel
+
+        return OnnxModel(weights, device=device, threads=threads)
+    from ..checkpoint import load
+    from ..pretrained import resolve_weights
+
+    return load(resolve_weights(weights))
+
+
+def _check_size(size: Any) -> tuple[int, int]:
+    if isinstance(size, bool):
+        raise ValueError(f"size: expected an int or (H, W), got {size!r}")
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size: expected an int or a pair of ints (H, W), got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size: must be positive, got {(h, w)}")
+    return h, w
+
+
+def _resize_rgb(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    import cv2
+
+    shrink = h < img.shape[0] or w < img.shape[1]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def _one_image(x: Any, name: str) -> tuple[np.ndarray, str | None]:
+    if isinstance(x, (str, Path)):
+        return load_image(x), str(x)
+    if _is_pil(x):
+        return pil_to_rgb(x), getattr(x, "filename", None) or None
+    if isinstance(x, np.ndarray):
+        return array_to_rgb(x, name=name), None
+    raise ValueError(
+        f"{name}: unsupported input type {type(x).__name__} (expected a path, PIL image, "
+        "numpy (H, W, 3) uint8 RGB array or torch tensor)"
+    )
+
+
+def _as_images(images: Any) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
+    """Any supported input -> list of ((H, W, 3) RGB array, source), and whether it was a single image."""
+    if is_torch_tensor(images):
+        from .torch_backend import tensor_to_numpy_images
+
+        arrays, batch = tensor_to_numpy_images(images)
+        return [(array_to_rgb(a, name=f"image[{i}]"), None) for i, a in enumerate(arrays)], not batch
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return [(array_to_rgb(a, name=f"image[{i}]"), None) for i, a in enumerate(images)], False
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("images: empty list")
+        out = []
+        for i, x in enumerate(images):
+            if is_torch_tensor(x):
+                from .torch_backend import tensor_to_numpy_images
+
+                arrays, batch = tensor_to_numpy_images(x)
+                if batch:
+                    raise ValueError(f"image[{i}]: expected a single (3, H, W) tensor in a list, got a batch")
+                out.append((array_to_rgb(arrays[0], name=f"image[{i}]"), None))
+            else:
+                out.append(_one_image(x, f"image[{i}]"))
+        return out, False
+    return [_one_image(images, "image")], True
+
+
+def _is_box(b: Any) -> bool:
+    try:
+        return len(b) == 4 and all(isinstance(v, (int, float, np.integer, np.floating)) for v in b)
+    except TypeError:
+        return False
+
+
+def _box_list(boxes: Any, name: str) -> list[tuple[tuple[float, float, float, float], float]] | None:
+    if boxes is None:
+        return None
+    out = []
+    for b in boxes.tolist() if isinstance(boxes, np.ndarray) else boxes:
+        if _is_box(b):
+            box, score = b, 1.0
+        elif isinstance(b, (list, tuple)) and len(b) == 2 and _is_box(b[0]):
+            box, score = b
+        else:
+            raise ValueError(f"{name}: expected boxes [x1, y1, x2, y2] (or (box, score) pairs), got {b!r}")
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if not (x2 > x1 and y2 > y1):
+            raise ValueError(f"{name}: box {list(box)} must have x2 > x1 and y2 > y1")
+        out.append(((x1, y1, x2, y2), float(score)))
+    return out
+
+
+def _normalise_boxes(boxes: Any, n: int, single: bool) -> list[Any]:
+    if boxes is None:
+        return [None] * n
+    if single:
+        return [_box_list(boxes, "boxes")]
+    if not isinstance(boxes, Sequence) or len(boxes) != n:
+        raise ValueError(f"boxes: for {n} images pass a list of {n} box lists (or None entries to detect)")
+    return [_box_list(b, f"boxes[{i}]") for i, b in enumerate(boxes)]

@@ -1,0 +1,39 @@
+"""``fpliif train --config CONFIG.yaml [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .trainer import train
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    cfg = load_config(args.config, overrides)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    record = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if record:
+        best = record.get("best_val_mean_f1")
+        print(
+            f"done: epoch {record['epoch']}, last loss {record['loss']:.4f}"
+            + (f", best val mean F1 {best:.2f}" if best is not None and best >= 0 else "")
+            + f"; checkpoints in {cfg['out']}"
+        )
+    else:
+        print(f"nothing to do: {cfg['out']} already finished {cfg['train']['epochs']} epochs")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config (torchrun-aware)")
+    p.add_argument("--config", required=True, help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10 data.root=/data/x")
+    p.add_argument("--out", help="run directory (same as out=DIR)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output directory from last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)

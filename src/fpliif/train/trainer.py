@@ -1,0 +1,463 @@
+"""The training loop: sampled-query LIIF training, AMP, DDP (torchrun), exact resume, atomic checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from .. import registry
+from ..checkpoint import save as save_weights
+from ..labels import IGNORE_INDEX
+from ..models.base import pixel_centers
+from .config import dump_config
+from .loss import fpliif_loss, label_edges
+
+log = logging.getLogger("fpliif.train")
+CHECKPOINT_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------- distributed
+class Dist:
+    """Rank/world of this process; initialises torch.distributed when launched by torchrun."""
+
+    def __init__(self, device_pref: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+        if device_pref == "cuda" and not torch.cuda.is_available():
+            raise ValueError("train.device: cuda requested but CUDA is not available")
+        self.device = torch.device(f"cuda:{self.local_rank}" if use_cuda else "cpu")
+        if use_cuda:
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------- model wrapper
+class QueryModel(nn.Module):
+    """``forward(image, coords)`` -> logits at the query points, so DDP sees one forward call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(self.model.encode(image), coords)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def sample_queries(
+    mask: torch.Tensor, edges: torch.Tensor, n: int | None, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates (B, Q, 2), labels (B, Q) and edge flags (B, Q) of random pixels per image.
+
+    ``n=None`` takes the full grid (every pixel, in row-major order).
+    """
+    b, h, w = mask.shape
+    centers = pixel_centers(h, w)
+    if n is None or n >= h * w:
+        idx = torch.arange(h * w).expand(b, -1)
+    else:
+        idx = torch.stack([torch.randperm(h * w, generator=gen)[:n] for _ in range(b)])
+    coords = centers[idx]
+    labels = torch.gather(mask.reshape(b, -1), 1, idx)
+    flags = torch.gather(edges.reshape(b, -1), 1, idx)
+    return coords, labels, flags
+
+
+def class_weight_vector(dataset: Any, num_classes: int, max_images: int = 400) -> torch.Tensor:
+    """Inverse square-root class frequency over (up to ``max_images``) training masks, mean-normalised."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    step = max(1, len(dataset) // max_images)
+    for i in range(0, len(dataset), step):
+        m = dataset.load(i)["mask"] if hasattr(dataset, "load") else dataset[i]["mask"]
+        m = torch.as_tensor(m).flatten()
+        m = m[m != IGNORE_INDEX]
+        counts += torch.bincount(m.long(), minlength=num_classes)[:num_classes].double()
+    freq = counts / counts.sum()
+    w = 1.0 / torch.sqrt(freq.clamp_min(1e-6))
+    w = w / w[counts > 0].mean()
+    return w.clamp(max=10.0).float()
+
+
+# ------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Runs one training config to completion (or resumes it)."""
+
+    def __init__(self, cfg: dict[str, Any], resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.t = cfg["train"]
+        self.out = Path(cfg["out"])
+        self.progress = progress
+        self.dist = Dist(self.t["device"])
+        if self.t["threads"]:
+            torch.set_num_threads(int(self.t["threads"]))
+        self.device = self.dist.device
+        self._check_out_dir(resume)
+        self._seed_everything(self.t["seed"])
+        self.model = registry.make(cfg["model"]).to(self.device)
+        if self.t["init_weights"]:
+            from ..checkpoint import load
+
+            self.model.load_state_dict(load(self.t["init_weights"]).state_dict())
+        if self.t["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._build_data()
+        net: nn.Module = QueryModel(self.model)
+        if self.dist.world > 1:
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.net = net
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t["lr"], weight_decay=self.t["weight_decay"])
+        sched = self.t["schedule"]
+        milestones = sched.get("milestones", []) if sched["type"] == "multistep" else []
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=sched.get("gamma", 0.1))
+        amp = self.t["amp"]
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.class_weights = None
+        if self.t["class_weights"]:
+            self.class_weights = class_weight_vector(self.train_set, self.model.num_classes).to(self.device)
+        self.epoch = 0
+        self.best_f1 = -1.0
+        self.query_gen = torch.Generator()
+        if resume and (self.out / "last.pt").exists():
+            self._load_checkpoint(self.out / "last.pt")
+
+    # ----------------------------------------------------------------------------------- setup
+    def _check_out_dir(self, resume: bool) -> None:
+        exists = (self.out / "last.pt").exists()
+        if exists and not resume:
+            raise ValueError(
+                f"output directory {self.out} already holds a run (last.pt); pass --resume to continue "
+                f"it or choose another out=DIR (nothing was overwritten)"
+            )
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _build_data(self) -> None:
+        from .. import data as fdata
+
+        d = self.cfg["data"]
+        kwargs: dict[str, Any] = {"skip_bad": d["skip_bad"]}
+        if d.get("classes") is not None:
+            kwargs["classes"] = d["classes"]
+        train_tf = fdata.build_train_transform(size=d["size"], augment=d["augment"], label_set=self.model.label_set)
+        self.train_set = fdata.FaceParsingDataset(
+            d["root"], d["layout"], d["train_split"], transform=train_tf, **kwargs
+        )
+        if self.train_set.label_set.num_classes != self.model.num_classes:
+            raise ValueError(
+                f"model has {self.model.num_classes} classes but dataset {d['root']} has "
+                f"{self.train_set.label_set.num_classes}"
+            )
+        self.val_set = None
+        if d["val_split"]:
+            val_tf = fdata.build_eval_transform(size=d["size"], mask_sizes=(d["size"],))
+            self.val_set = fdata.FaceParsingDataset(d["root"], d["layout"], d["val_split"], transform=val_tf, **kwargs)
+            if self.t["max_val_images"]:
+                self.val_set = Subset(self.val_set, range(min(len(self.val_set), self.t["max_val_images"])))
+        if len(self.train_set) < self.t["batch_size"] * self.dist.world:
+            raise ValueError(
+                f"train.batch_size: {self.t['batch_size']} x {self.dist.world} processes exceeds the "
+                f"{len(self.train_set)} training images"
+            )
+
+    def _train_loader(self, epoch: int) -> DataLoader:
+        """A fresh loader per epoch, seeded from (seed, epoch): the epoch's order and augmentations are a
+        function of the epoch alone, which makes resume exact."""
+        seed = self.t["seed"] * 100003 + epoch
+        gen = torch.Generator().manual_seed(seed)
+        sampler = None
+        if self.dist.world > 1:
+            sampler = torch.utils.data.distributed.DistributedSampler(
+                self.train_set,
+                num_replicas=self.dist.world,
+                rank=self.dist.rank,
+                shuffle=True,
+                seed=self.t["seed"],
+                drop_last=True,
+            )
+            sampler.set_epoch(epoch)
+        workers = int(self.cfg["data"]["workers"])
+        return DataLoader(
+            self.train_set,
+            batch_size=self.t["batch_size"],
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            generator=gen,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            worker_init_fn=_seed_worker if workers else None,
+        )
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg,
+            "spec": self.model.spec,
+            "epoch": self.epoch,
+            "best_f1": self.best_f1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "query_gen": self.query_gen.get_state(),
+        }
+
+    def _load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise ValueError(f"{path}: cannot read checkpoint ({e})") from None
+        if state.get("spec") != self.model.spec:
+            raise ValueError(
+                f"{path}: checkpoint was written for model {state.get('spec')}, config asks for {self.model.spec}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.query_gen.set_state(state["query_gen"])
+        self.epoch = int(state["epoch"])
+        self.best_f1 = float(state["best_f1"])
+        if self.dist.main:
+            log.info("resumed %s at epoch %d (best val mean F1 %.2f)", path, self.epoch, self.best_f1)
+
+    def _save_checkpoints(self, val_f1: float | None) -> None:
+        if not self.dist.main:
+            return
+        state = self._state()
+        atomic_torch_save(state, self.out / "last.pt")
+        meta = {"epoch": str(self.epoch), "config": json.dumps(self.cfg), "input_size": str(self.cfg["data"]["size"])}
+        save_weights(self.model, self.out / "last.safetensors", metadata=meta)
+        if val_f1 is not None and val_f1 >= self.best_f1:
+            meta["val_mean_f1"] = f"{val_f1:.4f}"
+            save_weights(self.model, self.out / "best.safetensors", metadata=meta)
+
+    # ----------------------------------------------------------------------------------- loop
+    def fit(self) -> dict[str, Any]:
+        writer = None
+        if self.dist.main:
+            (self.out / "config.yaml").write_text(dump_config(self.cfg))
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(self.out / "tb"))
+            except ImportError:  # tensorboard is a dependency, but keep training without it
+                log.warning("tensorboard is not installed; metrics go to metrics.jsonl only")
+        last: dict[str, Any] = {}
+        try:
+            while self.epoch < self.t["epochs"]:
+                train_stats = self._train_epoch(self.epoch)
+                self.epoch += 1
+                self.scheduler.step()
+                val = None
+                if self.val_set is not None and (
+                    self.epoch % self.t["val_every"] == 0 or self.epoch == self.t["epochs"]
+                ):
+                    val = self._validate()
+                val_f1 = val["mean_f1"] if val else None
+                if val_f1 is not None and val_f1 >= self.best_f1:
+                    self.best_f1 = val_f1
+                self._save_checkpoints(val_f1)
+                last = {"epoch": self.epoch, **train_stats, "lr": self.optimizer.param_groups[0]["lr"]}
+                if val:
+                    last.update(
+                        {
+                            "val_mean_f1": val["mean_f1"],
+                            "val_mean_iou": val["mean_iou"],
+                            "val_pixel_acc": val["pixel_acc"],
+                            "val_per_class_f1": val["per_class_f1"],
+                        }
+                    )
+                last["best_val_mean_f1"] = self.best_f1
+                if self.dist.main:
+                    self._log(last, writer)
+                self.dist.barrier()
+        finally:
+            if writer is not None:
+                writer.close()
+        return last
+
+    def _log(self, record: dict[str, Any], writer: Any) -> None:
+        record = {"time": time.time(), **record}
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("epoch", "time"):
+                    writer.add_scalar(k, v, record["epoch"])
+            writer.flush()
+        msg = f"epoch {record['epoch']}: loss {record['loss']:.4f} ({record['img_per_s']:.2f} img/s)"
+        if "val_mean_f1" in record:
+            msg += f", val mean F1 {record['val_mean_f1']:.2f} (best {record['best_val_mean_f1']:.2f})"
+        log.info(msg)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        from tqdm import tqdm
+
+        self.net.train()
+        self.query_gen.manual_seed(self.t["seed"] * 7919 + epoch * 104729 + self.dist.rank)
+        loader = self._train_loader(epoch)
+        steps = len(loader)
+        if self.t["max_steps_per_epoch"]:
+            steps = min(steps, int(self.t["max_steps_per_epoch"]))
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch + 1}/{self.t['epochs']}",
+            disable=not (self.progress and self.dist.main),
+            dynamic_ncols=True,
+            leave=True,
+        )
+        total_loss, seen, t0 = 0.0, 0, time.perf_counter()
+        for step, batch in enumerate(loader):
+            if step >= steps:
+                break
+            loss = self._train_step(batch)
+            total_loss += loss * batch["image"].shape[0]
+            seen += batch["image"].shape[0]
+            rate = seen * self.dist.world / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.2f}")
+            bar.update(1)
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        return {
+            "loss": self.dist.mean(total_loss / max(1, seen)),
+            "img_per_s": seen * self.dist.world / elapsed,
+            "epoch_seconds": elapsed,
+        }
+
+    def _train_step(self, batch: dict[str, Any]) -> float:
+        image = batch["image"].to(self.device, non_blocking=True)
+        mask = batch["mask"]
+        if self.t["channels_last"]:
+            image = image.contiguous(memory_format=torch.channels_last)
+        edges = label_edges(mask, self.t["edge_kernel"])
+        coords, labels, flags = sample_queries(mask, edges, self.t["sample_queries"], self.query_gen)
+        coords, labels, flags = (x.to(self.device, non_blocking=True) for x in (coords, labels, flags))
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            logits = self.net(image, coords)
+        loss, _ = fpliif_loss(
+            logits.reshape(-1, logits.shape[-1]),
+            labels.reshape(-1),
+            flags.reshape(-1),
+            self.t["edge_lambda"],
+            self.model.temperature,
+            self.class_weights,
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at epoch {self.epoch + 1}; lower train.lr or disable AMP")
+        self.scaler.scale(loss).backward()
+        if self.t["grad_clip"]:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.t["grad_clip"]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, Any]:
+        from ..eval.evaluate import evaluate
+
+        assert self.val_set is not None
+        shard = Subset(self.val_set, range(self.dist.rank, len(self.val_set), self.dist.world))
+        loader = DataLoader(
+            shard, batch_size=self.t["val_batch_size"], shuffle=False, num_workers=int(self.cfg["data"]["workers"])
+        )
+        size = self.cfg["data"]["size"]
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            result = evaluate(
+                self.model, loader, self.model.label_set, sizes=(size,), lowres=(), device=self.device, progress=False
+            )
+        self.model.train()
+        return result
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the run described by ``cfg``; returns the last epoch's record."""
+    trainer = Trainer(cfg, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.dist.close()
+
+
+__all__ = ["QueryModel", "Trainer", "label_edges", "sample_queries", "train"]

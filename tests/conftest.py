@@ -1,0 +1,22 @@
+"""Shared test fixtures. Keep this small: feature-specific fixtures belong in their own test files."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+# The CI and dev machines have 2 cores; more threads only add contention.
+torch.set_num_threads(2)
+
+TINY_SPEC = {
+    "name": "fpliif",
+    "args": {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]},
+}
+
+
+@pytest.fixture
+def tiny_spec() -> dict:
+    """Spec of a tiny FP-LIIF (same structure as the paper's, a few thousand parameters): fast on CPU."""
+    return copy.deepcopy(TINY_SPEC)

@@ -1,0 +1,382 @@
+"""evaluate(), trivial_baseline(), format_table() and ``fpliif eval`` (with an in-memory dataset)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+import fpliif
+from fpliif.eval import evaluate, format_table, trivial_baseline
+from fpliif.labels import CELEBAMASK_HQ, HELEN, IGNORE_INDEX, LAPA
+
+TINY = {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]}
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+def resize_nearest(label: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(label[None, None].float(), size=(size, size), mode="nearest")[0, 0].long()
+
+
+class LabelDataset(Dataset):
+    """Images that encode their label map in the red channel (label / 255) + masks at several sizes."""
+
+    def __init__(self, labels: list[torch.Tensor], mask_sizes: tuple[int, ...],
+                 ignore: list[torch.Tensor] | None = None):
+        self.labels, self.mask_sizes, self.ignore = labels, mask_sizes, ignore
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        lab = self.labels[i]
+        image = torch.zeros(3, *lab.shape)
+        image[0] = lab.float() / 255
+        mask = lab.clone()
+        if self.ignore is not None:
+            mask[self.ignore[i]] = IGNORE_INDEX
+        masks = {s: resize_nearest(mask, s) for s in self.mask_sizes}
+        return {"image": image, "masks": masks, "name": f"im{i}"}
+
+
+class Oracle(nn.Module):
+    """Reads the label map back from the image and returns its one-hot logits, resized nearest."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, image: torch.Tensor, size) -> torch.Tensor:
+        lab = (image[:, 0] * 255).round().long()
+        onehot = F.one_hot(lab, self.num_classes).permute(0, 3, 1, 2).float()
+        return F.interpolate(onehot, size=size, mode="nearest")
+
+
+class Constant(nn.Module):
+    def __init__(self, num_classes: int, k: int):
+        super().__init__()
+        self.num_classes, self.k = num_classes, k
+
+    def forward(self, image: torch.Tensor, size) -> torch.Tensor:
+        out = torch.zeros(image.shape[0], self.num_classes, *size)
+        out[:, self.k] = 1.0
+        return out
+
+
+class ForwardOnly(nn.Module):
+    """Hides a model's encode/decode so evaluate() falls back to model(image, size=...)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+        self.num_classes = model.num_classes
+
+    def forward(self, image, size):
+        return self.inner(image, size=size)
+
+
+def block_labels(size: int, n: int = 3) -> list[torch.Tensor]:
+    """n label maps using classes 0..4 in horizontal bands / blocks (classes 5.. absent)."""
+    out = []
+    for i in range(n):
+        lab = torch.zeros(size, size, dtype=torch.long)
+        q = size // 4
+        lab[q: 2 * q] = 1
+        lab[2 * q: 3 * q, : size // 2] = 2
+        lab[2 * q: 3 * q, size // 2:] = 3 if i % 2 == 0 else 1
+        lab[3 * q:, q: 3 * q] = 4
+        out.append(lab)
+    return out
+
+
+def loader(ds: Dataset, batch_size: int = 2) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, shuffle=False)
+
+
+# ------------------------------------------------------------------------------------------- evaluate
+def test_oracle_gives_100_at_native_and_512():
+    labels = block_labels(256)
+    ignore = [torch.zeros(256, 256, dtype=torch.bool) for _ in labels]
+    ignore[0][:10, :10] = True
+    ds = LabelDataset(labels, (256, 512), ignore)
+    res = evaluate(Oracle(LAPA.num_classes), loader(ds), LAPA, progress=False)
+    assert list(res["rows"]) == ["256", "512", "192→256", "128→256", "96→256", "64→256"]
+    assert res["primary_row"] == "256" and res["images"] == 3
+    present = LAPA.classes[:5]
+    for row in ("256", "512"):
+        r = res["rows"][row]
+        assert r["mean_f1"] == pytest.approx(100.0) and r["mean_iou"] == pytest.approx(100.0)
+        assert r["pixel_acc"] == pytest.approx(100.0)
+        for c in present:
+            assert r["per_class_f1"][c] == pytest.approx(100.0)
+        assert r["absent_classes"] == list(LAPA.classes[5:])
+        assert all(r["per_class_f1"][c] is None for c in LAPA.classes[5:])
+    assert res["rows"]["256"]["pixels"] == 3 * 256 * 256 - 100
+    assert res["rows"]["512"]["pixels"] == 4 * res["rows"]["256"]["pixels"]
+    assert res["mean_f1"] == res["rows"]["256"]["mean_f1"]
+    assert res["absent_classes"] == list(LAPA.classes[5:])
+    assert "merged_f1" not in res  # LaPa has no merged classes
+    low = res["rows"]["64→256"]
+    assert 50 < low["mean_f1"] < 100  # 4x nearest downsampling loses the thin band edges only
+
+
+def constant_case(k: int):
+    # 16x16: rows 0-7 class 0 (128 px, 16 of them ignored), rows 8-11 class 1 (64), rows 12-15 class 2 (64)
+    lab = torch.zeros(16, 16, dtype=torch.long)
+    lab[8:12] = 1
+    lab[12:] = 2
+    ign = torch.zeros(16, 16, dtype=torch.bool)
+    ign[:4, :4] = True
+    ds = LabelDataset([lab, lab], (16, 32), [ign, ign])
+    return ds
+
+
+def test_constant_model_matches_hand_computation():
+    ds = constant_case(1)
+    res = evaluate(Constant(LAPA.num_classes, 1), loader(ds), LAPA, sizes=(16, 32), lowres=(8,), lowres_to=16,
+                   progress=False)
+    assert list(res["rows"]) == ["16", "32", "8→16"]
+    # per image: N = 240 counted pixels; n0 = 112, n1 = 64, n2 = 64; prediction = class 1 everywhere
+    f1_1 = 100 * 2 * 64 / (240 + 64)
+    iou_1 = 100 * 64 / 240
+    for row in res["rows"].values():
+        assert row["per_class_f1"]["skin"] == pytest.approx(f1_1)
+        assert row["per_class_iou"]["skin"] == pytest.approx(iou_1)
+        assert row["per_class_f1"]["background"] == 0.0
+        assert row["per_class_f1"]["l_brow"] == 0.0
+        assert row["mean_f1"] == pytest.approx(f1_1 / 2)
+        assert row["mean_iou"] == pytest.approx(iou_1 / 2)
+        assert row["pixel_acc"] == pytest.approx(100 * 64 / 240)
+        assert row["absent_classes"] == list(LAPA.classes[3:])
+    assert res["rows"]["32"]["pixels"] == 4 * res["rows"]["16"]["pixels"] == 4 * 480
+
+
+def test_trivial_baseline():
+    ds = constant_case(0)
+    base = trivial_baseline(loader(ds), LAPA, size=16)
+    assert base["predicted_class"] == "background"
+    assert base["class_pixels"]["background"] == 224 and base["class_pixels"]["skin"] == 128
+    assert base["images"] == 2
+    assert base["mean_f1"] == 0.0  # skin and l_brow present, never predicted
+    assert base["per_class_f1"]["background"] == pytest.approx(100 * 2 * 112 / (240 + 112))
+    assert base["pixel_acc"] == pytest.approx(100 * 112 / 240)
+    # identical to evaluating a model that predicts background everywhere
+    res = evaluate(Constant(LAPA.num_classes, 0), loader(ds), LAPA, sizes=(16,), lowres=(), progress=False)
+    for key in ("mean_f1", "mean_iou", "pixel_acc", "per_class_f1", "per_class_iou", "absent_classes"):
+        assert res[key] == base[key]
+
+
+def test_helen_merged_f1_and_json_structure():
+    labels = block_labels(32, n=2)
+    for lab in labels:
+        lab[:4, :4] = HELEN.index("l_eye")
+        lab[:4, -4:] = HELEN.index("r_eye")
+    ds = LabelDataset(labels, (32,))
+    res = evaluate(Oracle(HELEN.num_classes), loader(ds), HELEN, sizes=(32,), lowres=(16,), lowres_to=32,
+                   progress=False)
+    text = json.dumps(res)  # JSON-serialisable
+    back = json.loads(text)
+    assert set(back) >= {"mean_f1", "mean_iou", "pixel_acc", "per_class_f1", "per_class_iou", "rows",
+                         "merged_f1", "images", "absent_classes"}
+    assert list(back["per_class_f1"]) == list(HELEN.classes)
+    assert list(back["merged_f1"]) == list(HELEN.merged_f1)
+    assert back["merged_f1"]["eyes"] == pytest.approx(100.0)
+    assert back["merged_f1"]["overall"] == pytest.approx(100.0)
+    assert back["merged_f1"]["brows"] == pytest.approx(100.0)
+    assert back["merged_f1"]["mouth"] is None  # no lip / mouth pixel anywhere: undefined
+    for row in back["rows"].values():
+        assert set(row) >= {"mean_f1", "mean_iou", "pixel_acc", "per_class_f1", "per_class_iou",
+                            "absent_classes", "merged_f1"}
+
+
+def test_fpliif_encode_once_matches_forward_path(monkeypatch):
+    torch.manual_seed(0)
+    model = fpliif.make({"name": "fpliif", "args": {"classes": "lapa", **TINY}})
+    g = torch.Generator().manual_seed(0)
+    labels = [torch.randint(0, LAPA.num_classes, (16, 16), generator=g) for _ in range(3)]
+    ds = LabelDataset(labels, (16, 24))
+    kw = dict(sizes=(16, 24), lowres=(8,), lowres_to=16, progress=False)
+    calls = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x: calls.append(x.shape[0]) or encode(x))
+    model.train()
+    res = evaluate(model, loader(ds), LAPA, **kw)
+    assert calls == [2, 1]  # once per batch, for all three rows
+    assert model.training  # mode restored
+    ref = evaluate(ForwardOnly(model), loader(ds), LAPA, **kw)
+    assert res["rows"] == ref["rows"]
+
+
+def test_evaluate_errors():
+    ds = LabelDataset(block_labels(16, n=1), (16,))
+    with pytest.raises(ValueError, match="no ground-truth mask at size 32"):
+        evaluate(Oracle(LAPA.num_classes), loader(ds), LAPA, sizes=(32,), lowres=(), progress=False)
+    with pytest.raises(ValueError, match="19 classes"):
+        evaluate(Oracle(19), loader(ds), LAPA, sizes=(16,), lowres=(), progress=False)
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate(Oracle(11), loader(ds), LAPA, sizes=(), lowres=(), progress=False)
+    with pytest.raises(ValueError, match="no images"):
+        evaluate(Oracle(11), [], LAPA, sizes=(16,), lowres=(), progress=False)
+
+
+def test_format_table():
+    ds = constant_case(1)
+    res = evaluate(Constant(LAPA.num_classes, 1), loader(ds), LAPA, sizes=(16,), lowres=(8,), lowres_to=16,
+                   progress=False)
+    table = format_table(res, LAPA)
+    lines = table.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["Setting", *LAPA.classes[1:], "Mean", "mIoU"]
+    row16 = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row16[0] == "16"
+    assert row16[1] == "42.1"  # skin F1 = 2*64/304
+    assert row16[2] == "0.0" and row16[3] == "-"  # l_brow 0, r_brow undefined
+    assert row16[-2] == "21.05" and row16[-1] == "13.33"
+    assert lines[3].split("|")[1].strip() == "8→16"
+    assert "absent classes (16): r_brow" in table
+    assert "images: 2" in table
+    helen = format_table({"rows": {"256": {"per_class_f1": {}, "mean_f1": None, "mean_iou": None,
+                                           "merged_f1": {"eyes": 91.23}}}}, HELEN)
+    assert "overall" in helen.splitlines()[0] and "91.2" in helen
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def write_folder_dataset(root: Path, n: int = 4, size: int = 64, max_label: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "images" / f"f{i}.png")
+        mask = np.zeros((size, size), dtype=np.uint8)
+        mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1 + i % max_label
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"f{i}.png")
+
+
+def fake_data_module(label_set=CELEBAMASK_HQ) -> types.ModuleType:
+    """A stand-in for fpliif.data with the same three names, over images/ + masks/ folders."""
+
+    class FaceParsingDataset(Dataset):
+        def __init__(self, root, layout, split, transform):
+            self.files = sorted((Path(root) / "images").glob("*.png"))
+            self.root, self.transform, self.label_set = Path(root), transform, label_set
+            self.split = split
+
+        def __len__(self):
+            return len(self.files)
+
+        def __getitem__(self, i):
+            f = self.files[i]
+            mask = Image.open(self.root / "masks" / f.name)
+            return self.transform(Image.open(f).convert("RGB"), mask, f.stem)
+
+    def build_eval_transform(size, mask_sizes):
+        def tf(img, mask, name):
+            image = torch.from_numpy(np.array(img.resize((size, size), Image.BICUBIC)))
+            image = image.permute(2, 0, 1).float() / 255
+            masks = {s: torch.from_numpy(np.array(mask.resize((s, s), Image.NEAREST))).long()
+                     for s in mask_sizes}
+            return {"image": image, "masks": masks, "name": name}
+
+        return tf
+
+    def make_loader(ds, batch_size, shuffle=False, num_workers=0):
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)
+
+    mod = types.ModuleType("fpliif.data")
+    mod.FaceParsingDataset, mod.build_eval_transform, mod.make_loader = (
+        FaceParsingDataset, build_eval_transform, make_loader)
+    return mod
+
+
+@pytest.fixture
+def tiny_weights(tmp_path) -> Path:
+    torch.manual_seed(0)
+    model = fpliif.make({"name": "fpliif", "args": TINY})
+    return fpliif.save(model, tmp_path / "tiny.safetensors")
+
+
+def test_cli_eval_with_stand_in_data(tmp_path, tiny_weights, monkeypatch, capsys):
+    from fpliif.cli import main
+
+    write_folder_dataset(tmp_path / "ds")
+    monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module())
+    base = ["eval", "--weights", str(tiny_weights), "--data", str(tmp_path / "ds"), "--layout", "folder",
+            "--workers", "0", "--batch-size", "2"]
+    out_file = tmp_path / "out" / "res.json"
+    rc = main([*base, "--sizes", "256", "--lowres", "64", "--limit", "2", "--json", "--out", str(out_file)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    res = json.loads(cap.out)  # nothing but JSON on stdout
+    assert res == json.loads(out_file.read_text())
+    assert list(res["rows"]) == ["256", "64→256"] and res["images"] == 2
+    assert res["split"] == "val" and res["label_set"] == "celebamask-hq"
+
+    rc = main([*base, "--sizes", "256", "--lowres", "", "--limit", "1", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "| Setting" in cap.out and "→" not in cap.out.split("\n\n")[1].split("F1 (%)")[0]
+    assert "images: 1" in cap.out and "(folder, split val, 1 images)" in cap.out
+
+
+def test_cli_eval_errors(tmp_path, tiny_weights, monkeypatch, capsys):
+    from fpliif import pretrained
+    from fpliif.cli import main
+
+    write_folder_dataset(tmp_path / "ds")
+    monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module(label_set=LAPA))
+    base = ["eval", "--data", str(tmp_path / "ds"), "--layout", "folder", "--workers", "0", "--no-progress"]
+    assert main([*base, "--weights", str(tiny_weights)]) == 2
+    assert "label sets differ" in capsys.readouterr().err
+    monkeypatch.setattr(pretrained, "default_weights_path", lambda: None)
+    assert main(base) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert main([*base, "--weights", str(tiny_weights), "--sizes", "", "--lowres", ""]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    missing = str(tmp_path / "nope")
+    assert main(["eval", "--weights", str(tiny_weights), "--data", missing, "--layout", "folder"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_eval_end_to_end_with_data_module(tmp_path, tiny_weights, capsys):
+    data = pytest.importorskip("fpliif.data")
+    if not all(hasattr(data, a) for a in ("FaceParsingDataset", "build_eval_transform", "make_loader")):
+        pytest.skip("fpliif.data is not finished yet")
+    from fpliif.cli import main
+
+    write_folder_dataset(tmp_path / "ds")
+    rc = main(["eval", "--weights", str(tiny_weights), "--data", str(tmp_path / "ds"), "--layout", "folder",
+               "--split", "all", "--sizes", "256", "--lowres", "64", "--workers", "0", "--batch-size", "2",
+               "--limit", "2", "--json"])  # 512 rows are covered by the in-memory tests (and slow on CPU)
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    res = json.loads(cap.out)
+    assert list(res["rows"]) == ["256", "64→256"]
+    assert res["images"] == 2
+    assert 0 <= res["pixel_acc"] <= 100
+
+
+def test_evaluate_under_single_rank_process_group(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed unavailable")
+    ds = constant_case(1)
+    kw = dict(sizes=(16,), lowres=(8,), lowres_to=16, progress=False)
+    ref = evaluate(Constant(LAPA.num_classes, 1), loader(ds), LAPA, **kw)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        res = evaluate(Constant(LAPA.num_classes, 1), loader(ds), LAPA, **kw)
+        base = trivial_baseline(loader(ds), LAPA, size=16)
+    finally:
+        dist.destroy_process_group()
+    assert res == ref and base["images"] == 2

@@ -1,0 +1,135 @@
+"""ONNX export (encoder + implicit decoder, coordinates as a runtime input) and the onnxruntime backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fpliif
+from fpliif.cli import main
+from fpliif.infer.cli import example_image
+from fpliif.infer.geometry import pixel_centers
+from fpliif.infer.parser import FaceParser
+
+pytest.importorskip("onnx", reason="onnx not installed (pip install 'fpliif[onnx]')")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'fpliif[onnx]')")
+
+from fpliif.infer.onnx_backend import OnnxModel  # noqa: E402
+from fpliif.infer.onnx_export import export_onnx  # noqa: E402
+
+TINY = {
+    "name": "fpliif",
+    "args": {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]},
+}
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(1)
+    return fpliif.make(TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory):
+    d = tmp_path_factory.mktemp("onnx")
+    return {
+        "static": export_onnx(tiny, d / "static.onnx", input_size=64),
+        "dynamic": export_onnx(tiny, d / "dynamic.onnx", input_size=64, dynamic=True),
+    }
+
+
+def test_static_export_matches_torch_at_any_output_size(tiny, exported):
+    om = OnnxModel(exported["static"])
+    assert om.classes == tiny.classes and om.temperature == tiny.temperature and om.input_size == 64
+    x = torch.rand(1, 3, 64, 64)
+    for size in [(64, 64), (37, 91), (128, 128)]:
+        with torch.inference_mode():
+            ref = tiny(x, size=size).numpy()
+        out = om(x.numpy(), size)
+        assert out.shape == ref.shape
+        assert np.abs(out - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="exported for 64x64"):
+        om(np.zeros((1, 3, 32, 32), np.float32), 16)
+
+
+def test_dynamic_export_batch_and_spatial(tiny, exported):
+    om = OnnxModel(exported["dynamic"], chunk_size=1000)  # forces chunking over queries
+    assert om.static_hw is None
+    for shape in [(3, 3, 48, 80), (1, 3, 100, 60)]:
+        x = torch.rand(*shape)
+        coords = torch.rand(shape[0], 2345, 2) * 2 - 1
+        with torch.inference_mode():
+            ref = tiny.decode(tiny.encode(x), coords).numpy()
+        out = om.decode_at(x.numpy(), coords.numpy())
+        assert np.abs(out - ref).max() < 1e-4
+    assert np.allclose(pixel_centers(5, 3), fpliif.models.base.pixel_centers(5, 3).numpy())
+
+
+def test_face_parser_on_onnxruntime_matches_torch(tiny, exported):
+    torch_p = FaceParser(tiny, input_size=64)
+    onnx_p = FaceParser.from_onnx(exported["static"])
+    assert onnx_p.input_size == 64
+    a = torch_p(example_image(), return_probs=True)
+    b = onnx_p(example_image(), return_probs=True)
+    assert [f.crop for f in a.faces] == [f.crop for f in b.faces]
+    assert np.abs(a.probs - b.probs).max() < 1e-4
+    assert (a.labels == b.labels).mean() > 0.999
+    c = onnx_p.parse_aligned(example_image(), size=96)
+    assert c.labels.shape == (96, 96)
+
+
+def test_cli_export_then_parse_with_onnxruntime(tmp_path, tiny, capsys):
+    w = fpliif.save(tiny, tmp_path / "tiny.safetensors")
+    model = tmp_path / "model.onnx"
+    assert (
+        main(["export", "onnx", "--out", str(model), "--weights", str(w), "--size", "64", "--dynamic"]) == 0
+    )
+    assert "max |logit diff|" in capsys.readouterr().out
+    assert main(["export", "onnx", "--out", str(model), "--weights", str(w)]) == 2  # exists
+    out = tmp_path / "out"
+    rc = main(["parse", str(example_image()), "--out", str(out), "--onnx", str(model), "--format", "json"])
+    assert rc == 0
+    assert len(json.loads((out / "astronaut.json").read_text())["faces"]) == 1
+
+
+def test_onnxruntime_path_does_not_import_torch(exported, tmp_path):
+    """Run ``parse --backend onnxruntime`` in a fresh interpreter where ``import torch`` fails.
+
+    ``fpliif/__init__.py`` imports the (torch) models eagerly, so the package is stubbed to load only
+    its torch-free submodules (fpliif.labels, fpliif.infer.*).
+    """
+    out = tmp_path / "out"
+    code = f"""
+import sys, types, argparse
+sys.modules["torch"] = None
+pkg = types.ModuleType("fpliif"); pkg.__path__ = [{str(SRC / "fpliif")!r}]; sys.modules["fpliif"] = pkg
+from fpliif.infer import cli
+ap = argparse.ArgumentParser(); cli.add_commands(ap.add_subparsers())
+args = ap.parse_args(["parse", {str(example_image())!r}, "--out", {str(out)!r}, "--onnx",
+                      {str(exported["static"])!r}, "--overlay", "--format", "json", "--quiet"])
+rc = args.func(args)
+assert sys.modules["torch"] is None
+assert not [m for m in sys.modules if m.startswith("torch.")]
+print("RC", rc)
+"""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "RC 0" in r.stdout
+    assert (out / "astronaut_labels.png").is_file() and (out / "astronaut_overlay.png").is_file()

@@ -1,0 +1,459 @@
+"""FaceParser (fpliif.infer): inputs, detection, crop/paste-back geometry, results, and ``fpliif parse``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import fpliif
+from fpliif.cli import main
+from fpliif.infer.cli import example_image
+from fpliif.infer.detect import HaarDetector
+from fpliif.infer.framing import DEFAULT_FRAMING, Framing
+from fpliif.infer.geometry import Canvas, grid_coords, pixel_centers
+from fpliif.infer.images import load_image
+from fpliif.infer.parser import FaceParser
+from fpliif.labels import CELEBAMASK_HQ
+from fpliif.models.base import pixel_centers as torch_pixel_centers
+
+TINY = {
+    "name": "fpliif",
+    "args": {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]},
+}
+CODE = 12  # oracle colour code: class k <-> grey level k * CODE
+
+
+class Oracle(nn.Module):
+    """A 'model' that reads the class off the crop's colour (grey level / CODE) at each query point."""
+
+    label_set = CELEBAMASK_HQ
+    temperature = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return image
+
+    def decode(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        v = nn.functional.grid_sample(z[:, :1], coords[:, None], mode="nearest", align_corners=False)[:, 0, 0]
+        k = (v * 255 / CODE).round().long().clamp(0, 18)
+        return nn.functional.one_hot(k, 19).float() * 10
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest (and robust to a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    fpliif.save(fpliif.make(TINY), path, metadata={"input_size": "64"})  # small input: fast tests
+    return path
+
+
+@pytest.fixture(scope="module")
+def parser(tiny_weights) -> FaceParser:
+    p = FaceParser.from_pretrained(tiny_weights)
+    assert p.input_size == 64  # read from the weights' metadata
+    return p
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return load_image(example_image())
+
+
+def oracle_parser(**kw) -> FaceParser:
+    return FaceParser(Oracle(), **kw)
+
+
+def synthetic_mask(n: int = 200) -> np.ndarray:
+    """A face-like class map: skin ellipse, eyes, nose, lips, hair band."""
+    m = np.zeros((n, n), np.uint8)
+    c = n // 2
+    cv2.ellipse(m, (c, c + n // 10), (n // 3, n * 2 // 5), 0, 0, 360, 13, -1)
+    cv2.ellipse(m, (c, c + n // 6), (n // 4, n // 3), 0, 0, 360, 1, -1)
+    cv2.circle(m, (c - n // 9, c + n // 10), n // 20, 4, -1)
+    cv2.circle(m, (c + n // 9, c + n // 10), n // 20, 5, -1)
+    cv2.rectangle(m, (c - n // 40, c + n // 8), (c + n // 40, c + n // 4), 2, -1)
+    cv2.rectangle(m, (c - n // 10, c + n * 3 // 10), (c + n // 10, c + n * 3 // 10 + n // 30), 11, -1)
+    return m
+
+
+def boundary_band(labels: np.ndarray, r: int) -> np.ndarray:
+    k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    return cv2.dilate(labels, k) != cv2.erode(labels, k)
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def test_numpy_pixel_centers_match_the_model():
+    assert np.allclose(pixel_centers(7, 5), torch_pixel_centers(7, 5).numpy())
+    sub = grid_coords(np.arange(2, 5), np.arange(1, 3), 7, 5)
+    full = pixel_centers(7, 5).reshape(7, 5, 2)[2:5, 1:3].reshape(-1, 2)
+    assert np.array_equal(sub, full)
+
+
+def test_framing_window_follows_measured_constants():
+    x0, y0, side = DEFAULT_FRAMING.window((100, 100, 200, 200))
+    assert side == round(DEFAULT_FRAMING.scale * 100)
+    assert abs(x0 + side / 2 - (150 - DEFAULT_FRAMING.dx * 100)) <= 0.5
+    assert abs(y0 + side / 2 - (150 - DEFAULT_FRAMING.dy * 100)) <= 0.5
+    assert 1.3 < DEFAULT_FRAMING.scale < 1.8 and 0 < DEFAULT_FRAMING.dy < 0.15
+
+
+def test_canvas_more_confident_face_wins():
+    c = Canvas(4, 6, 3, keep_probs=True)
+    a = np.zeros((4, 4, 3), np.float32)
+    a[..., 1] = 0.9
+    a[..., 0] = 0.1
+    b = np.zeros((4, 4, 3), np.float32)
+    b[..., 2] = 0.6
+    b[..., 0] = 0.4
+    b[:, 2:, 2] = 0.95  # more confident than face a on its right half
+    b[:, 2:, 0] = 0.05
+    c.paste(0, 0, a)
+    own = c.paste(0, 2, b)
+    assert (own == 2).all()
+    assert (c.labels[:, :2] == 1).all() and (c.labels[:, 2:4] == 1).all() and (c.labels[:, 4:] == 2).all()
+    assert np.allclose(c.probs.sum(0), 1)
+    assert np.allclose(c.confidence()[:, 4:], 0.95)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def test_every_input_type_gives_the_same_labels(parser, astronaut, tmp_path):
+    img = cv2.resize(astronaut[40:200, 140:300], (80, 80), interpolation=cv2.INTER_AREA)  # a face crop
+    path = tmp_path / "face.png"
+    Image.fromarray(img).save(path)
+    box = [[15, 15, 65, 65]]
+    ref = parser(img, boxes=box).labels
+    assert ref.shape == img.shape[:2] and ref.dtype == np.uint8
+    t = torch.from_numpy(img.copy()).permute(2, 0, 1)
+    for x in (path, str(path), Image.open(path), img, t, t.float() / 255, img.astype(np.float32) / 255):
+        res = parser(x, boxes=box)
+        agree = (res.labels == ref).mean()
+        assert agree > 0.995, type(x)
+    batch = parser(torch.stack([t, t]).float() / 255, boxes=[box, box])
+    assert isinstance(batch, list) and len(batch) == 2
+    mixed = parser([path, img, t], boxes=[box, box, box])
+    assert len(mixed) == 3 and all(np.array_equal(r.labels, ref) for r in mixed)
+    aligned = parser.parse_aligned([img, Image.fromarray(img), t.float() / 255], size=(48, 64))
+    assert [r.labels.shape for r in aligned] == [(48, 64)] * 3
+    assert np.array_equal(aligned[0].labels, aligned[1].labels)
+    assert parser.parse_aligned(img).labels.shape == (80, 80)
+
+
+def test_image_modes_exif_and_errors(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(rgb).save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").shape == (40, 30, 3)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((30, 40), 255, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    for name in ("gray.png", "rgba.png", "deep.png"):
+        a = load_image(tmp_path / name)
+        assert a.shape == (30, 40, 3) and a.dtype == np.uint8, name
+    assert np.array_equal(load_image(tmp_path / "deep.png")[..., 0], rgb[..., 0])
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        load_image(tmp_path / "bad.jpg")
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        load_image(tmp_path / "missing.jpg")
+
+
+def test_custom_detector_and_given_boxes(tiny_weights, astronaut):
+    calls = []
+
+    def detector(img):
+        calls.append(img.shape)
+        return [((180.0, 70.0, 270.0, 160.0), 0.7)]
+
+    p = FaceParser.from_pretrained(tiny_weights, detector=detector)
+    res = p(astronaut)
+    assert calls == [(512, 512, 3)] and res.faces[0].score == 0.7
+    res = p(astronaut, boxes=[((180, 70, 270, 160), 0.5), [20, 20, 60, 60]])
+    assert len(calls) == 1 and [f.score for f in res.faces] == [0.5, 1.0]
+    assert res.faces[0].crop == [f.crop for f in p(astronaut).faces][0]
+    assert p(astronaut, boxes=[]).faces == []
+
+
+def test_bad_inputs_raise_clear_errors(parser):
+    with pytest.raises(ValueError, match="float images must have values in"):
+        parser(np.full((20, 20, 3), 2.0, np.float32), boxes=[])
+    with pytest.raises(ValueError, match="unsupported input type"):
+        parser(42)
+    with pytest.raises(ValueError, match="x2 > x1"):
+        parser(np.zeros((20, 20, 3), np.uint8), boxes=[[5, 5, 1, 1]])
+
+
+# ---------------------------------------------------------------------------------------------- detection
+def test_haar_finds_the_astronaut_face(astronaut):
+    dets = HaarDetector()(astronaut)
+    assert len(dets) == 1
+    (x1, y1, x2, y2), score = dets[0]
+    assert 200 < (x1 + x2) / 2 < 250 and 90 < (y1 + y2) / 2 < 140 and 70 < x2 - x1 < 130 and score > 1
+
+
+def test_astronaut_parse_stays_in_the_crop(parser, astronaut):
+    res = parser(astronaut, return_probs=True)
+    assert len(res.faces) == 1 and res.message is None
+    x0, y0, x1, y1 = res.faces[0].crop
+    assert x0 < 190 and x1 > 260 and y0 < 60 and y1 > 160  # the head with hair
+    outside = np.ones(res.labels.shape, bool)
+    outside[max(y0, 0) : y1, max(x0, 0) : x1] = False
+    assert (res.labels[outside] == 0).all()
+    assert res.probs.shape == (19, 512, 512) and np.allclose(res.probs.sum(0), 1, atol=1e-5)
+    assert np.array_equal(res.probs.argmax(0), res.labels)
+    assert np.allclose(res.confidence, res.probs.max(0))
+    share = res.class_share()
+    assert set(share) == set(CELEBAMASK_HQ.classes) and abs(sum(share.values()) - 1) < 1e-6
+
+
+def test_two_faces_and_no_face(parser, astronaut, caplog):
+    face = astronaut[0:300, 100:330]
+    canvas = np.full((400, 800, 3), 128, np.uint8)
+    canvas[50:350, 50:280] = face
+    canvas[80:380, 450:680] = face
+    res = parser(canvas)
+    assert len(res.faces) == 2
+    assert sorted(round((f.box[0] + f.box[2]) / 2) // 100 for f in res.faces) == [1, 5]
+    gradient = np.tile(np.linspace(0, 255, 320).astype(np.uint8)[None, :, None], (240, 1, 3))
+    with caplog.at_level("WARNING", logger="fpliif.infer"):
+        empty = parser(gradient)
+    assert empty.faces == [] and (empty.labels == 0).all() and empty.labels.shape == (240, 320)
+    assert "no face" in empty.message and "no face" in caplog.text
+    assert empty.overlay(0.5, legend=True).size[1] == 240
+
+
+# ---------------------------------------------------------------------------------------------- paste-back
+def _placed(mask: np.ndarray, shape: tuple[int, int], at: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, np.uint8)
+    y, x = at
+    out[y : y + mask.shape[0], x : x + mask.shape[1]] = mask
+    return out
+
+
+def test_paste_back_exact_without_resizing():
+    mask = synthetic_mask(256)
+    truth = _placed(mask, (400, 500), (90, 170))
+    image = np.repeat((truth * CODE)[..., None], 3, axis=2)
+    p = oracle_parser(framing=Framing(1.0, 0.0, 0.0), input_size=256)
+    res = p(image, boxes=[[170, 90, 426, 346]])
+    assert res.faces[0].crop == [170, 90, 426, 346]
+    assert np.array_equal(res.labels, truth)
+
+
+@pytest.mark.parametrize("side,at", [(200, (60, 90)), (420, (-80, 250)), (130, (300, 10))])
+def test_paste_back_with_default_framing_resizing_and_padding(side, at):
+    """A known mask in a larger canvas comes back at the same place (within 1-2 px of class edges),
+    including windows reaching outside the image and crops resized up and down."""
+    mask = synthetic_mask(side)
+    shape = (420, 560)
+    y, x = at
+    truth = np.zeros(shape, np.uint8)
+    ys, xs = slice(max(y, 0), min(y + side, shape[0])), slice(max(x, 0), min(x + side, shape[1]))
+    truth[ys, xs] = mask[ys.start - y : ys.stop - y, xs.start - x : xs.stop - x]
+    image = np.repeat((truth * CODE)[..., None], 3, axis=2)
+    # a face box whose default-framing window is about the mask square
+    w = side / DEFAULT_FRAMING.scale
+    cx, cy = x + side / 2 + DEFAULT_FRAMING.dx * w, y + side / 2 + DEFAULT_FRAMING.dy * w
+    res = oracle_parser()(image, boxes=[[cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2]])
+    x0, y0, x1, y1 = res.faces[0].crop
+    assert abs(x0 - x) <= 1 and abs(y0 - y) <= 1 and abs(x1 - x0 - side) <= 1
+    wrong = res.labels != truth
+    assert not (wrong & ~boundary_band(truth, 2)).any()
+    assert wrong.mean() < 0.02
+
+
+def test_large_crops_decoded_at_max_decode_size_agree():
+    mask = synthetic_mask(600)
+    image = np.repeat((_placed(mask, (700, 700), (50, 50)) * CODE)[..., None], 3, axis=2)
+    box = [[150, 150, 550, 550]]
+    exact = oracle_parser(max_decode_size=None)(image, boxes=box).labels
+    coarse = oracle_parser(max_decode_size=256)(image, boxes=box).labels
+    assert (exact == coarse).mean() > 0.98
+
+
+# ---------------------------------------------------------------------------------------------- results
+def test_save_png_embeds_palette_and_round_trips(parser, astronaut, tmp_path):
+    res = parser(astronaut[40:200, 140:300], boxes=[[30, 30, 130, 130]])
+    res.labels[:5, :5] = 13  # make sure a non-zero class is present
+    path = res.save_png(tmp_path / "l.png")
+    back = Image.open(path)
+    assert back.mode == "P" and back.getpalette()[:57] == CELEBAMASK_HQ.palette()[:57]
+    assert np.array_equal(np.asarray(back), res.labels)
+    ov = res.overlay(0.5)
+    assert ov.size == (160, 160)
+    assert res.overlay(0.5, legend=True).size[0] > 160
+    d = json.loads(res.to_json())
+    assert (
+        d["size"] == [160, 160]
+        and len(d["faces"]) == 1
+        and set(d["faces"][0]) >= {"box", "score", "class_share"}
+    )
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _corrupt_folder(root: Path, astronaut: np.ndarray) -> Path:
+    d = root / "photos"
+    (d / "sub").mkdir(parents=True)
+    face = astronaut[30:210, 130:310]
+    Image.fromarray(face).save(d / "x.jpg")
+    Image.fromarray(face).save(d / "x.png")
+    Image.fromarray(face[::2, ::2]).save(d / "sub" / "x.jpg")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    (d / "notes.txt").write_text("ignored")
+    return d
+
+
+def test_cli_folder_with_corrupt_file_collisions_and_overwrite(tiny_weights, astronaut, tmp_path, capsys):
+    d = _corrupt_folder(tmp_path, astronaut)
+    out = tmp_path / "out"
+    argv = [
+        "parse",
+        str(d),
+        "--out",
+        str(out),
+        "--weights",
+        str(tiny_weights),
+        "--aligned",
+        "--size",
+        "64",
+        "--overlay",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "cannot read image" in err
+    for rel in ("x_jpg_labels.png", "x_png_labels.png", "sub/x_labels.png", "x_jpg_overlay.png"):
+        assert (out / rel).is_file(), rel
+    assert Image.open(out / "sub" / "x_labels.png").size == (64, 64)
+    assert not list(out.rglob("broken*"))
+    # second run: everything exists -> refused, nothing replaced
+    before = (out / "x_jpg_labels.png").stat().st_mtime_ns
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "refused" in err and "--overwrite" in err
+    assert (out / "x_jpg_labels.png").stat().st_mtime_ns == before
+    (d / "broken.jpg").unlink()
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_cli_json_npy_and_example(tiny_weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "parse",
+            "--example",
+            "--out",
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "--format",
+            "json",
+            "--overlay",
+        ]
+    )
+    assert rc == 0
+    d = json.loads((out / "astronaut.json").read_text())
+    assert d["image"].endswith("astronaut.jpg") and d["size"] == [512, 512]
+    assert (
+        len(d["faces"]) == 1 and len(d["faces"][0]["box"]) == 4 and isinstance(d["faces"][0]["score"], float)
+    )
+    assert set(d["class_share"]) == set(CELEBAMASK_HQ.classes)
+    assert abs(sum(d["class_share"].values()) - 1) < 1e-4
+    assert (out / "astronaut_labels.png").is_file() and (out / "astronaut_overlay.png").is_file()
+    rc = main(
+        ["parse", str(example_image()), "--out", str(out), "--weights", str(tiny_weights), "--format", "npy"]
+    )
+    assert rc == 0
+    assert np.load(out / "astronaut_labels.npy").shape == (512, 512)
+
+
+def test_cli_usage_errors(tiny_weights, tmp_path, capsys):
+    base = ["parse", str(example_image()), "--out", str(tmp_path), "--weights", str(tiny_weights)]
+    assert main([*base, "--size", "64"]) == 2
+    assert "--aligned" in capsys.readouterr().err
+    assert main([*base, "--backend", "onnxruntime"]) == 2
+    assert "--onnx" in capsys.readouterr().err
+    assert (
+        main(["parse", str(tmp_path / "nope.jpg"), "--out", str(tmp_path), "--weights", str(tiny_weights)])
+        == 1
+    )
+    assert "nope.jpg" in capsys.readouterr().err
+
+
+def test_cli_video(tiny_weights, astronaut, tmp_path, capsys):
+    src = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 5, (160, 120))
+    for i in range(6):
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        frame[:, 10 + 4 * i : 10 + 4 * i + 100] = cv2.resize(astronaut[40:200, 150:300], (100, 120))
+        w.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    w.release()
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "parse",
+            str(src),
+            "--video",
+            "--out",
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "--format",
+            "json",
+            "--batch-size",
+            "4",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    cap = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        assert frame.shape == (120, 160, 3)
+        n += 1
+    assert n == 6
+    assert len(list((out / "clip_labels").glob("*.png"))) == 6
+    assert len(json.loads((out / "clip.json").read_text())["frames"]) == 6
+
+
+# ---------------------------------------------------------------------------------------------- real data
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celebamask-mini"
+
+
+@pytest.mark.skipif(not (DATA / "images").is_dir(), reason="celebamask-mini not available")
+def test_detected_window_recovers_the_celebamask_crop():
+    """A CelebAMask-HQ crop shrunk into a larger photo: detection + framing find (about) the original crop."""
+    files = sorted((DATA / "images").glob("*.jpg"))[::100][:6]
+    ious = []
+    for f in files:
+        img = np.asarray(Image.open(f).convert("RGB").resize((256, 256), Image.BICUBIC))
+        canvas = np.full((480, 640, 3), 100, np.uint8)
+        canvas[150:406, 300:556] = img
+        dets = HaarDetector()(canvas)
+        if not dets:
+            continue
+        x0, y0, side = DEFAULT_FRAMING.window(max(dets, key=lambda d: d[1])[0])
+        ix = max(0, min(x0 + side, 556) - max(x0, 300))
+        iy = max(0, min(y0 + side, 406) - max(y0, 150))
+        ious.append(ix * iy / (side * side + 256 * 256 - ix * iy))
+    assert len(ious) >= 4 and np.median(ious) > 0.8
