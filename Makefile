@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 env: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fpliif info
-	$(BIN)/fpliif bench --sizes 64,128,256 --runs 3
+	$(BIN)/fpliif parse src/fpliif/assets/astronaut.jpg --out out --overlay --format json --overwrite
+	@echo "demo: wrote out/astronaut_overlay.png, out/astronaut_labels.png and out/astronaut.json"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

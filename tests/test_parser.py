@@ -49,15 +49,6 @@ class Oracle(nn.Module):
         return nn.functional.one_hot(k, 19).float() * 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest (and robust to a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "fpliif.train.cli",
     "fpliif.eval.cli",
     "fpliif.infer.cli",
+    "fpliif.serve.cli",
 )
 
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as e:
             if e.name == name:  # not written yet
                 continue
+            if e.name and e.name.split(".")[0] in ("torch", "fastapi", "uvicorn"):
+                continue  # optional dependency missing (e.g. an onnxruntime-only install): skip those commands
             raise
         module.add_commands(sub)
     return parser

@@ -63,6 +63,8 @@ def _default_weights_str(model: str) -> str | None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.train:
+        return cmd_bench_train(args)
     from .bench import run_bench
 
     model = load_model(args.weights, args.model)
@@ -87,6 +89,63 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    """``fpliif bench --train``: training img/s for each (amp, queries) setting (see fpliif.train.bench)."""
+    from .train.bench import train_throughput
+
+    amps = [a.strip() for a in args.amp.split(",") if a.strip()]
+    bad = [a for a in amps if a not in ("none", "bf16", "fp16")]
+    if not amps or bad:
+        raise ValueError(f"--amp: expected a comma-separated list of none, bf16, fp16, got {args.amp!r}")
+    queries: list[int | None] = []
+    for q in (q.strip() for q in args.queries.split(",") if q.strip()):
+        queries.append(None if q == "full" else parse_int_list(q, "--queries")[0])
+    if not queries:
+        raise ValueError(f"--queries: expected 'full' and/or positive integers, got {args.queries!r}")
+    spec = load_model(args.weights, args.model).spec if args.weights else args.model
+    rows = []
+    for amp in amps:
+        for q in queries:
+            r = train_throughput(
+                spec,
+                size=args.input_size,
+                batch_size=args.batch_size,
+                amp=amp,
+                queries=q,
+                channels_last=args.channels_last,
+                steps=args.steps,
+                warmup=args.warmup,
+                threads=args.threads,
+                device=args.device,
+            )
+            rows.append(r)
+            if not args.json:
+                print(
+                    f"amp {r['amp']:>4}  queries {str(r['queries']):>6}  {r['img_per_s']:8.3f} img/s  "
+                    f"({r['step_seconds']:.2f} s/step, batch {r['batch_size']}, {r['size']}²)",
+                    flush=True,
+                )
+    keep = ("amp", "queries", "channels_last", "batch_size", "size", "img_per_s", "step_seconds")
+    result = {
+        "train": [{k: r[k] for k in keep} for r in rows],
+        "model": rows[0]["model"],
+        "params": rows[0]["params"],
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "device": rows[0]["device"],
+        "threads": rows[0]["threads"],
+        "torch": torch.__version__,
+    }
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"{result['model']}: {result['params']:,} params, {result['device']}, {result['threads']} threads, "
+            f"median of {args.steps} steps after {args.warmup} warm-up"
+        )
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe the default model (or --weights)")
     p.add_argument("--weights", help="a .safetensors weight file (default: the bundled model)")
@@ -103,4 +162,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=5, help="timed runs per size (median reported)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--train", action="store_true", help="training throughput (img/s) instead of inference FPS")
+    p.add_argument("--batch-size", type=int, default=4, help="--train: images per step")
+    p.add_argument("--amp", default="none,bf16", help="--train: autocast settings (comma-separated: none,bf16,fp16)")
+    p.add_argument("--queries", default="full,2048", help="--train: 'full' grid and/or sampled queries per image")
+    p.add_argument("--steps", type=int, default=3, help="--train: timed steps per setting (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="--train: untimed warm-up steps per setting")
+    p.add_argument("--channels-last", action="store_true", help="--train: channels_last memory format")
     p.set_defaults(func=cmd_bench)

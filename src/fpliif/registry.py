@@ -28,6 +28,7 @@ def make(spec: dict[str, Any] | str, **overrides: Any) -> Any:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"model spec must be a name or a dict with a 'name' key, got {spec!r}")
     name = spec["name"]
+    _import_builtin_models()
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; registered: {available()}")
     args = copy.deepcopy(dict(spec.get("args") or {}))
@@ -37,4 +38,10 @@ def make(spec: dict[str, Any] | str, **overrides: Any) -> Any:
 
 def available() -> list[str]:
     """Names of all registered models."""
+    _import_builtin_models()
     return sorted(_MODELS)
+
+
+def _import_builtin_models() -> None:
+    """Importing fpliif.models registers the built-in architectures."""
+    import fpliif.models  # noqa: F401

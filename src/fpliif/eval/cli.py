@@ -14,7 +14,20 @@ from typing import Any
 import torch
 
 INPUT_SIZE = 256
-"""Input resolution of the evaluation transform (the paper's 256 x 256); low-res rows upsample to it."""
+"""Default input resolution (the paper's 256 x 256) and the size low-res rows are upsampled to."""
+
+
+def model_input_size(model: Any, override: int | None) -> int:
+    """--input-size, else the ``input_size`` the weights were trained at (file metadata), else 256."""
+    if override is not None:
+        if override <= 0:
+            raise ValueError(f"--input-size: expected a positive integer, got {override}")
+        return override
+    meta = getattr(model, "weights_metadata", None) or {}
+    try:
+        return int(meta.get("input_size", INPUT_SIZE))
+    except ValueError:
+        return INPUT_SIZE
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -95,8 +108,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, weights = _load_model(args.weights, args.device)
     data = _data_module()
     split = args.split or default_split(args.layout)
+    input_size = model_input_size(model, args.input_size)
     mask_sizes = sorted(set(sizes) | ({INPUT_SIZE} if lowres else set()))
-    transform = data.build_eval_transform(size=INPUT_SIZE, mask_sizes=mask_sizes)
+    transform = data.build_eval_transform(size=input_size, mask_sizes=mask_sizes)
     extra = {"classes": args.classes} if args.classes else {}
     ds = data.FaceParsingDataset(args.data, args.layout, split, transform=transform, **extra)
 
@@ -122,7 +136,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
                       progress=not args.no_progress, lowres_to=INPUT_SIZE)
-    result.update({"weights": weights, "data": str(args.data), "layout": args.layout, "split": split})
+    result.update({"weights": weights, "data": str(args.data), "layout": args.layout, "split": split,
+                   "input_size": input_size})
 
     if args.out:
         out = Path(args.out)
@@ -132,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(f"weights {weights}")
-        print(f"data    {args.data} ({args.layout}, split {split}, {result['images']} images)")
+        print(f"data    {args.data} ({args.layout}, split {split}, {result['images']} images, input {input_size}²)")
         print()
         print(format_table(result, label_set))
         if args.out:
@@ -163,6 +178,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lowres", default="64,96,128,192",
                    help="low output sizes upsampled to 256, one row each; '' disables "
                         "(default: 64,96,128,192)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="model input resolution (default: the size the weights were trained at, else 256)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader workers")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -395,6 +395,8 @@ class Trainer:
         }
 
     def _train_step(self, batch: dict[str, Any]) -> float:
+        if os.environ.get("FPLIIF_TEST_SLEEP_PER_STEP"):  # test hook: slow steps so a test can kill mid-epoch
+            time.sleep(float(os.environ["FPLIIF_TEST_SLEEP_PER_STEP"]))
         image = batch["image"].to(self.device, non_blocking=True)
         mask = batch["mask"]
         if self.t["channels_last"]:

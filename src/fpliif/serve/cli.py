@@ -1,0 +1,114 @@
+"""``fpliif serve``: run the web service and page (FastAPI app under uvicorn).
+
+FastAPI and uvicorn are imported only when the command runs, so the rest of the CLI works without the
+``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from .settings import ServeSettings
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    d = ServeSettings()
+    p = sub.add_parser(
+        "serve",
+        help="web service + page for face parsing (POST /v1/parse, GET /v1/model, page at /)",
+        description="Serve face parsing over HTTP: POST /v1/parse (multipart field 'file'), GET /v1/model, "
+        "GET /healthz, OpenAPI at /docs, and a web page at /. Needs: pip install 'fpliif[serve]'. "
+        "There is no authentication: the default host 127.0.0.1 accepts local connections only.",
+    )
+    p.add_argument("--host", default=d.host, help="interface to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=d.port, help="TCP port (default %(default)s)")
+    p.add_argument(
+        "--weights", default=None, help="bundled weights name or a .safetensors/.onnx file (default: bundled)"
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=d.max_upload_mb,
+        help="largest image file, MiB (413; default %(default)s)",
+    )
+    p.add_argument(
+        "--max-pixels", type=int, default=d.max_pixels, help="largest image in pixels (413; default %(default)s)"
+    )
+    p.add_argument(
+        "--max-size", type=int, default=d.max_size, help="largest allowed 'size' parameter (default %(default)s)"
+    )
+    p.add_argument(
+        "--workers-threads",
+        type=int,
+        default=d.workers,
+        help="parses running at once, each on its own thread (default %(default)s)",
+    )
+    p.add_argument(
+        "--torch-threads", type=int, default=None, help="CPU threads per parse (default: CPUs // --workers-threads)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=d.timeout, help="seconds per request: wait + parse (504; default %(default)s)"
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help="requests allowed to wait for a worker (503; default %(default)s)",
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    return ServeSettings(
+        host=args.host,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        max_size=args.max_size,
+        workers=args.workers_threads,
+        torch_threads=args.torch_threads,
+        timeout=args.timeout,
+        max_queue=args.max_queue,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..cli import UserError
+
+    settings = settings_from_args(args)
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ModuleNotFoundError as e:
+        raise UserError(f"needs the 'serve' extra ({e.name} is missing): pip install 'fpliif[serve]'") from None
+    app = create_app(args.weights, settings)
+    info = app.state.engine.info
+    params = f"{info['params']:,} parameters" if info["params"] else "parameters unknown"
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(
+        f"fpliif serve: model {info['name']} ({info['weights']}, {params}), "
+        f"{settings.workers} worker(s) x {settings.threads_per_worker()} thread(s)\n"
+        f"fpliif serve: page http://{shown}:{settings.port}/  API docs http://{shown}:{settings.port}/docs",
+        file=sys.stderr,
+    )
+    if not _is_loopback(settings.host):
+        print(
+            f"fpliif serve: warning: listening on {settings.host}, reachable from other machines; "
+            "the service has no authentication",
+            file=sys.stderr,
+        )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, server_header=False)
+    return 0

@@ -1,0 +1,65 @@
+"""Settings of the web service (``fpliif serve`` flags). No FastAPI here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class ServeSettings:
+    """Limits and resources of the service.
+
+    Attributes:
+        host, port: where ``fpliif serve`` listens (loopback by default: no authentication is built in).
+        max_upload_mb: largest accepted image file (413 beyond; enforced while the body is read).
+        max_pixels: largest accepted image in pixels, checked from the header before decoding (413 beyond).
+        max_size: upper bound of the ``size`` query parameter (422 beyond).
+        workers: parses run at the same time (threads; each gets ``torch_threads`` CPU threads).
+        torch_threads: CPU threads per parse (None: CPUs // workers; 0: leave torch's setting alone).
+        timeout: seconds a request may wait for a worker plus parse before it gets 504.
+        max_queue: requests allowed to wait for a worker; more get 503.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_mb: float = 20.0
+    max_pixels: int = 40_000_000
+    max_size: int = 2048
+    workers: int = 1
+    torch_threads: int | None = None
+    timeout: float = 60.0
+    max_queue: int = 64
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("max_upload_mb", self.max_upload_mb > 0, "must be > 0"),
+            ("max_pixels", self.max_pixels >= 1, "must be >= 1"),
+            ("max_size", self.max_size >= 8, "must be >= 8"),
+            ("workers", self.workers >= 1, "must be >= 1"),
+            ("torch_threads", self.torch_threads is None or self.torch_threads >= 0, "must be >= 0"),
+            ("timeout", self.timeout > 0, "must be > 0"),
+            ("max_queue", self.max_queue >= 0, "must be >= 0"),
+            ("port", 0 <= self.port <= 65535, "must be in 0..65535"),
+        ]
+        for name, ok, msg in checks:
+            if not ok:
+                raise ValueError(f"{name}: {msg}, got {getattr(self, name)!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    def threads_per_worker(self) -> int:
+        """CPU threads for each parse: the explicit setting, else CPUs // workers (at least 1)."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, cpu_count() // self.workers)

@@ -1,0 +1,138 @@
+"""Training-throughput benchmark (``fpliif bench --train``): images/s of full training steps on random data.
+
+One step is what :meth:`fpliif.train.trainer.Trainer._train_step` does: edge map of the label map, query
+sampling (or the full grid), forward through :class:`~fpliif.train.trainer.QueryModel` under autocast,
+the FP-LIIF loss (cross-entropy + lambda * edge cross-entropy, tau = the model's temperature), backward and an
+Adam step. Data loading is not included (random images and blocky random label maps, made once).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from .. import registry
+from .loss import fpliif_loss, label_edges
+from .trainer import QueryModel, sample_queries
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _random_masks(batch: int, size: int, num_classes: int, gen: torch.Generator, block: int = 16) -> torch.Tensor:
+    """Label maps made of ``block``-sized squares, so the edge fraction is realistic (a few per cent)."""
+    cells = -(-size // block)
+    small = torch.randint(0, num_classes, (batch, cells, cells), generator=gen)
+    return small.repeat_interleave(block, 1).repeat_interleave(block, 2)[:, :size, :size].contiguous()
+
+
+def train_throughput(
+    model_spec: dict[str, Any] | str | None = None,
+    size: int = 256,
+    batch_size: int = 4,
+    amp: str = "none",
+    queries: int | None = None,
+    channels_last: bool = False,
+    steps: int = 3,
+    warmup: int = 1,
+    threads: int | None = None,
+    device: str = "cpu",
+    edge_lambda: float = 10.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Median images/s of ``steps`` timed training steps (after ``warmup`` untimed ones).
+
+    ``model_spec``: registry spec or name (None = the default FP-LIIF); ``queries``: sampled query points
+    per image, None = the full ``size``² grid; ``amp``: none | bf16 | fp16 (fp16 on CUDA only).
+    Returns a JSON-ready dict with ``img_per_s``, ``step_seconds`` (median) and the settings.
+    """
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp: expected none, bf16 or fp16, got {amp!r}")
+    for name, value, low in (
+        ("size", size, 1),
+        ("batch_size", batch_size, 1),
+        ("steps", steps, 1),
+        ("warmup", warmup, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries <= 0):
+        raise ValueError(f"queries: expected a positive integer or None (full grid), got {queries!r}")
+    if threads is not None:
+        if threads <= 0:
+            raise ValueError(f"threads: must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: CUDA is not available on this machine")
+    if amp == "fp16" and dev.type != "cuda":
+        raise ValueError("amp fp16 needs a CUDA device; use bf16 on CPU")
+
+    torch.manual_seed(seed)
+    model = registry.make(model_spec if model_spec is not None else "fpliif").to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    net = QueryModel(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
+    dtype = AMP_DTYPES[amp]
+
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch_size, 3, size, size, generator=gen).to(dev)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    mask = _random_masks(batch_size, size, model.num_classes, gen)
+
+    times: list[float] = []
+    loss_value = float("nan")
+    for i in range(warmup + steps):
+        _sync(dev)
+        t0 = time.perf_counter()
+        edges = label_edges(mask)
+        coords, labels, flags = sample_queries(mask, edges, queries, gen)
+        coords, labels, flags = (x.to(dev) for x in (coords, labels, flags))
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = net(image, coords)
+        loss, _ = fpliif_loss(
+            logits.reshape(-1, logits.shape[-1]),
+            labels.reshape(-1),
+            flags.reshape(-1),
+            edge_lambda,
+            model.temperature,
+        )
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        _sync(dev)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+        loss_value = float(loss.detach())
+    step = statistics.median(times)
+    return {
+        "model": model.spec.get("name", type(model).__name__),
+        "params": sum(p.numel() for p in model.parameters()),
+        "size": size,
+        "batch_size": batch_size,
+        "amp": amp,
+        "queries": "full" if queries is None or queries >= size * size else queries,
+        "channels_last": channels_last,
+        "steps": steps,
+        "warmup": warmup,
+        "step_seconds": step,
+        "img_per_s": batch_size / step,
+        "loss": loss_value,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
+    }
+
+
+__all__ = ["train_throughput"]

@@ -1,0 +1,420 @@
+"""``fpliif serve``: endpoints, outputs, every bad-input case, timeouts, the queue, concurrency and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import threading
+import time
+import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="needs the 'serve' extra: pip install 'fpliif[serve]'")
+pytest.importorskip("python_multipart", reason="needs the 'serve' extra: pip install 'fpliif[serve]'")
+httpx = pytest.importorskip("httpx", reason="needs the 'serve' extra: pip install 'fpliif[serve]'")
+
+with warnings.catch_warnings():  # starlette: "Using `httpx` with starlette.testclient is deprecated"
+    warnings.filterwarnings("ignore", message="Using `httpx`")
+    from fastapi.testclient import TestClient
+
+import fpliif  # noqa: E402
+from fpliif.cli import main  # noqa: E402
+from fpliif.infer.cli import example_image  # noqa: E402
+from fpliif.infer.parser import FaceParser  # noqa: E402
+from fpliif.labels import CELEBAMASK_HQ  # noqa: E402
+from fpliif.serve import ServeSettings, create_app  # noqa: E402
+from fpliif.serve.imaging import rle_decode, rle_encode, sniff  # noqa: E402
+from fpliif.serve.testing import background_server  # noqa: E402
+
+TINY = {
+    "name": "fpliif",
+    "args": {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]},
+}
+# Leave torch's thread count alone in tests (conftest picks it); the server would otherwise set it.
+QUIET = {"torch_threads": 0}
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("serve") / "tiny.safetensors"
+    fpliif.save(fpliif.make(TINY), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def parser(weights):
+    return FaceParser.from_pretrained(weights)
+
+
+@pytest.fixture(scope="module")
+def client(parser):
+    with TestClient(create_app(parser, ServeSettings(**QUIET))) as c:
+        yield c
+
+
+def encode(arr: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def noise(h: int = 48, w: int = 48, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.kron(small, np.ones((8, 8, 1), np.uint8))[:h, :w])
+
+
+def post(client, data: bytes, ctype: str = "image/png", params: str = "", name: str = "x.png"):
+    return client.post(f"/v1/parse{params}", files={"file": (name, data, ctype)})
+
+
+def png_labels(content: bytes) -> np.ndarray:
+    img = Image.open(io.BytesIO(content))
+    assert img.format == "PNG" and img.mode == "P"
+    return np.asarray(img)
+
+
+def assert_error(resp, status: int, code: str | None = None, text: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert isinstance(body["detail"], str) and body["detail"]
+    if code:
+        assert body["error"] == code, body
+    if text:
+        assert text.lower() in body["detail"].lower(), body
+    return body
+
+
+def fake_png_header(w: int, h: int) -> bytes:
+    """A PNG whose header claims w x h pixels (a decompression bomb's header), with a tiny body."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+class SlowParser:
+    """A FaceParser that takes ``delay`` seconds longer (everything else delegated)."""
+
+    def __init__(self, inner: FaceParser, delay: float):
+        self.inner = inner
+        self.delay = delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, *args, **kwargs):
+        time.sleep(self.delay)
+        return self.inner(*args, **kwargs)
+
+    def parse_aligned(self, *args, **kwargs):
+        time.sleep(self.delay)
+        return self.inner.parse_aligned(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- endpoints
+def test_healthz(client):
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["model"] == "fpliif" and body["workers"] == 1
+
+
+def test_model_info(client, parser):
+    body = client.get("/v1/model").json()
+    assert body["name"] == "fpliif"
+    assert body["classes"] == list(CELEBAMASK_HQ.classes)
+    assert body["colors"] == [list(c) for c in CELEBAMASK_HQ.colors]
+    assert body["params"] == parser.backend.model.num_parameters()
+    assert body["version"] == fpliif.__version__
+    assert body["input_size"] == 256 and body["backend"] == "torch"
+    assert body["limits"]["max_upload_bytes"] == 20 * 2**20 and body["limits"]["max_pixels"] == 40_000_000
+
+
+def test_openapi_docs_page_and_static(client):
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/parse"]["post"]
+    assert {p["name"] for p in op["parameters"]} == {"size", "aligned", "format", "overlay", "rle", "alpha", "legend"}
+    assert "multipart/form-data" in op["requestBody"]["content"]
+    assert {"413", "415", "422", "504"} <= set(op["responses"])
+    assert "/v1/model" in spec["paths"] and "/healthz" in spec["paths"]
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert 'src="static/app.js"' in page.text
+    js = client.get("/static/app.js")
+    css = client.get("/static/style.css")
+    assert js.status_code == css.status_code == 200
+    # The page takes class names and colours from GET /v1/model; none is spelled out in its files.
+    static = (page.text + js.text + css.text).replace(" ", "")
+    for name, (r, g, b) in zip(CELEBAMASK_HQ.classes[1:], CELEBAMASK_HQ.colors[1:], strict=True):
+        assert f"{r},{g},{b}" not in static and f"#{r:02x}{g:02x}{b:02x}" not in static.lower()
+        assert f'"{name}"' not in static
+
+
+def test_index_png_with_palette_aligned(client, parser):
+    img = noise(40, 56)
+    resp = post(client, encode(img), params="?aligned=true&size=48")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "image/png"
+    assert resp.headers["x-fpliif-faces"] == "1" and resp.headers["cache-control"] == "no-store"
+    pil = Image.open(io.BytesIO(resp.content))
+    assert pil.mode == "P" and pil.size == (48, 48)
+    assert pil.getpalette()[: 3 * 19] == CELEBAMASK_HQ.palette()[: 3 * 19]
+    labels = np.asarray(pil)
+    np.testing.assert_array_equal(labels, parser.parse_aligned(img, size=48).labels)
+    # without size: the upload's own size
+    assert png_labels(post(client, encode(img), params="?aligned=true").content).shape == (40, 56)
+
+
+def test_json_structure_and_rle_round_trip(client, parser):
+    data = example_image().read_bytes()
+    resp = post(client, data, "image/jpeg", "?format=json&rle=true", name="astronaut.jpg")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["mode"] == "photo" and body["size"] == [512, 512] and body["input_size"] == [512, 512]
+    assert body["num_faces"] == len(body["faces"]) >= 1 and "message" not in body
+    face = body["faces"][0]
+    assert set(face) == {"box", "score", "crop", "class_share"} and len(face["box"]) == 4
+    assert body["classes"] == list(CELEBAMASK_HQ.classes)
+    assert sum(body["class_share"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert set(body["timing_ms"]) == {"decode", "parse", "encode"}
+    rle = body["rle"]
+    assert rle["order"] == "row-major" and rle["size"] == [512, 512]
+    rebuilt = np.zeros((512, 512), np.uint8)
+    for m in rle["masks"]:
+        assert sum(m["counts"]) == 512 * 512 and m["class"] == CELEBAMASK_HQ.classes[m["index"]]
+        rebuilt[rle_decode(m["counts"], tuple(m["size"]))] = m["index"]
+    assert len(np.unique(rebuilt)) >= 2  # the face is there
+    expected = parser(Image.open(example_image())).labels
+    np.testing.assert_array_equal(rebuilt, expected)
+    np.testing.assert_array_equal(png_labels(post(client, data, "image/jpeg").content), expected)
+    shares = {k: v for k, v in body["class_share"].items() if v > 0}
+    assert {m["class"] for m in rle["masks"]} == set(shares)
+
+
+def test_overlay_png(client):
+    data = encode(noise(32, 40))
+    plain = post(client, data, params="?aligned=true&overlay=true&alpha=0.7")
+    assert plain.status_code == 200 and plain.headers["content-type"] == "image/png"
+    img = Image.open(io.BytesIO(plain.content))
+    assert img.mode == "RGB" and img.size == (40, 32)
+    legend = Image.open(io.BytesIO(post(client, data, params="?aligned=true&overlay=true&legend=true").content))
+    assert legend.size[1] == 32 and legend.size[0] > 40
+
+
+def test_photo_size_shrinks_and_no_face(client):
+    grey = np.full((90, 120, 3), 128, np.uint8)
+    resp = post(client, encode(grey, "JPEG"), "image/jpeg", "?format=json&size=60")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["size"] == [60, 45] and body["input_size"] == [60, 45]
+    assert body["num_faces"] == 0 and body["faces"] == [] and "no face" in body["message"]
+    assert body["class_share"]["background"] == 1.0
+    png = post(client, encode(grey), "image/png")
+    assert png.status_code == 200 and png.headers["x-fpliif-faces"] == "0"
+    assert "no face" in png.headers["x-fpliif-message"]
+    assert not png_labels(png.content).any()
+
+
+def test_unusual_but_valid_images(client):
+    tiny = post(client, encode(np.zeros((1, 1, 3), np.uint8)), params="?format=json")
+    assert tiny.status_code == 200 and tiny.json()["size"] == [1, 1]
+    gray16 = np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 100
+    resp = post(client, encode(gray16), params="?aligned=true&format=json")
+    assert resp.status_code == 200 and resp.json()["size"] == [24, 24]
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    assert post(client, encode(rgba, "WEBP"), "image/webp", "?aligned=true").status_code == 200
+    # a generic declared type is fine when the bytes are an image
+    assert post(client, encode(noise(16, 16), "GIF"), "application/octet-stream", "?aligned=true").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+@pytest.mark.parametrize(
+    "data, ctype, status, code",
+    [
+        (b"hello, I am not an image", "text/plain", 415, "unsupported_media_type"),
+        (PDF, "application/pdf", 415, "unsupported_media_type"),
+        (PDF, "image/jpeg", 415, "unsupported_media_type"),  # lying content type: the bytes are sniffed
+        (PDF, "application/octet-stream", 415, "unsupported_media_type"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml", 415, "unsupported_media_type"),
+        (b"", "image/jpeg", 422, "empty_upload"),
+        (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8, "image/jpeg", 422, "undecodable_image"),
+    ],
+    ids=["text", "pdf", "pdf-as-jpeg", "pdf-octet-stream", "svg", "empty", "jpeg-garbage"],
+)
+def test_bad_uploads(client, data, ctype, status, code):
+    assert_error(post(client, data, ctype), status, code)
+
+
+def test_truncated_jpeg(client):
+    data = encode(noise(64, 64), "JPEG", quality=90)
+    body = assert_error(post(client, data[: len(data) // 2], "image/jpeg"), 422, "undecodable_image")
+    assert "JPEG" in body["detail"]
+
+
+def test_request_shape_errors(client):
+    assert_error(client.post("/v1/parse", content=encode(noise()), headers={"content-type": "image/png"}), 415)
+    assert_error(client.post("/v1/parse"), 415)
+    missing = client.post("/v1/parse", files={"image": ("x.png", encode(noise()), "image/png")})
+    assert_error(missing, 422, "missing_file", "'file'")
+    two = client.post(
+        "/v1/parse", files=[("file", ("a.png", encode(noise()), "image/png"))] * 2, params={"aligned": "true"}
+    )
+    assert_error(two, 422, "multiple_files")
+    broken = client.post(
+        "/v1/parse",
+        content=b"--xyz\r\nthis is not a part header\r\n\r\n",
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert broken.status_code in (400, 422) and "detail" in broken.json()
+    assert_error(client.get("/v1/nothing"), 404, "not_found")
+    assert_error(client.get("/v1/parse"), 405)
+
+
+@pytest.mark.parametrize(
+    "params, text",
+    [
+        ("?size=abc", "size"),
+        ("?size=4", "size"),
+        ("?size=100000", "size"),
+        ("?format=gif", "format"),
+        ("?aligned=maybe", "aligned"),
+        ("?alpha=2", "alpha"),
+        ("?format=json&overlay=true", "overlay"),
+        ("?rle=true", "rle"),
+        ("?fromat=json", "fromat"),
+        ("?path=/etc/passwd", "path"),
+    ],
+)
+def test_bad_query_parameters(client, params, text):
+    assert_error(post(client, encode(noise()), params=params), 422, "invalid_parameter", text)
+
+
+def test_upload_size_limit(parser):
+    with TestClient(create_app(parser, ServeSettings(max_upload_mb=0.01, **QUIET))) as small:
+        limit = int(0.01 * 2**20)
+        big = encode(np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8))
+        assert len(big) > limit
+        assert_error(post(small, big), 413, "upload_too_large", f"{limit:,} bytes")
+
+        # a body streamed without Content-Length is cut off while it is read, too
+        def chunks():
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+            for _ in range(10):
+                yield b"\0" * 4096
+            yield b"\r\n--b--\r\n"
+
+        streamed = small.post(
+            "/v1/parse", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
+        assert_error(streamed, 413, "upload_too_large")
+        assert post(small, encode(noise(16, 16)), params="?aligned=true").status_code == 200
+
+
+def test_pixel_limit_and_bomb(parser, client):
+    with TestClient(create_app(parser, ServeSettings(max_pixels=1000, **QUIET))) as small:
+        body = assert_error(post(small, encode(noise(48, 48))), 413, "too_many_pixels")
+        assert "2,304" in body["detail"] and "1,000" in body["detail"]
+        assert post(small, encode(noise(24, 24)), params="?aligned=true").status_code == 200
+    # a header claiming 10^10 pixels is refused before anything is decoded
+    assert_error(post(client, fake_png_header(100_000, 100_000)), 413, "too_many_pixels")
+    assert_error(post(client, fake_png_header(5000, 5000)), 422, "undecodable_image")  # passes the limit, no data
+
+
+def test_timeout(parser):
+    app = create_app(SlowParser(parser, 1.0), ServeSettings(timeout=0.2, **QUIET))
+    with TestClient(app) as slow:
+        t0 = time.perf_counter()
+        body = assert_error(post(slow, encode(noise(16, 16)), params="?aligned=true"), 504, "timeout")
+        assert time.perf_counter() - t0 < 0.9
+        assert "0.2 s" in body["detail"]
+
+
+def test_queue_full_and_bounded_workers(parser):
+    app = create_app(SlowParser(parser, 0.4), ServeSettings(workers=1, max_queue=1, timeout=20, **QUIET))
+    data = encode(noise(16, 16))
+
+    async def fire():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as ac:
+            reqs = [ac.post("/v1/parse?aligned=true", files={"file": ("x.png", data, "image/png")}) for _ in range(3)]
+            return await asyncio.gather(*reqs)
+
+    codes = sorted(r.status_code for r in asyncio.run(fire()))
+    assert codes == [200, 200, 503]  # one running, one waiting, one refused
+
+
+# ---------------------------------------------------------------------------------------------- real server
+def test_concurrent_requests_on_uvicorn(parser):
+    app = create_app(parser, ServeSettings(workers=2, **QUIET))
+    images = [encode(noise(40, 40, seed=s)) for s in range(4)]
+    n = 24
+    with background_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        assert url.startswith("http://127.0.0.1:")
+
+        def one(i: int) -> bytes:
+            resp = http.post("v1/parse?aligned=true&size=40", files={"file": ("x.png", images[i % 4], "image/png")})
+            assert resp.status_code == 200, resp.text
+            return resp.content
+
+        sequential = [one(i) for i in range(4)]
+        barrier = threading.Barrier(n, timeout=10)
+
+        def fire(i: int) -> bytes:
+            barrier.wait()
+            return one(i)
+
+        with ThreadPoolExecutor(n) as pool:
+            results = list(pool.map(fire, range(n)))
+        assert all(r == sequential[i % 4] for i, r in enumerate(results))
+        health = http.get("healthz").json()
+        assert health["served"] == n + 4 and health["busy"] == 0 and health["waiting"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_serve(monkeypatch, weights, capsys):
+    import uvicorn
+
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--max-upload-mb", "3"]) == 0
+    assert calls["host"] == "127.0.0.1" and calls["port"] == 8000
+    settings = calls["app"].state.settings
+    assert settings.max_upload_bytes == 3 * 2**20 and settings.workers == 1
+    assert "http://127.0.0.1:8000/" in capsys.readouterr().err
+    assert main(["serve", "--weights", str(weights), "--workers-threads", "0"]) == 2
+    assert "workers" in capsys.readouterr().err
+    assert main(["serve", "--weights", "no-such-weights.safetensors"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def test_rle_and_sniff_helpers():
+    for mask in (np.zeros((3, 4), bool), np.ones((3, 4), bool), np.eye(4, dtype=bool), np.random.rand(7, 5) > 0.5):
+        counts = rle_encode(mask)
+        assert sum(counts) == mask.size
+        np.testing.assert_array_equal(rle_decode(counts, mask.shape), mask)
+    assert rle_encode(np.array([[1, 1, 0]], bool)) == [0, 2, 1]  # starts with a (0-long) run of zeros
+    assert rle_encode(np.array([[0, 1], [1, 0]], bool)) == [1, 2, 1]  # row-major
+    assert sniff(encode(noise(8, 8), "JPEG")) == "JPEG" and sniff(PDF) is None
