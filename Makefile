@@ -8,7 +8,7 @@ CONSTRAINTS ?= constraints.txt
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: demo test lint env clean-env
+.PHONY: demo test lint env clean-env chromium
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,14 @@ demo: $(STAMP)
 	$(BIN)/fpliif parse src/fpliif/assets/astronaut.jpg --out out --overlay --format json --overwrite
 	@echo "demo: wrote out/astronaut_overlay.png, out/astronaut_labels.png and out/astronaut.json"
 
-test: $(STAMP)
+# The browser test drives Debian's chromium (Playwright never downloads its own browser here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } || \
+	  echo "chromium could not be installed: the browser test will skip"
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 

@@ -22,21 +22,30 @@ from fpliif.pretrained import DEFAULT_NAME, WEIGHTS_DIR
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights", help="best.safetensors of a finished (or running) fpliif train run")
-    ap.add_argument("--command", default="fpliif train --config configs/default_model.yaml",
-                    help="the training command to record")
+    ap.add_argument(
+        "--command", default="fpliif train --config configs/default_model.yaml", help="the training command to record"
+    )
     ap.add_argument("--out", default=str(WEIGHTS_DIR / f"{DEFAULT_NAME}.safetensors"))
     args = ap.parse_args()
     model = fpliif.load(args.weights)
     meta = dict(model.weights_metadata)
     for key in ("spec", "fpliif_format"):
         meta.pop(key, None)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta.update({"training_command": args.command, "git_commit": commit or "unknown",
-                 "licence": "non-commercial research/education (CelebAMask-HQ terms)",
-                 "source_run": str(Path(args.weights))})
+    shipped_from = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta.setdefault("git_commit", "unknown (run predates commit recording)")
+    meta.update(
+        {
+            "training_command": args.command,
+            "shipped_at_commit": shipped_from or "unknown",
+            "licence": "non-commercial research/education (CelebAMask-HQ terms)",
+            "source_run": str(Path(args.weights)),
+        }
+    )
     fpliif.save(model, args.out, metadata=meta, dtype=torch.float16)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB), epoch {meta.get('epoch')}, "
-          f"val mean F1 {meta.get('val_mean_f1')}")
+    print(
+        f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB), epoch {meta.get('epoch')}, "
+        f"val mean F1 {meta.get('val_mean_f1')}"
+    )
     return 0
 
 

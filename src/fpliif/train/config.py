@@ -108,6 +108,12 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 def validate(cfg: dict[str, Any]) -> None:
     t, d = cfg["train"], cfg["data"]
+    for key in ("lr", "weight_decay", "edge_lambda"):
+        if isinstance(t[key], str):  # PyYAML reads "1e-3" (no dot) as a string
+            try:
+                t[key] = float(t[key])
+            except ValueError:
+                raise ValueError(f"train.{key}: expected a number, got {t[key]!r}") from None
     if d["root"] is None:
         raise ValueError("data.root: no dataset root given (set it in the config or pass data.root=PATH)")
     for key in ("epochs", "batch_size"):

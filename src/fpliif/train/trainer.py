@@ -175,6 +175,7 @@ class Trainer:
             self.class_weights = class_weight_vector(self.train_set, self.model.num_classes).to(self.device)
         self.epoch = 0
         self.best_f1 = -1.0
+        self.git_commit = code_version()
         self.query_gen = torch.Generator()
         if resume and (self.out / "last.pt").exists():
             self._load_checkpoint(self.out / "last.pt")
@@ -295,7 +296,12 @@ class Trainer:
             return
         state = self._state()
         atomic_torch_save(state, self.out / "last.pt")
-        meta = {"epoch": str(self.epoch), "config": json.dumps(self.cfg), "input_size": str(self.cfg["data"]["size"])}
+        meta = {
+            "epoch": str(self.epoch),
+            "config": json.dumps(self.cfg),
+            "input_size": str(self.cfg["data"]["size"]),
+            "git_commit": self.git_commit,
+        }
         save_weights(self.model, self.out / "last.safetensors", metadata=meta)
         if val_f1 is not None and val_f1 >= self.best_f1:
             meta["val_mean_f1"] = f"{val_f1:.4f}"
@@ -304,6 +310,8 @@ class Trainer:
     # ----------------------------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
         writer = None
+        if self.epoch >= self.t["epochs"]:
+            return {}
         if self.dist.main:
             (self.out / "config.yaml").write_text(dump_config(self.cfg))
             try:
@@ -445,6 +453,23 @@ class Trainer:
             )
         self.model.train()
         return result
+
+
+def code_version() -> str:
+    """``git describe``-style id of the training code (commit, '+dirty' with local changes), or 'unknown'."""
+    import subprocess
+
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=src.parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if commit.returncode != 0:
+        return "unknown"
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _seed_worker(worker_id: int) -> None:
