@@ -380,3 +380,22 @@ def test_evaluate_under_single_rank_process_group(tmp_path):
     finally:
         dist.destroy_process_group()
     assert res == ref and base["images"] == 2
+
+
+def test_cli_eval_baseline_row_and_input_size(tmp_path, tiny_weights, monkeypatch, capsys):
+    from fpliif.cli import main
+
+    write_folder_dataset(tmp_path / "ds")
+    monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module())
+    rc = main(["eval", "--weights", str(tiny_weights), "--data", str(tmp_path / "ds"), "--layout", "folder",
+               "--workers", "0", "--batch-size", "2", "--sizes", "256", "--lowres", "", "--limit", "2",
+               "--baseline", "--input-size", "64", "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    res = json.loads(cap.out)
+    assert res["input_size"] == 64
+    row = res["baseline"]["row"]
+    assert row.startswith("baseline:") and row.endswith("@256") and row in res["rows"]
+    cls = res["baseline"]["predicted_class"]
+    # the constant prediction scores 0 on every other present class
+    assert all(v in (0.0, None) for k, v in res["rows"][row]["per_class_f1"].items() if k not in (cls, "background"))

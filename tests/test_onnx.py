@@ -125,3 +125,14 @@ print("RC", rc)
     assert r.returncode == 0, r.stderr
     assert "RC 0" in r.stdout
     assert (out / "astronaut_labels.png").is_file() and (out / "astronaut_overlay.png").is_file()
+
+
+def test_bench_covers_the_onnxruntime_backend(tiny, exported):
+    from fpliif.bench import run_bench
+    from fpliif.infer.onnx_backend import OnnxModel
+
+    onnx_model = OnnxModel(exported["dynamic"], threads=1)
+    result = run_bench(tiny, sizes=(16, 24), input_size=64, runs=1, threads=1, onnx_model=onnx_model)
+    assert result["backend"] == "onnxruntime"
+    assert set(result["fps"]) == {"16", "24"} and all(v > 0 for v in result["fps"].values())
+    assert result["macs"]["24"] > result["macs"]["16"] > 0

@@ -68,6 +68,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     model = load_model(args.weights, args.model)
+    onnx_model = None
+    if args.backend == "onnxruntime" or args.onnx:
+        if not args.onnx:
+            raise ValueError("--backend onnxruntime: pass --onnx FILE (write one with `fpliif export onnx --dynamic`)")
+        from .infer.onnx_backend import OnnxModel
+
+        onnx_model = OnnxModel(args.onnx, threads=args.threads, chunk_size=1 << 20)
     result = run_bench(
         model,
         sizes=parse_int_list(args.sizes, "--sizes"),
@@ -75,13 +82,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         runs=args.runs,
         threads=args.threads,
+        onnx_model=onnx_model,
     )
     if args.json:
         print_json(result)
     else:
         print(
             f"{result['model']}: {result['params']:,} params, input {args.input_size}², {result['device']}, "
-            f"{result['threads']} threads"
+            f"{result['threads']} threads, backend {result['backend']}"
         )
         print(f"{'output':>8} {'GMACs':>8} {'FPS':>8}")
         for s in result["macs"]:
@@ -162,6 +170,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=5, help="timed runs per size (median reported)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"], help="inference backend")
+    p.add_argument("--onnx", help="ONNX file for --backend onnxruntime (from `fpliif export onnx --dynamic`)")
     p.add_argument("--train", action="store_true", help="training throughput (img/s) instead of inference FPS")
     p.add_argument("--batch-size", type=int, default=4, help="--train: images per step")
     p.add_argument("--amp", default="none,bf16", help="--train: autocast settings (comma-separated: none,bf16,fp16)")

@@ -86,7 +86,7 @@ def _make_loader(data: Any, ds: Any, batch_size: int, workers: int) -> Any:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..cli import print_json
-    from .evaluate import evaluate, format_table
+    from .evaluate import evaluate, format_table, trivial_baseline
 
     sizes = _int_list(args.sizes, "--sizes")
     lowres = _int_list(args.lowres, "--lowres")
@@ -138,6 +138,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       progress=not args.no_progress, lowres_to=INPUT_SIZE)
     result.update({"weights": weights, "data": str(args.data), "layout": args.layout, "split": split,
                    "input_size": input_size})
+    if args.baseline:
+        base_size = sizes[0] if sizes else INPUT_SIZE
+        base = trivial_baseline(loader, label_set, size=base_size, device=args.device)
+        base_row = f"baseline:{base['predicted_class']}@{base_size}"
+        result["baseline"] = {"row": base_row, **base}
+        result["rows"][base_row] = {k: base[k] for k in ("mean_f1", "mean_iou", "pixel_acc", "per_class_f1",
+                                                         "per_class_iou") if k in base}
 
     if args.out:
         out = Path(args.out)
@@ -178,6 +185,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lowres", default="64,96,128,192",
                    help="low output sizes upsampled to 256, one row each; '' disables "
                         "(default: 64,96,128,192)")
+    p.add_argument("--baseline", action="store_true",
+                   help="add the trivial baseline row: every pixel = the split's most frequent class")
     p.add_argument("--input-size", type=int, default=None,
                    help="model input resolution (default: the size the weights were trained at, else 256)")
     p.add_argument("--batch-size", type=int, default=16)
