@@ -154,7 +154,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(f"weights {weights}")
-        print(f"data    {args.data} ({args.layout}, split {split}, {result['images']} images, input {input_size}²)")
+        print(f"data    {args.data} ({args.layout}, split {split}, {result['images']} images)")
+        print(f"input   {input_size}x{input_size} (outputs decoded from it at each row's size)")
         print()
         print(format_table(result, label_set))
         if args.out:
