@@ -20,17 +20,23 @@ def parse_int_list(text: str, name: str) -> list[int]:
     return values
 
 
-def load_model(weights: str | None, model: str = "fpliif") -> torch.nn.Module:
-    """Weights file if given, else the bundled default weights if present, else a fresh default model."""
-    from .checkpoint import load
-    from .pretrained import default_weights_path
+def weights_for(weights: str | None, model: str = "fpliif") -> str | None:
+    """The weight file a command uses: --weights (a path or bundled name), else the bundled default for
+    the default architecture, else None (a freshly initialised model)."""
+    from .pretrained import default_weights_path, resolve_weights
 
     if weights:
-        return load(weights)
+        return str(resolve_weights(weights))
     path = default_weights_path()
-    if path is not None and model == "fpliif":
-        return load(path)
-    return registry.make(model)
+    return str(path) if path is not None and model == "fpliif" else None
+
+
+def load_model(weights: str | None, model: str = "fpliif") -> torch.nn.Module:
+    """The model of :func:`weights_for`, or a fresh registered ``model`` when there is no weight file."""
+    from .checkpoint import load
+
+    path = weights_for(weights, model)
+    return load(path) if path is not None else registry.make(model)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -41,7 +47,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "classes": list(model.classes),
         "label_set": model.label_set.name,
         "temperature": model.temperature,
-        "weights": str(args.weights) if args.weights else _default_weights_str(args.model),
+        "weights": weights_for(args.weights, args.model),
         "spec": model.spec,
         "registered_models": registry.available(),
     }
@@ -53,13 +59,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"classes    {len(info['classes'])}: {', '.join(info['classes'])}")
         print(f"registered {', '.join(info['registered_models'])}")
     return 0
-
-
-def _default_weights_str(model: str) -> str | None:
-    from .pretrained import default_weights_path
-
-    path = default_weights_path()
-    return str(path) if path is not None and model == "fpliif" else None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
