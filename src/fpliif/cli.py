@@ -47,9 +47,25 @@ def print_json(obj: object) -> None:
     sys.stdout.write("\n")
 
 
+def _take_late_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Let ``key=value`` overrides follow options too (``train --config c.yaml a=1 --resume b=2``).
+
+    argparse stops filling a ``nargs='*'`` positional at the first option; commands with an
+    ``overrides`` list get the later ``key=value`` words appended in order. Returns what is left.
+    """
+    if not isinstance(getattr(args, "overrides", None), list):
+        return extra
+    late = [word for word in extra if "=" in word and not word.startswith("-")]
+    args.overrides.extend(late)
+    return [word for word in extra if word not in late]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    extra = _take_late_overrides(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -324,6 +324,7 @@ class Trainer:
         try:
             while self.epoch < self.t["epochs"]:
                 train_stats = self._train_epoch(self.epoch)
+                epoch_lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at
                 self.epoch += 1
                 self.scheduler.step()
                 val = None
@@ -335,7 +336,7 @@ class Trainer:
                 if val_f1 is not None and val_f1 >= self.best_f1:
                     self.best_f1 = val_f1
                 self._save_checkpoints(val_f1)
-                last = {"epoch": self.epoch, **train_stats, "lr": self.optimizer.param_groups[0]["lr"]}
+                last = {"epoch": self.epoch, **train_stats, "lr": epoch_lr}
                 if val:
                     last.update(
                         {
