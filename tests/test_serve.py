@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import socket
 import struct
 import threading
 import time
@@ -393,6 +395,33 @@ def test_concurrent_requests_on_uvicorn(parser):
         assert health["served"] == n + 4 and health["busy"] == 0 and health["waiting"] == 0
 
 
+def test_slow_upload_times_out_on_uvicorn(parser):
+    """A client that stops sending mid-body gets 408 after the upload timeout and the server stays usable."""
+    app = create_app(parser, ServeSettings(upload_timeout=0.5, **QUIET))
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+    with background_server(app) as url, socket.create_connection(("127.0.0.1", int(url.split(":")[2][:-1]))) as c:
+        c.sendall(
+            b"POST /v1/parse HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n" + head + b"\0" * 1000
+        )
+        c.settimeout(10)
+        t0 = time.perf_counter()
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            data = c.recv(4096)
+            if not data:
+                break
+            reply += data
+        waited = time.perf_counter() - t0
+        status, _, body = reply.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 408"), reply[:200]
+        detail = json.loads(body)
+        assert detail["error"] == "upload_timeout" and "0.5 s" in detail["detail"]
+        assert 0.4 < waited < 5
+        ok = httpx.post(url + "v1/parse?aligned=true", files={"file": ("x.png", encode(noise(16, 16)), "image/png")})
+        assert ok.status_code == 200
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_serve(monkeypatch, weights, capsys):
     import uvicorn
@@ -403,6 +432,7 @@ def test_cli_serve(monkeypatch, weights, capsys):
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8000
     settings = calls["app"].state.settings
     assert settings.max_upload_bytes == 3 * 2**20 and settings.workers == 1
+    assert settings.upload_timeout == ServeSettings().upload_timeout
     assert "http://127.0.0.1:8000/" in capsys.readouterr().err
     assert main(["serve", "--weights", str(weights), "--workers-threads", "0"]) == 2
     assert "workers" in capsys.readouterr().err

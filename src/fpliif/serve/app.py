@@ -73,8 +73,8 @@ Output (`format`, `overlay`):
   (x fastest; COCO is column-major). `counts` alternates runs of 0 and 1 starting with 0s (a leading 0
   when the first pixel is inside) and sums to H*W.
 
-Errors (JSON `{{"error", "detail"}}`): 400 malformed multipart body; 413 upload too large or too many
-pixels; 415 not multipart, or the file is not a supported image (declared type and content are both
+Errors (JSON `{{"error", "detail"}}`): 400 malformed multipart body; 408 the upload did not arrive
+within the server's upload timeout; 413 upload too large or too many pixels; 415 not multipart, or the file is not a supported image (declared type and content are both
 checked); 422 empty/corrupt image, missing `{FIELD}` field, bad or unknown query parameters; 503 too many
 requests waiting; 504 the parse did not finish within the server's timeout.
 """
@@ -88,6 +88,7 @@ class ErrorBody(BaseModel):
 def _error_responses() -> dict[int | str, dict[str, Any]]:
     reasons = {
         400: "malformed multipart body",
+        408: "the upload did not arrive within the server's upload timeout",
         413: "upload too large, or too many pixels",
         415: "not multipart/form-data, or not a supported image type",
         422: "empty or undecodable image, missing 'file' field, invalid query parameters",
@@ -400,6 +401,7 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
                 "max_pixels": settings.max_pixels,
                 "max_size": settings.max_size,
                 "timeout_s": settings.timeout,
+                "upload_timeout_s": settings.upload_timeout,
                 "workers": settings.workers,
             },
         }
@@ -465,6 +467,7 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             request.headers.get("content-length"),
             request.stream(),
             settings.max_upload_bytes,
+            settings.upload_timeout,
         )
         img = open_upload(upload.data, upload.content_type, settings.max_pixels)
         out: ParseOutput = await engine.run(lambda: engine.parse(img, opts))

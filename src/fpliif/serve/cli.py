@@ -52,6 +52,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=d.timeout, help="seconds per request: wait + parse (504; default %(default)s)"
     )
     p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=d.upload_timeout,
+        help="seconds allowed for receiving an upload (408; default %(default)s)",
+    )
+    p.add_argument(
         "--max-queue",
         type=int,
         default=d.max_queue,
@@ -71,6 +77,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         workers=args.workers_threads,
         torch_threads=args.torch_threads,
         timeout=args.timeout,
+        upload_timeout=args.upload_timeout,
         max_queue=args.max_queue,
     )
 

@@ -26,6 +26,8 @@ class ServeSettings:
         workers: parses run at the same time (threads; each gets ``torch_threads`` CPU threads).
         torch_threads: CPU threads per parse (None: CPUs // workers; 0: leave torch's setting alone).
         timeout: seconds a request may wait for a worker plus parse before it gets 504.
+        upload_timeout: seconds allowed for receiving the whole upload (408 beyond), so that a client
+            sending very slowly cannot hold a connection and its buffer open indefinitely.
         max_queue: requests allowed to wait for a worker; more get 503.
     """
 
@@ -37,6 +39,7 @@ class ServeSettings:
     workers: int = 1
     torch_threads: int | None = None
     timeout: float = 60.0
+    upload_timeout: float = 30.0
     max_queue: int = 64
 
     def __post_init__(self) -> None:
@@ -47,6 +50,7 @@ class ServeSettings:
             ("workers", self.workers >= 1, "must be >= 1"),
             ("torch_threads", self.torch_threads is None or self.torch_threads >= 0, "must be >= 0"),
             ("timeout", self.timeout > 0, "must be > 0"),
+            ("upload_timeout", self.upload_timeout > 0, "must be > 0"),
             ("max_queue", self.max_queue >= 0, "must be >= 0"),
             ("port", 0 <= self.port <= 65535, "must be in 0..65535"),
         ]

@@ -7,6 +7,7 @@ held in memory or spooled to disk. Only the part named ``file`` is kept; other f
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -35,10 +36,15 @@ def _too_large(limit: int) -> ApiError:
 
 
 async def read_upload(
-    content_type: str | None, content_length: str | None, stream: AsyncIterator[bytes], limit: int
+    content_type: str | None,
+    content_length: str | None,
+    stream: AsyncIterator[bytes],
+    limit: int,
+    timeout: float | None = None,
 ) -> Upload:
     """Parse the ``file`` part of a multipart body from ``stream``; 413 past ``limit`` bytes, 415 if the
-    request is not multipart, 400 if the multipart framing is broken, 422 if there is no ``file`` part."""
+    request is not multipart, 400 if the multipart framing is broken, 422 if there is no ``file`` part,
+    408 if the whole body has not arrived within ``timeout`` seconds."""
     ctype, params = parse_options_header(content_type or "")
     if ctype != b"multipart/form-data":
         raise ApiError(
@@ -63,7 +69,7 @@ async def read_upload(
     parser = MultipartParser(boundary, state.callbacks())
     total = 0
     try:
-        async for chunk in stream:
+        async for chunk in _within(stream, timeout):
             total += len(chunk)
             if total > max_body:
                 raise _too_large(limit)
@@ -82,6 +88,30 @@ async def read_upload(
     if state.found > 1:
         raise ApiError(422, "multiple_files", f"send exactly one image in form field {FIELD!r}")
     return Upload(bytes(state.data), state.content_type, state.filename)
+
+
+async def _within(stream: AsyncIterator[bytes], timeout: float | None) -> AsyncIterator[bytes]:
+    """``stream``'s chunks, or 408 once ``timeout`` seconds have passed since the first was asked for."""
+    if timeout is None:
+        async for chunk in stream:
+            yield chunk
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    chunks = stream.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), timeout=max(0.0, deadline - loop.time()))
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408,
+                "upload_timeout",
+                f"the upload did not arrive within the server's {timeout:g} s upload timeout; "
+                "send the file faster or ask for a longer --upload-timeout",
+            ) from None
+        yield chunk
 
 
 class _PartCollector:
