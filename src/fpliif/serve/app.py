@@ -74,9 +74,10 @@ Output (`format`, `overlay`):
   when the first pixel is inside) and sums to H*W.
 
 Errors (JSON `{{"error", "detail"}}`): 400 malformed multipart body; 408 the upload did not arrive
-within the server's upload timeout; 413 upload too large or too many pixels; 415 not multipart, or the file is not a supported image (declared type and content are both
-checked); 422 empty/corrupt image, missing `{FIELD}` field, bad or unknown query parameters; 503 too many
-requests waiting; 504 the parse did not finish within the server's timeout.
+within the server's upload timeout; 413 upload too large or too many pixels; 415 not multipart, or
+the file is not a supported image (declared type and content are both checked); 422 empty/corrupt
+image, missing `{FIELD}` field, bad or unknown query parameters; 503 too many requests waiting; 504 the
+parse did not finish within the server's timeout.
 """
 
 
