@@ -9,7 +9,6 @@ commit of the training code and the command that produced the weights.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 
 import fpliif
 from fpliif.pretrained import DEFAULT_NAME, WEIGHTS_DIR
+from fpliif.train.trainer import code_version
 
 
 def main() -> int:
@@ -31,12 +31,11 @@ def main() -> int:
     meta = dict(model.weights_metadata)
     for key in ("spec", "fpliif_format"):
         meta.pop(key, None)
-    shipped_from = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta.setdefault("git_commit", "unknown (run predates commit recording)")
     meta.update(
         {
             "training_command": args.command,
-            "shipped_at_commit": shipped_from or "unknown",
+            "shipped_at_commit": code_version(),
             "licence": "non-commercial research/education (CelebAMask-HQ terms)",
             "source_run": str(Path(args.weights)),
         }

@@ -10,6 +10,8 @@ import pytest
 import fpliif
 from fpliif.pretrained import default_weights_path
 
+from test_data_helpers import mini_data_dir
+
 EXAMPLE = Path(fpliif.__file__).parent / "assets" / "astronaut.jpg"
 
 
@@ -44,7 +46,7 @@ def test_default_model_parses_the_example_face(weights):
     assert share["l_eye"] + share["r_eye"] > 0.002, share
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celebamask-mini"
+DATA = mini_data_dir()
 
 
 @pytest.mark.skipif(not (DATA / "images").is_dir(), reason="celebamask-mini not available")

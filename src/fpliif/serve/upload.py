@@ -66,21 +66,15 @@ async def read_upload(
             raise _too_large(limit)
 
     state = _PartCollector(limit)
-    parser = MultipartParser(boundary, state.callbacks())
-    total = 0
     try:
-        async for chunk in _within(stream, timeout):
-            total += len(chunk)
-            if total > max_body:
-                raise _too_large(limit)
-            parser.write(chunk)
-            if state.overflow:
-                raise _too_large(limit)
-        parser.finalize()
-    except ApiError:
-        raise
-    except Exception as e:  # python-multipart's parse errors (malformed framing, oversized headers)
-        raise ApiError(400, "bad_multipart", f"malformed multipart body: {e}") from None
+        await asyncio.wait_for(_feed(stream, MultipartParser(boundary, state.callbacks()), state, max_body), timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(
+            408,
+            "upload_timeout",
+            f"the upload did not arrive within the server's {timeout:g} s upload timeout; "
+            "send the file faster or ask for a longer --upload-timeout",
+        ) from None
     if state.found == 0:
         raise ApiError(
             422, "missing_file", f"no form field {FIELD!r}: upload the image as multipart form field {FIELD!r}"
@@ -90,28 +84,22 @@ async def read_upload(
     return Upload(bytes(state.data), state.content_type, state.filename)
 
 
-async def _within(stream: AsyncIterator[bytes], timeout: float | None) -> AsyncIterator[bytes]:
-    """``stream``'s chunks, or 408 once ``timeout`` seconds have passed since the first was asked for."""
-    if timeout is None:
+async def _feed(stream: AsyncIterator[bytes], parser: MultipartParser, state: _PartCollector, max_body: int) -> None:
+    """Push the body through ``parser``; 413 past ``max_body`` bytes or the part limit, 400 on bad framing."""
+    total = 0
+    try:
         async for chunk in stream:
-            yield chunk
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    chunks = stream.__aiter__()
-    while True:
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), timeout=max(0.0, deadline - loop.time()))
-        except StopAsyncIteration:
-            return
-        except asyncio.TimeoutError:
-            raise ApiError(
-                408,
-                "upload_timeout",
-                f"the upload did not arrive within the server's {timeout:g} s upload timeout; "
-                "send the file faster or ask for a longer --upload-timeout",
-            ) from None
-        yield chunk
+            total += len(chunk)
+            if total > max_body:
+                raise _too_large(state.limit)
+            parser.write(chunk)
+            if state.overflow:
+                raise _too_large(state.limit)
+        parser.finalize()
+    except ApiError:
+        raise
+    except Exception as e:  # python-multipart's parse errors (malformed framing, oversized headers)
+        raise ApiError(400, "bad_multipart", f"malformed multipart body: {e}") from None
 
 
 class _PartCollector:
