@@ -9,7 +9,6 @@ import pytest
 
 import fpliif
 from fpliif.pretrained import default_weights_path
-
 from test_data_helpers import mini_data_dir
 
 EXAMPLE = Path(fpliif.__file__).parent / "assets" / "astronaut.jpg"
