@@ -251,3 +251,81 @@ def test_real_mini_data_loads(mini_root):
     assert right_half_l_eye >= 2
     train = list_samples(mini_root, "folder", "train")
     assert len(train) + len(ds) == len(list_samples(mini_root, "folder", "all"))
+
+
+# ------------------------------------------------------------------------------------------------ several roots
+def test_several_roots_are_one_dataset_with_each_roots_own_split(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_folder(a, n=30)
+    masks_b = make_folder(b, n=3)
+    for name in list(masks_b):  # distinct stems in b, so the two roots' splits are distinguishable
+        for sub, ext in (("images", ".png"), ("masks", ".png")):
+            (b / sub / f"{name}{ext}").rename(b / sub / f"b_{name}{ext}")
+    for split in ("train", "val"):
+        alone = [s.image_path for s in FaceParsingDataset(a, "folder", split).samples]
+        both = FaceParsingDataset([a, b], "folder", split)
+        assert [s.image_path for s in both.samples][: len(alone)] == alone  # a's split does not move
+        assert all(folder_split_of(s.name) == split for s in both.samples)
+        assert both.roots == [a, b] and both.root == a
+    total = len(FaceParsingDataset([a, b], "folder", "all"))
+    assert total == 33
+    item = FaceParsingDataset([str(a), str(b)], "folder", "all")[32]
+    assert item["name"].startswith("b_") and item["image"].shape == (3, 32, 32)
+
+
+def test_several_roots_errors(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_folder(a, n=4)
+    make_folder(b, n=4)
+    with pytest.raises(ValueError, match="given twice"):
+        FaceParsingDataset([a, a], "folder", "all")
+    with pytest.raises(ValueError, match="non-empty list"):
+        FaceParsingDataset([], "folder", "all")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        FaceParsingDataset([a, tmp_path / "missing"], "folder", "all")
+    (b / "classes.txt").write_text("background\nskin\n")
+    with pytest.raises(DataError, match="classes differ"):
+        FaceParsingDataset([a, b], "folder", "all")
+
+
+def test_cli_data_check_several_roots(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_folder(a, n=5)
+    make_folder(b, n=3)
+    assert main(["data", "check", str(a), str(b), "--workers", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["root"] == [str(a), str(b)] and report["samples"] == 8 and report["checked_ok"] == 8
+    assert [sum(r["splits"].values()) for r in report["per_root"]] == [5, 3]
+    assert sum(report["splits"].values()) == 8
+    (b / "images" / "face001.png").write_bytes(b"")
+    assert main(["data", "check", str(a), str(b), "--workers", "0", "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert f"root     {a}" in out and f"root     {b}" in out and "face001.png: empty image file" in out
+    make_lapa(tmp_path / "lapa")
+    assert main(["data", "check", str(a), str(tmp_path / "lapa")]) == 2
+    assert "different layouts" in capsys.readouterr().err
+
+
+def test_preload_gives_identical_transformed_samples(tmp_path):
+    from fpliif.data import build_train_transform
+
+    make_folder(tmp_path, n=5, size=40)
+    (tmp_path / "images" / "face003.png").write_bytes(b"")  # a bad pair stays bad after preloading
+    aug = {"rotation": 10.0, "scale": [0.9, 1.1], "crop": 2, "color_jitter": {"brightness": [0.8, 1.2]},
+           "hflip": True}
+    tf = build_train_transform(size=24, augment=aug, label_set=CELEBAMASK_HQ)
+    disk = FaceParsingDataset(tmp_path, "folder", "all", transform=tf, skip_bad=True)
+    mem = FaceParsingDataset(tmp_path, "folder", "all", transform=tf, skip_bad=True)
+    mem.preload(24, workers=1)
+    for i in range(len(disk)):
+        torch.manual_seed(i)
+        a = disk[i]
+        torch.manual_seed(i)
+        b = mem[i]
+        assert a["name"] == b["name"]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert mem.num_skipped == disk.num_skipped == 1
+    strict = FaceParsingDataset(tmp_path, "folder", "all")
+    strict.preload(24)
+    with pytest.raises(DataError, match="face003.png"):
+        strict[3]

@@ -216,6 +216,52 @@ def test_fpliif_encode_once_matches_forward_path(monkeypatch):
     assert res["rows"] == ref["rows"]
 
 
+class MirrorReference(nn.Module):
+    """Flip TTA by hand on the dense forward path: mean of the probabilities of the image and of its mirror
+    (output flipped back, left/right channels swapped by name), returned as T * log p."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner, self.num_classes = model, model.num_classes
+        names = model.label_set.classes
+        lr = {c: "r_" + c[2:] if c.startswith("l_") else "l_" + c[2:] if c.startswith("r_") else c for c in names}
+        self.twin = [names.index(lr[c]) if lr[c] in names else k for k, c in enumerate(names)]
+
+    def forward(self, image, size):
+        t = self.inner.temperature
+        p = torch.softmax(self.inner(image, size=size) / t, dim=1)
+        q = torch.softmax(self.inner(image.flip(-1), size=size) / t, dim=1).flip(-1)[:, self.twin]
+        return ((p + q) / 2).clamp_min(torch.finfo(torch.float32).tiny).log() * t
+
+
+def test_tta_matches_a_hand_made_mirror_reference():
+    from fpliif.eval.evaluate import _Decoder
+
+    torch.manual_seed(0)
+    model = fpliif.make({"name": "fpliif", "args": {"classes": "lapa", **TINY}}).eval()
+    ref_model = MirrorReference(model)
+    assert [LAPA.classes[k] for k in ref_model.twin[2:6]] == ["r_brow", "l_brow", "r_eye", "l_eye"]
+    image = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        for size in (12, 20):
+            tta = _Decoder(model, image, LAPA, tta=True)(size)
+            ref = ref_model(image, (size, size))
+            assert tta.shape == (2, LAPA.num_classes, size, size)
+            assert (tta - ref).abs().max() < 1e-4
+            assert (tta.softmax(1) - ref.softmax(1)).abs().max() < 1e-5
+            plain = _Decoder(model, image, LAPA)(size)
+            assert (plain.softmax(1) - tta.softmax(1)).abs().max() > 1e-3  # TTA changes this model's output
+
+    g = torch.Generator().manual_seed(0)
+    ds = LabelDataset([torch.randint(0, LAPA.num_classes, (16, 16), generator=g) for _ in range(3)], (16,))
+    kw = dict(sizes=(16,), lowres=(8,), lowres_to=16, progress=False)
+    res = evaluate(model, loader(ds), LAPA, tta=True, **kw)
+    assert res["tta"] is True and evaluate(model, loader(ds), LAPA, **kw)["tta"] is False
+    assert res["rows"] == evaluate(ref_model, loader(ds), LAPA, **kw)["rows"]
+    with pytest.raises(ValueError, match="encode/decode"):
+        evaluate(ref_model, loader(ds), LAPA, tta=True, **kw)
+
+
 def test_evaluate_errors():
     ds = LabelDataset(block_labels(16, n=1), (16,))
     with pytest.raises(ValueError, match="no ground-truth mask at size 32"):
@@ -382,6 +428,22 @@ def test_evaluate_under_single_rank_process_group(tmp_path):
     assert res == ref and base["images"] == 2
 
 
+def test_cli_eval_tta(tmp_path, tiny_weights, monkeypatch, capsys):
+    from fpliif.cli import main
+
+    write_folder_dataset(tmp_path / "ds", n=2)
+    monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module())
+    base = ["eval", "--weights", str(tiny_weights), "--data", str(tmp_path / "ds"), "--layout", "folder",
+            "--workers", "0", "--input-size", "32", "--sizes", "32", "--lowres", "", "--no-progress"]
+    assert main([*base, "--tta", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["tta"] is True and res["images"] == 2
+    assert main([*base, "--tta"]) == 0
+    assert "flip TTA" in capsys.readouterr().out
+    assert main([*base, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tta"] is False
+
+
 def test_cli_eval_baseline_row_and_input_size(tmp_path, tiny_weights, monkeypatch, capsys):
     from fpliif.cli import main
 
@@ -399,3 +461,24 @@ def test_cli_eval_baseline_row_and_input_size(tmp_path, tiny_weights, monkeypatc
     cls = res["baseline"]["predicted_class"]
     # the constant prediction scores 0 on every other present class
     assert all(v in (0.0, None) for k, v in res["rows"][row]["per_class_f1"].items() if k not in (cls, "background"))
+
+
+def test_cli_eval_several_roots(tmp_path, tiny_weights, capsys):
+    from fpliif.cli import main
+
+    write_folder_dataset(tmp_path / "a")
+    write_folder_dataset(tmp_path / "b")
+    for p in sorted((tmp_path / "b").rglob("*.png")):  # distinct names in the second root
+        p.rename(p.with_name("b_" + p.name))
+    common = ["eval", "--weights", str(tiny_weights), "--layout", "folder", "--split", "all", "--sizes", "64",
+              "--lowres", "", "--workers", "0", "--batch-size", "2", "--json"]
+    counts = []
+    for roots in (["a"], ["b"], ["a", "b"]):
+        data = [arg for r in roots for arg in ("--data", str(tmp_path / r))]
+        assert main([*common, *data]) == 0
+        res = json.loads(capsys.readouterr().out)
+        counts.append(res["images"])
+    assert counts[2] == counts[0] + counts[1] > 0
+    assert res["data"] == f"{tmp_path / 'a'}, {tmp_path / 'b'}"
+    assert main([*common, "--data", str(tmp_path / "a"), "--data", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -86,6 +86,22 @@ def test_face_parser_on_onnxruntime_matches_torch(tiny, exported):
     assert c.labels.shape == (96, 96)
 
 
+def test_flip_tta_on_onnxruntime_matches_torch(tiny, exported):
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    torch_p = FaceParser(tiny, input_size=64)
+    for path in (exported["static"], exported["dynamic"]):
+        onnx_p = FaceParser.from_onnx(path, tta=True)
+        a = torch_p.parse_aligned(img, size=(12, 20), return_probs=True, tta=True)
+        b = onnx_p.parse_aligned(img, size=(12, 20), return_probs=True)
+        assert np.abs(a.probs - b.probs).max() < 1e-4
+        plain = onnx_p.parse_aligned(img, size=(12, 20), return_probs=True, tta=False)
+        assert np.abs(b.probs - plain.probs).max() > 1e-3
+        box = [[8, 8, 56, 56]]
+        a = torch_p(img, boxes=box, return_probs=True, tta=True)
+        b = onnx_p(img, boxes=box, return_probs=True)
+        assert np.abs(a.probs - b.probs).max() < 1e-4
+
+
 def test_cli_export_then_parse_with_onnxruntime(tmp_path, tiny, capsys):
     w = fpliif.save(tiny, tmp_path / "tiny.safetensors")
     model = tmp_path / "model.onnx"
@@ -136,3 +152,19 @@ def test_bench_covers_the_onnxruntime_backend(tiny, exported):
     assert result["backend"] == "onnxruntime"
     assert set(result["fps"]) == {"16", "24"} and all(v > 0 for v in result["fps"].values())
     assert result["macs"]["24"] > result["macs"]["16"] > 0
+
+
+def test_adaptive_decoding_on_onnxruntime_matches_torch(tiny, exported):
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    everywhere = {"min_coarse": 8, "margin": 1.0}  # re-queries every pixel: equals dense
+    torch_p = FaceParser(tiny, input_size=64, adaptive=everywhere)
+    for path in (exported["static"], exported["dynamic"]):
+        onnx_p = FaceParser.from_onnx(path, adaptive=everywhere, decode="adaptive")
+        assert onnx_p.backend.latent_size(np.zeros((1, 3, 64, 64), np.float32)) == (16, 16)
+        for tta in (False, True):
+            dense = torch_p.parse_aligned(img, size=(37, 90), return_probs=True, tta=tta)
+            b = onnx_p.parse_aligned(img, size=(37, 90), return_probs=True, tta=tta)
+            assert np.abs(dense.probs - b.probs).max() < 1e-4
+        default = FaceParser.from_onnx(path, decode="adaptive")
+        a = FaceParser(tiny, input_size=64, decode="adaptive").parse_aligned(img, size=(37, 90))
+        assert (default.parse_aligned(img, size=(37, 90)).labels == a.labels).mean() > 0.99

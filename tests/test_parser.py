@@ -20,7 +20,8 @@ from fpliif.infer.framing import DEFAULT_FRAMING, Framing
 from fpliif.infer.geometry import Canvas, grid_coords, pixel_centers
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
-from fpliif.labels import CELEBAMASK_HQ
+from fpliif.infer.tta import flip_channels
+from fpliif.labels import CELEBAMASK_HQ, LAPA
 from fpliif.models.base import pixel_centers as torch_pixel_centers
 
 TINY = {
@@ -298,6 +299,99 @@ def test_save_png_embeds_palette_and_round_trips(parser, astronaut, tmp_path):
         and len(d["faces"]) == 1
         and set(d["faces"][0]) >= {"box", "score", "class_share"}
     )
+
+
+# ---------------------------------------------------------------------------------------------- flip TTA
+def mirror_reference(plain: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """Flip TTA by hand from two plain (C, H, W) probability maps: the photo's and its mirror's."""
+    names = CELEBAMASK_HQ.classes
+    lr = {c: "r_" + c[2:] if c.startswith("l_") else "l_" + c[2:] if c.startswith("r_") else c for c in names}
+    twin = [names.index(lr[c]) if lr[c] in names else k for k, c in enumerate(names)]
+    return (plain + mirrored[twin, :, ::-1]) / 2
+
+
+def test_flip_channels_swap_the_left_right_twins():
+    for ls in (CELEBAMASK_HQ, LAPA):
+        ch = flip_channels(ls)
+        assert ch.shape == (ls.num_classes,) and sorted(ch) == list(range(ls.num_classes))
+        for a, b in (("l_eye", "r_eye"), ("l_brow", "r_brow")):
+            assert ch[ls.index(a)] == ls.index(b) and ch[ls.index(b)] == ls.index(a)
+        moved = {ls.classes[k] for k in range(ls.num_classes) if ch[k] != k}
+        assert moved == {c for c in ls.classes if c[:2] in ("l_", "r_") and c != "l_lip"}  # l_lip: lower lip
+    assert flip_channels(CELEBAMASK_HQ)[CELEBAMASK_HQ.index("l_ear")] == CELEBAMASK_HQ.index("r_ear")
+
+
+def test_mirrored_pixel_centres_are_exact():
+    """Column c of a W-wide output is the mirror of column W-1-c, bit for bit: x -> -x is the flip-back."""
+    for w in (1, 7, 20, 21, 255, 512):
+        x = pixel_centers(3, w).reshape(3, w, 2)
+        assert np.array_equal(-x[:, ::-1, 0], x[:, :, 0]) and np.array_equal(x[:, ::-1, 1], x[:, :, 1])
+
+
+@pytest.mark.parametrize("size", [(12, 20), (9, 21)])
+def test_tta_aligned_matches_a_hand_made_mirror_reference(parser, size):
+    """TTA == mean of the plain parse and the plain parse of the mirrored crop, flipped back, l/r swapped."""
+    img = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # model input size: no resize
+    plain = parser.parse_aligned(img, size=size, return_probs=True)
+    mirrored = parser.parse_aligned(np.ascontiguousarray(img[:, ::-1]), size=size, return_probs=True)
+    ref = mirror_reference(plain.probs, mirrored.probs)
+    tta = parser.parse_aligned(img, size=size, return_probs=True, tta=True)
+    assert tta.probs.shape == (19, *size) and np.abs(tta.probs - ref).max() < 1e-5
+    assert np.array_equal(tta.labels, ref.argmax(0))
+    assert np.abs(tta.probs - plain.probs).max() > 1e-3  # TTA does change the output of this model
+
+
+def test_tta_photo_matches_a_hand_made_mirror_reference(tiny_weights):
+    p = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0))
+    img = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    box = [20, 10, 84, 74]  # a 64 px window (the model input size), off-centre
+    plain = p(img, boxes=[box], return_probs=True)
+    mirrored = p(np.ascontiguousarray(img[:, ::-1]), boxes=[[120 - box[2], box[1], 120 - box[0], box[3]]],
+                 return_probs=True)
+    ref = mirror_reference(plain.probs, mirrored.probs)
+    tta = p(img, boxes=[box], return_probs=True, tta=True)
+    assert np.abs(tta.probs - ref).max() < 1e-5 and np.array_equal(tta.labels, ref.argmax(0))
+    # the parser-wide default, overridden per call
+    p_tta = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0), tta=True)
+    assert "tta=True" in repr(p_tta)
+    assert np.array_equal(p_tta(img, boxes=[box], return_probs=True).probs, tta.probs)
+    assert np.array_equal(p_tta(img, boxes=[box], return_probs=True, tta=False).probs, plain.probs)
+
+
+@pytest.mark.parametrize("max_decode_size", [None, 64])
+def test_tta_of_a_mirror_equivariant_model_changes_nothing(max_decode_size):
+    """The oracle reads the class off the crop, so without left/right classes it is mirror-equivariant:
+    flip TTA must give back its plain output, on the exact and the resampled (max_decode_size) paths.
+    A flip-back one pixel off would blend neighbouring pixels at every class edge."""
+    mask = synthetic_mask(120)
+    mask[np.isin(mask, (4, 5))] = 3  # eyes -> eye_g (no twin)
+    truth = _placed(mask, (170, 200), (30, 47))
+    image = np.repeat((truth * CODE)[..., None], 3, axis=2)
+    p = oracle_parser(framing=Framing(1.0, 0.0, 0.0), input_size=120, max_decode_size=max_decode_size)
+    box = [[47, 30, 167, 150]]
+    plain = p(image, boxes=box, return_probs=True)
+    tta = p(image, boxes=box, return_probs=True, tta=True)
+    assert np.abs(tta.probs - plain.probs).max() < 1e-5 and np.array_equal(tta.labels, plain.labels)
+    if max_decode_size is None:
+        assert np.array_equal(tta.labels, truth)
+    aligned = p.parse_aligned(image[30:150, 47:167], size=(120, 120), tta=True)
+    assert np.array_equal(aligned.labels, mask)
+
+
+def test_cli_parse_tta(tiny_weights, tmp_path, monkeypatch):
+    from fpliif.infer import parser as parser_module
+
+    calls = []
+    real = parser_module.flip_tta_logits
+    monkeypatch.setattr(parser_module, "flip_tta_logits", lambda *a: calls.append(1) or real(*a))
+    img = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "crop.png")
+    out = tmp_path / "out"
+    argv = ["parse", str(tmp_path / "crop.png"), "--out", str(out), "--weights", str(tiny_weights), "--aligned"]
+    assert main([*argv, "--size", "20", "--format", "npy", "--quiet"]) == 0 and not calls
+    assert main([*argv, "--size", "20", "--format", "npy", "--tta", "--quiet", "--overwrite"]) == 0 and calls
+    ref = FaceParser.from_pretrained(tiny_weights).parse_aligned(img, size=20, tta=True).labels
+    assert np.array_equal(np.load(out / "crop_labels.npy"), ref)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

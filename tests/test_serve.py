@@ -149,12 +149,15 @@ def test_model_info(client, parser):
     assert body["version"] == fpliif.__version__
     assert body["input_size"] == 256 and body["backend"] == "torch"
     assert body["limits"]["max_upload_bytes"] == 20 * 2**20 and body["limits"]["max_pixels"] == 40_000_000
+    assert body["defaults"] == {"tta": False, "decode": "dense"}
 
 
 def test_openapi_docs_page_and_static(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/parse"]["post"]
-    assert {p["name"] for p in op["parameters"]} == {"size", "aligned", "format", "overlay", "rle", "alpha", "legend"}
+    assert {p["name"] for p in op["parameters"]} == {
+        "size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode"
+    }
     assert "multipart/form-data" in op["requestBody"]["content"]
     assert {"413", "415", "422", "504"} <= set(op["responses"])
     assert "/v1/model" in spec["paths"] and "/healthz" in spec["paths"]
@@ -211,6 +214,63 @@ def test_json_structure_and_rle_round_trip(client, parser):
     np.testing.assert_array_equal(png_labels(post(client, data, "image/jpeg").content), expected)
     shares = {k: v for k, v in body["class_share"].items() if v > 0}
     assert {m["class"] for m in rle["masks"]} == set(shares)
+
+
+@pytest.fixture
+def tta_calls(monkeypatch) -> list:
+    """Counts the parser's flip-TTA decodes."""
+    from fpliif.infer import parser as parser_module
+
+    calls: list = []
+    real = parser_module.flip_tta_logits
+    monkeypatch.setattr(parser_module, "flip_tta_logits", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_tta_query_parameter_and_server_default(client, parser, weights, tta_calls):
+    img = noise(24, 32)
+    plain = post(client, encode(img), params="?aligned=true&size=16&format=json")
+    assert plain.status_code == 200 and plain.json()["tta"] is False and not tta_calls
+    resp = post(client, encode(img), params="?aligned=true&size=16&tta=true")
+    assert resp.status_code == 200 and tta_calls
+    np.testing.assert_array_equal(png_labels(resp.content), parser.parse_aligned(img, size=16, tta=True).labels)
+    tta_calls.clear()
+    photo = post(client, example_image().read_bytes(), "image/jpeg", "?format=json&size=256&tta=true")
+    assert photo.status_code == 200 and photo.json()["tta"] is True and photo.json()["num_faces"] >= 1 and tta_calls
+    with TestClient(create_app(parser, ServeSettings(tta=True, **QUIET))) as on:
+        assert on.get("/v1/model").json()["defaults"] == {"tta": True, "decode": "dense"}
+        tta_calls.clear()
+        assert post(on, encode(img), params="?aligned=true&size=16&format=json").json()["tta"] is True and tta_calls
+        tta_calls.clear()
+        assert post(on, encode(img), params="?aligned=true&size=16&format=json&tta=false").json()["tta"] is False
+        assert not tta_calls
+
+
+def test_decode_query_parameter_and_server_default(client, parser, monkeypatch):
+    from fpliif.infer import parser as parser_module
+
+    calls: list = []
+    real = parser_module.adaptive_decode
+    monkeypatch.setattr(parser_module, "adaptive_decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    img = noise(40, 48)
+    dense = post(client, encode(img), params="?aligned=true&format=json")
+    assert dense.status_code == 200 and dense.json()["decode"] == "dense" and not calls
+    resp = post(client, encode(img), params="?aligned=true&decode=adaptive")
+    assert resp.status_code == 200 and calls
+    np.testing.assert_array_equal(png_labels(resp.content), parser.parse_aligned(img, decode="adaptive").labels)
+    calls.clear()
+    photo = post(client, example_image().read_bytes(), "image/jpeg", "?format=json&size=256&decode=adaptive")
+    assert photo.status_code == 200 and photo.json()["decode"] == "adaptive" and photo.json()["num_faces"] >= 1
+    assert calls
+    with TestClient(create_app(parser, ServeSettings(decode="adaptive", **QUIET))) as on:
+        assert on.get("/v1/model").json()["defaults"] == {"tta": False, "decode": "adaptive"}
+        calls.clear()
+        assert post(on, encode(img), params="?aligned=true&format=json").json()["decode"] == "adaptive" and calls
+        calls.clear()
+        assert post(on, encode(img), params="?aligned=true&format=json&decode=dense").json()["decode"] == "dense"
+        assert not calls
+    with pytest.raises(ValueError, match="decode"):
+        ServeSettings(decode="fast")
 
 
 def test_overlay_png(client):
@@ -308,6 +368,8 @@ def test_request_shape_errors(client):
         ("?rle=true", "rle"),
         ("?fromat=json", "fromat"),
         ("?path=/etc/passwd", "path"),
+        ("?tta=maybe", "tta"),
+        ("?decode=fast", "decode"),
     ],
 )
 def test_bad_query_parameters(client, params, text):
@@ -432,7 +494,11 @@ def test_cli_serve(monkeypatch, weights, capsys):
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8000
     settings = calls["app"].state.settings
     assert settings.max_upload_bytes == 3 * 2**20 and settings.workers == 1
-    assert settings.upload_timeout == ServeSettings().upload_timeout
+    assert settings.upload_timeout == ServeSettings().upload_timeout and settings.tta is False
+    assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--tta"]) == 0
+    assert calls["app"].state.settings.tta is True and calls["app"].state.settings.decode == "dense"
+    assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--decode", "adaptive"]) == 0
+    assert calls["app"].state.settings.decode == "adaptive"
     assert "http://127.0.0.1:8000/" in capsys.readouterr().err
     assert main(["serve", "--weights", str(weights), "--workers-threads", "0"]) == 2
     assert "workers" in capsys.readouterr().err

@@ -29,7 +29,8 @@ from fpliif.labels import IGNORE_INDEX
 from fpliif.models.base import pixel_centers
 from fpliif.train import fpliif_loss, label_edges, load_config
 from fpliif.train.config import DEFAULTS
-from fpliif.train.trainer import Trainer, class_weight_vector, sample_queries
+from fpliif.train.loss import dice_loss
+from fpliif.train.trainer import Trainer, WeightEMA, balanced_density, class_weight_vector, sample_queries
 from test_data_helpers import save_image, save_mask
 
 TINY_ARGS = "{classes: celebamask-hq, width: 8, depths: [1, 1, 1], reduce_mlp: [16, 8], decoder_mlp: [16, 16]}"
@@ -443,7 +444,14 @@ def test_exact_resume_after_sigkill(tmp_path, data_root):
     workers=1 and augmentation on, so worker seeding and the augmentation RNG are part of what must match.
     """
     cfg = write_config(tmp_path / "c.yaml", data_root)
-    extra = ["data.workers=1", "data.augment={rotation: 10, hflip: true}"]
+    # EMA, balanced query sampling and the Dice term are on, so their state and RNG use must resume exactly too
+    extra = [
+        "data.workers=1",
+        "data.augment={rotation: 10, hflip: true}",
+        "train.ema=0.9",
+        "train.query_sampling={type: balanced, edge_boost: 2.0}",
+        "train.dice_weight=0.5",
+    ]
     out_a, out_b = tmp_path / "a", tmp_path / "b"
     proc_a = subprocess.Popen(
         train_cmd(cfg, out_a, *extra), env=sub_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -498,6 +506,9 @@ def test_exact_resume_after_sigkill(tmp_path, data_root):
         for k, v in oa["state"][i].items():
             assert torch.equal(v, ob["state"][i][k]), f"optimizer state {i}.{k} differs"
     assert sa["scheduler"] == sb["scheduler"] and sa["best_f1"] == sb["best_f1"]
+    assert sa["ema"]["updates"] == sb["ema"]["updates"] == 10
+    for k, v in sa["ema"]["model"].items():
+        assert torch.equal(v, sb["ema"]["model"][k]), f"EMA weights differ after resume: {k}"
     ma, mb = metrics(out_a), metrics(out_b)
     assert len(ma) == len(mb) == 2
     for key in ("loss", "lr", "val_mean_f1"):
@@ -547,3 +558,114 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path, data_root, capsys):
         model, DataLoader(Subset(ds, [0, 2]), batch_size=2), model.label_set, sizes=(32,), lowres=(), progress=False
     )
     assert abs(shard0["mean_f1"] - single["mean_f1"]) > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------ v2 recipe parts
+def test_balanced_density_and_weighted_sampling():
+    mask = torch.zeros(2, 16, 16, dtype=torch.long)
+    mask[:, :2, :2] = 3  # a rare class: 4 pixels of 256
+    mask[1, -1, -1] = IGNORE_INDEX
+    edges = label_edges(mask)
+    w = torch.ones(19)
+    w[3] = 50.0
+    dens = balanced_density(mask, edges, w, edge_boost=2.0)
+    assert dens[0, 0, 0] == 50.0 and dens[0, 1, 1] == 50.0 * 3  # rare class inside / on an edge
+    assert dens[0, 10, 10] == 1.0 and dens[0, 2, 1] == 3.0  # plain background, background edge
+    assert dens[1, -1, -1] == 1.0  # ignore -> the smallest class weight, never zero
+    gen = torch.Generator().manual_seed(0)
+    hits = 0
+    for _ in range(20):
+        coords, labels, flags = sample_queries(mask, edges, 32, gen, dens)
+        assert coords.shape == (2, 32, 2) and labels.shape == flags.shape == (2, 32)
+        for b in range(2):  # distinct pixels, labels and edge flags read at the drawn pixels
+            xy = ((coords[b] + 1) / 2 * 16 - 0.5).round().long()
+            assert len({(int(x), int(y)) for x, y in xy}) == 32
+            assert torch.equal(labels[b], mask[b, xy[:, 1], xy[:, 0]])
+            assert torch.equal(flags[b], edges[b, xy[:, 1], xy[:, 0]])
+        hits += int((labels == 3).sum())
+    # uniform sampling would draw 32 * 4 / 256 = 0.5 rare points per image; the density draws nearly all 4
+    assert hits / 40 > 3.0
+
+
+def test_dice_loss_values():
+    target = torch.tensor([0, 0, 1, 1, IGNORE_INDEX])
+    perfect = torch.tensor([[20.0, 0.0], [20.0, 0.0], [0.0, 20.0], [0.0, 20.0], [0.0, 20.0]])
+    assert float(dice_loss(perfect, target)) < 1e-3
+    wrong = perfect[:, [1, 0]]
+    assert float(dice_loss(wrong, target)) > 0.75  # (0 + 1) / (4 + 1): the smoothing term of 1
+    # classes absent from the target are left out: a third class with no points changes nothing
+    three = torch.cat([perfect, torch.full((5, 1), -20.0)], 1)
+    assert abs(float(dice_loss(three, target)) - float(dice_loss(perfect, target))) < 1e-4
+    logits = torch.randn(5, 2, requires_grad=True)
+    loss, parts = fpliif_loss(logits, target, torch.zeros(5, dtype=torch.bool), 10.0, dice_weight=0.5)
+    base, _ = fpliif_loss(logits, target, torch.zeros(5, dtype=torch.bool), 10.0)
+    assert abs(float(loss - base) - 0.5 * parts["dice"]) < 1e-5
+    loss.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_weight_ema():
+    model = torch.nn.Linear(2, 1)
+    ema = WeightEMA(model, decay=0.5)
+    assert all(not p.requires_grad for p in ema.model.parameters())
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # warm-up decay min(0.5, 2/11) = 2/11
+    expected = start + (1 - 2 / 11) * 1.0
+    assert torch.allclose(ema.model.weight, expected)
+    assert not torch.equal(ema.model.weight, model.weight)
+
+
+def test_amp_auto_resolves_by_cpu_capability(monkeypatch):
+    from fpliif import precision
+
+    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert precision.resolve_amp("auto", "cpu") == "none"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert precision.resolve_amp("auto", "cpu") == "bf16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    assert precision.resolve_amp("auto", "cpu") == "bf16"
+    assert precision.resolve_amp("none", "cpu") == "none"
+    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+        precision.resolve_amp("fp16", "cpu")
+    with pytest.raises(ValueError, match="expected one of"):
+        precision.resolve_amp("fp8", "cpu")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.ema=1.5", "train.ema"),
+        ("train.ema=true", "train.ema"),
+        ("train.dice_weight=-1", "train.dice_weight"),
+        ("train.query_sampling={type: rare}", "train.query_sampling"),
+        ("train.query_sampling={type: balanced, edge_bost: 2}", "train.query_sampling"),
+        ("train.query_sampling={type: balanced, edge_boost: -1}", "edge_boost"),
+        ("train.amp=fp32", "train.amp"),
+        ("data.root=[]", "data.root"),
+    ],
+)
+def test_config_v2_keys_are_checked(tmp_path, data_root, override, key):
+    cfg = write_config(tmp_path / "c.yaml", data_root)
+    with pytest.raises(ValueError, match=key):
+        load_config(cfg, [override])
+
+
+def test_trainer_with_ema_balanced_sampling_and_two_roots(tmp_path, data_root, restore_threads):
+    trainer = _trainer(
+        tmp_path,
+        data_root,
+        f"data.root=[{data_root}, {data_root}]".replace(f", {data_root}]", "]"),  # one root as a list
+        "train.ema=0.9",
+        "train.query_sampling={type: balanced, edge_boost: 1.0}",
+        "train.class_weights=null",
+    )
+    assert trainer.sampling_weights is not None and trainer.class_weights is None
+    record = trainer.fit()
+    assert math.isfinite(record["loss"]) and trainer.ema.updates == 1
+    saved = load_file(tmp_path / "run" / "last.safetensors")
+    ema_state = trainer.ema.model.state_dict()
+    assert all(torch.equal(saved[k], ema_state[k]) for k in saved)  # the EMA weights are what is saved
+    assert any(not torch.equal(ema_state[k], v) for k, v in trainer.model.state_dict().items())

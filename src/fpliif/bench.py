@@ -1,15 +1,24 @@
-"""Speed benchmark: parameters, MACs and frames per second per output size (``fpliif bench``)."""
+"""Speed benchmark: parameters, MACs and frames per second per output size (``fpliif bench``).
+
+With ``decode`` modes (``fpliif bench --decode dense,adaptive``) each mode is timed on the same input, the
+bundled example photo's face framed as :class:`~fpliif.FaceParser` frames it (adaptive querying does less
+work on a real face than on noise), and the MACs it executed and the query points it decoded are counted.
+"""
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 
-from .flops import count_macs
+from .adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
+from .flops import count_macs, count_macs_of
 
 
 def _sync(device: torch.device) -> None:
@@ -48,6 +57,101 @@ def measure_fps(
     return 1.0 / statistics.median(times)
 
 
+def bench_image(input_size: int) -> np.ndarray:
+    """(1, 3, n, n) float32 model input: the bundled example photo's face, framed as the parser frames it."""
+    from .infer.cli import example_image
+    from .infer.detect import HaarDetector
+    from .infer.framing import DEFAULT_FRAMING
+    from .infer.geometry import crop_window, model_input
+    from .infer.images import load_image
+
+    photo = load_image(example_image())
+    faces = HaarDetector()(photo)
+    crop = photo
+    if faces:
+        box, _ = max(faces, key=lambda d: float(d[1]))
+        crop = crop_window(photo, *DEFAULT_FRAMING.window(box))
+    return model_input(crop, (input_size, input_size))[None]
+
+
+def decode_once(model: torch.nn.Module, image: torch.Tensor, size: int, mode: str, options: Any = None) -> int:
+    """Encode ``image`` and decode it at ``size`` x ``size`` with ``mode``; returns the query points decoded."""
+    z = model.encode(image)
+    if mode == "adaptive":
+        _, stats = model.decode_adaptive(z, size, options=options)
+        return stats.total
+    model.decode_prepared(model.prepare(z), _pixel_grid(size, image))
+    return image.shape[0] * size * size
+
+
+def _pixel_grid(size: int, image: torch.Tensor) -> torch.Tensor:
+    from .models import pixel_centers
+
+    return pixel_centers(size, size, device=image.device).unsqueeze(0).expand(image.shape[0], -1, -1)
+
+
+def onnx_decode_once(model: Any, image: np.ndarray, size: int, mode: str, options: Any = None) -> int:
+    """:func:`decode_once` on an :class:`~fpliif.infer.onnx_backend.OnnxModel`."""
+    if mode == "adaptive":
+        stride = model.encoder_stride
+        _, stats = adaptive_decode(
+            lambda c: model.decode_at(image, c),
+            (size, size),
+            temperature=model.temperature,
+            options=options,
+            latent_size=None if stride is None else (image.shape[2] // stride, image.shape[3] // stride),
+        )
+        return stats.total
+    model(image, size=size)
+    return image.shape[0] * size * size
+
+
+def _timed(fn: Any, device: torch.device, runs: int, warmup: int = 2) -> float:
+    times = []
+    for i in range(warmup + runs):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return 1.0 / statistics.median(times)
+
+
+def bench_decode_modes(
+    model: torch.nn.Module,
+    modes: Sequence[str],
+    sizes: Sequence[int],
+    input_size: int,
+    device: torch.device,
+    runs: int,
+    onnx_model: Any = None,
+    options: AdaptiveOptions | None = None,
+) -> dict[str, Any]:
+    """``fps``, ``macs_executed`` and ``points`` as {mode: {size: value}} on :func:`bench_image`.
+
+    MACs and points are counted on the PyTorch model (the same network and queries as ``onnx_model``).
+    """
+    options = AdaptiveOptions.of(options)
+    array = bench_image(input_size)
+    image = torch.from_numpy(array).to(device)
+    fps: dict[str, dict[str, float]] = {}
+    macs: dict[str, dict[str, int]] = {}
+    points: dict[str, dict[str, int]] = {}
+    with torch.inference_mode():
+        for mode in modes:
+            fps[mode], macs[mode], points[mode] = {}, {}, {}
+            for s in sizes:
+                run = functools.partial(decode_once, model, image, s, mode, options)
+                counted: list[int] = []
+                macs[mode][str(s)] = count_macs_of(lambda run=run, out=counted: out.append(run()))
+                points[mode][str(s)] = counted[0]
+                if onnx_model is not None:
+                    run = functools.partial(onnx_decode_once, onnx_model, array, s, mode, options)
+                fps[mode][str(s)] = _timed(run, device, runs)
+    return {"fps": fps, "macs_executed": macs, "points": points}
+
+
 def run_bench(
     model: torch.nn.Module,
     sizes: Sequence[int] = (64, 96, 128, 192, 256),
@@ -56,11 +160,18 @@ def run_bench(
     runs: int = 5,
     threads: int | None = None,
     onnx_model: Any = None,
+    decode: Sequence[str] | None = None,
+    adaptive: AdaptiveOptions | None = None,
 ) -> dict[str, Any]:
     """Parameters, MACs and FPS of ``model`` for each output size, as a JSON-ready dict.
 
     With ``onnx_model`` (an :class:`~fpliif.infer.onnx_backend.OnnxModel` of the same network) the FPS are
-    measured on ONNX Runtime (CPU); MACs and parameters are the network's, counted on ``model``.
+    measured on ONNX Runtime (CPU); MACs and parameters are the network's, counted on ``model``. ``macs`` are
+    the architecture's MACs as the paper counts them (:func:`fpliif.flops.count_macs`).
+
+    ``decode`` (modes ``"dense"``/``"adaptive"``): ``fps`` becomes {mode: {size: FPS}} measured on the example
+    photo's face (:func:`bench_image`), with ``macs_executed`` (MACs the model ran) and ``points`` (query
+    points decoded) of the same shape (:func:`bench_decode_modes`; ``adaptive``: its options).
     """
     if threads is not None and threads <= 0:
         raise ValueError(f"--threads: must be positive, got {threads}")
@@ -68,6 +179,11 @@ def run_bench(
         raise ValueError(f"--runs: must be positive, got {runs}")
     if input_size <= 0:
         raise ValueError(f"--input-size: must be positive, got {input_size}")
+    modes = [check_decode_mode(m, "--decode") for m in decode] if decode is not None else None
+    if modes is not None and not modes:
+        raise ValueError("--decode: expected dense and/or adaptive, got nothing")
+    if modes is not None and not all(callable(getattr(model, a, None)) for a in ("decode_adaptive", "prepare")):
+        raise ValueError(f"--decode: needs an FP-LIIF model (implicit decoder), got {type(model).__name__}")
     if threads is not None:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -75,9 +191,14 @@ def run_bench(
         raise ValueError("--device cuda: CUDA is not available on this machine")
     model = model.eval()
     macs = {str(s): count_macs(model, (input_size, input_size), s) for s in sizes}
-    if onnx_model is not None:
-        if dev.type != "cpu":
-            raise ValueError("--backend onnxruntime: benchmarks run on the CPU provider only (use --device cpu)")
+    if onnx_model is not None and dev.type != "cpu":
+        raise ValueError("--backend onnxruntime: benchmarks run on the CPU provider only (use --device cpu)")
+    extra: dict[str, Any] = {}
+    if modes is not None:
+        model = model.to(dev)
+        extra = bench_decode_modes(model, modes, sizes, input_size, dev, runs, onnx_model, adaptive)
+        fps: dict[str, Any] = extra.pop("fps")
+    elif onnx_model is not None:
         fps = {str(s): measure_onnx_fps(onnx_model, input_size, s, runs) for s in sizes}
     else:
         model = model.to(dev)
@@ -88,6 +209,8 @@ def run_bench(
         "input_size": input_size,
         "macs": macs,
         "fps": fps,
+        **extra,
+        **({"decode": modes, "adaptive_options": asdict(AdaptiveOptions.of(adaptive))} if modes is not None else {}),
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "threads": threads if onnx_model is not None and threads else torch.get_num_threads(),
         "backend": "onnxruntime" if onnx_model is not None else "torch",

@@ -8,6 +8,7 @@ import torch
 
 from . import registry
 from .cli import print_json
+from .precision import AMP_CHOICES
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -61,11 +62,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_decode_modes(text: str | None) -> list[str] | None:
+    """``--decode dense,adaptive`` -> ["dense", "adaptive"] (None when not given)."""
+    if text is None:
+        return None
+    from .adaptive import check_decode_mode
+
+    modes = [check_decode_mode(m.strip(), "--decode") for m in text.split(",") if m.strip()]
+    if not modes:
+        raise ValueError(f"--decode: expected a comma-separated list of dense, adaptive, got {text!r}")
+    return list(dict.fromkeys(modes))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.train:
+        if args.decode is not None:
+            raise ValueError("--decode: applies to inference benchmarks, not --train")
         return cmd_bench_train(args)
     from .bench import run_bench
 
+    modes = parse_decode_modes(args.decode)
     model = load_model(args.weights, args.model)
     onnx_model = None
     if args.backend == "onnxruntime" or args.onnx:
@@ -82,9 +98,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs=args.runs,
         threads=args.threads,
         onnx_model=onnx_model,
+        decode=modes,
     )
     if args.json:
         print_json(result)
+    elif modes is not None:
+        print(
+            f"{result['model']}: {result['params']:,} params, input {args.input_size}² (example photo's face), "
+            f"{result['device']}, {result['threads']} threads, backend {result['backend']}"
+        )
+        print(f"{'output':>8} {'decode':>9} {'GMACs run':>10} {'points':>9} {'FPS':>8}")
+        for s in result["macs"]:
+            for m in modes:
+                print(
+                    f"{s:>8} {m:>9} {result['macs_executed'][m][s] / 1e9:10.2f} {result['points'][m][s]:9d} "
+                    f"{result['fps'][m][s]:8.2f}"
+                )
     else:
         print(
             f"{result['model']}: {result['params']:,} params, input {args.input_size}², {result['device']}, "
@@ -101,9 +130,9 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from .train.bench import train_throughput
 
     amps = [a.strip() for a in args.amp.split(",") if a.strip()]
-    bad = [a for a in amps if a not in ("none", "bf16", "fp16")]
+    bad = [a for a in amps if a not in AMP_CHOICES]
     if not amps or bad:
-        raise ValueError(f"--amp: expected a comma-separated list of none, bf16, fp16, got {args.amp!r}")
+        raise ValueError(f"--amp: expected a comma-separated list of {', '.join(AMP_CHOICES)}, got {args.amp!r}")
     queries: list[int | None] = []
     for q in (q.strip() for q in args.queries.split(",") if q.strip()):
         queries.append(None if q == "full" else parse_int_list(q, "--queries")[0])
@@ -132,7 +161,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
                     f"({r['step_seconds']:.2f} s/step, batch {r['batch_size']}, {r['size']}²)",
                     flush=True,
                 )
-    keep = ("amp", "queries", "channels_last", "batch_size", "size", "img_per_s", "step_seconds")
+    keep = ("amp", "amp_requested", "queries", "channels_last", "batch_size", "size", "img_per_s", "step_seconds")
     result = {
         "train": [{k: r[k] for k in keep} for r in rows],
         "model": rows[0]["model"],
@@ -171,9 +200,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"], help="inference backend")
     p.add_argument("--onnx", help="ONNX file for --backend onnxruntime (from `fpliif export onnx --dynamic`)")
+    p.add_argument(
+        "--decode",
+        default=None,
+        help="decode modes to compare, comma-separated: dense,adaptive; reports fps, macs_executed and points "
+        "per mode on the example photo's face",
+    )
     p.add_argument("--train", action="store_true", help="training throughput (img/s) instead of inference FPS")
     p.add_argument("--batch-size", type=int, default=4, help="--train: images per step")
-    p.add_argument("--amp", default="none,bf16", help="--train: autocast settings (comma-separated: none,bf16,fp16)")
+    p.add_argument(
+        "--amp",
+        default="none,auto",
+        help="--train: autocast settings, comma-separated: auto,none,bf16,fp16 (auto = bf16 where native)",
+    )
     p.add_argument("--queries", default="full,2048", help="--train: 'full' grid and/or sampled queries per image")
     p.add_argument("--steps", type=int, default=3, help="--train: timed steps per setting (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="--train: untimed warm-up steps per setting")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import celebamask
-from .dataset import load_sample
+from .dataset import dataset_roots, load_sample
 from .io import DataError, error_parts
 from .layouts import (
     CELEBA_MAPPING,
@@ -30,9 +31,7 @@ from .layouts import (
 
 
 class _CheckSet(Dataset):
-    def __init__(
-        self, samples: list[Sample], num_classes: int, allow_scale: bool, sha1: dict[str, str]
-    ) -> None:
+    def __init__(self, samples: list[Sample], num_classes: int, allow_scale: bool, sha1: dict[str, str]) -> None:
         self.samples, self.num_classes, self.allow_scale, self.sha1 = samples, num_classes, allow_scale, sha1
 
     def __len__(self) -> int:
@@ -42,7 +41,7 @@ class _CheckSet(Dataset):
         s = self.samples[i]
         try:
             _, mask = load_sample(
-                s, self.num_classes, self.allow_scale, self.sha1.get(s.name), decode_only=True
+                s, self.num_classes, self.allow_scale, self.sha1.get(str(s.image_path)), decode_only=True
             )
         except DataError as e:
             return None, error_parts(e, s.image_path)
@@ -62,23 +61,10 @@ def default_splits(root: Path, layout: str) -> list[str]:
     return found or ["all"]  # "all" raises the clear "not a <layout> root" error
 
 
-def check_dataset(
-    root: str | Path,
-    layout: str,
-    splits: list[str] | None = None,
-    classes: str | list[str] | None = None,
-    workers: int | None = None,
-    cache: str | Path | None = None,
-    progress: bool = True,
-    val_percent: float = DEFAULT_VAL_PERCENT,
-) -> dict:
-    """Check every pair of the given splits (default: all the layout's splits); returns a JSON-able report."""
-    t0 = time.perf_counter()
-    root = Path(root).expanduser()
-    label_set = label_set_for(layout, root, classes)
-    splits = splits or default_splits(root, layout)
-    for s in splits:
-        check_split(layout, s)
+def _gather(
+    root: Path, layout: str, splits: list[str], cache: str | Path | None, val_percent: float
+) -> tuple[dict[str, int], list[Sample], list[tuple[str, str]], dict[str, str], str]:
+    """One root's split counts, samples to decode, listing problems, cached-mask sha1s and mask source."""
     counts: dict[str, int] = {}
     bad: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
@@ -102,13 +88,55 @@ def check_dataset(
                 if s.name in found.bad:
                     bad.append((found.bad[s.name]["path"], found.bad[s.name]["reason"]))
                 elif s.name in found.entries:
-                    sha1[s.name] = found.entries[s.name]["sha1"]
+                    sha1[str(s.image_path)] = found.entries[s.name]["sha1"]
                     kept.append(dataclasses.replace(s, mask_path=found.mask_path(s.name)))
                 else:
                     kept.append(s)  # not in the cache: merge its parts here
             todo = kept
         else:
             masks_from = "part PNGs merged on the fly (no valid cache: " + "; ".join(reasons) + ")"
+    return counts, todo, bad, sha1, masks_from
+
+
+def check_dataset(
+    root: str | Path | Sequence[str | Path],
+    layout: str,
+    splits: list[str] | None = None,
+    classes: str | list[str] | None = None,
+    workers: int | None = None,
+    cache: str | Path | None = None,
+    progress: bool = True,
+    val_percent: float = DEFAULT_VAL_PERCENT,
+) -> dict:
+    """Check every pair of the given splits (default: all the layout's splits); returns a JSON-able report.
+
+    ``root``: one root or several of the same layout and classes, reported as one dataset (split counts per
+    root under ``per_root``)."""
+    t0 = time.perf_counter()
+    roots = dataset_roots(root)
+    label_set = label_set_for(layout, roots[0], classes)
+    splits = splits or default_splits(roots[0], layout)
+    for s in splits:
+        check_split(layout, s)
+    counts: dict[str, int] = {}
+    per_root: list[dict] = []
+    todo: list[Sample] = []
+    bad: list[tuple[str, str]] = []
+    sha1: dict[str, str] = {}
+    sources: list[str] = []
+    for r in roots:
+        if label_set_for(layout, r, classes).classes != label_set.classes:
+            raise DataError(f"{r}: its classes differ from those of {roots[0]}", r)
+        r_counts, r_todo, r_bad, r_sha1, r_from = _gather(r, layout, splits, cache, val_percent)
+        for k, v in r_counts.items():
+            counts[k] = counts.get(k, 0) + v
+        per_root.append({"root": str(r), "splits": r_counts, "samples": len(r_todo)})
+        todo += r_todo
+        bad += r_bad
+        sha1.update(r_sha1)
+        sources.append(r_from)
+    masks_from = "; ".join(dict.fromkeys(sources))
+    root = roots[0]
     hist = np.zeros(256, dtype=np.int64)
     present = np.zeros(256, dtype=np.int64)
     n_ok = 0
@@ -126,7 +154,7 @@ def check_dataset(
     for h, err in tqdm(
         loader,
         total=len(todo),
-        desc=f"checking {root.name or root}",
+        desc=f"checking {root.name or root}" + (f" (+{len(roots) - 1} roots)" if len(roots) > 1 else ""),
         unit="img",
         disable=not progress,
         mininterval=0.5,
@@ -149,12 +177,13 @@ def check_dataset(
         for i, name in enumerate(label_set.classes)
     ]
     return {
-        "root": str(root),
+        "root": str(root) if len(roots) == 1 else [str(r) for r in roots],
+        "per_root": per_root,
         "layout": layout,
         "label_set": label_set.name,
         "num_classes": label_set.num_classes,
         "splits": counts,
-        "samples": len(samples),
+        "samples": len(todo),
         "checked_ok": n_ok,
         "masks_from": masks_from,
         "classes": per_class,
@@ -165,8 +194,12 @@ def check_dataset(
 
 
 def format_report(report: dict) -> str:
+    roots = report["root"] if isinstance(report["root"], list) else [report["root"]]
     lines = [
-        f"root     {report['root']}",
+        f"root     {r}   " + "   ".join(f"{k} {v}" for k, v in pr["splits"].items())
+        for r, pr in zip(roots, report["per_root"], strict=True)
+    ]
+    lines += [
         f"layout   {report['layout']}  (label set {report['label_set']}, {report['num_classes']} classes)",
         "splits   "
         + "   ".join(f"{k} {v}" for k, v in report["splits"].items())

@@ -9,7 +9,13 @@ from .layouts import LAYOUTS, SPLITS, detect_layout
 
 
 def _layout(args: argparse.Namespace) -> str:
-    return detect_layout(args.root) if args.layout == "auto" else args.layout
+    roots = args.root if isinstance(args.root, list) else [args.root]
+    if args.layout != "auto":
+        return args.layout
+    found = {str(r): detect_layout(r) for r in roots}
+    if len(set(found.values())) > 1:
+        raise ValueError(f"the roots have different layouts ({found}); pass --layout or check them one by one")
+    return next(iter(found.values()))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -72,7 +78,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     all_splits = sorted({s for v in SPLITS.values() for s in v})
 
     p = dsub.add_parser("check", help="decode every pair; class statistics and bad files (exit 1 if any)")
-    p.add_argument("root", help="dataset root folder")
+    p.add_argument("root", nargs="+", help="dataset root folder(s): several roots are checked as one dataset")
     p.add_argument("--layout", choices=layouts, default="auto", help="dataset layout (default: detect)")
     p.add_argument(
         "--split",

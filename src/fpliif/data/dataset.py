@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,22 @@ def load_sample(
     return image, mask
 
 
+def dataset_roots(root: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One dataset root or several, as a list of distinct paths (several roots are read as one dataset)."""
+    roots = [root] if isinstance(root, (str, Path)) else list(root)
+    if not roots:
+        raise ValueError("dataset root: expected a path or a non-empty list of paths")
+    out: list[Path] = []
+    for r in roots:
+        if not isinstance(r, (str, Path)) or str(r) == "":
+            raise ValueError(f"dataset root: expected a path, got {r!r}")
+        p = Path(r).expanduser()
+        if p in out:
+            raise ValueError(f"dataset root {p} is given twice")
+        out.append(p)
+    return out
+
+
 class FaceParsingDataset(Dataset):
     """Face-parsing samples of one split of a dataset in any of :data:`~fpliif.data.LAYOUTS`.
 
@@ -68,13 +84,17 @@ class FaceParsingDataset(Dataset):
     ``auto_prepare=True`` (prepare now; not for several DDP ranks at once) or ``cache=False`` (merge the part
     PNGs on every read: correct but slow).
 
+    ``root`` may be a list of roots of the same layout and classes: their samples are read as one dataset,
+    each root split by its layout's own rule (the ``folder`` hash rule depends only on a file's stem, so a
+    root's split is the same alone or beside others).
+
     ``classes``: label set name or class list for the ``folder`` layout (default ``ROOT/classes.txt``, else
     CelebAMask-HQ). ``val_percent``: the ``folder`` layout's hash split.
     """
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Sequence[str | Path],
         layout: str,
         split: str,
         transform: Callable[[dict], dict] | None = None,
@@ -85,57 +105,64 @@ class FaceParsingDataset(Dataset):
         val_percent: float = DEFAULT_VAL_PERCENT,
     ) -> None:
         check_split(layout, split)
-        self.root = Path(root).expanduser()
+        self.roots = dataset_roots(root)
+        self.root = self.roots[0]
         self.layout = layout
         self.split = split
         self.transform = transform
         self.skip_bad = skip_bad
-        self.label_set = label_set_for(layout, root, classes)
+        self.label_set = label_set_for(layout, self.root, classes)
+        for other in self.roots[1:]:
+            if label_set_for(layout, other, classes).classes != self.label_set.classes:
+                raise DataError(
+                    f"{other}: its classes differ from those of {self.root}; several roots must share one class list",
+                    other,
+                )
         self.num_skipped = 0
         self.skipped: list[tuple[str, str]] = []
-        scan = scan_layout(self.root, layout, split, val_percent)
-        bad = list(scan.bad)
-        samples = scan.samples
         self._sha1: dict[str, str] = {}
-        self.cache_dir: Path | None = None
-        if layout == "celebamask-hq" and cache is not False:
-            samples = self._use_cache(samples, bad, None if cache in (None, True) else cache, auto_prepare)
-        report_bad(bad, skip_bad, f"{layout} {split} at {self.root}")
+        self.cache_dirs: dict[Path, Path] = {}  # root -> its merged-mask cache (celebamask-hq)
+        samples: list[Sample] = []
+        bad: list[tuple[str, str]] = []
+        for r in self.roots:
+            scan = scan_layout(r, layout, split, val_percent)
+            found = scan.samples
+            bad.extend(scan.bad)
+            if layout == "celebamask-hq" and cache is not False:
+                found = self._use_cache(r, found, bad, None if cache in (None, True) else cache, auto_prepare)
+            samples.extend(found)
+        where = ", ".join(str(r) for r in self.roots)
+        report_bad(bad, skip_bad, f"{layout} {split} at {where}")
         if not samples:
-            raise DataError(
-                f"{self.root}: no usable samples in split {split!r} of layout {layout!r}", self.root
-            )
+            raise DataError(f"{where}: no usable samples in split {split!r} of layout {layout!r}", self.root)
         self.samples = samples
+        self._preloaded: list | None = None
 
     def _use_cache(
-        self, samples: list[Sample], bad: list[tuple[str, str]], cache, auto_prepare: bool
+        self, root: Path, samples: list[Sample], bad: list[tuple[str, str]], cache, auto_prepare: bool
     ) -> list[Sample]:
-        found, reasons = celebamask.find_cache(self.root, cache)
-        if found is not None and any(
-            s.name not in found.entries and s.name not in found.bad for s in samples
-        ):
-            reasons.append(
-                f"{found.dir}: the cache lacks some samples of {self.root} (images added since prepare?)"
-            )
+        found, reasons = celebamask.find_cache(root, cache)
+        if found is not None and any(s.name not in found.entries and s.name not in found.bad for s in samples):
+            reasons.append(f"{found.dir}: the cache lacks some samples of {root} (images added since prepare?)")
             found = None
         if found is None and auto_prepare:
             log.warning("no valid CelebAMask-HQ mask cache (%s); preparing it now", "; ".join(reasons))
-            celebamask.prepare(self.root, cache)
-            found, reasons = celebamask.find_cache(self.root, cache)
+            celebamask.prepare(root, cache)
+            found, reasons = celebamask.find_cache(root, cache)
         if found is None:
             raise FileNotFoundError(
-                f"no valid CelebAMask-HQ merged-mask cache for {self.root} ({'; '.join(reasons)}). "
-                f"Run `fpliif data prepare {self.root}` once (add --cache DIR if you pass cache=DIR), "
+                f"no valid CelebAMask-HQ merged-mask cache for {root} ({'; '.join(reasons)}). "
+                f"Run `fpliif data prepare {root}` once (add --cache DIR if you pass cache=DIR), "
                 "or pass auto_prepare=True"
             )
-        self.cache_dir = found.dir
+        self.cache_dirs[root] = found.dir
         out = []
         for s in samples:
             if s.name in found.bad:
                 bad.append((found.bad[s.name]["path"], found.bad[s.name]["reason"]))
                 continue
             entry = found.entries[s.name]
-            self._sha1[s.name] = entry["sha1"]
+            self._sha1[str(s.image_path)] = entry["sha1"]
             out.append(dataclasses.replace(s, mask_path=found.mask_path(s.name)))
         return out
 
@@ -143,13 +170,40 @@ class FaceParsingDataset(Dataset):
         return len(self.samples)
 
     def load(self, index: int) -> dict:
-        """The untransformed sample ``index`` (raises :class:`DataError` for a bad pair)."""
+        """The untransformed sample ``index`` (raises :class:`DataError` for a bad pair); from memory after
+        :meth:`preload`."""
+        s = self.samples[index]
+        if self._preloaded is not None:
+            entry = self._preloaded[index]
+            if isinstance(entry, DataError):
+                raise entry
+            return {"image": entry[0], "mask": entry[1].long(), "name": s.name}
+        return self._decode(index)
+
+    def preload(self, size: int, workers: int = 0, progress: bool = False) -> None:
+        """Decode every sample once and keep it in memory at ``size``² (image bicubic antialiased, mask
+        nearest: exactly the first step of the train and eval transforms, which then leave it unchanged, so
+        transformed samples are bit-identical to those read from disk). Memory: ~12·size² bytes per sample;
+        decoding runs in ``workers`` processes. Bad pairs are kept as their error and raised (or skipped with
+        ``skip_bad``) when read, as without preloading."""
+        self._preloaded = None
+        loader = DataLoader(
+            _Resized(self, size), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity
+        )
+        entries: list = []
+        for i, entry in enumerate(loader):
+            if progress and i % 500 == 0:
+                log.info("preloading %d/%d samples at %d²", i, len(self), size)
+            entries.append(entry)
+        self._preloaded = entries
+
+    def _decode(self, index: int) -> dict:
         s = self.samples[index]
         image, mask = load_sample(
             s,
             self.label_set.num_classes,
             allow_image_scale=self.layout == "celebamask-hq",
-            mask_sha1=self._sha1.get(s.name),
+            mask_sha1=self._sha1.get(str(s.image_path)),
         )
         return {"image": image, "mask": torch.from_numpy(mask.astype(np.int64)), "name": s.name}
 
@@ -161,9 +215,10 @@ class FaceParsingDataset(Dataset):
                 sample = self.load(i)
             except DataError as e:
                 if not self.skip_bad:
-                    if self.cache_dir is not None and e.path and Path(e.path).is_relative_to(self.cache_dir):
+                    stale = [r for r, c in self.cache_dirs.items() if e.path and Path(e.path).is_relative_to(c)]
+                    if stale:
                         raise DataError(
-                            f"{e} (run `fpliif data prepare {self.root}` to rebuild the cache)", e.path
+                            f"{e} (run `fpliif data prepare {stale[0]}` to rebuild the cache)", e.path
                         ) from None
                     raise
                 self.num_skipped += 1
@@ -172,8 +227,34 @@ class FaceParsingDataset(Dataset):
                 continue
             return self.transform(sample) if self.transform is not None else sample
         raise DataError(
-            f"{self.root}: {min(n, 50)} bad samples in a row from index {index}; run `fpliif data check`"
+            f"{', '.join(map(str, self.roots))}: {min(n, 50)} bad samples in a row from index {index}; "
+            "run `fpliif data check`"
         )
+
+
+class _Resized(Dataset):
+    """Sample ``i`` of a dataset decoded from disk and resized to ``size``² (image float32, mask uint8), or
+    its :class:`DataError` (for :meth:`FaceParsingDataset.preload`)."""
+
+    def __init__(self, dataset: FaceParsingDataset, size: int) -> None:
+        self.dataset, self.size = dataset, size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        from .transforms import resize_image, resize_mask
+
+        try:
+            sample = self.dataset._decode(i)
+        except DataError as e:
+            return e
+        image = resize_image(sample["image"], self.size).contiguous()
+        return image, resize_mask(sample["mask"], self.size).to(torch.uint8).contiguous()
+
+
+def _identity(x):
+    return x
 
 
 def seed_worker(worker_id: int) -> None:

@@ -102,8 +102,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda: no CUDA device is available (use --device cpu)")
     if args.classes and args.layout != "folder":
         raise ValueError(f"--classes applies to the folder layout only ({args.layout!r} has fixed classes)")
-    if not Path(args.data).is_dir():
-        raise FileNotFoundError(f"--data: dataset folder not found: {args.data}")
+    for root in args.data:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"--data: dataset folder not found: {root}")
+    data_roots = args.data[0] if len(args.data) == 1 else list(args.data)
+    data_text = ", ".join(args.data)
 
     model, weights = _load_model(args.weights, args.device)
     data = _data_module()
@@ -112,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     mask_sizes = sorted(set(sizes) | ({INPUT_SIZE} if lowres else set()))
     transform = data.build_eval_transform(size=input_size, mask_sizes=mask_sizes)
     extra = {"classes": args.classes} if args.classes else {}
-    ds = data.FaceParsingDataset(args.data, args.layout, split, transform=transform, **extra)
+    ds = data.FaceParsingDataset(data_roots, args.layout, split, transform=transform, **extra)
 
     label_set = getattr(ds, "label_set", None) or model.label_set
     if label_set.num_classes != model.num_classes:
@@ -122,21 +125,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(
             f"label sets differ: the model ({weights}) predicts {model.num_classes} classes "
             f"({model.label_set.name}: {', '.join(model.classes)}) but the dataset ({args.layout} at "
-            f"{args.data}) has {label_set.num_classes} ({label_set.name}: "
+            f"{data_text}) has {label_set.num_classes} ({label_set.name}: "
             f"{', '.join(label_set.classes)}){hint}"
         )
     if tuple(label_set.classes) != tuple(model.classes):
         print(f"fpliif eval: warning: model classes {list(model.classes)} differ in name/order from the "
               f"dataset's {list(label_set.classes)}; scoring by index", file=sys.stderr)
     if len(ds) == 0:
-        raise ValueError(f"split {split!r} of {args.data} ({args.layout}) has no images")
+        raise ValueError(f"split {split!r} of {data_text} ({args.layout}) has no images")
     if args.limit is not None and args.limit < len(ds):
         ds = torch.utils.data.Subset(ds, range(args.limit))
     loader = _make_loader(data, ds, args.batch_size, args.workers)
 
     result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
-                      progress=not args.no_progress, lowres_to=INPUT_SIZE)
-    result.update({"weights": weights, "data": str(args.data), "layout": args.layout, "split": split,
+                      progress=not args.no_progress, lowres_to=INPUT_SIZE, tta=args.tta, decode=args.decode)
+    result.update({"weights": weights, "data": data_text, "layout": args.layout, "split": split,
                    "input_size": input_size})
     if args.baseline:
         base_size = sizes[0] if sizes else INPUT_SIZE
@@ -154,8 +157,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(f"weights {weights}")
-        print(f"data    {args.data} ({args.layout}, split {split}, {result['images']} images)")
-        print(f"input   {input_size}x{input_size} (outputs decoded from it at each row's size)")
+        print(f"data    {data_text} ({args.layout}, split {split}, {result['images']} images)")
+        print(f"input   {input_size}x{input_size} (outputs decoded from it at each row's size)"
+              + ("; flip TTA" if args.tta else "") + ("; adaptive decoding" if args.decode == "adaptive" else ""))
         print()
         print(format_table(result, label_set))
         if args.out:
@@ -175,7 +179,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", help="a .safetensors weight file or bundled weights name "
                                      "(default: the bundled default model)")
-    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--data", required=True, action="append",
+                   help="dataset root folder; repeat it to evaluate several roots as one dataset (same layout)")
     p.add_argument("--layout", required=True, help="dataset layout (e.g. folder, celebamask-hq, lapa, helen)")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default=None,
                    help="split to evaluate (default: test for the official layouts, val for 'folder')")
@@ -194,6 +199,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader workers")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    p.add_argument("--tta", action="store_true",
+                   help="flip test-time augmentation: average the probabilities of each image and its mirror "
+                        "(left/right classes swapped back); 2x the cost")
+    p.add_argument("--decode", choices=["dense", "adaptive"], default="dense",
+                   help="dense: the implicit decoder at every output pixel (exact); adaptive: coarse to fine, "
+                        "re-querying only near part boundaries (see docs/architecture.md)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (only JSON on stdout)")
     p.add_argument("--out", help="also write the JSON results to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")

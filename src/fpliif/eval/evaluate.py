@@ -12,6 +12,14 @@ Each image is encoded once and every row is decoded from the same latent grid (m
 dataset-level (counts summed over all pixels, see :mod:`fpliif.eval.metrics`); background is left out
 of the means, and a class absent from both ground truth and prediction is reported as ``None`` and
 left out of the means too (listed under ``absent_classes``).
+
+With ``tta=True`` every row uses flip test-time augmentation (:func:`fpliif.infer.tta.flip_tta_logits`):
+the mirrored batch is encoded too, and the averaged probabilities (as ``T * log p``, in place of the
+logits, also for the low-resolution rows' upsampling) are scored.
+
+With ``decode="adaptive"`` every row is decoded coarse to fine (:func:`fpliif.adaptive.adaptive_decode`:
+dense on a coarse grid, then re-queried only where the prediction is uncertain) instead of at every pixel;
+``points_per_image`` in the result says how many query points each row decoded per image.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
 from ..labels import IGNORE_INDEX, LabelSet
 from .metrics import ConfusionMatrix
 
@@ -121,24 +130,93 @@ def _all_reduce_int(value: int, device: torch.device) -> int:
     return int(t.item())
 
 
-class _Decoder:
-    """Logits of one image batch at any output size, encoding the batch only once when possible."""
+def _all_reduce_float(value: float, device: torch.device) -> float:
+    if not _is_distributed():
+        return value
+    import torch.distributed as dist
 
-    def __init__(self, model: torch.nn.Module, image: torch.Tensor):
+    dev = (device if device.type == "cuda" else torch.device("cuda")) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=dev)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+class _Decoder:
+    """Logits of one image batch at any output size, encoding the batch only once when possible.
+
+    ``tta``: flip test-time augmentation (needs ``encode``/``decode``); the logits are then ``T * log`` of
+    the averaged probabilities, ``T`` the model's temperature. ``decode``: ``"dense"`` or ``"adaptive"``
+    (coarse to fine; needs ``encode``/``decode``). Models with ``prepare``/``decode_prepared`` (FP-LIIF)
+    prepare their latent grid once for all rows. ``points`` is the number of query points the last call
+    decoded per image (flip TTA decodes each point twice).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        image: torch.Tensor,
+        label_set: LabelSet,
+        tta: bool = False,
+        decode: str = "dense",
+        adaptive: AdaptiveOptions | Mapping[str, Any] | None = None,
+    ):
         self.model = model
         self.image = image
+        self.mirrored = None
+        self.mode = decode
+        self.adaptive = adaptive
+        self.points = 0
+        self.temperature = float(getattr(model, "temperature", 1.0))
         enc, dec = getattr(model, "encode", None), getattr(model, "decode", None)
-        self.latent = enc(image) if callable(enc) and callable(dec) else None
+        if tta:  # evaluate() checked that the model has encode/decode
+            from ..infer.tta import flip_channels, mirror_images
+
+            self.latent, self.mirrored = enc(torch.cat([image, mirror_images(image)])).chunk(2)
+            self.channels = flip_channels(getattr(model, "label_set", None) or label_set)
+        else:
+            self.latent = enc(image) if callable(enc) and callable(dec) else None
+        self.decode_fn = dec
+        prepare, prepared = getattr(model, "prepare", None), getattr(model, "decode_prepared", None)
+        if self.latent is not None and callable(prepare) and callable(prepared):
+            self.latent = prepare(self.latent)
+            self.mirrored = None if self.mirrored is None else prepare(self.mirrored)
+            self.decode_fn = prepared
+        cells = getattr(self.latent, "cells", self.latent)  # a prepared grid is channels-last
+        self.latent_size = None
+        if isinstance(cells, torch.Tensor) and cells.dim() == 4:
+            self.latent_size = tuple(cells.shape[1:3] if cells is not self.latent else cells.shape[2:4])
+
+    def _logits_at(self, coords: torch.Tensor) -> torch.Tensor:
+        """(B, Q, C) logits (flip-TTA ones with a mirrored latent) at coords (B, Q, 2)."""
+        if self.mirrored is None:
+            return self.decode_fn(self.latent, coords)
+        from ..infer.tta import flip_tta_logits
+
+        return flip_tta_logits(self.decode_fn, self.latent, self.mirrored, coords, self.channels, self.temperature)
 
     def __call__(self, size: int) -> torch.Tensor:
+        b = self.image.shape[0]
+        views = 1 if self.mirrored is None else 2
         if self.latent is None:
+            self.points = size * size
             return self.model(self.image, size=(size, size))
+        if self.mode == "adaptive":
+            logits, stats = adaptive_decode(
+                self._logits_at,
+                (size, size),
+                batch=b,
+                temperature=self.temperature,
+                options=self.adaptive,
+                like=self.image,
+                latent_size=self.latent_size,
+            )
+            self.points = views * stats.total / b
+            return logits.permute(0, 3, 1, 2)
         from ..models import pixel_centers
 
-        b = self.latent.shape[0]
-        coords = pixel_centers(size, size, device=self.latent.device).unsqueeze(0).expand(b, -1, -1)
-        logits = self.model.decode(self.latent, coords)  # (B, Q, C)
-        return logits.view(b, size, size, -1).permute(0, 3, 1, 2)
+        coords = pixel_centers(size, size, device=self.image.device).unsqueeze(0).expand(b, -1, -1)
+        self.points = views * size * size
+        return self._logits_at(coords).reshape(b, size, size, -1).permute(0, 3, 1, 2)
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
@@ -152,6 +230,9 @@ def evaluate(
     progress: bool = True,
     *,
     lowres_to: int = 256,
+    tta: bool = False,
+    decode: str = "dense",
+    adaptive: AdaptiveOptions | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` over ``loader`` at each output size in ``sizes`` and each low-res size.
 
@@ -171,6 +252,10 @@ def evaluate(
     merged groups (Helen), ``merged_f1`` / ``merged_iou``), ``images``, ``primary_row`` and, at the
     top level, the numbers of the primary row (the native ``"256"`` row by default; otherwise the
     first row). All scores are percentages; ``None`` marks an undefined score (absent class).
+    ``tta``: flip test-time augmentation (models with ``encode``/``decode``; recorded as ``tta``).
+    ``decode``: ``"dense"`` (every pixel) or ``"adaptive"`` (coarse to fine, models with ``encode``/``decode``;
+    ``adaptive``: its :class:`~fpliif.adaptive.AdaptiveOptions` or a dict of them); recorded as ``decode``,
+    with the mean query points decoded per image for each row as ``points_per_image``.
     """
     sizes = _check_sizes(sizes, "sizes")
     lowres = sorted(_check_sizes(lowres, "lowres"), reverse=True)  # the paper's order: 192, 128, 96, 64
@@ -183,6 +268,15 @@ def evaluate(
         raise ValueError(
             f"the model predicts {model_classes} classes but label set {label_set.name!r} has {num_classes}"
         )
+    implicit = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+    if tta and not implicit:
+        raise ValueError(f"tta: needs a model with encode/decode (an implicit decoder), got {type(model).__name__}")
+    decode = check_decode_mode(decode)
+    adaptive = AdaptiveOptions.of(adaptive)
+    if decode == "adaptive" and not implicit:
+        raise ValueError(
+            f"decode='adaptive': needs a model with encode/decode (an implicit decoder), got {type(model).__name__}"
+        )
     device = torch.device(device)
 
     # row name -> (decode size, compare size)
@@ -190,6 +284,7 @@ def evaluate(
     for r in lowres:
         plan.setdefault(row_name(r, lowres_to), (r, lowres_to))
     matrices = {name: ConfusionMatrix(num_classes, IGNORE_INDEX, device=device) for name in plan}
+    points = dict.fromkeys(plan, 0.0)  # query points decoded, summed over images
 
     images = 0
     was_training = model.training
@@ -199,10 +294,11 @@ def evaluate(
         with torch.inference_mode():
             for batch in bar:
                 image = batch["image"].to(device, non_blocking=True)
-                decoder = _Decoder(model, image)
+                decoder = _Decoder(model, image, label_set, tta=tta, decode=decode, adaptive=adaptive)
                 targets: dict[int, torch.Tensor] = {}
                 for name, (out_size, target_size) in plan.items():
                     logits = decoder(out_size)
+                    points[name] += decoder.points * image.shape[0]
                     if logits.shape[1] != num_classes:
                         raise ValueError(
                             f"the model returned {logits.shape[1]} class logits; label set "
@@ -245,6 +341,9 @@ def evaluate(
         "images": images,
         "primary_row": primary,
         "label_set": label_set.name,
+        "tta": bool(tta),
+        "decode": decode,
+        "points_per_image": {name: _all_reduce_float(points[name], device) / images for name in plan},
         "excluded_classes": [label_set.classes[i] for i in excluded_classes(label_set)],
         "absent_rule": ABSENT_RULE,
         "rows": rows,

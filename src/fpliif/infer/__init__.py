@@ -7,6 +7,7 @@ Modules (torch is imported only by ``torch_backend`` and ``onnx_export``):
 * :mod:`~fpliif.infer.detect`: :class:`HaarDetector` (OpenCV Haar cascades; any callable works);
 * :mod:`~fpliif.infer.framing`: the measured CelebAMask-HQ crop framing (``python -m fpliif.infer.framing``);
 * :mod:`~fpliif.infer.geometry`: crops, query coordinates, paste-back (numpy);
+* :mod:`~fpliif.infer.tta`: flip test-time augmentation (``FaceParser(tta=True)``, ``fpliif eval --tta``);
 * :mod:`~fpliif.infer.images`, :mod:`~fpliif.infer.video`: file input/output;
 * :mod:`~fpliif.infer.onnx_export` / :mod:`~fpliif.infer.onnx_backend`: ONNX export and :class:`OnnxModel`.
 """

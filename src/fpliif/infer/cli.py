@@ -134,6 +134,8 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         threads=args.threads,
         max_decode_size=args.max_decode_size or None,
+        tta=args.tta,
+        decode=args.decode,
     )
     if args.backend == "onnxruntime":
         return FaceParser.from_onnx(args.onnx, **common)
@@ -413,6 +415,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=512,
         help="crops larger than this many pixels are decoded at this size and upsampled (0: never)",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="flip test-time augmentation: average the probabilities of each crop and its mirror "
+        "(left/right classes swapped back); 2x the cost",
+    )
+    p.add_argument(
+        "--decode",
+        choices=["dense", "adaptive"],
+        default="dense",
+        help="dense: decode every output pixel (default); adaptive: decode a coarse grid, then re-query the "
+        "decoder only where the prediction is uncertain, coarse to fine (much faster, labels almost identical)",
     )
     p.add_argument("--example", action="store_true", help="add the bundled example photo to the inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")

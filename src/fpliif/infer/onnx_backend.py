@@ -79,6 +79,7 @@ class OnnxModel:
         self.temperature = float(meta.get("fpliif_temperature", "1.0"))
         self.input_size = int(meta["fpliif_input_size"]) if meta.get("fpliif_input_size") else None
         self.chunk_size = int(chunk_size)
+        self.encoder_stride = _encoder_stride(meta.get("fpliif_spec"))
         inputs = {i.name: i for i in self.session.get_inputs()}
         if set(inputs) != {"image", "coords"}:
             raise ValueError(f"{path}: expected graph inputs 'image' and 'coords', got {sorted(inputs)}")
@@ -143,6 +144,15 @@ class OnnxModel:
         return (
             f"OnnxModel({str(self.path)!r}, classes={len(self.classes)}, input={self.static_hw or 'dynamic'})"
         )
+
+
+def _encoder_stride(spec_json: str | None) -> int | None:
+    """Stride of the exported FP-LIIF encoder (2 ** (groups - 1)) from the ``fpliif_spec`` metadata."""
+    try:
+        depths = json.loads(spec_json or "")["args"].get("depths", [2, 6, 16])
+        return 2 ** (len(depths) - 1)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def onnx_available() -> tuple[bool, str]:

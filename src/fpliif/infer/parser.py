@@ -7,12 +7,16 @@
     result.labels                                    # (H, W) uint8, original resolution
     result.overlay(0.5).save("overlay.png"); result.save_png("labels.png")
     parser.parse_aligned(crop, size=512)             # a CelebAMask-HQ-style crop, any output size
+    parser(photo, tta=True)                          # flip test-time augmentation (also FaceParser(tta=True))
+    parser(photo, decode="adaptive")                 # coarse-to-fine querying (also FaceParser(decode=...))
 
 Pipeline for photos: detect faces (OpenCV Haar cascade by default, pluggable), cut a square window
 around each face with the framing measured on CelebAMask-HQ (:mod:`fpliif.infer.framing`), resize it to
 the model's input size, and decode the implicit model directly at the crop coordinates of the original
 image pixels inside the window (:mod:`fpliif.infer.geometry`). Where windows overlap, the more confident
-face wins per pixel; pixels outside every window are background.
+face wins per pixel; pixels outside every window are background. With ``tta`` the mirrored crop is parsed
+too and the probabilities averaged (:mod:`fpliif.infer.tta`). With ``decode="adaptive"`` the decoder is
+queried densely on a coarse grid and then only where the prediction is uncertain (:mod:`fpliif.adaptive`).
 
 This module imports torch only for a PyTorch model or torch tensor inputs; with an
 :class:`~fpliif.infer.onnx_backend.OnnxModel` it runs on onnxruntime + numpy + OpenCV + Pillow.
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
 from .framing import DEFAULT_FRAMING, Framing
 from .geometry import (
     Canvas,
@@ -40,6 +45,7 @@ from .geometry import (
 )
 from .images import array_to_rgb, is_torch_tensor, load_image, pil_to_rgb
 from .result import Face, ParseResult
+from .tta import flip_channels, flip_tta_logits, mirror_images
 
 log = logging.getLogger("fpliif.infer")
 
@@ -70,6 +76,11 @@ class FaceParser:
         threads: CPU threads for torch / onnxruntime (default: the library's choice).
         pad: how crop windows reaching outside the photo are filled: ``"edge"`` (replicate) or ``"zero"``.
         max_queries: pixels decoded per call (bounds memory).
+        tta: flip test-time augmentation by default (each call may override it): parse the crop and its
+            horizontal mirror and average their probabilities, left/right classes swapped back (2x the cost).
+        decode: ``"dense"`` (default: every output pixel) or ``"adaptive"`` (coarse to fine, re-querying only
+            uncertain pixels; :func:`fpliif.adaptive.adaptive_decode`); each call may override it.
+        adaptive: :class:`~fpliif.adaptive.AdaptiveOptions` (or a dict of them) for ``decode="adaptive"``.
     """
 
     def __init__(
@@ -84,6 +95,9 @@ class FaceParser:
         threads: int | None = None,
         pad: str = "edge",
         max_queries: int = 262144,
+        tta: bool = False,
+        decode: str = "dense",
+        adaptive: AdaptiveOptions | dict[str, Any] | None = None,
     ):
         if isinstance(model, (str, Path)):
             model = _load_model(model, device=device, threads=threads)
@@ -109,6 +123,11 @@ class FaceParser:
         self.max_decode_size = max_decode_size
         self.pad = pad
         self.max_queries = int(max_queries)
+        self.tta = bool(tta)
+        self.decode = check_decode_mode(decode)
+        self.adaptive = AdaptiveOptions.of(adaptive)
+        self.points_decoded = 0  # query points decoded so far (flip TTA decodes each twice: crop and mirror)
+        self._flip_channels = flip_channels(self.backend.label_set)
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -137,7 +156,7 @@ class FaceParser:
     def __repr__(self) -> str:
         return (
             f"FaceParser(backend={self.backend.name}, classes={len(self.classes)}, "
-            f"input_size={self.input_size}, "
+            f"input_size={self.input_size}, tta={self.tta}, decode={self.decode!r}, "
             f"detector={self.detector!r}, framing={self.framing})"
         )
 
@@ -156,20 +175,31 @@ class FaceParser:
 
     # ------------------------------------------------------------------------------------------ photos
     def __call__(
-        self, images: Any, boxes: Any = None, return_probs: bool = False
+        self,
+        images: Any,
+        boxes: Any = None,
+        return_probs: bool = False,
+        tta: bool | None = None,
+        decode: str | None = None,
     ) -> ParseResult | list[ParseResult]:
         """Parse photo(s): a path, PIL image, (H, W, 3) uint8 RGB array, torch tensor (3, H, W) /
         (B, 3, H, W) (float in [0, 1] or uint8), or a list of these.
 
         ``boxes``: face boxes [x1, y1, x2, y2] to use instead of the detector (for one image: a list of
-        boxes; for a list of images: one list (or None = detect) per image). Returns one
-        :class:`ParseResult` for a single image, else a list.
+        boxes; for a list of images: one list (or None = detect) per image). ``tta``: flip test-time
+        augmentation (default: the parser's ``tta``). ``decode``: ``"dense"`` or ``"adaptive"`` (default: the
+        parser's ``decode``). Returns one :class:`ParseResult` for a single image, else a list.
         """
+        decode = self._decode_mode(decode)
         items, single = _as_images(images)
         per_image_boxes = _normalise_boxes(boxes, len(items), single)
-        return self._parse(items, per_image_boxes, return_probs, single)
+        tta = self.tta if tta is None else bool(tta)
+        return self._parse(items, per_image_boxes, return_probs, single, tta, decode)
 
-    def _parse(self, items, per_image_boxes, return_probs, single):
+    def _decode_mode(self, decode: str | None) -> str:
+        return self.decode if decode is None else check_decode_mode(decode)
+
+    def _parse(self, items, per_image_boxes, return_probs, single, tta=False, decode="dense"):
         jobs = []  # (image index, box, score, (x0, y0, side), region)
         canvases, messages = [], []
         for i, (img, source) in enumerate(items):
@@ -204,9 +234,9 @@ class FaceParser:
                     for i, _, _, win, _ in chunk
                 ]
             )
-            latents = self.backend.encode(batch)
-            for (i, box, score, win, region), z in zip(chunk, latents, strict=True):
-                labels = self._decode_window(z, win, region, canvases[i])
+            latents, mirrored = self._encode(batch, tta)
+            for (i, box, score, win, region), z, zm in zip(chunk, latents, mirrored, strict=True):
+                labels = self._decode_window(z, zm, win, region, canvases[i], decode)
                 x0, y0, side = win
                 faces[i].append(
                     Face(
@@ -236,8 +266,40 @@ class FaceParser:
             )
         return results[0] if single else results
 
+    def _encode(self, batch: np.ndarray, tta: bool) -> tuple[list[Any], list[Any]]:
+        """Latents of a (B, 3, n, n) batch and, with ``tta``, of its mirror (else B Nones), in one call."""
+        if not tta:
+            return self.backend.encode(batch), [None] * batch.shape[0]
+        both = self.backend.encode(np.concatenate([batch, mirror_images(batch)]))
+        return both[: batch.shape[0]], both[batch.shape[0] :]
+
+    def _logits(self, z: Any, zm: Any, coords: np.ndarray) -> np.ndarray:
+        """(Q, C) logits at crop ``coords``: the model's, or with a mirrored latent ``zm`` the flip-TTA ones."""
+        self.points_decoded += coords.shape[0]
+        if zm is None:
+            return self.backend.decode(z, coords)
+        return flip_tta_logits(self.backend.decode, z, zm, coords, self._flip_channels, self.backend.temperature)
+
+    def _adaptive_logits(self, z: Any, zm: Any, h: int, w: int) -> np.ndarray:
+        """(h, w, C) logits at the pixel centres of an h x w crop grid by coarse-to-fine querying."""
+        logits, _ = adaptive_decode(
+            lambda c: self._logits(z, zm, c[0])[None],
+            (h, w),
+            temperature=self.backend.temperature,
+            options=self.adaptive,
+            chunk=self.max_queries,
+            latent_size=self.backend.latent_size(z),
+        )
+        return logits[0]
+
     def _decode_window(
-        self, z: Any, win: tuple[int, int, int], region: tuple[int, int, int, int], canvas: Canvas
+        self,
+        z: Any,
+        zm: Any,
+        win: tuple[int, int, int],
+        region: tuple[int, int, int, int],
+        canvas: Canvas,
+        decode: str = "dense",
     ) -> np.ndarray:
         """Decode one face at the original pixels of ``region`` and merge into ``canvas``; own labels."""
         x0, y0, side = win
@@ -246,19 +308,27 @@ class FaceParser:
         labels = np.zeros((rows, cols), np.uint8)
         t = self.backend.temperature
         if self.max_decode_size is None or side <= self.max_decode_size:
+            if decode == "adaptive":  # the whole side x side window, then its visible region
+                full = self._adaptive_logits(z, zm, side, side)[ya - y0 : yb - y0, xa - x0 : xb - x0]
+                for r0, r1 in strips(rows, cols, self.max_queries):
+                    labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(full[r0:r1], t))
+                return labels
             col_idx = np.arange(xa, xb) - x0
             for r0, r1 in strips(rows, cols, self.max_queries):
                 coords = grid_coords(np.arange(ya + r0, ya + r1) - y0, col_idx, side, side)
-                logits = self.backend.decode(z, coords).reshape(r1 - r0, cols, -1)
+                logits = self._logits(z, zm, coords).reshape(r1 - r0, cols, -1)
                 labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(logits, t))
             return labels
         m = int(self.max_decode_size)
-        grid = np.concatenate(
-            [
-                self.backend.decode(z, grid_coords(np.arange(r0, r1), np.arange(m), m, m))
-                for r0, r1 in strips(m, m, self.max_queries)
-            ]
-        ).reshape(m, m, -1)
+        if decode == "adaptive":
+            grid = self._adaptive_logits(z, zm, m, m)
+        else:
+            grid = np.concatenate(
+                [
+                    self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(m), m, m))
+                    for r0, r1 in strips(m, m, self.max_queries)
+                ]
+            ).reshape(m, m, -1)
         src_x = (np.arange(xa, xb) - x0 + 0.5) * (m / side) - 0.5
         for r0, r1 in strips(rows, cols, self.max_queries):
             src_y = (np.arange(ya + r0, ya + r1) - y0 + 0.5) * (m / side) - 0.5
@@ -267,25 +337,34 @@ class FaceParser:
 
     # ------------------------------------------------------------------------------------------ aligned crops
     def parse_aligned(
-        self, crops: Any, size: int | tuple[int, int] | None = None, return_probs: bool = False
+        self,
+        crops: Any,
+        size: int | tuple[int, int] | None = None,
+        return_probs: bool = False,
+        tta: bool | None = None,
+        decode: str | None = None,
     ) -> ParseResult | list[ParseResult]:
         """Parse already aligned face crop(s) (CelebAMask-HQ framing: head, some neck), no detection.
 
         ``size``: output size, int or (H, W) (default: each input's own size). The crop is resized to the
-        model input size and the implicit decoder is queried at the output's pixel centres.
+        model input size and the implicit decoder is queried at the output's pixel centres. ``tta``: flip
+        test-time augmentation (default: the parser's ``tta``). ``decode``: ``"dense"`` or ``"adaptive"``
+        (default: the parser's ``decode``).
         """
+        decode = self._decode_mode(decode)
+        tta = self.tta if tta is None else bool(tta)
         items, single = _as_images(crops)
         sizes = [_check_size(size) if size is not None else img.shape[:2] for img, _ in items]
         n = self.input_size
         results: list[ParseResult] = []
         for start in range(0, len(items), self.batch_size):
             chunk = list(range(start, min(start + self.batch_size, len(items))))
-            latents = self.backend.encode(np.stack([model_input(items[i][0], (n, n)) for i in chunk]))
-            for i, z in zip(chunk, latents, strict=True):
+            latents, mirrored = self._encode(np.stack([model_input(items[i][0], (n, n)) for i in chunk]), tta)
+            for i, z, zm in zip(chunk, latents, mirrored, strict=True):
                 img, source = items[i]
                 h, w = sizes[i]
                 canvas = Canvas(h, w, len(self.classes), keep_probs=return_probs)
-                self._decode_window_aligned(z, h, w, canvas)
+                self._decode_window_aligned(z, zm, h, w, canvas, decode)
                 shown = img if img.shape[:2] == (h, w) else _resize_rgb(img, h, w)
                 face = Face(
                     box=[0.0, 0.0, float(w), float(h)],
@@ -309,10 +388,15 @@ class FaceParser:
                 )
         return results[0] if single else results
 
-    def _decode_window_aligned(self, z: Any, h: int, w: int, canvas: Canvas) -> None:
+    def _decode_window_aligned(self, z: Any, zm: Any, h: int, w: int, canvas: Canvas, decode: str = "dense") -> None:
         t = self.backend.temperature
+        if decode == "adaptive":
+            logits = self._adaptive_logits(z, zm, h, w)
+            for r0, r1 in strips(h, w, self.max_queries):
+                canvas.paste(r0, 0, softmax(logits[r0:r1], t))
+            return
         for r0, r1 in strips(h, w, self.max_queries):
-            logits = self.backend.decode(z, grid_coords(np.arange(r0, r1), np.arange(w), h, w))
+            logits = self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(w), h, w))
             canvas.paste(r0, 0, softmax(logits.reshape(r1 - r0, w, -1), t))
 
 
@@ -331,6 +415,11 @@ class _OnnxBackend:
 
     def decode(self, latent: np.ndarray, coords: np.ndarray) -> np.ndarray:
         return self.model.decode_at(latent, coords[None])[0]
+
+    def latent_size(self, latent: np.ndarray) -> tuple[int, int] | None:
+        """(h, w) of the encoder's grid for this input (the exported spec's stride), None if unknown."""
+        stride = self.model.encoder_stride
+        return None if stride is None else (latent.shape[2] // stride, latent.shape[3] // stride)
 
 
 def _load_model(weights: str | Path | None, device: str = "cpu", threads: int | None = None) -> Any:

@@ -41,17 +41,33 @@ class TorchBackend:
         self.dtype = params[0].dtype if params else torch.float32
         meta = getattr(model, "weights_metadata", None) or {}
         self.input_size = int(meta["input_size"]) if str(meta.get("input_size", "")).isdigit() else None
+        self.prepared = callable(getattr(model, "prepare", None)) and callable(getattr(model, "decode_prepared", None))
 
-    def encode(self, batch: np.ndarray) -> list[torch.Tensor]:
+    def encode(self, batch: np.ndarray) -> list[Any]:
+        """One latent per image: the model's prepared grid (``prepare``: computed once, queried many times)
+        where it has one, else its feature grid."""
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype)
             z = self.model.encode(x)
+            if self.prepared:
+                return self.model.prepare(z).split()
         return list(z.split(1))
 
-    def decode(self, latent: torch.Tensor, coords: np.ndarray) -> np.ndarray:
+    def latent_size(self, latent: Any) -> tuple[int, int] | None:
+        """(h, w) of the latent grid of one :meth:`encode` output (None if it is not a grid)."""
+        cells = getattr(latent, "cells", latent)
+        if isinstance(cells, torch.Tensor) and cells.dim() == 4:
+            return tuple(cells.shape[1:3]) if hasattr(latent, "cells") else tuple(cells.shape[2:4])
+        return None
+
+    def decode(self, latent: Any, coords: np.ndarray) -> np.ndarray:
+        """(Q, C) logits at crop coordinates (Q, 2) of one latent from :meth:`encode`."""
         with torch.inference_mode():
             c = torch.from_numpy(np.ascontiguousarray(coords, np.float32)).to(self.device)[None]
-            out = self.model.decode(latent, c)
+            if self.prepared:
+                out = self.model.decode_prepared(latent, c)
+            else:
+                out = self.model.decode(latent, c)
         return out[0].float().cpu().numpy()
 
 

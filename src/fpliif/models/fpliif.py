@@ -7,12 +7,14 @@ for 19 classes, Table 6 MACs within 1 %).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..adaptive import AdaptiveOptions, AdaptiveStats, adaptive_decode
 from ..registry import register
 from .base import SegmentationModel, check_coords, check_image, check_size, pixel_centers, resolve_classes
 
@@ -91,6 +93,46 @@ def mlp(sizes: Sequence[int], final_activation: bool = False) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def unfold3x3(z: torch.Tensor) -> torch.Tensor:
+    """``F.unfold(z, 3, padding=1)`` as (B, 9C, h, w), channel ``c * 9 + ki * 3 + kj``, from 9 shifted slices of
+    the zero-padded grid: the same values, and exportable to ONNX with dynamic h and w."""
+    p = F.pad(z, (1, 1, 1, 1))
+    h, w = p.shape[2], p.shape[3]
+    shifts = [
+        p[:, :, ki : h - 2 + ki if ki < 2 else None, kj : w - 2 + kj if kj < 2 else None]
+        for ki in range(3)
+        for kj in range(3)
+    ]
+    return torch.stack(shifts, dim=2).flatten(1, 2)
+
+
+class LatentGrid(NamedTuple):
+    """The latent grid as the per-query decoder reads it (:meth:`FPLIIF.prepare`).
+
+    ``factored``: ``cells`` (B, h, w, F) are the first decoder layer's pre-activations without the position
+    term, per latent cell (``g`` is None: it is folded in). Otherwise ``cells`` is Ẑ (B, h, w, D) and ``g`` the
+    global feature (or None), concatenated per query as written in the paper.
+    """
+
+    cells: torch.Tensor
+    g: torch.Tensor | None
+    factored: bool
+
+    def split(self) -> list[LatentGrid]:
+        """One grid per batch member (views)."""
+        return [
+            LatentGrid(self.cells[i : i + 1], None if self.g is None else self.g[i : i + 1], self.factored)
+            for i in range(self.cells.shape[0])
+        ]
+
+
+def _grid_wh(cells: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """(w, h) of a (B, h, w, F) grid as a tensor in the coordinates' dtype (a runtime shape when tracing)."""
+    if torch.jit.is_tracing():
+        return torch._shape_as_tensor(cells)[1:3].flip(0).to(coords.dtype)
+    return torch.tensor([cells.shape[2], cells.shape[1]], device=coords.device, dtype=coords.dtype)
+
+
 @register("fpliif")
 class FPLIIF(SegmentationModel):
     """FP-LIIF face parser.
@@ -109,6 +151,12 @@ class FPLIIF(SegmentationModel):
         relative_coords: feed the query position relative to its latent code (Eq. 2) instead of absolute.
         temperature: softmax temperature tau (0.5).
         chunk_size: queries decoded at once; bounds decoder memory for any output size.
+
+    Runtime attributes (not part of the spec or the weights): ``factored_decoder`` (True) computes the first
+    decoder layer's latent and global parts once per latent cell (:meth:`prepare`; exact algebra, same
+    function); False runs the layer on the concatenated query input as written in the paper (MAC counts
+    compare with the paper this way). ``points_decoded`` counts the query points decoded (each is evaluated
+    4 times with the local ensemble); reset it freely.
     """
 
     def __init__(
@@ -169,6 +217,8 @@ class FPLIIF(SegmentationModel):
         latent = reduce_mlp[-1] if reduce_mlp else rc_in
         q_in = latent + (width if global_feature else 0) + 2
         self.mlp = mlp([q_in, *decoder_mlp, self.num_classes])
+        self.factored_decoder = True
+        self.points_decoded = 0
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
 
@@ -185,51 +235,133 @@ class FPLIIF(SegmentationModel):
     def latent_codes(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Z -> (Z_hat as (B, h, w, D) channels-last, global feature g (B, width) or None)."""
         g = z.mean(dim=(2, 3)) if self.global_feature else None
-        b, c, h, w = z.shape
-        feat = F.unfold(z, 3, padding=1).view(b, c * 9, h, w) if self.unfold else z
+        feat = unfold3x3(z) if self.unfold else z
         zhat = self.reduce(feat.permute(0, 2, 3, 1))
         return zhat, g
+
+    def prepare(self, z: torch.Tensor) -> LatentGrid:
+        """What the per-query decoder reads from Z, computed once per latent cell (see :class:`LatentGrid`).
+
+        The first decoder layer is linear in [Ẑ code, g, position]: ``W [c; g; p] + b = (W_c c + W_g g + b)
+        + W_p p``. With ``factored_decoder`` (the default) the bracket is computed here for every latent cell,
+        so a query only gathers it and adds ``W_p p``: the same function, without the 128 x 256 part of the
+        first layer per query and ensemble member. Otherwise the cells hold Ẑ and g is kept for the query.
+        """
+        zhat, g = self.latent_codes(z)
+        if not self.factored_decoder:
+            return LatentGrid(zhat, g, False)
+        first = self.mlp[0]
+        d = zhat.shape[-1]
+        cells = F.linear(zhat, first.weight[:, :d], first.bias)
+        if g is not None:
+            cells = cells + F.linear(g, first.weight[:, d : d + g.shape[-1]])[:, None, None, :]
+        return LatentGrid(cells, None, True)
 
     def decode(self, z: torch.Tensor, coords: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Logits (B, Q, C) at query coordinates (B, Q, 2) in [-1, 1], (x, y) order, chunked over Q."""
         if not isinstance(z, torch.Tensor) or z.dim() != 4:
             raise ValueError(f"z: expected the encoder's feature grid (B, C, h, w), got {getattr(z, 'shape', z)!r}")
         check_coords(coords, z.shape[0])
-        zhat, g = self.latent_codes(z)
+        step = self._chunk(chunk_size)
+        return self._decode_checked(self.prepare(z), coords, step)
+
+    def decode_prepared(self, grid: LatentGrid, coords: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """:meth:`decode` from the latent grid of :meth:`prepare` (prepare once, query many times)."""
+        if not isinstance(grid, LatentGrid):
+            raise ValueError(f"grid: expected a LatentGrid from FPLIIF.prepare, got {type(grid).__name__}")
+        check_coords(coords, grid.cells.shape[0])
+        return self._decode_checked(grid, coords, self._chunk(chunk_size))
+
+    def decode_adaptive(
+        self,
+        z: torch.Tensor | LatentGrid,
+        size: int | tuple[int, int],
+        options: AdaptiveOptions | Mapping[str, Any] | None = None,
+        chunk_size: int | None = None,
+    ) -> tuple[torch.Tensor, AdaptiveStats]:
+        """Logits (B, C, H, W) at output ``size`` by coarse-to-fine querying (:func:`fpliif.adaptive.adaptive_decode`),
+        and how many points were decoded. ``z``: the encoder's grid or the result of :meth:`prepare`."""
+        if isinstance(z, LatentGrid):
+            grid = z
+        elif isinstance(z, torch.Tensor) and z.dim() == 4:
+            grid = self.prepare(z)
+        else:
+            raise ValueError(f"z: expected the encoder's feature grid (B, C, h, w), got {getattr(z, 'shape', z)!r}")
+        h, w = check_size(size)
+        step = self._chunk(chunk_size)
+        logits, stats = adaptive_decode(
+            lambda c: self._decode_checked(grid, c, step),
+            (h, w),
+            batch=grid.cells.shape[0],
+            temperature=self.temperature,
+            options=options,
+            like=grid.cells,
+            latent_size=tuple(grid.cells.shape[1:3]),
+        )
+        return logits.permute(0, 3, 1, 2), stats
+
+    def _chunk(self, chunk_size: int | None) -> int:
         step = self.chunk_size if chunk_size is None else int(chunk_size)
         if step <= 0:
             raise ValueError(f"chunk_size: must be positive, got {chunk_size}")
-        if coords.shape[1] <= step:
-            return self._query(zhat, g, coords)
-        return torch.cat([self._query(zhat, g, c) for c in coords.split(step, dim=1)], dim=1)
+        return step
 
-    def _query(self, zhat: torch.Tensor, g: torch.Tensor | None, coords: torch.Tensor) -> torch.Tensor:
-        b, h, w, d = zhat.shape
-        flat = zhat.reshape(b, h * w, d)
-        size = torch.tensor([w, h], device=coords.device, dtype=coords.dtype)
+    def _decode_checked(self, grid: LatentGrid, coords: torch.Tensor, step: int) -> torch.Tensor:
+        if not torch.compiler.is_compiling():  # a Python counter: no graph breaks or guards under torch.compile
+            self.points_decoded += coords.shape[0] * coords.shape[1]
+        if coords.shape[1] <= step:
+            return self.query(grid, coords)
+        return torch.cat([self.query(grid, c) for c in coords.split(step, dim=1)], dim=1)
+
+    def query(self, grid: LatentGrid, coords: torch.Tensor) -> torch.Tensor:
+        """Logits (B, Q, C) at ``coords`` (B, Q, 2), unchecked and unchunked (traceable for ONNX export)."""
+        cells = grid.cells
+        d = cells.shape[-1]
+        flat = cells.flatten(1, 2)
+        size = _grid_wh(cells, coords)  # (w, h), in the coordinates' dtype
+        wi = size[0].to(torch.int64)
+        first = self.mlp[0]
         shifts = [(sx, sy) for sx in (-1, 1) for sy in (-1, 1)] if self.local_ensemble else [(0, 0)]
+        absolute = None if self.relative_coords else coords.to(cells.dtype)
+        pos_abs = F.linear(absolute, first.weight[:, -2:]) if grid.factored and absolute is not None else None
         preds, areas = [], []
         for sx, sy in shifts:
             # LIIF: move the query half a latent cell (plus a tiny epsilon) towards each neighbour and take
             # the latent code whose cell contains it (border cells are reused outside the grid).
             shifted = coords + torch.tensor([sx, sy], device=coords.device, dtype=coords.dtype) / size + 1e-6
-            idx = torch.floor((shifted + 1) / 2 * size)
-            ix = idx[..., 0].clamp(0, w - 1)
-            iy = idx[..., 1].clamp(0, h - 1)
-            center = torch.stack([(2 * ix + 1) / w - 1, (2 * iy + 1) / h - 1], dim=-1)
-            code = torch.gather(flat, 1, (iy * w + ix).long().unsqueeze(-1).expand(-1, -1, d))
+            idx = torch.minimum(torch.floor((shifted + 1) / 2 * size).clamp_min(0), size - 1)
+            center = (2 * idx + 1) / size - 1
+            lin = idx[..., 1].to(torch.int64) * wi + idx[..., 0].to(torch.int64)
+            code = torch.gather(flat, 1, lin.unsqueeze(-1).expand(-1, -1, d))
             rel = (coords - center) * size  # Eq. 2, in latent cells
-            parts = [code]
-            if g is not None:
-                parts.append(g.unsqueeze(1).expand(-1, coords.shape[1], -1).to(code.dtype))
-            parts.append((rel if self.relative_coords else coords).to(code.dtype))
-            preds.append(self.mlp(torch.cat(parts, dim=-1)))
+            if grid.factored:
+                if pos_abs is None:
+                    hidden = code + F.linear(rel.to(code.dtype), first.weight[:, -2:])
+                else:
+                    hidden = code + pos_abs
+            else:
+                parts = [code]
+                if grid.g is not None:
+                    parts.append(grid.g.unsqueeze(1).expand(-1, coords.shape[1], -1).to(code.dtype))
+                parts.append(rel.to(code.dtype) if absolute is None else absolute)
+                hidden = first(torch.cat(parts, dim=-1))
+            for layer in self._mlp_tail:
+                hidden = layer(hidden)
+            preds.append(hidden)
             areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
         if len(preds) == 1:
             return preds[0]
         weights = ensemble_weights(areas)
         # weights stay in the coordinates' precision, so a bf16 decoder still blends in fp32
-        return sum(p * wt.unsqueeze(-1) for p, wt in zip(preds, weights, strict=True))
+        out = preds[0] * weights[0].unsqueeze(-1)
+        for p, wt in zip(preds[1:], weights[1:], strict=True):
+            out = out + p * wt.unsqueeze(-1)
+        return out
+
+    @property
+    def _mlp_tail(self) -> list[nn.Module]:
+        """The per-query MLP after its first linear layer."""
+        return list(self.mlp)[1:]
 
     # ----------------------------------------------------------------------------------------------- dense
     def forward(self, image: torch.Tensor, size: int | tuple[int, int] | None = None) -> torch.Tensor:

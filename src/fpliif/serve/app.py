@@ -41,7 +41,7 @@ from .upload import FIELD, read_upload
 log = logging.getLogger("fpliif.serve")
 
 STATIC_DIR = Path(__file__).parent / "static"
-PARSE_PARAMS = ("size", "aligned", "format", "overlay", "rle", "alpha", "legend")
+PARSE_PARAMS = ("size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode")
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
@@ -58,6 +58,12 @@ Send the image as multipart form field `{FIELD}` (JPEG, PNG, WebP, GIF, BMP or T
 * `aligned=true`: the upload is one aligned face crop (CelebAMask-HQ framing: whole head, some neck); no
   detection. `size`: the output is `size` x `size` pixels (default: the upload's own size); the implicit
   decoder is queried at the output's pixel centres, so any resolution works.
+* `tta=true`: flip test-time augmentation: each face crop is parsed as is and mirrored, and the two
+  probability maps are averaged (left/right classes swapped back); about twice the parse time. Default:
+  the server's setting (`fpliif serve --tta`; `GET /v1/model` shows it under `defaults`).
+* `decode=dense` decodes every output pixel; `decode=adaptive` decodes a coarse grid and then re-queries the
+  implicit decoder only where the prediction is uncertain (near part boundaries), refining coarse to fine:
+  much less work, labels almost always identical. Default: the server's setting (`fpliif serve --decode`).
 
 Output (`format`, `overlay`):
 
@@ -66,7 +72,7 @@ Output (`format`, `overlay`):
 * `overlay=true` (with `format=png`): an RGB PNG of the image with the class colours blended in (`alpha`),
   face boxes outlined, and a legend panel if `legend=true`.
 * `format=json`: `{{"mode", "size": [W, H], "input_size": [W, H], "num_faces", "faces": [{{"box", "score",
-  "crop", "class_share"}}], "class_share", "classes", "message"?, "rle"?, "timing_ms"}}`. Boxes are in
+  "crop", "class_share"}}], "class_share", "classes", "tta", "decode", "message"?, "rle"?, "timing_ms"}}`. Boxes are in
   the pixels of the returned label map (`size`); `class_share` values are pixel fractions per class.
   `rle=true` adds `"rle": {{"size": [H, W], "order": "row-major", "masks": [{{"index", "class", "size",
   "counts"}}]}}`, one mask per class present: COCO-style *uncompressed* RLE, but scanned **row-major**
@@ -149,6 +155,8 @@ class ParseOptions:
     rle: bool
     alpha: float
     legend: bool
+    tta: bool = False
+    decode: str = "dense"
 
 
 @dataclass
@@ -270,11 +278,11 @@ class Engine:
         rgb = decode_image(img, max_side=None if opts.aligned else opts.size)
         t1 = time.perf_counter()
         if opts.aligned:
-            result = self.parser.parse_aligned(rgb, size=opts.size)
+            result = self.parser.parse_aligned(rgb, size=opts.size, tta=opts.tta, decode=opts.decode)
         else:
             with self._detect_lock:
                 dets = self.parser.detect(rgb)
-            result = self.parser(rgb, boxes=dets)
+            result = self.parser(rgb, boxes=dets, tta=opts.tta, decode=opts.decode)
         t2 = time.perf_counter()
         message = result.message
         faces = len(result.faces)
@@ -292,6 +300,8 @@ class Engine:
             "faces": [f.to_dict() for f in result.faces],
             "class_share": {k: round(v, 6) for k, v in result.class_share().items()},
             "classes": list(result.classes),
+            "tta": opts.tta,
+            "decode": opts.decode,
         }
         if message:
             payload["message"] = message
@@ -405,6 +415,7 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
                 "upload_timeout_s": settings.upload_timeout,
                 "workers": settings.workers,
             },
+            "defaults": {"tta": settings.tta, "decode": settings.decode},
         }
 
     @app.post(
@@ -452,6 +463,16 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
         rle: bool = Query(False, description="format=json: add per-class row-major RLE masks"),
         alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay=true: opacity of the colours"),
         legend: bool = Query(False, description="overlay=true: add a legend panel on the right"),
+        tta: bool | None = Query(
+            None,
+            description="flip test-time augmentation: also parse the mirrored crop and average (about 2x the "
+            "time; default: the server's setting)",
+        ),
+        decode: Literal["dense", "adaptive"] | None = Query(
+            None,
+            description="dense: decode every pixel; adaptive: coarse to fine, re-querying the decoder only where "
+            "the prediction is uncertain (default: the server's setting)",
+        ),
     ) -> Response:
         unknown = sorted(set(request.query_params) - set(PARSE_PARAMS))
         if unknown:
@@ -462,7 +483,17 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             raise ApiError(422, "invalid_parameter", "overlay=true returns a PNG: use it with format=png")
         if rle and fmt != "json":
             raise ApiError(422, "invalid_parameter", "rle=true adds masks to the JSON: use it with format=json")
-        opts = ParseOptions(aligned, size, fmt, overlay, rle, alpha, legend)
+        opts = ParseOptions(
+            aligned,
+            size,
+            fmt,
+            overlay,
+            rle,
+            alpha,
+            legend,
+            settings.tta if tta is None else tta,
+            settings.decode if decode is None else decode,
+        )
         upload = await read_upload(
             request.headers.get("content-type"),
             request.headers.get("content-length"),

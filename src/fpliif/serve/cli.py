@@ -63,6 +63,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=d.max_queue,
         help="requests allowed to wait for a worker (503; default %(default)s)",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="flip test-time augmentation by default (requests may still pass tta=false)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=["dense", "adaptive"],
+        default=d.decode,
+        help="default decoding (requests may pass decode=...): dense, every pixel (default), or adaptive, coarse to "
+        "fine, re-querying the decoder only where the prediction is uncertain",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -79,6 +91,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         timeout=args.timeout,
         upload_timeout=args.upload_timeout,
         max_queue=args.max_queue,
+        tta=args.tta,
+        decode=args.decode,
     )
 
 

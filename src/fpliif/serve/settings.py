@@ -29,6 +29,9 @@ class ServeSettings:
         upload_timeout: seconds allowed for receiving the whole upload (408 beyond), so that a client
             sending very slowly cannot hold a connection and its buffer open indefinitely.
         max_queue: requests allowed to wait for a worker; more get 503.
+        tta: default of the ``tta`` query parameter (flip test-time augmentation, 2x the parse cost).
+        decode: default of the ``decode`` query parameter: ``"dense"`` (every pixel) or ``"adaptive"``
+            (coarse to fine, re-querying only uncertain pixels; :mod:`fpliif.adaptive`).
     """
 
     host: str = "127.0.0.1"
@@ -41,6 +44,8 @@ class ServeSettings:
     timeout: float = 60.0
     upload_timeout: float = 30.0
     max_queue: int = 64
+    tta: bool = False
+    decode: str = "dense"
 
     def __post_init__(self) -> None:
         checks = [
@@ -53,6 +58,7 @@ class ServeSettings:
             ("upload_timeout", self.upload_timeout > 0, "must be > 0"),
             ("max_queue", self.max_queue >= 0, "must be >= 0"),
             ("port", 0 <= self.port <= 65535, "must be in 0..65535"),
+            ("decode", self.decode in ("dense", "adaptive"), "must be 'dense' or 'adaptive'"),
         ]
         for name, ok, msg in checks:
             if not ok:

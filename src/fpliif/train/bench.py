@@ -15,10 +15,9 @@ from typing import Any
 import torch
 
 from .. import registry
+from ..precision import AMP_CHOICES, AMP_DTYPES, resolve_amp
 from .loss import fpliif_loss, label_edges
 from .trainer import QueryModel, sample_queries
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _sync(device: torch.device) -> None:
@@ -53,8 +52,8 @@ def train_throughput(
     per image, None = the full ``size``² grid; ``amp``: none | bf16 | fp16 (fp16 on CUDA only).
     Returns a JSON-ready dict with ``img_per_s``, ``step_seconds`` (median) and the settings.
     """
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp: expected none, bf16 or fp16, got {amp!r}")
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp: expected one of {', '.join(AMP_CHOICES)}, got {amp!r}")
     for name, value, low in (
         ("size", size, 1),
         ("batch_size", batch_size, 1),
@@ -72,8 +71,7 @@ def train_throughput(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda: CUDA is not available on this machine")
-    if amp == "fp16" and dev.type != "cuda":
-        raise ValueError("amp fp16 needs a CUDA device; use bf16 on CPU")
+    requested, amp = amp, resolve_amp(amp, dev)
 
     torch.manual_seed(seed)
     model = registry.make(model_spec if model_spec is not None else "fpliif").to(dev)
@@ -123,6 +121,7 @@ def train_throughput(
         "size": size,
         "batch_size": batch_size,
         "amp": amp,
+        "amp_requested": requested,
         "queries": "full" if queries is None or queries >= size * size else queries,
         "channels_last": channels_last,
         "steps": steps,

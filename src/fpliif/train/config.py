@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from ..precision import AMP_CHOICES
+
 DEFAULTS: dict[str, Any] = {
     "model": {"name": "fpliif", "args": {}},
     "data": {
@@ -20,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
         "augment": None,  # see fpliif.data.build_train_transform
         "workers": 2,
         "skip_bad": False,
+        "preload": False,  # decode + resize every image once into memory (~12·size² bytes each); same samples
     },
     "train": {
         "epochs": 400,
@@ -30,7 +33,10 @@ DEFAULTS: dict[str, Any] = {
         "edge_lambda": 10.0,
         "edge_kernel": 3,
         "sample_queries": 4096,  # queries per image; null = the full output grid
-        "amp": "none",  # none | bf16 | fp16 (fp16 on CUDA only)
+        "amp": "auto",  # auto | none | bf16 | fp16: auto = bf16 where the device has it natively, else fp32
+        "query_sampling": {"type": "uniform"},  # or {type: balanced, edge_boost: 2.0}: see docs/training.md
+        "dice_weight": 0.0,  # > 0 adds dice_weight * soft Dice (not in the paper)
+        "ema": None,  # EMA decay of the weights (e.g. 0.999): evaluated, checkpointed and saved as the weights
         "channels_last": False,
         "grad_clip": None,
         "class_weights": None,  # None | "inverse_sqrt_freq" (computed once from the training masks)
@@ -50,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "args" and k != "augment":
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("args", "augment", "query_sampling"):
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
@@ -121,8 +127,24 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ValueError(f"train.{key}: expected a positive integer, got {t[key]!r}")
     if not (isinstance(t["lr"], (int, float)) and t["lr"] > 0):
         raise ValueError(f"train.lr: expected a positive number, got {t['lr']!r}")
-    if t["amp"] not in ("none", "bf16", "fp16"):
-        raise ValueError(f"train.amp: expected none, bf16 or fp16, got {t['amp']!r}")
+    if t["amp"] not in AMP_CHOICES:
+        raise ValueError(f"train.amp: expected one of {', '.join(AMP_CHOICES)}, got {t['amp']!r}")
+    _validate_query_sampling(t["query_sampling"])
+    if (
+        isinstance(t["dice_weight"], bool)
+        or not isinstance(t["dice_weight"], (int, float))
+        or not (0 <= t["dice_weight"] < float("inf"))
+    ):
+        raise ValueError(f"train.dice_weight: expected a number >= 0, got {t['dice_weight']!r}")
+    if t["ema"] is not None and (
+        isinstance(t["ema"], bool) or not isinstance(t["ema"], (int, float)) or not 0 < t["ema"] < 1
+    ):
+        raise ValueError(f"train.ema: expected null or a decay in (0, 1), e.g. 0.999; got {t['ema']!r}")
+    if not isinstance(d["preload"], bool):
+        raise ValueError(f"data.preload: expected true or false, got {d['preload']!r}")
+    roots = d["root"] if isinstance(d["root"], list) else [d["root"]]
+    if not roots or not all(isinstance(r, str) and r for r in roots):
+        raise ValueError(f"data.root: expected a path or a non-empty list of paths, got {d['root']!r}")
     if t["sample_queries"] is not None and (not isinstance(t["sample_queries"], int) or t["sample_queries"] <= 0):
         raise ValueError(f"train.sample_queries: expected a positive integer or null, got {t['sample_queries']!r}")
     if t["schedule"].get("type") not in ("multistep", "constant"):
@@ -131,6 +153,22 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError(f"train.class_weights: expected null or inverse_sqrt_freq, got {t['class_weights']!r}")
     if t["edge_kernel"] % 2 != 1 or t["edge_kernel"] < 3:
         raise ValueError(f"train.edge_kernel: expected an odd integer >= 3, got {t['edge_kernel']!r}")
+
+
+def _validate_query_sampling(qs: Any) -> None:
+    if not isinstance(qs, dict) or qs.get("type") not in ("uniform", "balanced"):
+        raise ValueError(
+            f"train.query_sampling: expected {{type: uniform}} or {{type: balanced, edge_boost: N}}, got {qs!r}"
+        )
+    allowed = {"type"} | ({"edge_boost"} if qs["type"] == "balanced" else set())
+    extra = set(qs) - allowed
+    if extra:
+        raise ValueError(
+            f"train.query_sampling: unknown keys {sorted(extra)} for type {qs['type']}; known: {sorted(allowed)}"
+        )
+    boost = qs.get("edge_boost", 0.0)
+    if isinstance(boost, bool) or not isinstance(boost, (int, float)) or not 0 <= boost < float("inf"):
+        raise ValueError(f"train.query_sampling.edge_boost: expected a number >= 0, got {boost!r}")
 
 
 def dump_config(cfg: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from .. import registry
 from ..checkpoint import save as save_weights
 from ..labels import IGNORE_INDEX
 from ..models.base import pixel_centers
+from ..precision import AMP_DTYPES, resolve_amp
 from .config import dump_config
 from .loss import fpliif_loss, label_edges
 
@@ -99,22 +100,65 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def sample_queries(
-    mask: torch.Tensor, edges: torch.Tensor, n: int | None, gen: torch.Generator
+    mask: torch.Tensor,
+    edges: torch.Tensor,
+    n: int | None,
+    gen: torch.Generator,
+    density: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixel-centre coordinates (B, Q, 2), labels (B, Q) and edge flags (B, Q) of random pixels per image.
 
-    ``n=None`` takes the full grid (every pixel, in row-major order).
+    ``n=None`` takes the full grid (every pixel, in row-major order). ``density`` (B, H, W), positive: draw
+    the ``n`` distinct pixels with probability proportional to it (see :func:`balanced_density`) instead of
+    uniformly.
     """
     b, h, w = mask.shape
     centers = pixel_centers(h, w)
     if n is None or n >= h * w:
         idx = torch.arange(h * w).expand(b, -1)
+    elif density is not None:
+        idx = torch.multinomial(density.reshape(b, -1).double(), n, replacement=False, generator=gen)
     else:
         idx = torch.stack([torch.randperm(h * w, generator=gen)[:n] for _ in range(b)])
     coords = centers[idx]
     labels = torch.gather(mask.reshape(b, -1), 1, idx)
     flags = torch.gather(edges.reshape(b, -1), 1, idx)
     return coords, labels, flags
+
+
+def balanced_density(
+    mask: torch.Tensor, edges: torch.Tensor, class_weights: torch.Tensor, edge_boost: float
+) -> torch.Tensor:
+    """Query-sampling density (B, H, W): a pixel of class c weighs ``class_weights[c]`` (inverse square-root
+    class frequency), times ``1 + edge_boost`` on label edges; ignored pixels weigh the smallest class weight
+    (they are drawn rarely, and carry no loss)."""
+    floor = class_weights.min()
+    padded = torch.cat([class_weights, floor.reshape(1)])
+    idx = torch.where(mask == IGNORE_INDEX, class_weights.numel(), mask.clamp(max=class_weights.numel() - 1))
+    return padded[idx] * (1.0 + edge_boost * edges.float())
+
+
+class WeightEMA:
+    """Exponential moving average of a model's weights (decay warmed up as ``min(decay, (1+n)/(10+n))``)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, cur in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(cur.detach(), 1.0 - d)
+            else:
+                avg.copy_(cur)
 
 
 def class_weight_vector(dataset: Any, num_classes: int, max_images: int = 400) -> torch.Tensor:
@@ -165,14 +209,22 @@ class Trainer:
         sched = self.t["schedule"]
         milestones = sched.get("milestones", []) if sched["type"] == "multistep" else []
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=sched.get("gamma", 0.1))
-        amp = self.t["amp"]
-        if amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        try:
+            self.amp = resolve_amp(self.t["amp"], self.device)
+        except ValueError as e:
+            raise ValueError(f"train.{e}") from None
+        self.amp_dtype = AMP_DTYPES[self.amp]
+        if self.dist.main:
+            log.info("precision: amp %s resolved to %s on %s", self.t["amp"], self.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.class_weights = None
-        if self.t["class_weights"]:
-            self.class_weights = class_weight_vector(self.train_set, self.model.num_classes).to(self.device)
+        self.sampling_weights = None
+        balanced = self.t["query_sampling"]["type"] == "balanced"
+        if self.t["class_weights"] or balanced:
+            weights = class_weight_vector(self.train_set, self.model.num_classes)
+            self.class_weights = weights.to(self.device) if self.t["class_weights"] else None
+            self.sampling_weights = weights if balanced else None
+        self.ema = WeightEMA(self.model, float(self.t["ema"])) if self.t["ema"] else None
         self.epoch = 0
         self.best_f1 = -1.0
         self.git_commit = code_version()
@@ -217,8 +269,17 @@ class Trainer:
         if d["val_split"]:
             val_tf = fdata.build_eval_transform(size=d["size"], mask_sizes=(d["size"],))
             self.val_set = fdata.FaceParsingDataset(d["root"], d["layout"], d["val_split"], transform=val_tf, **kwargs)
-            if self.t["max_val_images"]:
-                self.val_set = Subset(self.val_set, range(min(len(self.val_set), self.t["max_val_images"])))
+            if self.t["max_val_images"] and self.t["max_val_images"] < len(self.val_set):
+                # a fixed subset spread evenly over the split (several roots: every root is represented)
+                n, k = len(self.val_set), int(self.t["max_val_images"])
+                self.val_set = Subset(self.val_set, [i * n // k for i in range(k)])
+        if d["preload"]:
+            t0 = time.perf_counter()
+            for ds in (self.train_set, self.val_set.dataset if isinstance(self.val_set, Subset) else self.val_set):
+                if ds is not None:
+                    ds.preload(d["size"], workers=min(2, os.cpu_count() or 1), progress=self.dist.main)
+            if self.dist.main:
+                log.info("preloaded the data at %d² in %.0f s", d["size"], time.perf_counter() - t0)
         if len(self.train_set) < self.t["batch_size"] * self.dist.world:
             raise ValueError(
                 f"train.batch_size: {self.t['batch_size']} x {self.dist.world} processes exceeds the "
@@ -269,6 +330,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "query_gen": self.query_gen.get_state(),
+            "ema": None if self.ema is None else {"model": self.ema.model.state_dict(), "updates": self.ema.updates},
         }
 
     def _load_checkpoint(self, path: Path) -> None:
@@ -286,6 +348,11 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.query_gen.set_state(state["query_gen"])
+        if self.ema is not None:
+            if not state.get("ema"):
+                raise ValueError(f"{path}: checkpoint has no EMA weights but the config sets train.ema")
+            self.ema.model.load_state_dict(state["ema"]["model"])
+            self.ema.updates = int(state["ema"]["updates"])
         self.epoch = int(state["epoch"])
         self.best_f1 = float(state["best_f1"])
         if self.dist.main:
@@ -301,11 +368,18 @@ class Trainer:
             "config": json.dumps(self.cfg),
             "input_size": str(self.cfg["data"]["size"]),
             "git_commit": self.git_commit,
+            "amp": self.amp,
+            "weights": "ema" if self.ema is not None else "raw",
         }
-        save_weights(self.model, self.out / "last.safetensors", metadata=meta)
+        save_weights(self.eval_model, self.out / "last.safetensors", metadata=meta)
         if val_f1 is not None and val_f1 >= self.best_f1:
             meta["val_mean_f1"] = f"{val_f1:.4f}"
-            save_weights(self.model, self.out / "best.safetensors", metadata=meta)
+            save_weights(self.eval_model, self.out / "best.safetensors", metadata=meta)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the EMA when ``train.ema`` is set, else the model."""
+        return self.ema.model if self.ema is not None else self.model
 
     # ----------------------------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
@@ -327,11 +401,13 @@ class Trainer:
                 epoch_lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at
                 self.epoch += 1
                 self.scheduler.step()
-                val = None
+                val, raw_val = None, None
                 if self.val_set is not None and (
                     self.epoch % self.t["val_every"] == 0 or self.epoch == self.t["epochs"]
                 ):
-                    val = self._validate()
+                    val = self._validate(self.eval_model)
+                    if self.ema is not None:  # the raw weights too: the EMA's gain at no extra training
+                        raw_val = self._validate(self.model)
                 val_f1 = val["mean_f1"] if val else None
                 if val_f1 is not None and val_f1 >= self.best_f1:
                     self.best_f1 = val_f1
@@ -345,6 +421,10 @@ class Trainer:
                             "val_pixel_acc": val["pixel_acc"],
                             "val_per_class_f1": val["per_class_f1"],
                         }
+                    )
+                if raw_val:
+                    last.update(
+                        {"val_raw_mean_f1": raw_val["mean_f1"], "val_raw_per_class_f1": raw_val["per_class_f1"]}
                     )
                 last["best_val_mean_f1"] = self.best_f1
                 if self.dist.main:
@@ -411,7 +491,12 @@ class Trainer:
         if self.t["channels_last"]:
             image = image.contiguous(memory_format=torch.channels_last)
         edges = label_edges(mask, self.t["edge_kernel"])
-        coords, labels, flags = sample_queries(mask, edges, self.t["sample_queries"], self.query_gen)
+        density = None
+        if self.sampling_weights is not None:
+            density = balanced_density(
+                mask, edges, self.sampling_weights, self.t["query_sampling"].get("edge_boost", 0.0)
+            )
+        coords, labels, flags = sample_queries(mask, edges, self.t["sample_queries"], self.query_gen, density)
         coords, labels, flags = (x.to(self.device, non_blocking=True) for x in (coords, labels, flags))
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(
@@ -425,6 +510,7 @@ class Trainer:
             self.t["edge_lambda"],
             self.model.temperature,
             self.class_weights,
+            dice_weight=float(self.t["dice_weight"]),
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at epoch {self.epoch + 1}; lower train.lr or disable AMP")
@@ -434,10 +520,12 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), float(self.t["grad_clip"]))
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return float(loss.detach())
 
     @torch.no_grad()
-    def _validate(self) -> dict[str, Any]:
+    def _validate(self, model: nn.Module) -> dict[str, Any]:
         from ..eval.evaluate import evaluate
 
         assert self.val_set is not None
@@ -450,7 +538,7 @@ class Trainer:
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         ):
             result = evaluate(
-                self.model, loader, self.model.label_set, sizes=(size,), lowres=(), device=self.device, progress=False
+                model, loader, self.model.label_set, sizes=(size,), lowres=(), device=self.device, progress=False
             )
         self.model.train()
         return result

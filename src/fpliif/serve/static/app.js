@@ -19,6 +19,7 @@
     file: null,
     fileId: 0,
     mode: "photo",
+    tta: false, // flip test-time augmentation (starts at the server's default, GET v1/model)
     sizes: { photo: SIZES.photo.initial, aligned: SIZES.aligned.initial },
     on: [], // on[k]: class k is coloured
     result: null, // the JSON answer
@@ -76,6 +77,8 @@
     if (m.params) parts.push(`${m.params.toLocaleString("en")} parameters`);
     parts.push(`${m.num_classes} classes`);
     $("model-info").textContent = parts.join(" · ");
+    state.tta = Boolean(m.defaults && m.defaults.tta);
+    $("tta").checked = state.tta;
     buildLegend();
     fillSizes();
     setState("idle");
@@ -154,6 +157,7 @@
     const p = new URLSearchParams({ format });
     if (format === "json") p.set("rle", "true");
     if (state.mode === "aligned") p.set("aligned", "true");
+    p.set("tta", state.tta ? "true" : "false");
     const size = state.sizes[state.mode];
     if (size) p.set("size", size);
     return p.toString();
@@ -405,6 +409,10 @@
       render();
     });
     $("boxes").addEventListener("change", render);
+    $("tta").addEventListener("change", (e) => {
+      state.tta = e.target.checked;
+      parse();
+    });
     $("all").addEventListener("click", () => setAll(true));
     $("none").addEventListener("click", () => setAll(false));
     $("download-labels").addEventListener("click", downloadLabels);

@@ -1,0 +1,51 @@
+"""Which autocast precision a device runs fast: ``auto`` picks bf16 only where the hardware has it natively.
+
+On a CPU without native bf16 (e.g. AVX2 only) bf16 autocast takes emulated slow paths (13-29x slower than fp32
+on the dev machine, docs/training.md); with AVX512-BF16 or AMX it is ~2.5x faster than fp32 for FP-LIIF training.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+import torch
+
+AMP_CHOICES = ("auto", "none", "bf16", "fp16")
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags the kernel reports (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """True when ``device`` computes bf16 natively (CUDA with bf16 support; a CPU with AMX or AVX512-BF16)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "bf16" in cpu_flags()
+    return any(flag in cpu_flags() for flag in NATIVE_BF16_CPU_FLAGS)
+
+
+def resolve_amp(amp: str, device: torch.device | str = "cpu") -> str:
+    """``none``/``bf16``/``fp16`` for an ``amp`` setting; ``auto`` = bf16 where native (see :func:`native_bf16`)."""
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp: expected one of {', '.join(AMP_CHOICES)}, got {amp!r}")
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "none"
+    if amp == "fp16" and torch.device(device).type != "cuda":
+        raise ValueError("amp fp16 needs a CUDA device; use bf16 (or auto) on CPU")
+    return amp
