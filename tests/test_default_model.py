@@ -50,7 +50,7 @@ DATA = mini_data_dir()
 
 @pytest.mark.skipif(not (DATA / "images").is_dir(), reason="celebamask-mini not available")
 def test_default_model_scores_on_validation_images(weights, tmp_path):
-    """`fpliif eval` on the shipped file: the first 16 val images at 128 output (the card has all 88 at 256)."""
+    """`fpliif eval` on the shipped file: the first 16 mini val images at 128 output (the card: all 509 at 256)."""
     import json
 
     from fpliif.cli import main
@@ -61,7 +61,7 @@ def test_default_model_scores_on_validation_images(weights, tmp_path):
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["input_size"] == 128  # read from the weights' metadata
-    # full val split at 256: 62.3 (docs/model-card.md); a wrong file, label order or framing scores far lower
+    # whole val split at 256: docs/model-card.md; a wrong file, label order or framing scores far lower
     assert result["mean_f1"] > 50, result["per_class_f1"]
     assert result["per_class_f1"]["skin"] > 80 and result["per_class_f1"]["hair"] > 70
     assert result["baseline"]["mean_f1"] < 5
