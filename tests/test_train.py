@@ -522,7 +522,8 @@ def test_exact_resume_after_sigkill(tmp_path, data_root):
 def test_torchrun_ddp_two_cpu_processes(tmp_path, data_root, capsys):
     """torchrun --nproc_per_node=2 (gloo): only rank 0 writes; val metrics are reduced over both ranks'
     shards (3 val images: rank 0 scores 2, rank 1 scores 1) and equal a single-process `fpliif eval`."""
-    cfg = write_config(tmp_path / "c.yaml", data_root, epochs=1)
+    # fp32: `fpliif eval` runs in fp32, and validation runs in the training precision (amp auto may pick bf16)
+    cfg = write_config(tmp_path / "c.yaml", data_root, epochs=1, amp="none")
     out = tmp_path / "ddp"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     cmd = [*torchrun, *train_cmd(cfg, out)[1:]]  # -m fpliif.cli train ...

@@ -166,6 +166,11 @@ class FaceParsingDataset(Dataset):
             out.append(dataclasses.replace(s, mask_path=found.mask_path(s.name)))
         return out
 
+    @property
+    def cache_dir(self) -> Path | None:
+        """The merged-mask cache of the (first) root, for celebamask-hq; None otherwise."""
+        return self.cache_dirs.get(self.root)
+
     def __len__(self) -> int:
         return len(self.samples)
 
