@@ -600,7 +600,7 @@ def test_dice_loss_values():
     logits = torch.randn(5, 2, requires_grad=True)
     loss, parts = fpliif_loss(logits, target, torch.zeros(5, dtype=torch.bool), 10.0, dice_weight=0.5)
     base, _ = fpliif_loss(logits, target, torch.zeros(5, dtype=torch.bool), 10.0)
-    assert abs(float(loss - base) - 0.5 * parts["dice"]) < 1e-5
+    assert abs(float((loss - base).detach()) - 0.5 * parts["dice"]) < 1e-5
     loss.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
 
