@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import celebamask
-from .dataset import dataset_roots, load_sample
+from .dataset import _identity, dataset_roots, load_sample
 from .io import DataError, error_parts
 from .layouts import (
     CELEBA_MAPPING,
@@ -46,10 +46,6 @@ class _CheckSet(Dataset):
         except DataError as e:
             return None, error_parts(e, s.image_path)
         return np.bincount(mask.ravel(), minlength=256).astype(np.int64), None
-
-
-def _identity(x):
-    return x
 
 
 def default_splits(root: Path, layout: str) -> list[str]:
