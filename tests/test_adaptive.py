@@ -302,6 +302,15 @@ def test_evaluate_adaptive():
     assert both["points_per_image"]["80"] > 2 * 6400  # two views, every level
     with pytest.raises(ValueError, match="decode"):
         evaluate(model, batches, ls, decode="fast", **kw)
+    coarse = {"min_coarse": 8, "margin": 0.0, "radius": 0, "passes": 0}  # re-queries label changes only
+    checked = evaluate(model, batches, ls, decode="adaptive", adaptive=coarse, compare_dense=True, **kw)
+    assert checked["dense_rows"] == dense["rows"]
+    assert checked["rows"] == evaluate(model, batches, ls, decode="adaptive", adaptive=coarse, **kw)["rows"]
+    assert 0 < checked["agreement_with_dense"]["80"] < 100  # a random model's labels change everywhere
+    same = evaluate(model, batches, ls, decode="adaptive", adaptive=EVERYWHERE, compare_dense=True, **kw)
+    assert same["agreement_with_dense"] == {"80": 100.0, "40→80": 100.0}
+    with pytest.raises(ValueError, match="compare_dense"):
+        evaluate(model, batches, ls, compare_dense=True, **kw)
 
 
 def test_cli_parse_decode(tmp_path, capsys):

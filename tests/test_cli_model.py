@@ -144,3 +144,23 @@ def test_no_command_prints_help(capsys):
     code, out, _ = run(capsys, [])
     assert code == 2
     assert "info" in out and "bench" in out
+
+
+def test_bench_photos_times_the_whole_photo_path_per_mode(capsys, tmp_path, tiny_spec):
+    from fpliif.infer.cli import example_image
+
+    path = save(registry.make(tiny_spec), tmp_path / "tiny.safetensors")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(example_image().read_bytes())
+    argv = ["bench", "--weights", str(path), "--photos", str(folder), "--runs", "1", "--threads", "1", "--json"]
+    code, out, err = run(capsys, argv)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["decode"] == ["dense", "adaptive"]
+    (row,) = result["photos"]
+    assert row["photo"].endswith("a.jpg") and row["faces"] == 1 and row["size"][:2] == [512, 512]
+    assert all(row["seconds"][m] > 0 and result["photos_per_s"][m] > 0 for m in ("dense", "adaptive"))
+    assert row["agreement_with_dense"]["dense"] == 1.0 and 0.9 < row["agreement_with_dense"]["adaptive"] <= 1.0
+    code, out, err = run(capsys, ["bench", "--weights", str(path), "--photos", str(tmp_path / "nope.jpg")])
+    assert code == 2 and "nope.jpg does not exist" in err

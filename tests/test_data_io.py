@@ -113,7 +113,8 @@ def test_grayscale_image_becomes_rgb(tmp_path):
     assert torch.allclose(t[0], torch.from_numpy(g / 255.0).float()) and torch.equal(t[0], t[2])
 
 
-def test_rgba_image_composited_over_black(tmp_path):
+def test_rgba_image_composited_over_white(tmp_path):
+    """One rule with the parser and the service (fpliif.imaging): transparency over white."""
     rgba = np.zeros((4, 4, 4), np.uint8)
     rgba[..., :3] = (200, 100, 50)
     rgba[0, :, 3] = 255
@@ -122,8 +123,9 @@ def test_rgba_image_composited_over_black(tmp_path):
     rgba[3, :, 3] = 255
     t = _roundtrip_image(tmp_path, Image.fromarray(rgba, "RGBA"))
     assert torch.allclose(t[:, 0, 0], torch.tensor([200, 100, 50]) / 255.0)
-    assert torch.equal(t[:, 1, 0], torch.zeros(3))
-    assert torch.allclose(t[:, 2, 0], torch.tensor([200, 100, 50]) / 255.0 * 128 / 255, atol=1e-6)
+    assert torch.equal(t[:, 1, 0], torch.ones(3))
+    half = (torch.tensor([200, 100, 50]) * 128 + 255 * 127) / 255 / 255.0
+    assert torch.allclose(t[:, 2, 0], half, atol=1.5 / 255)
     la = Image.fromarray(rgba[..., 3]).convert("LA")
     assert _roundtrip_image(tmp_path, la, "la.png").shape == (3, 4, 4)
 
@@ -142,8 +144,8 @@ def test_16bit_images_scaled(tmp_path):
     p = tmp_path / "g16.png"
     cv2.imwrite(str(p), g)
     assert Image.open(p).mode.startswith("I")
-    t = read_image(p)
-    assert torch.allclose(t[0], torch.tensor([[0.0, 32768 / 65535], [1.0, 257 / 65535]]), atol=1e-6)
+    t = read_image(p)  # scaled by the bit depth to 8 bits (the one rule of fpliif.imaging), then / 255
+    assert torch.equal(t[0], torch.tensor([[0.0, 128 / 255], [1.0, 1 / 255]]))
     rgb16 = np.zeros((2, 2, 3), np.uint16)
     rgb16[..., 2] = 65535  # BGR for cv2: red channel full
     rgb16[..., 1] = 32896  # 0x8080: green half

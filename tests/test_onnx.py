@@ -43,7 +43,39 @@ def exported(tiny, tmp_path_factory):
     return {
         "static": export_onnx(tiny, d / "static.onnx", input_size=64),
         "dynamic": export_onnx(tiny, d / "dynamic.onnx", input_size=64, dynamic=True),
+        "single": export_onnx(tiny, d / "single.onnx", input_size=64, dynamic=True, split=False),
     }
+
+
+def test_split_export_is_two_graphs_and_the_encoder_runs_once(tiny, exported):
+    om = OnnxModel(exported["dynamic"])
+    assert om.split and exported["dynamic"].with_name("dynamic.decoder.onnx").is_file()
+    assert not OnnxModel(exported["single"]).split
+    x = torch.rand(2, 3, 64, 48)
+    coords = torch.rand(2, 300, 2) * 2 - 1
+    with torch.inference_mode():
+        ref = tiny.decode(tiny.encode(x), coords).numpy()
+        cells = tiny.prepare(tiny.encode(x)).cells.numpy()
+    latent = om.encode(x.numpy())
+    assert latent.shape == cells.shape and np.abs(latent - cells).max() < 1e-4
+    assert om.latent_size(latent) == (16, 12)
+    om.chunk_size = 64  # 5 query chunks: the encoder graph still runs once
+    calls = []
+    run = om.session.run
+    om.session.run = lambda *a, **k: calls.append(1) or run(*a, **k)
+    out = om.decode_at(x.numpy(), coords.numpy())
+    assert len(calls) == 1 and np.abs(out - ref).max() < 1e-4
+    single = OnnxModel(exported["single"])
+    assert np.abs(single.decode_at(x.numpy(), coords.numpy()) - ref).max() < 1e-4
+
+
+def test_split_export_refuses_the_decoder_half_and_a_missing_decoder(exported, tmp_path):
+    with pytest.raises(ValueError, match="decoder half of a split export; load its encoder"):
+        OnnxModel(exported["static"].with_name("static.decoder.onnx"))
+    lonely = tmp_path / "static.onnx"
+    lonely.write_bytes(exported["static"].read_bytes())
+    with pytest.raises(FileNotFoundError, match="static.decoder.onnx is missing"):
+        OnnxModel(lonely)
 
 
 def test_static_export_matches_torch_at_any_output_size(tiny, exported):
@@ -110,6 +142,8 @@ def test_cli_export_then_parse_with_onnxruntime(tmp_path, tiny, capsys):
     )
     assert "max |logit diff|" in capsys.readouterr().out
     assert main(["export", "onnx", "--out", str(model), "--weights", str(w)]) == 2  # exists
+    assert (tmp_path / "model.decoder.onnx").is_file()
+    assert main(["export", "onnx", "--out", str(tmp_path / "model.bin"), "--weights", str(w)]) == 2
     out = tmp_path / "out"
     rc = main(["parse", str(example_image()), "--out", str(out), "--onnx", str(model), "--format", "json"])
     assert rc == 0
@@ -158,9 +192,10 @@ def test_adaptive_decoding_on_onnxruntime_matches_torch(tiny, exported):
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     everywhere = {"min_coarse": 8, "margin": 1.0}  # re-queries every pixel: equals dense
     torch_p = FaceParser(tiny, input_size=64, adaptive=everywhere)
-    for path in (exported["static"], exported["dynamic"]):
+    for path in (exported["static"], exported["dynamic"], exported["single"]):
         onnx_p = FaceParser.from_onnx(path, adaptive=everywhere, decode="adaptive")
-        assert onnx_p.backend.latent_size(np.zeros((1, 3, 64, 64), np.float32)) == (16, 16)
+        latent = onnx_p.backend.encode(np.zeros((1, 3, 64, 64), np.float32))[0]
+        assert onnx_p.backend.latent_size(latent) == (16, 16)
         for tta in (False, True):
             dense = torch_p.parse_aligned(img, size=(37, 90), return_probs=True, tta=tta)
             b = onnx_p.parse_aligned(img, size=(37, 90), return_probs=True, tta=tta)

@@ -207,8 +207,10 @@ def test_astronaut_parse_stays_in_the_crop(parser, astronaut):
     assert len(res.faces) == 1 and res.message is None
     x0, y0, x1, y1 = res.faces[0].crop
     assert x0 < 190 and x1 > 260 and y0 < 60 and y1 > 160  # the head with hair
+    xa, ya, xb, yb = res.faces[0].region  # the (rolled) crop's pixels in the image
+    assert xa <= max(x0, 0) and ya <= max(y0, 0) and xb >= min(x1, 512) and yb >= min(y1, 512)
     outside = np.ones(res.labels.shape, bool)
-    outside[max(y0, 0) : y1, max(x0, 0) : x1] = False
+    outside[ya:yb, xa:xb] = False
     assert (res.labels[outside] == 0).all()
     assert res.probs.shape == (19, 512, 512) and np.allclose(res.probs.sum(0), 1, atol=1e-5)
     assert np.array_equal(res.probs.argmax(0), res.labels)
@@ -542,3 +544,24 @@ def test_detected_window_recovers_the_celebamask_crop():
         iy = max(0, min(y0 + side, 406) - max(y0, 150))
         ious.append(ix * iy / (side * side + 256 * 256 - ix * iy))
     assert len(ious) >= 4 and np.median(ious) > 0.8
+
+
+def test_amp_autocasts_the_torch_backend(tiny_weights, monkeypatch):
+    import fpliif.precision as precision
+
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    fp32 = FaceParser.from_pretrained(tiny_weights)
+    bf16 = FaceParser.from_pretrained(tiny_weights, amp="bf16")
+    assert fp32.backend.amp == "none" and bf16.backend.amp == "bf16"
+    batch = np.random.default_rng(1).random((1, 3, 64, 64), dtype=np.float32)
+    assert fp32.backend.encode(batch)[0].cells.dtype == torch.float32
+    assert bf16.backend.encode(batch)[0].cells.dtype == torch.bfloat16  # autocast reached the model
+    a = fp32.parse_aligned(img, size=48, return_probs=True)
+    b = bf16.parse_aligned(img, size=48, return_probs=True)
+    assert b.probs.dtype == a.probs.dtype and np.abs(a.probs - b.probs).max() < 0.05
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert FaceParser.from_pretrained(tiny_weights, amp="auto").backend.amp == "none"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    assert FaceParser.from_pretrained(tiny_weights, amp="auto").backend.amp == "bf16"
+    with pytest.raises(ValueError, match="amp"):
+        FaceParser.from_pretrained(tiny_weights, amp="fp8")

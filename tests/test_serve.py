@@ -156,7 +156,7 @@ def test_openapi_docs_page_and_static(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/parse"]["post"]
     assert {p["name"] for p in op["parameters"]} == {
-        "size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode"
+        "size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode", "labels", "mask"
     }
     assert "multipart/form-data" in op["requestBody"]["content"]
     assert {"413", "415", "422", "504"} <= set(op["responses"])
@@ -198,7 +198,8 @@ def test_json_structure_and_rle_round_trip(client, parser):
     assert body["mode"] == "photo" and body["size"] == [512, 512] and body["input_size"] == [512, 512]
     assert body["num_faces"] == len(body["faces"]) >= 1 and "message" not in body
     face = body["faces"][0]
-    assert set(face) == {"box", "score", "crop", "class_share"} and len(face["box"]) == 4
+    assert set(face) - {"landmarks", "angle"} == {"box", "score", "crop", "class_share"} and len(face["box"]) == 4
+    assert len(face["landmarks"]) == 5  # the default detector (MTCNN) gives 5 landmarks
     assert body["classes"] == list(CELEBAMASK_HQ.classes)
     assert sum(body["class_share"].values()) == pytest.approx(1.0, abs=1e-4)
     assert set(body["timing_ms"]) == {"decode", "parse", "encode"}
@@ -365,7 +366,6 @@ def test_request_shape_errors(client):
         ("?aligned=maybe", "aligned"),
         ("?alpha=2", "alpha"),
         ("?format=json&overlay=true", "overlay"),
-        ("?rle=true", "rle"),
         ("?fromat=json", "fromat"),
         ("?path=/etc/passwd", "path"),
         ("?tta=maybe", "tta"),

@@ -7,11 +7,13 @@ work on a real face than on noise), and the MACs it executed and the query point
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ import torch
 
 from .adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
 from .flops import count_macs, count_macs_of
+from .precision import AMP_DTYPES, resolve_amp
 
 
 def _sync(device: torch.device) -> None:
@@ -60,17 +63,17 @@ def measure_fps(
 def bench_image(input_size: int) -> np.ndarray:
     """(1, 3, n, n) float32 model input: the bundled example photo's face, framed as the parser frames it."""
     from .infer.cli import example_image
-    from .infer.detect import HaarDetector
-    from .infer.framing import DEFAULT_FRAMING
-    from .infer.geometry import crop_window, model_input
+    from .infer.detect import make_detector, roll_degrees
+    from .infer.geometry import extract_crop, model_input
     from .infer.images import load_image
 
     photo = load_image(example_image())
-    faces = HaarDetector()(photo)
+    detector = make_detector()
+    faces = detector(photo)
     crop = photo
     if faces:
-        box, _ = max(faces, key=lambda d: float(d[1]))
-        crop = crop_window(photo, *DEFAULT_FRAMING.window(box))
+        box, _, landmarks = max(faces, key=lambda d: float(d[1]))
+        crop = extract_crop(photo, detector.framing.window(box, roll_degrees(landmarks)))
     return model_input(crop, (input_size, input_size))[None]
 
 
@@ -91,15 +94,15 @@ def _pixel_grid(size: int, image: torch.Tensor) -> torch.Tensor:
 
 
 def onnx_decode_once(model: Any, image: np.ndarray, size: int, mode: str, options: Any = None) -> int:
-    """:func:`decode_once` on an :class:`~fpliif.infer.onnx_backend.OnnxModel`."""
+    """:func:`decode_once` on an :class:`~fpliif.infer.onnx_backend.OnnxModel` (encoder once, then queries)."""
     if mode == "adaptive":
-        stride = model.encoder_stride
+        latent = model.encode(image)
         _, stats = adaptive_decode(
-            lambda c: model.decode_at(image, c),
+            lambda c: model.query(latent, c),
             (size, size),
             temperature=model.temperature,
             options=options,
-            latent_size=None if stride is None else (image.shape[2] // stride, image.shape[3] // stride),
+            latent_size=model.latent_size(latent),
         )
         return stats.total
     model(image, size=size)
@@ -162,8 +165,12 @@ def run_bench(
     onnx_model: Any = None,
     decode: Sequence[str] | None = None,
     adaptive: AdaptiveOptions | None = None,
+    amp: str = "none",
 ) -> dict[str, Any]:
     """Parameters, MACs and FPS of ``model`` for each output size, as a JSON-ready dict.
+
+    ``amp``: the torch autocast precision of the timed runs (``none``, ``bf16``, or ``auto``: bf16 where the
+    device computes it natively, :func:`fpliif.precision.resolve_amp`); recorded as ``amp``.
 
     With ``onnx_model`` (an :class:`~fpliif.infer.onnx_backend.OnnxModel` of the same network) the FPS are
     measured on ONNX Runtime (CPU); MACs and parameters are the network's, counted on ``model``. ``macs`` are
@@ -194,15 +201,20 @@ def run_bench(
     if onnx_model is not None and dev.type != "cpu":
         raise ValueError("--backend onnxruntime: benchmarks run on the CPU provider only (use --device cpu)")
     extra: dict[str, Any] = {}
-    if modes is not None:
-        model = model.to(dev)
-        extra = bench_decode_modes(model, modes, sizes, input_size, dev, runs, onnx_model, adaptive)
-        fps: dict[str, Any] = extra.pop("fps")
-    elif onnx_model is not None:
-        fps = {str(s): measure_onnx_fps(onnx_model, input_size, s, runs) for s in sizes}
-    else:
-        model = model.to(dev)
-        fps = {str(s): measure_fps(model, input_size, s, dev, runs) for s in sizes}
+    amp = resolve_amp(amp, dev)
+    if onnx_model is not None and amp != "none":
+        raise ValueError("--amp: applies to the torch backend (onnxruntime runs its graph in fp32)")
+    autocast = AMP_DTYPES[amp]
+    with torch.autocast(dev.type, dtype=autocast) if autocast is not None else contextlib.nullcontext():
+        if modes is not None:
+            model = model.to(dev)
+            extra = bench_decode_modes(model, modes, sizes, input_size, dev, runs, onnx_model, adaptive)
+            fps: dict[str, Any] = extra.pop("fps")
+        elif onnx_model is not None:
+            fps = {str(s): measure_onnx_fps(onnx_model, input_size, s, runs) for s in sizes}
+        else:
+            model = model.to(dev)
+            fps = {str(s): measure_fps(model, input_size, s, dev, runs) for s in sizes}
     return {
         "model": getattr(model, "spec", {}).get("name", type(model).__name__),
         "params": sum(p.numel() for p in model.parameters()),
@@ -214,5 +226,59 @@ def run_bench(
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "threads": threads if onnx_model is not None and threads else torch.get_num_threads(),
         "backend": "onnxruntime" if onnx_model is not None else "torch",
+        "amp": amp,
         "torch": torch.__version__,
+    }
+
+
+def photo_files(items: Sequence[str]) -> list[Path]:
+    """Image files named by ``items`` (files, or folders searched recursively), in order, without repeats."""
+    from .infer.images import iter_image_files
+
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = list(iter_image_files(p))
+            if not found:
+                raise ValueError(f"--photos: no image files in folder {p}")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ValueError(f"--photos: {p} does not exist")
+    return list(dict.fromkeys(files))
+
+
+def bench_photos(parser: Any, photos: Sequence[Path], modes: Sequence[str], runs: int = 3, warmup: int = 1) -> dict:
+    """Time the whole photo path per photo and decode mode: read the file, detect, crop, encode, decode at the
+    original pixels, paste back (``parser(path, decode=mode)``). Median seconds per photo over ``runs``; with
+    ``dense`` among the modes, the share of pixels each mode labels as dense does."""
+    if runs <= 0 or warmup < 0:
+        raise ValueError(f"--runs: must be positive, got {runs}")
+    rows = []
+    for path in photos:
+        row: dict[str, Any] = {"photo": str(path), "seconds": {}}
+        labels = {}
+        for mode in modes:
+            times = []
+            for i in range(warmup + runs):
+                t0 = time.perf_counter()
+                result = parser(str(path), decode=mode)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+            row["seconds"][mode] = statistics.median(times)
+            row["size"] = list(result.labels.shape)
+            row["faces"] = len(result.faces)
+            labels[mode] = result.labels
+        if "dense" in labels:
+            row["agreement_with_dense"] = {m: float((v == labels["dense"]).mean()) for m, v in labels.items()}
+        rows.append(row)
+    total = {m: sum(r["seconds"][m] for r in rows) for m in modes}
+    return {
+        "photos": rows,
+        "photos_per_s": {m: len(rows) / total[m] if total[m] > 0 else float("inf") for m in modes},
+        "decode": list(modes),
+        "runs": runs,
+        "threads": torch.get_num_threads(),
     }

@@ -8,6 +8,10 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .errors import UserError
+
+__all__ = ["UserError", "build_parser", "main", "print_json"]
+
 # Modules that define ``add_commands(subparsers)``; each command sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "fpliif.cli_model",
@@ -17,10 +21,6 @@ COMMAND_MODULES = (
     "fpliif.infer.cli",
     "fpliif.serve.cli",
 )
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,5 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m fpliif.cli: run the package's module, not a second copy of it
+    from fpliif.cli import main as _main
+
+    raise SystemExit(_main())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import registry
 from .cli import print_json
 from .precision import AMP_CHOICES
+
+if TYPE_CHECKING:  # torch is imported by the commands that run, not by argument parsing
+    import torch
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -79,10 +82,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.decode is not None:
             raise ValueError("--decode: applies to inference benchmarks, not --train")
         return cmd_bench_train(args)
+    if args.photos:
+        return cmd_bench_photos(args)
     from .bench import run_bench
 
     modes = parse_decode_modes(args.decode)
     model = load_model(args.weights, args.model)
+    if args.input_size is None:
+        from .infer.onnx_export import export_model_input_size
+
+        args.input_size = export_model_input_size(model)
     onnx_model = None
     if args.backend == "onnxruntime" or args.onnx:
         if not args.onnx:
@@ -99,6 +108,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         onnx_model=onnx_model,
         decode=modes,
+        amp=args.amp or "none",
     )
     if args.json:
         print_json(result)
@@ -125,10 +135,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_photos(args: argparse.Namespace) -> int:
+    """``fpliif bench --photos``: the whole photo path, per photo and decode mode."""
+    import torch
+
+    from .bench import bench_photos, photo_files
+    from .infer.parser import FaceParser
+
+    if args.train or args.backend != "torch" or args.onnx:
+        raise ValueError("--photos: times the torch FaceParser; drop --train/--backend/--onnx")
+    modes = parse_decode_modes(args.decode) or ["dense", "adaptive"]
+    photos = photo_files(args.photos)
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise ValueError(f"--threads: must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    amp = args.amp or "none"
+    parser = FaceParser.from_pretrained(weights_for(args.weights, args.model), device=args.device, amp=amp)
+    result = bench_photos(parser, photos, modes, runs=args.runs)
+    result["device"] = args.device
+    result["amp"] = parser.backend.amp
+    result["torch"] = torch.__version__
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"{len(photos)} photos, {result['threads']} threads, median of {args.runs} runs (seconds per photo)")
+    print(f"{'photo':<40} {'size':>11} {'faces':>5} " + " ".join(f"{m:>9}" for m in modes))
+    for r in result["photos"]:
+        size = "x".join(str(v) for v in r["size"][:2])
+        cells = " ".join(f"{r['seconds'][m]:9.3f}" for m in modes)
+        print(f"{Path(r['photo']).name[-40:]:<40} {size:>11} {r['faces']:>5} {cells}")
+    print(f"{'photos/s':<58} " + " ".join(f"{result['photos_per_s'][m]:9.2f}" for m in modes))
+    return 0
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     """``fpliif bench --train``: training img/s for each (amp, queries) setting (see fpliif.train.bench)."""
     from .train.bench import train_throughput
 
+    args.amp = args.amp or "none,auto"
     amps = [a.strip() for a in args.amp.split(",") if a.strip()]
     bad = [a for a in amps if a not in AMP_CHOICES]
     if not amps or bad:
@@ -144,7 +189,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         for q in queries:
             r = train_throughput(
                 spec,
-                size=args.input_size,
+                size=args.input_size or 256,
                 batch_size=args.batch_size,
                 amp=amp,
                 queries=q,
@@ -170,7 +215,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         "warmup": args.warmup,
         "device": rows[0]["device"],
         "threads": rows[0]["threads"],
-        "torch": torch.__version__,
+        "torch": _torch_version(),
     }
     if args.json:
         print_json(result)
@@ -180,6 +225,12 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
             f"median of {args.steps} steps after {args.warmup} warm-up"
         )
     return 0
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -193,7 +244,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights")
     p.add_argument("--model", default="fpliif")
     p.add_argument("--sizes", default="64,96,128,192,256", help="output sizes (comma-separated)")
-    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--input-size", type=int, default=None, help="model input N (default: the weights' own)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--runs", type=int, default=5, help="timed runs per size (median reported)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -206,12 +257,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="decode modes to compare, comma-separated: dense,adaptive; reports fps, macs_executed and points "
         "per mode on the example photo's face",
     )
+    p.add_argument(
+        "--photos",
+        nargs="+",
+        metavar="DIR_OR_FILE",
+        help="time the whole photo path (read, detect, crop, encode, decode, paste back) per photo, "
+        "for each --decode mode (default dense,adaptive)",
+    )
     p.add_argument("--train", action="store_true", help="training throughput (img/s) instead of inference FPS")
     p.add_argument("--batch-size", type=int, default=4, help="--train: images per step")
     p.add_argument(
         "--amp",
-        default="none,auto",
-        help="--train: autocast settings, comma-separated: auto,none,bf16,fp16 (auto = bf16 where native)",
+        default=None,
+        help="autocast precision (auto = bf16 where the CPU/GPU has it natively): inference, one of "
+        "none (default), auto, bf16; --train, comma-separated settings (default none,auto)",
     )
     p.add_argument("--queries", default="full,2048", help="--train: 'full' grid and/or sampled queries per image")
     p.add_argument("--steps", type=int, default=3, help="--train: timed steps per setting (median reported)")

@@ -9,17 +9,52 @@ Left/right conventions differ between datasets:
 * LaPa and Helen: left/right are the *image* sides (``l_eye`` lies on the image's left half).
 
 Both conventions are mirror-symmetric, so a horizontal flip swaps each pair in either case;
-mixing datasets, however, needs the pairs swapped (see :func:`LabelSet.remap_to`).
+mixing datasets, however, needs the pairs swapped (see :meth:`LabelSet.remap_to`).
+
+Output label sets. A label map can be merged into a coarser set with :func:`remap_labels` (or
+``ParseResult.remap``); the mappings are the lookup tables in :data:`REMAPS`:
+
+* ``celebamask-hq`` -> ``lapa`` (:data:`CELEBAMASK_TO_LAPA`, LaPa's 11 classes). Eyes and brows move to
+  the LaPa class on the same *image* side (CelebAMask ``l_eye`` -> LaPa ``r_eye``). CelebAMask classes
+  without a LaPa counterpart: ears -> ``skin`` and earrings (``ear_r``) -> ``skin`` (they sit on the ear);
+  eyeglasses (``eye_g``) -> ``skin`` (in CelebAMask the eyes and brows are drawn over the glasses, so the
+  ``eye_g`` pixels left are frames and lenses over the face); ``neck``, necklace (``neck_l``), ``cloth``
+  and ``hat`` -> ``background`` (LaPa's ``skin`` is the face; a hat is not ``hair``).
+* ``celebamask-hq`` -> ``coarse`` (:data:`CELEBAMASK_TO_COARSE`, :data:`COARSE`: background, skin, hair,
+  eyes, nose, mouth): skin includes ears, neck, eyeglasses, earrings and necklace; hair includes the
+  brows; eyes both eyes; mouth the lips and the inner mouth; hat and cloth are background.
+* ``lapa`` / ``helen`` -> ``coarse`` (:data:`ELEVEN_TO_COARSE`): brows -> hair, lips and mouth -> mouth.
+
+The accessories (``eye_g``, ``hat``, ``ear_r``, ``neck_l``) and ``cloth`` stay available by name in the
+CelebAMask-HQ set itself. Chaining remaps loses what the first one merged: ``celebamask-hq`` -> ``lapa`` ->
+``coarse`` has no neck in ``skin``; remap from the model's own set instead.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 IGNORE_INDEX = 255
 """Label value for pixels without ground truth (e.g. brought in from outside the image by a warp)."""
+
+
+class UnknownNameError(KeyError, ValueError):
+    """An unknown label-set or class name. A ``ValueError`` (and, for older callers, a ``KeyError``)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _unknown(head: str, name: object, known: Iterable[str], listing: str = "known") -> UnknownNameError:
+    """``<head> (did you mean 'hair'?); <listing>: a, b, ...`` (the closest known name by difflib)."""
+    known = list(known)
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UnknownNameError(f"{head}{hint}; {listing}: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -30,7 +65,7 @@ class LabelSet:
     classes: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
     flip_pairs: tuple[tuple[int, int], ...]
-    side: str  # "subject" or "image": whose left/right the l_/r_ classes name
+    side: str  # "subject" or "image": whose left/right the l_/r_ classes name ("none": no such classes)
     merged_f1: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,10 +95,43 @@ class LabelSet:
         return lut
 
     def index(self, name: str) -> int:
+        """Index of a class name; :class:`UnknownNameError` (a ValueError and KeyError) naming the closest."""
         try:
             return self.classes.index(name)
         except ValueError:
-            raise KeyError(f"label set {self.name!r} has no class {name!r}; classes: {list(self.classes)}") from None
+            raise _unknown(
+                f"unknown class {name!r} in label set {self.name!r}", name, self.classes, "classes"
+            ) from None
+
+    def indices(self, names: str | Iterable[str]) -> list[int]:
+        """Indices of class names (one name or several, in the given order); unknown names as in :meth:`index`."""
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise ValueError(f"no class name given; classes of label set {self.name!r}: {', '.join(self.classes)}")
+        return [self.index(n) for n in names]
+
+    def remap_to(self, target: str | LabelSet) -> np.ndarray:
+        """(256,) uint8 lookup table from this set's labels to ``target``'s (see :data:`REMAPS`).
+
+        The identity for the same set; the ignore index stays; values that are no class map to the ignore
+        index. Unknown target names or pairs without a mapping raise :class:`UnknownNameError`.
+        """
+        target = _as_label_set(target)
+        lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        if target.classes == self.classes:
+            lut[: self.num_classes] = np.arange(self.num_classes)
+            return lut
+        table = REMAPS.get((self.name, target.name)) if LABEL_SETS.get(self.name) == self else None
+        if table is None:
+            raise _unknown(
+                f"no mapping from label set {self.name!r} to {target.name!r}",
+                target.name,
+                remap_targets(self),
+                f"{self.name!r} maps to",
+            )
+        for name, to in table.items():
+            lut[self.index(name)] = target.index(to)
+        return lut
 
 
 CELEBAMASK_HQ = LabelSet(
@@ -164,15 +232,122 @@ HELEN = LabelSet(
     },
 )
 
-LABEL_SETS: dict[str, LabelSet] = {s.name: s for s in (CELEBAMASK_HQ, LAPA, HELEN)}
+COARSE = LabelSet(
+    name="coarse",
+    classes=("background", "skin", "hair", "eyes", "nose", "mouth"),
+    # Names shared with CelebAMask-HQ keep its colours (generic_label_set looks colours up by name).
+    colors=((0, 0, 0), (204, 0, 0), (0, 0, 204), (0, 255, 255), (76, 153, 0), (102, 204, 0)),
+    flip_pairs=(),
+    side="none",
+)
+"""Six merged classes for masks: skin (with ears, neck), hair (with brows), eyes, nose, mouth (with lips)."""
+
+LABEL_SETS: dict[str, LabelSet] = {s.name: s for s in (CELEBAMASK_HQ, LAPA, HELEN, COARSE)}
+
+CELEBAMASK_TO_LAPA: dict[str, str] = {
+    "background": "background",
+    "skin": "skin",
+    "nose": "nose",
+    "eye_g": "skin",  # eyes and brows are drawn over the glasses: what is left lies over the face
+    "l_eye": "r_eye",  # CelebAMask l_/r_: the subject's side; LaPa: the image's side
+    "r_eye": "l_eye",
+    "l_brow": "r_brow",
+    "r_brow": "l_brow",
+    "l_ear": "skin",
+    "r_ear": "skin",
+    "mouth": "mouth",
+    "u_lip": "u_lip",
+    "l_lip": "l_lip",
+    "hair": "hair",
+    "hat": "background",
+    "ear_r": "skin",
+    "neck_l": "background",
+    "neck": "background",  # LaPa's skin is the face only
+    "cloth": "background",
+}
+"""CelebAMask-HQ class -> LaPa class (every CelebAMask-HQ class exactly once; see the module docstring)."""
+
+CELEBAMASK_TO_COARSE: dict[str, str] = {
+    "background": "background",
+    "skin": "skin",
+    "nose": "nose",
+    "eye_g": "skin",
+    "l_eye": "eyes",
+    "r_eye": "eyes",
+    "l_brow": "hair",
+    "r_brow": "hair",
+    "l_ear": "skin",
+    "r_ear": "skin",
+    "mouth": "mouth",
+    "u_lip": "mouth",
+    "l_lip": "mouth",
+    "hair": "hair",
+    "hat": "background",
+    "ear_r": "skin",
+    "neck_l": "skin",
+    "neck": "skin",
+    "cloth": "background",
+}
+"""CelebAMask-HQ class -> coarse class."""
+
+ELEVEN_TO_COARSE: dict[str, str] = {
+    "background": "background",
+    "skin": "skin",
+    "l_brow": "hair",
+    "r_brow": "hair",
+    "l_eye": "eyes",
+    "r_eye": "eyes",
+    "nose": "nose",
+    "u_lip": "mouth",
+    "mouth": "mouth",
+    "l_lip": "mouth",
+    "hair": "hair",
+}
+"""LaPa / Helen class -> coarse class."""
+
+REMAPS: dict[tuple[str, str], Mapping[str, str]] = {
+    ("celebamask-hq", "lapa"): CELEBAMASK_TO_LAPA,
+    ("celebamask-hq", "coarse"): CELEBAMASK_TO_COARSE,
+    ("lapa", "coarse"): ELEVEN_TO_COARSE,
+    ("helen", "coarse"): ELEVEN_TO_COARSE,
+}
+"""(source set, target set) -> class-name table: the data behind :meth:`LabelSet.remap_to`."""
 
 
 def get_label_set(name: str) -> LabelSet:
-    """Look up a label set by name (``celebamask-hq``, ``lapa``, ``helen``)."""
+    """Look up a label set by name (``celebamask-hq``, ``lapa``, ``helen``, ``coarse``).
+
+    Unknown names raise :class:`UnknownNameError` (a KeyError and a ValueError) listing the known ones.
+    """
     try:
         return LABEL_SETS[name]
-    except KeyError:
-        raise KeyError(f"unknown label set {name!r}; known: {sorted(LABEL_SETS)}") from None
+    except (KeyError, TypeError):
+        raise _unknown(f"unknown label set {name!r}", name, sorted(LABEL_SETS)) from None
+
+
+def _as_label_set(s: str | LabelSet) -> LabelSet:
+    return s if isinstance(s, LabelSet) else get_label_set(s)
+
+
+def remap_targets(source: str | LabelSet) -> list[str]:
+    """Names of the label sets ``source`` can be remapped to (itself first)."""
+    source = _as_label_set(source)
+    known = LABEL_SETS.get(source.name) == source
+    return [source.name] + [t for (s, t) in REMAPS if known and s == source.name]
+
+
+def remap_labels(labels: np.ndarray, source: str | LabelSet, target: str | LabelSet) -> np.ndarray:
+    """Remap an integer label map from label set ``source`` to ``target`` (uint8, same shape).
+
+    ``remap_labels(labels, "celebamask-hq", "coarse")``; see :data:`REMAPS` for the mappings.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "ui":
+        raise ValueError(f"labels: expected an integer label map, got dtype {labels.dtype}")
+    lut = _as_label_set(source).remap_to(target)
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
+        raise ValueError(f"labels: values must lie in [0, 255], got [{labels.min()}, {labels.max()}]")
+    return lut[labels]
 
 
 def generic_label_set(classes: list[str] | tuple[str, ...], name: str = "custom") -> LabelSet:

@@ -9,12 +9,23 @@ from __future__ import annotations
 import functools
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def __getattr__(name: str) -> Any:
+    """``AMP_DTYPES`` (amp setting -> torch dtype or None) is built on first use: importing this module
+    (e.g. for :data:`AMP_CHOICES` in argument parsers) does not import torch."""
+    if name == "AMP_DTYPES":
+        import torch
+
+        return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,6 +43,8 @@ def cpu_flags() -> frozenset[str]:
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """True when ``device`` computes bf16 natively (CUDA with bf16 support; a CPU with AMX or AVX512-BF16)."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -46,6 +59,8 @@ def resolve_amp(amp: str, device: torch.device | str = "cpu") -> str:
         raise ValueError(f"amp: expected one of {', '.join(AMP_CHOICES)}, got {amp!r}")
     if amp == "auto":
         return "bf16" if native_bf16(device) else "none"
+    import torch
+
     if amp == "fp16" and torch.device(device).type != "cuda":
         raise ValueError("amp fp16 needs a CUDA device; use bf16 (or auto) on CPU")
     return amp

@@ -36,10 +36,53 @@ def make(spec: dict[str, Any] | str, **overrides: Any) -> Any:
     return _MODELS[name](**args)
 
 
+def check_args(spec: dict[str, Any] | str, where: str = "model") -> None:
+    """Check a spec against the registry without building anything: ``name`` is registered and every key of
+    ``args`` is a parameter of its constructor (by signature; a constructor taking ``**kwargs`` takes any).
+
+    Raises :class:`~fpliif.errors.ConfigError` naming ``{where}.name`` or ``{where}.args.KEY`` and the
+    closest valid name.
+    """
+    import inspect
+
+    from .errors import ConfigError, closest
+
+    if isinstance(spec, str):
+        spec = {"name": spec, "args": {}}
+    if not isinstance(spec, dict):
+        raise ConfigError(where, f"expected a mapping {{name: ..., args: {{...}}}}, got {spec!r}")
+    name = spec.get("name")
+    if name not in available():
+        close = closest(name, available()) if isinstance(name, str) else None
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise ConfigError(f"{where}.name", f"unknown model {name!r}{hint} (registered: {', '.join(available())})")
+    args = spec.get("args") or {}
+    if not isinstance(args, dict):
+        raise ConfigError(f"{where}.args", f"expected a mapping of constructor arguments, got {args!r}")
+    params = inspect.signature(_MODELS[name]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in args:
+        if key not in valid:
+            raise ConfigError.unknown_key(f"{where}.args.{key}", valid)
+    missing = [k for k in valid if params[k].default is inspect.Parameter.empty and k not in args]
+    if missing:
+        raise ConfigError(f"{where}.args", f"model {name!r} needs {', '.join(missing)}")
+
+
 def available() -> list[str]:
     """Names of all registered models."""
     _import_builtin_models()
     return sorted(_MODELS)
+
+
+def constructor(name: str) -> Callable[..., Any]:
+    """The constructor registered under ``name`` (KeyError if none)."""
+    _import_builtin_models()
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered: {available()}")
+    return _MODELS[name]
 
 
 def _import_builtin_models() -> None:

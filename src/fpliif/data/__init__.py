@@ -15,15 +15,30 @@ Public API::
 
 See :mod:`.layouts` (file layouts and splits), :mod:`.celebamask` (split rule, cache), :mod:`.io` (decoding
 rules for odd or bad files) and :mod:`.transforms` (augmentations).
+
+Names load lazily (on first use), so ``fpliif.data.cli`` (argument parsing) imports neither torch nor kornia.
 """
 
-from .celebamask import prepare as prepare_celebamask
-from .celebamask import split_of as celebamask_split_of
-from .check import check_dataset
-from .dataset import FaceParsingDataset, make_loader
-from .io import DataError
-from .layouts import LAYOUTS, SPLITS, Sample, detect_layout, folder_split_of, label_set_for, list_samples
-from .transforms import PAPER_AUGMENT, build_eval_transform, build_train_transform
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..errors import DataError
+
+# public name -> (submodule, name there)
+_LAZY: dict[str, tuple[str, str]] = {
+    "prepare_celebamask": ("celebamask", "prepare"),
+    "celebamask_split_of": ("celebamask", "split_of"),
+    "check_dataset": ("check", "check_dataset"),
+    "FaceParsingDataset": ("dataset", "FaceParsingDataset"),
+    "make_loader": ("dataset", "make_loader"),
+    **{
+        name: ("layouts", name)
+        for name in ("LAYOUTS", "SPLITS", "Sample", "detect_layout", "folder_split_of", "label_set_for", "list_samples")
+    },
+    **{name: ("transforms", name) for name in ("PAPER_AUGMENT", "build_eval_transform", "build_train_transform")},
+}
 
 __all__ = [
     "LAYOUTS",
@@ -43,3 +58,14 @@ __all__ = [
     "make_loader",
     "prepare_celebamask",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

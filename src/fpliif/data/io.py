@@ -2,16 +2,12 @@
 
 Rules (each bad case raises :class:`DataError` naming the file and the problem; nothing is guessed silently):
 
-Images (PIL decodes them; the result is a float32 ``(3, H, W)`` tensor in ``[0, 1]``):
+Images (PIL decodes them; the result is a float32 ``(3, H, W)`` tensor in ``[0, 1]``, i.e. ``uint8 / 255``):
 
 * 0-byte, truncated or corrupt files: :class:`DataError` (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set).
-* Grayscale (``L``, ``1``), palette (``P``: the palette colours), CMYK, YCbCr, LAB, HSV: converted to RGB by
-  PIL.
-* 16-bit grayscale (``I;16*`` and ``I``): scaled by 1/65535 (not clipped at 255). 16-bit RGB PNGs are
-  reduced to 8 bits per channel by Pillow itself (high byte), which is the correct scaling.
-* Images with alpha (``RGBA``, ``LA``, ``PA``, ``P`` with transparency): composited over black
-  (``rgb * alpha``), i.e. what an annotator saw on a black canvas; fully transparent pixels become black
-  instead of exposing whatever colour the encoder left behind them.
+* Every mode becomes uint8 RGB by the one rule of :func:`fpliif.imaging.to_rgb`, shared with the parser and
+  the service: grayscale, palette, CMYK, 16-bit (scaled by bit depth), float TIFFs (values in [0, 1]),
+  transparency composited over white. A mode with no RGB conversion is a :class:`DataError`.
 * EXIF orientation is applied to the *image* (never to the mask); the rotated image must then match the
   mask size, else a :class:`DataError` explains the orientation mismatch.
 
@@ -32,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from ..errors import DataError
+from ..imaging import apply_orientation, exif_orientation, has_alpha, to_rgb
 from ..labels import IGNORE_INDEX
 
-_EXIF_ORIENTATION = 0x0112
 _DECODE_ERRORS = (
     UnidentifiedImageError,
     OSError,
@@ -45,14 +42,6 @@ _DECODE_ERRORS = (
     EOFError,
     Image.DecompressionBombError,
 )
-
-
-class DataError(ValueError):
-    """A bad dataset file or pair (the message names the file and the problem)."""
-
-    def __init__(self, message: str, path: str | Path | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else str(path)
 
 
 def error_parts(e: Exception, default_path: str | Path = "") -> tuple[str, str]:
@@ -93,38 +82,17 @@ def _load(img: Image.Image, path: Path, what: str) -> None:
         raise DataError(f"{path}: cannot decode {what} (corrupt or truncated file?): {e}", path) from None
 
 
-def exif_orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-    except Exception:  # malformed EXIF block: treat as unrotated
-        return 1
-
-
 def _to_rgb_array(img: Image.Image, path: Path) -> np.ndarray:
-    """(H, W, 3) uint8, or float32 in [0, 1] for 16-bit input, from any supported PIL mode (vectorised)."""
-    mode = img.mode
-    if mode == "RGB":
-        return np.asarray(img)
-    if mode.startswith("I;16") or mode == "I":
-        arr = np.asarray(img).astype(np.float32) / 65535.0
-        return np.repeat(np.clip(arr, 0.0, 1.0)[..., None], 3, axis=2)
-    if mode == "F":
-        raise DataError(f"{path}: floating-point image (mode F) is not supported; save it as 8/16-bit", path)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
-    if has_alpha:
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
-        return rgba[..., :3] * rgba[..., 3:4]  # composite over black
+    """(H, W, 3) uint8 RGB of an oriented image (:func:`fpliif.imaging.to_rgb`), errors naming the file."""
     try:
-        return np.asarray(img.convert("RGB"))
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path}: cannot convert image mode {mode} to RGB: {e}", path) from None
+        return to_rgb(img, exif=False)
+    except ValueError as e:
+        raise DataError(f"{path}: {e}", path) from None
 
 
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    if arr.dtype == np.uint8:
-        return t.float().div_(255.0)
-    return t.float()
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float().div_(255.0)
 
 
 def read_image(
@@ -166,15 +134,12 @@ def read_image(
         img.draft("RGB", tuple(expect_size))  # decode at 1/2, 1/4, ... scale: much faster for CelebA-HQ
     _load(img, path, "image")
     if orientation != 1:
-        img = ImageOps.exif_transpose(img)
+        img = apply_orientation(img)
     if decode_only:
         return None
     if reduce and img.size != tuple(expect_size):
-        if img.mode not in ("RGB", "L"):
-            arr = _to_rgb_array(img, path)
-            if arr.dtype != np.uint8:
-                arr = (arr * 255.0 + 0.5).astype(np.uint8)
-            img = Image.fromarray(arr)
+        if img.mode not in ("RGB", "L") or has_alpha(img):
+            img = Image.fromarray(_to_rgb_array(img, path))
         img = img.resize(tuple(expect_size), Image.BICUBIC)
     return _to_tensor(_to_rgb_array(img, path))
 

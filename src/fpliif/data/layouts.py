@@ -31,8 +31,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import DataError
 from ..labels import CELEBAMASK_HQ, HELEN, LABEL_SETS, LAPA, LabelSet, generic_label_set, get_label_set
-from .io import DataError
 
 log = logging.getLogger("fpliif.data")
 

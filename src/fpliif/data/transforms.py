@@ -35,6 +35,7 @@ All randomness comes from torch's global RNG of the process (the DataLoader work
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -91,16 +92,68 @@ def resize_mask(mask: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
 
 
 def _range(value: Any, name: str, symmetric: bool = False) -> tuple[float, float]:
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         v = float(value)
-        return (-abs(v), abs(v)) if symmetric else (v, v)
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"augment {name!r}: expected a number or a (min, max) pair, got {value!r}") from None
+        lo, hi = (-abs(v), abs(v)) if symmetric else (v, v)
+    else:
+        try:
+            if isinstance(value, (str, bytes, bool)):
+                raise TypeError
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"augment {name!r}: expected a number or a (min, max) pair, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"augment {name!r}: expected finite numbers, got {value!r}")
     if lo > hi:
         raise ValueError(f"augment {name!r}: min {lo} > max {hi}")
     return lo, hi
+
+
+def _probability(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"augment {name!r}: expected a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_augment(augment: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """The ``augment`` setting as a dict (the ``"paper"`` preset resolved), every key and value checked.
+
+    Raises ValueError naming the key; builds nothing (config validation calls it before a run starts).
+    """
+    if isinstance(augment, str):
+        if augment != "paper":
+            raise ValueError(f"augment: unknown preset {augment!r} (known: 'paper', or a dict)")
+        augment = PAPER_AUGMENT
+    if augment is not None and not isinstance(augment, Mapping):
+        raise ValueError(f"augment: expected 'paper', a mapping of steps or null, got {augment!r}")
+    augment = copy.deepcopy(dict(augment or {}))
+    unknown = set(augment) - AUGMENT_KEYS
+    if unknown:
+        raise ValueError(f"augment: unknown keys {sorted(unknown)}; known: {sorted(AUGMENT_KEYS)}")
+    _probability(augment.get("p", 1.0), "p")
+    _range(augment.get("rotation") or 0.0, "rotation", symmetric=True)
+    for key in ("shear", "scale"):
+        if augment.get(key):
+            _range(augment[key], key)
+    crop = augment.get("crop") or 0
+    if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 <= crop < math.inf:
+        raise ValueError(
+            f"augment 'crop': expected pixels (an integer) or a fraction of the size (a float) >= 0, got {crop!r}"
+        )
+    cj = augment.get("color_jitter")
+    if cj:
+        if not isinstance(cj, Mapping):
+            raise ValueError(f"augment color_jitter: expected a mapping or null, got {cj!r}")
+        unknown = set(cj) - JITTER_KEYS
+        if unknown:
+            raise ValueError(f"augment color_jitter: unknown keys {sorted(unknown)}; known: {sorted(JITTER_KEYS)}")
+        for key in ("brightness", "contrast", "saturation"):
+            _range(cj.get(key, (1.0, 1.0)), f"color_jitter.{key}")
+        _range(cj.get("hue", 0.0), "color_jitter.hue", symmetric=True)
+        _probability(cj.get("p", 1.0), "color_jitter.p")
+    hflip = augment.get("hflip") or 0.0
+    _probability(0.5 if hflip is True else hflip, "hflip")
+    return augment
 
 
 class TrainTransform:
@@ -112,14 +165,7 @@ class TrainTransform:
         augment: Mapping[str, Any] | str | None = None,
         label_set: LabelSet | None = None,
     ) -> None:
-        if isinstance(augment, str):
-            if augment != "paper":
-                raise ValueError(f"augment: unknown preset {augment!r} (known: 'paper', or a dict)")
-            augment = PAPER_AUGMENT
-        augment = copy.deepcopy(dict(augment or {}))
-        unknown = set(augment) - AUGMENT_KEYS
-        if unknown:
-            raise ValueError(f"augment: unknown keys {sorted(unknown)}; known: {sorted(AUGMENT_KEYS)}")
+        augment = check_augment(augment)
         self.size = _size2(size)
         self.augment = augment
         self.p = float(augment.get("p", 1.0))

@@ -9,9 +9,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported when the command runs, not by argument parsing
+    import torch
 
 INPUT_SIZE = 256
 """Default input resolution (the paper's 256 x 256) and the size low-res rows are upsampled to."""
@@ -63,7 +64,7 @@ def _load_model(weights: str | None, device: str) -> tuple[torch.nn.Module, str]
 
 
 def _data_module() -> Any:
-    from ..cli import UserError
+    from ..errors import UserError
 
     try:
         data = importlib.import_module("fpliif.data")
@@ -85,6 +86,8 @@ def _make_loader(data: Any, ds: Any, batch_size: int, workers: int) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from ..cli import print_json
     from .evaluate import evaluate, format_table, trivial_baseline
 
@@ -138,7 +141,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loader = _make_loader(data, ds, args.batch_size, args.workers)
 
     result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
-                      progress=not args.no_progress, lowres_to=INPUT_SIZE, tta=args.tta, decode=args.decode)
+                      progress=not args.no_progress, lowres_to=INPUT_SIZE, tta=args.tta, decode=args.decode,
+                      compare_dense=args.compare_dense)
     result.update({"weights": weights, "data": data_text, "layout": args.layout, "split": split,
                    "input_size": input_size})
     if args.baseline:
@@ -162,6 +166,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
               + ("; flip TTA" if args.tta else "") + ("; adaptive decoding" if args.decode == "adaptive" else ""))
         print()
         print(format_table(result, label_set))
+        for name, agree in result.get("agreement_with_dense", {}).items():
+            dense = result["dense_rows"][name]["mean_f1"]
+            print(f"row {name}: {agree:.3f}% of pixels as dense decoding labels them; dense mean F1 "
+                  f"{dense:.2f} (adaptive {result['rows'][name]['mean_f1']:.2f})")
         if args.out:
             print(f"results written to {args.out}")
     return 0
@@ -205,6 +213,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decode", choices=["dense", "adaptive"], default="dense",
                    help="dense: the implicit decoder at every output pixel (exact); adaptive: coarse to fine, "
                         "re-querying only near part boundaries (see docs/architecture.md)")
+    p.add_argument("--compare-dense", action="store_true",
+                   help="with --decode adaptive: also decode densely and report the pixel agreement and the "
+                        "dense scores (the accuracy check of adaptive querying)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (only JSON on stdout)")
     p.add_argument("--out", help="also write the JSON results to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")

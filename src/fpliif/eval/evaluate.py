@@ -233,6 +233,7 @@ def evaluate(
     tta: bool = False,
     decode: str = "dense",
     adaptive: AdaptiveOptions | Mapping[str, Any] | None = None,
+    compare_dense: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` over ``loader`` at each output size in ``sizes`` and each low-res size.
 
@@ -256,6 +257,9 @@ def evaluate(
     ``decode``: ``"dense"`` (every pixel) or ``"adaptive"`` (coarse to fine, models with ``encode``/``decode``;
     ``adaptive``: its :class:`~fpliif.adaptive.AdaptiveOptions` or a dict of them); recorded as ``decode``,
     with the mean query points decoded per image for each row as ``points_per_image``.
+    ``compare_dense`` (with ``decode="adaptive"``): also decode every row densely from the same latent and add
+    ``dense_rows`` (the dense scores) and ``agreement_with_dense`` (row -> % of output pixels whose label equals
+    the dense label), the accuracy check of adaptive querying.
     """
     sizes = _check_sizes(sizes, "sizes")
     lowres = sorted(_check_sizes(lowres, "lowres"), reverse=True)  # the paper's order: 192, 128, 96, 64
@@ -277,6 +281,8 @@ def evaluate(
         raise ValueError(
             f"decode='adaptive': needs a model with encode/decode (an implicit decoder), got {type(model).__name__}"
         )
+    if compare_dense and decode != "adaptive":
+        raise ValueError("compare_dense: compares adaptive decoding with dense; pass decode='adaptive'")
     device = torch.device(device)
 
     # row name -> (decode size, compare size)
@@ -285,6 +291,9 @@ def evaluate(
         plan.setdefault(row_name(r, lowres_to), (r, lowres_to))
     matrices = {name: ConfusionMatrix(num_classes, IGNORE_INDEX, device=device) for name in plan}
     points = dict.fromkeys(plan, 0.0)  # query points decoded, summed over images
+    dense_matrices = {name: ConfusionMatrix(num_classes, IGNORE_INDEX, device=device) for name in plan}
+    agree = dict.fromkeys(plan, 0)  # pixels labelled as dense decoding labels them (compare_dense)
+    compared = dict.fromkeys(plan, 0)
 
     images = 0
     was_training = model.training
@@ -297,20 +306,18 @@ def evaluate(
                 decoder = _Decoder(model, image, label_set, tta=tta, decode=decode, adaptive=adaptive)
                 targets: dict[int, torch.Tensor] = {}
                 for name, (out_size, target_size) in plan.items():
-                    logits = decoder(out_size)
+                    labels = _row_labels(decoder, out_size, target_size, num_classes, label_set)
                     points[name] += decoder.points * image.shape[0]
-                    if logits.shape[1] != num_classes:
-                        raise ValueError(
-                            f"the model returned {logits.shape[1]} class logits; label set "
-                            f"{label_set.name!r} has {num_classes} classes"
-                        )
-                    if out_size != target_size:
-                        logits = F.interpolate(logits.float(), size=(target_size, target_size),
-                                               mode="bilinear", align_corners=False)
                     if target_size not in targets:
                         targets[target_size] = _mask(batch, target_size).to(device, non_blocking=True)
-                    matrices[name].update(logits.argmax(dim=1), targets[target_size])
-                    del logits
+                    matrices[name].update(labels, targets[target_size])
+                    if compare_dense:
+                        decoder.mode = "dense"
+                        dense = _row_labels(decoder, out_size, target_size, num_classes, label_set)
+                        decoder.mode = decode
+                        dense_matrices[name].update(dense, targets[target_size])
+                        agree[name] += int((dense == labels).sum())
+                        compared[name] += dense.numel()
                 images += int(image.shape[0])
     finally:
         bar.close()
@@ -348,7 +355,29 @@ def evaluate(
         "absent_rule": ABSENT_RULE,
         "rows": rows,
     })
+    if compare_dense:
+        for cm in dense_matrices.values():
+            cm.all_reduce()
+        result["dense_rows"] = {name: summarize(cm, label_set) for name, cm in dense_matrices.items()}
+        result["agreement_with_dense"] = {
+            name: 100.0 * _all_reduce_int(agree[name], device) / max(1, _all_reduce_int(compared[name], device))
+            for name in plan
+        }
     return result
+
+
+def _row_labels(
+    decoder: _Decoder, out_size: int, target_size: int, num_classes: int, label_set: LabelSet
+) -> torch.Tensor:
+    """(B, t, t) labels of one row: decode at ``out_size``, upsample the logits to ``target_size`` if needed."""
+    logits = decoder(out_size)
+    if logits.shape[1] != num_classes:
+        raise ValueError(
+            f"the model returned {logits.shape[1]} class logits; label set {label_set.name!r} has {num_classes} classes"
+        )
+    if out_size != target_size:
+        logits = F.interpolate(logits.float(), size=(target_size, target_size), mode="bilinear", align_corners=False)
+    return logits.argmax(dim=1)
 
 
 # ------------------------------------------------------------------------------------------------ baseline

@@ -3,10 +3,12 @@
 Modules (torch is imported only by ``torch_backend`` and ``onnx_export``):
 
 * :mod:`~fpliif.infer.parser`: :class:`FaceParser` (photos with detection, aligned crops);
-* :mod:`~fpliif.infer.result`: :class:`ParseResult`, :class:`Face` (labels, class shares, overlays, PNGs);
-* :mod:`~fpliif.infer.detect`: :class:`HaarDetector` (OpenCV Haar cascades; any callable works);
+* :mod:`~fpliif.infer.result`: :class:`ParseResult`, :class:`Face` (labels, class shares, overlays, PNGs,
+  masks by name, label-set remaps);
+* :mod:`~fpliif.infer.detect`: :class:`MTCNNDetector` (default: boxes + 5 landmarks, on OpenCV DNN),
+  :class:`HaarDetector` (OpenCV Haar cascades, fallback; any callable works); docs/detection.md;
 * :mod:`~fpliif.infer.framing`: the measured CelebAMask-HQ crop framing (``python -m fpliif.infer.framing``);
-* :mod:`~fpliif.infer.geometry`: crops, query coordinates, paste-back (numpy);
+* :mod:`~fpliif.infer.geometry`: crop windows (rolled to level the eyes), query coordinates, paste-back (numpy);
 * :mod:`~fpliif.infer.tta`: flip test-time augmentation (``FaceParser(tta=True)``, ``fpliif eval --tta``);
 * :mod:`~fpliif.infer.images`, :mod:`~fpliif.infer.video`: file input/output;
 * :mod:`~fpliif.infer.onnx_export` / :mod:`~fpliif.infer.onnx_backend`: ONNX export and :class:`OnnxModel`.
@@ -21,6 +23,7 @@ _LAZY = {
     "ParseResult": "result",
     "Face": "result",
     "HaarDetector": "detect",
+    "MTCNNDetector": "detect",
     "Framing": "framing",
     "OnnxModel": "onnx_backend",
 }

@@ -5,9 +5,16 @@ Outputs of ``fpliif parse INPUT... --out DIR`` per image ``<stem>``:
 * ``<stem>_labels.png``: 8-bit index PNG (pixel value = class index) with the class palette embedded
   (``--format png``, the default, and ``--format json``);
 * ``<stem>_labels.npy``: (H, W) uint8 label map (``--format npy``);
-* ``<stem>.json``: ``{"image", "size": [W, H], "faces": [{"box", "score", "crop", "class_share"}],
-  "class_share"}`` (``--format json``);
-* ``<stem>_overlay.png``: the photo with the label colours, face boxes and a legend (``--overlay``).
+* ``<stem>.json``: ``{"image", "size": [W, H], "faces": [{"box", "score", "crop", "landmarks"?, "angle"?,
+  "class_share"}], "class_share"}`` (``--format json``);
+* ``<stem>_overlay.png``: the photo with the label colours, face boxes and a legend (``--overlay``);
+* ``<stem>_mask_<class>.png``: one binary mask per class named by ``--mask hair,skin`` (8-bit grey,
+  255 = the class, 0 elsewhere).
+
+``--labels lapa|coarse|celebamask-hq`` writes every output in that label set (index PNG and palette, npy,
+JSON class shares, overlay, and the names ``--mask`` takes), remapped from the model's classes by
+:func:`fpliif.labels.remap_labels`. Unknown ``--labels``/``--mask`` names are usage errors (exit code 2),
+reported before any image is parsed.
 
 Folder inputs are searched recursively (sorted) and their subfolder structure is mirrored under
 ``--out``; files whose outputs would collide (``x.jpg`` and ``x.png`` side by side) get the extension in
@@ -24,15 +31,21 @@ This module imports torch only for the torch backend, so ``--backend onnxruntime
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..labels import LABEL_SETS, LabelSet, get_label_set
+from ..limits import LimitError
 from .images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_image_files, load_image
 
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
+GROUP_PIXELS = 16_000_000
+"""Most pixels of the images parsed together (a larger image is parsed alone): bounds a folder run's memory."""
 
 
 def example_image() -> Path:
@@ -48,7 +61,9 @@ class Job:
         self.path = path
         self.key = key
 
-    def outputs(self, out: Path, fmt: str, overlay: bool, video: bool = False) -> dict[str, Path]:
+    def outputs(
+        self, out: Path, fmt: str, overlay: bool, video: bool = False, masks: Sequence[str] = ()
+    ) -> dict[str, Path]:
         base = out / self.key.parent
         stem = self.key.name
         if video:
@@ -65,7 +80,14 @@ class Job:
             paths["json"] = base / f"{stem}.json"
         if overlay:
             paths["overlay"] = base / f"{stem}_overlay.png"
+        for name in masks:
+            paths[f"mask:{name}"] = base / f"{stem}_mask_{mask_file_name(name)}.png"
         return paths
+
+
+def mask_file_name(name: str) -> str:
+    """A class name as it appears in ``<stem>_mask_<name>.png`` (characters other than ``A-Za-z0-9._-`` -> ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def plan_jobs(inputs: list[str], out: Path, video: bool) -> tuple[list[Job], list[str]]:
@@ -124,25 +146,57 @@ def _err(msg: str) -> None:
 
 
 def build_parser_from_args(args: argparse.Namespace) -> Any:
-    from .detect import HaarDetector
+    from .detect import make_detector
     from .parser import FaceParser
 
-    detector = HaarDetector(profile=args.profile_faces)
+    detector = make_detector("haar", profile=True) if args.profile_faces else make_detector(args.detector)
     common = dict(
         detector=detector,
+        align=not args.no_align,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
         max_decode_size=args.max_decode_size or None,
         tta=args.tta,
         decode=args.decode,
+        max_pixels=args.max_pixels,
+        max_points=args.max_points,
+        amp=args.amp,
     )
     if args.backend == "onnxruntime":
         return FaceParser.from_onnx(args.onnx, **common)
     return FaceParser.from_pretrained(args.weights, **common)
 
 
+def _check_limits(args: argparse.Namespace) -> None:
+    """--max-pixels / --max-points, and an explicit --aligned --size against them (before any work)."""
+    from .. import limits
+
+    for flag in ("max_pixels", "max_points"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 0:
+            raise ValueError(f"--{flag.replace('_', '-')}: expected an integer >= 0 (0: no limit), got {value}")
+    if args.size is None or not args.aligned:
+        return
+    max_pixels = limits.resolve_limit(args.max_pixels, "--max-pixels", limits.default_max_pixels())
+    max_points = limits.resolve_limit(args.max_points, "--max-points", limits.DEFAULT_MAX_POINTS)
+    n = args.size * args.size
+    if max_pixels is not None and n > max_pixels:
+        raise ValueError(
+            f"--size {args.size}: a {args.size}x{args.size} output is {n:,} pixels, more than the limit of "
+            f"{max_pixels:,} (--max-pixels or $FPLIIF_MAX_PIXELS; 0: no limit)"
+        )
+    points = n * (2 if args.tta else 1)
+    if max_points is not None and points > max_points:
+        raise ValueError(
+            f"--size {args.size}: a {args.size}x{args.size} output{' with --tta' if args.tta else ''} needs "
+            f"{points:,} decoder queries per image, more than the limit of {max_points:,} (--max-points; 0: no limit)"
+        )
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    if args.profile_faces and args.detector != "haar":
+        raise ValueError("--profile-faces applies to the Haar detector: add --detector haar")
     if args.backend is None:
         args.backend = "onnxruntime" if args.onnx else "torch"
     if args.backend == "onnxruntime":
@@ -163,23 +217,63 @@ def _check_args(args: argparse.Namespace) -> None:
         )
     if args.size is not None and args.size <= 0:
         raise ValueError(f"--size: must be positive, got {args.size}")
+    _check_limits(args)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha: expected a value in [0, 1], got {args.alpha}")
     if args.video and args.aligned:
         raise ValueError("--video and --aligned cannot be combined")
+    if args.labels is not None:
+        try:
+            get_label_set(args.labels)
+        except ValueError as e:
+            raise ValueError(f"--labels: {e}") from None
+    if args.mask is not None:
+        names = list(dict.fromkeys(n.strip() for text in args.mask for n in text.split(",") if n.strip()))
+        if not names:
+            raise ValueError("--mask: expected class names separated by commas, e.g. --mask hair,skin")
+        if args.video:
+            raise ValueError("--mask writes one PNG per image and cannot be combined with --video")
+        files = [mask_file_name(n) for n in names]
+        if len(set(files)) < len(files):
+            raise ValueError(f"--mask: names {names} give the same file name twice")
+        args.mask = names
+        if args.labels is not None:
+            _output_label_set(get_label_set(args.labels), args)
     if args.example:
         args.inputs = [*args.inputs, str(example_image())]
     if not args.inputs:
         raise ValueError("no INPUT given (image files, folders or, with --video, videos); try --example")
 
 
+def _output_label_set(model_set: LabelSet, args: argparse.Namespace) -> LabelSet:
+    """The label set outputs are written in (``--labels``, else the model's); checks ``--mask`` against it."""
+    target = model_set
+    if args.labels is not None:
+        try:
+            model_set.remap_to(args.labels)
+        except ValueError as e:
+            raise ValueError(f"--labels: {e}") from None
+        target = get_label_set(args.labels)
+    if args.mask:
+        try:
+            target.indices(args.mask)
+        except ValueError as e:
+            raise ValueError(f"--mask: {e}") from None
+    return target
+
+
 def _write_image_outputs(res: Any, paths: dict[str, Path], alpha: float) -> None:
     import json
 
+    from PIL import Image
+
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
+    for key, p in paths.items():
+        if key.startswith("mask:"):
+            Image.fromarray(res.mask(key[5:]).astype(np.uint8) * 255).save(p, optimize=True)  # mode L
     if "labels" in paths:
         res.save_png(paths["labels"])
     if "npy" in paths:
@@ -194,6 +288,10 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     _check_args(args)
+    parser = None
+    if args.mask or args.labels:  # check the names against the model's classes before any work
+        parser = build_parser_from_args(args)
+        _output_label_set(parser.label_set, args)
     out = Path(args.out)
     jobs, errors = plan_jobs(args.inputs, out, args.video)
     for e in errors:
@@ -201,7 +299,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
     failed, refused = len(errors), 0
     todo: list[tuple[Job, dict[str, Path]]] = []
     for job in jobs:
-        paths = job.outputs(out, args.format, args.overlay, video=args.video)
+        paths = job.outputs(out, args.format, args.overlay, video=args.video, masks=args.mask or ())
         existing = [p for p in paths.values() if p.exists()]
         if existing and not args.overwrite:
             _err(f"refused {job.path}: {existing[0]} already exists (pass --overwrite to replace)")
@@ -211,7 +309,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
     if not todo:
         _err(f"nothing to do ({failed} failed, {refused} refused)")
         return 1
-    parser = build_parser_from_args(args)
+    if parser is None:
+        parser = build_parser_from_args(args)
     if args.video:
         n_ok, n_fail = _parse_videos(parser, todo, args)
         failed += n_fail
@@ -220,17 +319,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
         bar = tqdm(
             total=len(todo), unit="img", file=sys.stderr, disable=args.quiet or len(todo) < 2, desc="parse"
         )
-        for start in range(0, len(todo), args.batch_size):
-            group = []
-            for job, paths in todo[start : start + args.batch_size]:
-                try:
-                    group.append((job, paths, load_image(job.path)))
-                except (ValueError, FileNotFoundError) as e:
-                    _err(f"skipped {job.path}: {e}")
-                    n_fail += 1
-                    bar.update(1)
-            if not group:
-                continue
+        def run_group(group: list[tuple[Job, dict[str, Path], np.ndarray]]) -> None:
+            nonlocal n_ok, n_fail
             try:
                 images = [g[2] for g in group]
                 if args.aligned:
@@ -239,12 +329,19 @@ def cmd_parse(args: argparse.Namespace) -> int:
                 else:
                     results = parser(images)
             except (ValueError, RuntimeError) as e:
+                if isinstance(e, LimitError) and len(group) > 1:  # fail only the image over the limit
+                    for g in group:
+                        run_group([g])
+                    return
                 for job, _, _ in group:
                     _err(f"failed {job.path}: {e}")
                 n_fail += len(group)
                 bar.update(len(group))
-                continue
-            for (job, paths, _), res in zip(group, results, strict=True):
+                return
+            for k, ((job, paths, _), res) in enumerate(zip(group, results, strict=True)):
+                results[k] = None  # written outputs are dropped at once (bounded memory)
+                if args.labels is not None:
+                    res = res.remap(args.labels)
                 res.source = str(job.path)
                 try:
                     _write_image_outputs(res, paths, args.alpha)
@@ -256,6 +353,34 @@ def cmd_parse(args: argparse.Namespace) -> int:
                     _err(f"{job.path}: no face detected; labels are all background")
                 n_ok += 1
                 bar.update(1)
+
+        # Images are parsed in groups of up to --batch-size, and of at most GROUP_PIXELS pixels together (a
+        # larger image alone), so a folder of big photos never holds several of them at once.
+        group: list[tuple[Job, dict[str, Path], np.ndarray]] = []
+        group_pixels = 0
+        for job, paths in todo:
+            try:
+                image = load_image(job.path, max_pixels=args.max_pixels)
+                if args.aligned:  # the output size an input implies, before any work
+                    h, w = (args.size, args.size) if args.size else image.shape[:2]
+                    parser.check_aligned_output(h, w, args.tta, str(job.path), implied=not args.size)
+            except (ValueError, FileNotFoundError) as e:
+                _err(f"skipped {job.path}: {e}")
+                n_fail += 1
+                bar.update(1)
+                continue
+            if group and group_pixels + image.shape[0] * image.shape[1] > GROUP_PIXELS:
+                run_group(group)
+                group, group_pixels = [], 0
+            group.append((job, paths, image))
+            group_pixels += image.shape[0] * image.shape[1]
+            del image
+            if len(group) >= args.batch_size:
+                run_group(group)
+                group, group_pixels = [], 0
+        if group:
+            run_group(group)
+        group = []
         bar.close()
         failed += n_fail
     if not args.quiet:
@@ -317,6 +442,8 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
     ):
         for batch in _batched(frames, args.batch_size):
             for res in parser(batch):
+                if args.labels is not None:
+                    res = res.remap(args.labels)
                 writer.write(np.asarray(res.overlay(args.alpha, legend=False)))
                 if args.format == "npy":
                     np.save(frame_dir / f"{index:06d}.npy", res.labels)
@@ -337,18 +464,23 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
 def cmd_export(args: argparse.Namespace) -> int:
     from ..checkpoint import load
     from ..pretrained import resolve_weights
-    from .onnx_export import export_model_input_size, export_onnx
+    from .onnx_export import decoder_path, export_model_input_size, export_onnx
 
     if args.format != "onnx":
         raise ValueError(f"export: unknown format {args.format!r}; supported: onnx")
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"{out} already exists (pass --overwrite to replace)")
+    if out.suffix.lower() != ".onnx":
+        raise ValueError(f"--out: expected a .onnx file name, got {out}")
+    files = [out] if args.single_graph else [out, decoder_path(out)]
+    existing = [str(f) for f in files if f.exists()]
+    if existing and not args.overwrite:
+        raise ValueError(f"{', '.join(existing)} already exists (pass --overwrite to replace)")
     model = load(resolve_weights(args.weights))
     size = args.size or export_model_input_size(model)
-    export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset)
+    export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset, split=not args.single_graph)
     shape = "dynamic" if args.dynamic else f"{size}x{size}"
-    msg = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; input {shape}"
+    written = " + ".join(f"{f} ({f.stat().st_size / 1e6:.1f} MB)" for f in files)
+    msg = f"wrote {written}; input {shape}"
     try:
         import torch
 
@@ -362,7 +494,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         msg += f"; onnxruntime vs torch max |logit diff| {diff:.2e}"
     except ImportError:
         msg += "; onnxruntime not installed, not verified"
-    print(msg + ")")
+    print(msg)
     return 0
 
 
@@ -387,6 +519,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="png: index PNG with palette; npy: uint8 array; json: summary + index PNG",
     )
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
+    p.add_argument(
+        "--mask",
+        action="append",
+        metavar="CLASS[,CLASS...]",
+        help="also write one binary PNG per named class, <stem>_mask_<class>.png (255 = the class); names of "
+        "the output label set (--labels, else the model's), e.g. --mask hair,skin",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="SET",
+        default=None,
+        help="write labels, overlay and masks in this label set, merged from the model's classes: "
+        f"{', '.join(sorted(LABEL_SETS))} (default: the model's own; see fpliif.labels.REMAPS)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0.5)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=8, help="images (and face crops) per model call")
@@ -406,15 +552,42 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--onnx", help="ONNX file from `fpliif export onnx` (implies --backend onnxruntime)")
     p.add_argument(
+        "--detector",
+        choices=["mtcnn", "haar"],
+        default="mtcnn",
+        help="face detector: mtcnn (default: CNN with 5 landmarks, bundled) or haar (OpenCV Haar cascades, "
+        "no landmarks: crops are not rolled); see docs/detection.md",
+    )
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="do not roll the crops to level the eyes (by default each crop is rotated by the face's roll from "
+        "the landmarks, and the labels pasted back through the inverse rotation)",
+    )
+    p.add_argument(
         "--profile-faces",
         action="store_true",
-        help="also try OpenCV's profile-face cascade where no frontal face is found",
+        help="with --detector haar: also try OpenCV's profile-face cascade where no frontal face is found",
     )
     p.add_argument(
         "--max-decode-size",
         type=int,
         default=512,
         help="crops larger than this many pixels are decoded at this size and upsampled (0: never)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse images (read from the header, before decoding) and --aligned outputs with more pixels "
+        "(default: $FPLIIF_MAX_PIXELS or 40000000, the same limit as fpliif serve; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=None,
+        help="refuse an image whose faces need more decoder queries (output pixels of each face, x2 with --tta; "
+        "default 16777216, a 4096x4096 aligned output; 0: no limit)",
     )
     p.add_argument(
         "--tta",
@@ -429,6 +602,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="dense: decode every output pixel (default); adaptive: decode a coarse grid, then re-query the "
         "decoder only where the prediction is uncertain, coarse to fine (much faster, labels almost identical)",
     )
+    p.add_argument(
+        "--amp",
+        choices=["none", "auto", "bf16"],
+        default="none",
+        help="torch precision: none = fp32 (default); bf16 autocast; auto = bf16 where the CPU has it natively",
+    )
     p.add_argument("--example", action="store_true", help="add the bundled example photo to the inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_parse)
@@ -436,15 +615,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export the model (encoder + implicit decoder) to ONNX",
-        description="Export to ONNX: inputs image (B,3,H,W) and coords (B,Q,2) in [-1,1] "
-        "(x, y), output logits (B,Q,C); Q is dynamic, so one file serves any "
-        "output size.",
+        description="Export to ONNX as two graphs: OUT (encoder: image (B,3,H,W) in [0,1] -> cells, the latent "
+        "grid) and OUT's NAME.decoder.onnx (cells + coords (B,Q,2) (x, y) in [-1,1] -> logits (B,Q,C)); the "
+        "encoder runs once per face, Q is dynamic, so the pair serves any output size. Load the pair by "
+        "OUT (--onnx OUT). --single-graph writes one graph image + coords -> logits instead.",
     )
     p.add_argument("format", choices=["onnx"], help="export format")
-    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--out", required=True, help="output .onnx file (the decoder goes beside it)")
     p.add_argument("--weights", help="bundled weights name or .safetensors file (default: bundled model)")
     p.add_argument("--size", type=int, default=None, help="input image size N (default: the model's, 256)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and input height/width")
+    p.add_argument(
+        "--single-graph", action="store_true", help="one graph image + coords -> logits (re-encodes per call)"
+    )
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)

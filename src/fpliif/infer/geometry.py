@@ -1,13 +1,20 @@
 """Crops, query coordinates and paste-back, in numpy (shared by the torch and onnxruntime paths).
 
 Conventions: coordinates are (x, y) in [-1, 1] over a crop, at pixel centres (``align_corners=False``,
-as :func:`fpliif.models.pixel_centers`). A crop window is an integer square ``(x0, y0, side)`` in image
-pixels, so image pixel ``(px, py)`` inside it has crop coordinates
+as :func:`fpliif.models.pixel_centers`). A crop window (:class:`Window`) is an integer square
+``(x0, y0, side)`` in image pixels, rotated by ``angle`` about its centre ``c = (x0 + side/2, y0 + side/2)``
+(a similarity transform: the face's roll, so that the eyes are level in the crop). Image pixel
+``(px, py)`` has crop coordinates ``R(-angle) ((px + 0.5, py + 0.5) - c) / (side / 2)``; unrotated, that is
 ``((2 (px - x0) + 1) / side - 1, (2 (py - y0) + 1) / side - 1)``: exactly the pixel centres of the
-model's ``side x side`` output. Decoding the implicit model there *is* the inverse warp.
+model's ``side x side`` output. Decoding the implicit model there *is* the inverse warp: labels land on the
+original pixels without resampling an image or a label map.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,6 +35,94 @@ def grid_coords(rows: np.ndarray, cols: np.ndarray, h: float, w: float) -> np.nd
 def visible_region(x0: int, y0: int, side: int, width: int, height: int) -> tuple[int, int, int, int]:
     """The part of the window inside a width x height image: (xa, ya, xb, yb), end-exclusive (maybe empty)."""
     return max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A square crop window: the integer square ``(x0, y0, side)`` rotated by ``angle`` degrees about its centre.
+
+    ``angle`` is the face's in-plane roll in image coordinates (y down): the crop's x axis points along
+    ``(cos angle, sin angle)`` in the image, so a face whose eye line has that direction comes out with level
+    eyes (positive = clockwise on screen). Iterates as ``(x0, y0, side)``.
+    """
+
+    x0: int
+    y0: int
+    side: int
+    angle: float = 0.0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.x0, self.y0, self.side))
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return self.x0 + self.side / 2, self.y0 + self.side / 2
+
+    def _cos_sin(self) -> tuple[float, float]:
+        if self.angle == 0:
+            return 1.0, 0.0
+        a = math.radians(self.angle)
+        return math.cos(a), math.sin(a)
+
+    def corners(self) -> np.ndarray:
+        """(4, 2) image coordinates of the window's corners (pixel edges at integers)."""
+        (cx, cy), (c, s), h = self.centre, self._cos_sin(), self.side / 2
+        d = np.array([[-h, -h], [h, -h], [h, h], [-h, h]])
+        return np.stack([cx + c * d[:, 0] - s * d[:, 1], cy + s * d[:, 0] + c * d[:, 1]], axis=1)
+
+    def region(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Pixels of a width x height image the window may cover: its bounding box clipped to the image,
+        (xa, ya, xb, yb), end-exclusive (maybe empty). Unrotated: :func:`visible_region`."""
+        if self.angle == 0:
+            return visible_region(self.x0, self.y0, self.side, width, height)
+        p = self.corners()
+        xa, ya = (int(math.floor(v + 1e-9)) for v in p.min(axis=0))
+        xb, yb = (int(math.ceil(v - 1e-9)) for v in p.max(axis=0))
+        return max(xa, 0), max(ya, 0), min(xb, width), min(yb, height)
+
+    def crop_coords(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Crop coordinates (len(rows) * len(cols), 2) float32 of image pixels (rows x cols, row-major), and
+        whether each lies inside the window (bool; always true for an unrotated window's own pixels)."""
+        cx, cy = self.centre
+        dx = np.asarray(cols, np.float64) + 0.5 - cx
+        dy = np.asarray(rows, np.float64) + 0.5 - cy
+        gx, gy = np.meshgrid(dx, dy)
+        c, s = self._cos_sin()
+        h = self.side / 2
+        u = (c * gx + s * gy) / h if self.angle else gx / h
+        v = (-s * gx + c * gy) / h if self.angle else gy / h
+        xy = np.stack([u, v], axis=-1).reshape(-1, 2)
+        inside = (np.abs(xy) < 1).all(axis=1)
+        return xy.astype(np.float32), inside
+
+    def crop_to_image(self) -> np.ndarray:
+        """2 x 3 affine matrix from crop pixel indices to image pixel indices (both with pixel centres at
+        integers), e.g. for ``cv2.warpAffine(..., flags=WARP_INVERSE_MAP)``."""
+        (cx, cy), (c, s), h = self.centre, self._cos_sin(), self.side / 2
+        # image = c + R (crop + 0.5 - h) - 0.5
+        tx = cx - 0.5 + c * (0.5 - h) - s * (0.5 - h)
+        ty = cy - 0.5 + s * (0.5 - h) + c * (0.5 - h)
+        return np.array([[c, -s, tx], [s, c, ty]], np.float64)
+
+
+def extract_crop(image: np.ndarray, win: Window, pad: str = "edge") -> np.ndarray:
+    """(side, side, 3) pixels of ``image`` under ``win`` (bilinear when rotated); outside the image padded as
+    :func:`crop_window` (``edge`` or ``zero``)."""
+    if win.angle == 0:
+        return crop_window(image, win.x0, win.y0, win.side, pad)
+    import cv2
+
+    if pad not in ("edge", "zero"):
+        raise ValueError(f"pad: expected 'edge' or 'zero', got {pad!r}")
+    border = cv2.BORDER_REPLICATE if pad == "edge" else cv2.BORDER_CONSTANT
+    return cv2.warpAffine(
+        np.ascontiguousarray(image),
+        win.crop_to_image(),
+        (win.side, win.side),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=border,
+        borderValue=(0, 0, 0),
+    )
 
 
 def crop_window(image: np.ndarray, x0: int, y0: int, side: int, pad: str = "edge") -> np.ndarray:
@@ -94,6 +189,19 @@ def bilinear_rows_cols(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -
     return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
 
 
+def bilinear_points(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
+    """Sample an (M, N, C) grid at (P,) fractional row/col positions (pixel units, clamped): (P, C)."""
+    m, n = grid.shape[:2]
+    sy = np.clip(np.asarray(src_y, np.float64), 0, m - 1)
+    sx = np.clip(np.asarray(src_x, np.float64), 0, n - 1)
+    y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
+    y1, x1 = np.minimum(y0 + 1, m - 1), np.minimum(x0 + 1, n - 1)
+    wy, wx = (sy - y0).astype(np.float32)[:, None], (sx - x0).astype(np.float32)[:, None]
+    top = grid[y0, x0] * (1 - wx) + grid[y0, x1] * wx
+    bottom = grid[y1, x0] * (1 - wx) + grid[y1, x1] * wx
+    return top * (1 - wy) + bottom * wy
+
+
 def strips(rows: int, cols: int, max_pixels: int) -> list[tuple[int, int]]:
     """Split ``rows`` into [start, end) strips of at most ``max_pixels`` pixels (at least one row each)."""
     step = max(1, max_pixels // max(cols, 1))
@@ -111,13 +219,17 @@ class Canvas:
             self.probs = np.zeros((num_classes, height, width), np.float32)
             self.probs[0] = 1.0
 
-    def paste(self, ya: int, xa: int, probs: np.ndarray) -> np.ndarray:
-        """Merge (h, w, C) probabilities at (ya, xa); return this face's own labels there (h, w) uint8."""
+    def paste(self, ya: int, xa: int, probs: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+        """Merge (h, w, C) probabilities at (ya, xa), only where ``inside`` (h, w) is true if given (a rotated
+        window's pixels); return this face's own labels there (h, w) uint8 (0 outside)."""
         h, w = probs.shape[:2]
         conf = probs.max(axis=-1)
         lab = probs.argmax(axis=-1).astype(np.uint8)
         best = self.best[ya : ya + h, xa : xa + w]
         win = conf > best
+        if inside is not None:
+            win &= inside
+            lab[~inside] = 0
         best[win] = conf[win]
         self.labels[ya : ya + h, xa : xa + w][win] = lab[win]
         if self.probs is not None:

@@ -12,43 +12,52 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array.
 
     EXIF orientation is applied; grayscale, palette, CMYK, RGBA (composited on white) and 16-bit images
-    become 8-bit RGB. Raises FileNotFoundError / ValueError naming the file.
+    become 8-bit RGB. Raises FileNotFoundError / ValueError naming the file. ``max_pixels``: an image with
+    more pixels is refused from its header, before decoding (:class:`fpliif.limits.TooManyPixels`, a
+    ValueError); None: the default (:func:`fpliif.limits.default_max_pixels`), 0: no limit.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from .. import limits
+
+    limit = limits.resolve_limit(max_pixels, "max_pixels", limits.default_max_pixels())
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if not path.is_file():
         raise ValueError(f"{path}: not a file")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked next
+            img = Image.open(path)
+        with img:
+            limits.check_pixels(*img.size, limit, str(path), limits.PIXELS_HINT)  # header only: nothing decoded
             img.load()
             return pil_to_rgb(img)
+    except limits.LimitError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise limits.TooManyPixels(
+            f"{path}: too many pixels even for Pillow's decompression-bomb guard ({e})", "max_pixels", 0, 0
+        ) from None
     except UnidentifiedImageError:
         raise ValueError(f"{path}: cannot read image (not a recognised image format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: cannot read image ({e})") from None
 
 
 def pil_to_rgb(img: Any) -> np.ndarray:
-    """PIL image (any mode; EXIF orientation applied) -> (H, W, 3) uint8 RGB array."""
-    from PIL import Image, ImageOps
+    """PIL image (any mode) -> (H, W, 3) uint8 RGB by the one rule of :func:`fpliif.imaging.to_rgb`
+    (EXIF orientation applied; transparency over white; 16-bit and float images scaled)."""
+    from ..imaging import to_rgb
 
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return array_to_rgb(np.asarray(img), name=f"{img.mode} image")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img)
+    return to_rgb(img)
 
 
 def array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:

@@ -1,9 +1,10 @@
-"""Run an exported fpliif ONNX file with onnxruntime: numpy in, numpy out, no torch.
+"""Run an exported fpliif ONNX model with onnxruntime: numpy in, numpy out, no torch.
 
-The graph (written by ``fpliif export onnx``) takes ``image`` (B, 3, H, W) float32 in [0, 1] and
-``coords`` (B, Q, 2) float32 query coordinates (x, y) in [-1, 1] at pixel centres, and returns
-``logits`` (B, Q, C): encoder and implicit decoder in one file, any output size from one file.
-Class names, temperature and input size are stored in the file's metadata.
+``fpliif export onnx`` writes two graphs (see :mod:`fpliif.infer.onnx_export`): the encoder ``NAME.onnx``
+(``image`` (B, 3, H, W) float32 in [0, 1] -> ``cells``, the latent grid) and the decoder ``NAME.decoder.onnx``
+(``cells`` + ``coords`` (B, Q, 2) float32 (x, y) in [-1, 1] at pixel centres -> ``logits`` (B, Q, C)), so the
+encoder runs once per image however many query chunks follow. Single-graph files (``image`` + ``coords`` ->
+``logits``, ``--single-graph``) load too. Class names, temperature and input size are in the files' metadata.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ class OnnxModel:
     """An fpliif ONNX export on onnxruntime.
 
     ``model(image (B, 3, H, W) float32, size) -> logits (B, C, h, w)`` like the PyTorch model;
-    ``model.decode_at(image, coords (B, Q, 2)) -> logits (B, Q, C)`` for arbitrary query points.
-    Queries are run in chunks of ``chunk_size`` (each chunk re-runs the encoder: the file holds one graph).
+    ``model.decode_at(image, coords (B, Q, 2)) -> logits (B, Q, C)`` for arbitrary query points, or
+    ``latent = model.encode(image)`` once, then ``model.query(latent, coords)`` as often as needed.
+    ``path`` is the encoder file of a split export (its decoder file beside it) or a single-graph file.
+    Queries run in chunks of ``chunk_size`` (a single graph re-runs its encoder for every chunk).
     """
 
     def __init__(
@@ -57,14 +60,7 @@ class OnnxModel:
                 providers = ["CPUExecutionProvider"]
             else:
                 raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ValueError(f"{path}: cannot load ONNX model ({e})") from None
+        self.session = _session(ort, path, providers, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if "fpliif_classes" not in meta:
             raise ValueError(
@@ -81,11 +77,38 @@ class OnnxModel:
         self.chunk_size = int(chunk_size)
         self.encoder_stride = _encoder_stride(meta.get("fpliif_spec"))
         inputs = {i.name: i for i in self.session.get_inputs()}
-        if set(inputs) != {"image", "coords"}:
-            raise ValueError(f"{path}: expected graph inputs 'image' and 'coords', got {sorted(inputs)}")
+        self.decoder: Any = None
+        if set(inputs) == {"cells", "coords"}:
+            encoder = meta.get("fpliif_encoder", "the matching NAME.onnx")
+            raise ValueError(f"{path}: this is the decoder half of a split export; load its encoder ({encoder})")
+        if set(inputs) == {"image"}:
+            self.decoder = self._load_decoder(ort, providers, threads)
+        elif set(inputs) != {"image", "coords"}:
+            raise ValueError(f"{path}: expected graph inputs 'image' (+ 'coords'), got {sorted(inputs)}")
         shape = inputs["image"].shape
         self.static_batch = shape[0] if isinstance(shape[0], int) else None
         self.static_hw = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
+
+    def _load_decoder(self, ort: Any, providers: list[str], threads: int | None) -> Any:
+        name = self.metadata.get("fpliif_decoder")
+        if not name or Path(name).name != name:
+            raise ValueError(f"{self.path}: an encoder graph without a valid fpliif_decoder file name ({name!r})")
+        dec_path = self.path.parent / name
+        if not dec_path.is_file():
+            raise FileNotFoundError(
+                f"{self.path}: its decoder graph {dec_path} is missing (a split export is two files: "
+                f"{self.path.name} and {name}; keep them together)"
+            )
+        session = _session(ort, dec_path, providers, threads)
+        names = {i.name for i in session.get_inputs()}
+        if names != {"cells", "coords"}:
+            raise ValueError(f"{dec_path}: expected decoder inputs 'cells' and 'coords', got {sorted(names)}")
+        return session
+
+    @property
+    def split(self) -> bool:
+        """True for a two-graph export (the encoder runs once per :meth:`encode`)."""
+        return self.decoder is not None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -106,24 +129,43 @@ class OnnxModel:
             )
         return image
 
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        """The latent of ``image`` (B, 3, H, W) for :meth:`query`: the decoder's grid (B, h, w, F) for a
+        split export; the checked image itself for a single graph (its encoder runs inside every query)."""
+        image = self._check(image)
+        if not self.split:
+            return image
+        if self.static_batch is not None and image.shape[0] != self.static_batch:
+            return np.concatenate([self.encode(image[i : i + 1]) for i in range(image.shape[0])])
+        return self.session.run(["cells"], {"image": image})[0]
+
+    def latent_size(self, latent: np.ndarray) -> tuple[int, int] | None:
+        """(h, w) of the latent grid of one :meth:`encode` output (None if the stride is unknown)."""
+        if self.split:
+            return int(latent.shape[1]), int(latent.shape[2])
+        stride = self.encoder_stride
+        return None if stride is None else (latent.shape[2] // stride, latent.shape[3] // stride)
+
+    def query(self, latent: np.ndarray, coords: np.ndarray) -> np.ndarray:
+        """Logits (B, Q, C) at ``coords`` (B, Q, 2) or (Q, 2) (shared) of a latent from :meth:`encode`."""
+        coords = np.asarray(coords, dtype=np.float32)
+        batch = latent.shape[0]
+        if coords.ndim == 2:
+            coords = np.broadcast_to(coords, (batch, *coords.shape))
+        if coords.ndim != 3 or coords.shape[-1] != 2 or coords.shape[0] != batch:
+            raise ValueError(f"coords: expected (B, Q, 2) with B = {batch}, got {coords.shape}")
+        if self.static_batch is not None and batch != self.static_batch:
+            return np.concatenate([self.query(latent[i : i + 1], coords[i : i + 1]) for i in range(batch)])
+        session, key = (self.decoder, "cells") if self.split else (self.session, "image")
+        outs = []
+        for s in range(0, max(coords.shape[1], 1), self.chunk_size):
+            c = np.ascontiguousarray(coords[:, s : s + self.chunk_size])
+            outs.append(session.run(["logits"], {key: latent, "coords": c})[0])
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
+
     def decode_at(self, image: np.ndarray, coords: np.ndarray) -> np.ndarray:
         """Logits (B, Q, C) of ``image`` (B, 3, H, W) at ``coords`` (B, Q, 2) or (Q, 2) (shared)."""
-        image = self._check(image)
-        coords = np.asarray(coords, dtype=np.float32)
-        if coords.ndim == 2:
-            coords = np.broadcast_to(coords, (image.shape[0], *coords.shape))
-        if coords.ndim != 3 or coords.shape[-1] != 2 or coords.shape[0] != image.shape[0]:
-            raise ValueError(f"coords: expected (B, Q, 2) with B = {image.shape[0]}, got {coords.shape}")
-        if self.static_batch is not None and image.shape[0] != self.static_batch:
-            return np.concatenate(
-                [self.decode_at(image[i : i + 1], coords[i : i + 1]) for i in range(image.shape[0])]
-            )
-        q = coords.shape[1]
-        outs = []
-        for s in range(0, max(q, 1), self.chunk_size):
-            c = np.ascontiguousarray(coords[:, s : s + self.chunk_size])
-            outs.append(self.session.run(["logits"], {"image": image, "coords": c})[0])
-        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
+        return self.query(self.encode(image), coords)
 
     def __call__(self, image: np.ndarray, size: int | tuple[int, int] | None = None) -> np.ndarray:
         """Logits (B, C, h, w) at output ``size`` (default: the input size), like ``FPLIIF.forward``."""
@@ -141,9 +183,22 @@ class OnnxModel:
         return softmax(logits, self.temperature, axis=axis)
 
     def __repr__(self) -> str:
+        graphs = "split" if self.split else "single"
         return (
-            f"OnnxModel({str(self.path)!r}, classes={len(self.classes)}, input={self.static_hw or 'dynamic'})"
+            f"OnnxModel({str(self.path)!r}, classes={len(self.classes)}, "
+            f"input={self.static_hw or 'dynamic'}, graphs={graphs})"
         )
+
+
+def _session(ort: Any, path: Path, providers: list[str], threads: int | None) -> Any:
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ValueError(f"{path}: cannot load ONNX model ({e})") from None
 
 
 def _encoder_stride(spec_json: str | None) -> int | None:
@@ -171,4 +226,5 @@ def describe(model: Any) -> dict[str, Any]:
         "input_size": model.input_size,
         "static_hw": model.static_hw,
         "static_batch": model.static_batch,
+        "graphs": "split" if model.split else "single",
     }

@@ -10,10 +10,12 @@
     parser(photo, tta=True)                          # flip test-time augmentation (also FaceParser(tta=True))
     parser(photo, decode="adaptive")                 # coarse-to-fine querying (also FaceParser(decode=...))
 
-Pipeline for photos: detect faces (OpenCV Haar cascade by default, pluggable), cut a square window
-around each face with the framing measured on CelebAMask-HQ (:mod:`fpliif.infer.framing`), resize it to
-the model's input size, and decode the implicit model directly at the crop coordinates of the original
-image pixels inside the window (:mod:`fpliif.infer.geometry`). Where windows overlap, the more confident
+Pipeline for photos: detect faces (MTCNN with 5 landmarks by default, OpenCV Haar cascades as a fallback,
+pluggable; :mod:`fpliif.infer.detect`), cut a square window around each face with the framing measured on
+CelebAMask-HQ (:mod:`fpliif.infer.framing`), rolled so that the eyes are level when the detector gives
+landmarks (``align``), resize it to the model's input size, and decode the implicit model directly at the
+crop coordinates of the original image pixels inside the window (:mod:`fpliif.infer.geometry`): the inverse
+of the crop's similarity transform, without resampling labels. Where windows overlap, the more confident
 face wins per pixel; pixels outside every window are background. With ``tta`` the mirrored crop is parsed
 too and the probabilities averaged (:mod:`fpliif.infer.tta`). With ``decode="adaptive"`` the decoder is
 queried densely on a coarse grid and then only where the prediction is uncertain (:mod:`fpliif.adaptive`).
@@ -31,17 +33,19 @@ from typing import Any
 
 import numpy as np
 
+from .. import limits
 from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
+from .detect import make_detector, roll_degrees
 from .framing import DEFAULT_FRAMING, Framing
 from .geometry import (
     Canvas,
-    bilinear_rows_cols,
-    crop_window,
+    Window,
+    bilinear_points,
+    extract_crop,
     grid_coords,
     model_input,
     softmax,
     strips,
-    visible_region,
 )
 from .images import array_to_rgb, is_torch_tensor, load_image, pil_to_rgb
 from .result import Face, ParseResult
@@ -53,6 +57,8 @@ DEFAULT_INPUT_SIZE = 256
 """Side of the square model input (CelebAMask-HQ crops resized to 256 x 256 in training)."""
 
 NO_FACE_MESSAGE = "no face detected"
+PIXELS_HINT = limits.PIXELS_HINT
+POINTS_HINT = "raise it with --max-points or FaceParser(max_points=...); 0: no limit"
 
 
 def _is_pil(x: Any) -> bool:
@@ -65,8 +71,14 @@ class FaceParser:
     Args:
         model: an fpliif PyTorch model (``encode``/``decode``), an
             :class:`~fpliif.infer.onnx_backend.OnnxModel`, or a path (``.onnx`` or ``.safetensors``).
-        detector: callable ``(H, W, 3) uint8 RGB -> [(box, score), ...]`` (default: :class:`HaarDetector`).
-        framing: face box -> crop window constants (default: measured for the Haar detector).
+        detector: ``"mtcnn"`` (default: :class:`~fpliif.infer.detect.MTCNNDetector`, boxes + 5 landmarks),
+            ``"haar"`` (:class:`~fpliif.infer.detect.HaarDetector`) or any callable ``(H, W, 3) uint8 RGB ->
+            [(box, score) or (box, score, landmarks), ...]``.
+        framing: face box -> crop window constants (default: the detector's ``framing`` attribute, else
+            :data:`~fpliif.infer.framing.DEFAULT_FRAMING`, measured for MTCNN). Boxes passed to a call are
+            framed the same way.
+        align: roll each crop so that the eyes are level when the detection has landmarks (default True);
+            labels are pasted back through the inverse rotation.
         device: ``"cpu"`` or ``"cuda"``.
         batch_size: face crops encoded at once.
         input_size: side of the square model input (default: the weights' ``input_size`` metadata, else 256).
@@ -81,6 +93,15 @@ class FaceParser:
         decode: ``"dense"`` (default: every output pixel) or ``"adaptive"`` (coarse to fine, re-querying only
             uncertain pixels; :func:`fpliif.adaptive.adaptive_decode`); each call may override it.
         adaptive: :class:`~fpliif.adaptive.AdaptiveOptions` (or a dict of them) for ``decode="adaptive"``.
+        amp: precision of the torch backend: ``"none"`` (default, fp32), ``"bf16"`` (autocast), or ``"auto"``
+            (bf16 where the CPU/GPU computes it natively, else fp32); see docs/performance.md.
+        max_pixels: largest image (checked from a file's header before decoding) and largest ``parse_aligned``
+            output, in pixels (default: :data:`fpliif.limits.DEFAULT_MAX_PIXELS` or ``$FPLIIF_MAX_PIXELS``;
+            0: no limit); beyond it :class:`~fpliif.limits.TooManyPixels` (a ValueError) is raised.
+        max_points: most decoder queries per image (each face's decoded pixels, twice with ``tta``), checked
+            before decoding (default :data:`fpliif.limits.DEFAULT_MAX_POINTS`; 0: no limit); beyond it
+            :class:`~fpliif.limits.OverBudget` (a ValueError). :func:`fpliif.limits.scope` may override it
+            and set a deadline.
     """
 
     def __init__(
@@ -98,17 +119,23 @@ class FaceParser:
         tta: bool = False,
         decode: str = "dense",
         adaptive: AdaptiveOptions | dict[str, Any] | None = None,
+        align: bool = True,
+        max_pixels: int | None = None,
+        max_points: int | None = None,
+        amp: str = "none",
     ):
         if isinstance(model, (str, Path)):
             model = _load_model(model, device=device, threads=threads)
         from .onnx_backend import OnnxModel
 
         if isinstance(model, OnnxModel):
+            if amp not in ("none", "auto"):
+                raise ValueError(f"amp: the onnxruntime backend runs its graph in fp32, got amp={amp!r}")
             self.backend: Any = _OnnxBackend(model)
         else:
             from .torch_backend import TorchBackend
 
-            self.backend = TorchBackend(model, device=device, threads=threads)
+            self.backend = TorchBackend(model, device=device, threads=threads, amp=amp)
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
         if pad not in ("edge", "zero"):
@@ -116,8 +143,9 @@ class FaceParser:
         if max_decode_size is not None and max_decode_size < 8:
             raise ValueError(f"max_decode_size: must be >= 8 or None, got {max_decode_size}")
         self.model = model
-        self.detector = detector
-        self.framing = framing or DEFAULT_FRAMING
+        self.detector = make_detector(detector) if isinstance(detector, str) else detector
+        self._framing = framing
+        self.align = bool(align)
         self.batch_size = int(batch_size)
         self.input_size = int(input_size or self.backend.input_size or DEFAULT_INPUT_SIZE)
         self.max_decode_size = max_decode_size
@@ -126,6 +154,8 @@ class FaceParser:
         self.tta = bool(tta)
         self.decode = check_decode_mode(decode)
         self.adaptive = AdaptiveOptions.of(adaptive)
+        self.max_pixels = limits.resolve_limit(max_pixels, "max_pixels", limits.default_max_pixels())
+        self.max_points = limits.resolve_limit(max_points, "max_points", limits.DEFAULT_MAX_POINTS)
         self.points_decoded = 0  # query points decoded so far (flip TTA decodes each twice: crop and mirror)
         self._flip_channels = flip_channels(self.backend.label_set)
 
@@ -157,21 +187,30 @@ class FaceParser:
         return (
             f"FaceParser(backend={self.backend.name}, classes={len(self.classes)}, "
             f"input_size={self.input_size}, tta={self.tta}, decode={self.decode!r}, "
-            f"detector={self.detector!r}, framing={self.framing})"
+            f"detector={self.detector!r}, framing={self.framing}, align={self.align})"
         )
 
-    # ------------------------------------------------------------------------------------------ detection
-    def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
-        """Face boxes ``[((x1, y1, x2, y2), score), ...]`` of an (H, W, 3) uint8 RGB image."""
-        if self.detector is None:
-            from .detect import HaarDetector
+    @property
+    def framing(self) -> Framing:
+        """Face box -> crop window constants: the given ones, else the detector's, else the default."""
+        if self._framing is not None:
+            return self._framing
+        own = getattr(self.detector, "framing", None)
+        return own if isinstance(own, Framing) else DEFAULT_FRAMING
 
-            self.detector = HaarDetector()
-        dets = []
-        for d in self.detector(image):
-            box, score = d
-            dets.append((tuple(float(v) for v in box), float(score)))
-        return dets
+    @framing.setter
+    def framing(self, value: Framing | None) -> None:
+        self._framing = value
+
+    # ------------------------------------------------------------------------------------------ detection
+    def detect(
+        self, image: np.ndarray
+    ) -> list[tuple[tuple[float, float, float, float], float, np.ndarray | None]]:
+        """Faces ``[((x1, y1, x2, y2), score, landmarks or None), ...]`` of an (H, W, 3) uint8 RGB image
+        (landmarks: (5, 2) float32, :data:`~fpliif.infer.detect.LANDMARKS`); can be passed back as ``boxes``."""
+        if self.detector is None:
+            self.detector = make_detector("mtcnn")
+        return [_detection(d, "detector") for d in self.detector(image)]
 
     # ------------------------------------------------------------------------------------------ photos
     def __call__(
@@ -186,12 +225,13 @@ class FaceParser:
         (B, 3, H, W) (float in [0, 1] or uint8), or a list of these.
 
         ``boxes``: face boxes [x1, y1, x2, y2] to use instead of the detector (for one image: a list of
-        boxes; for a list of images: one list (or None = detect) per image). ``tta``: flip test-time
+        boxes, ``(box, score)`` pairs or ``(box, score, landmarks)`` as :meth:`detect` returns; for a list of
+        images: one list (or None = detect) per image). ``tta``: flip test-time
         augmentation (default: the parser's ``tta``). ``decode``: ``"dense"`` or ``"adaptive"`` (default: the
         parser's ``decode``). Returns one :class:`ParseResult` for a single image, else a list.
         """
         decode = self._decode_mode(decode)
-        items, single = _as_images(images)
+        items, single = _as_images(images, limits.effective("max_pixels", self.max_pixels))
         per_image_boxes = _normalise_boxes(boxes, len(items), single)
         tta = self.tta if tta is None else bool(tta)
         return self._parse(items, per_image_boxes, return_probs, single, tta, decode)
@@ -200,9 +240,11 @@ class FaceParser:
         return self.decode if decode is None else check_decode_mode(decode)
 
     def _parse(self, items, per_image_boxes, return_probs, single, tta=False, decode="dense"):
-        jobs = []  # (image index, box, score, (x0, y0, side), region)
+        jobs = []  # (image index, box, score, Window, region)
+        job_landmarks: list[np.ndarray | None] = []  # per job
         canvases, messages = [], []
         for i, (img, source) in enumerate(items):
+            limits.check_deadline()
             h, w = img.shape[:2]
             canvases.append(Canvas(h, w, len(self.classes), keep_probs=return_probs))
             dets = per_image_boxes[i]
@@ -211,33 +253,36 @@ class FaceParser:
 
                 dets = self.detect(to_uint8(img))
             msg = None
-            for box, score in dets:
-                x0, y0, side = self.framing.window(box)
-                region = visible_region(x0, y0, side, w, h)
+            framing = self.framing
+            for box, score, lm in dets:
+                angle = roll_degrees(lm) if self.align and lm is not None else 0.0
+                win = framing.window(box, angle)
+                region = win.region(w, h)
                 if region[2] <= region[0] or region[3] <= region[1]:
                     log.warning(
                         "%s: face box %s lies outside the %dx%d image; skipped", source or "image", box, w, h
                     )
                     continue
-                jobs.append((i, box, score, (x0, y0, side), region))
+                jobs.append((i, box, score, win, region))
+                job_landmarks.append(lm)
             if not any(j[0] == i for j in jobs):
                 msg = f"{NO_FACE_MESSAGE} in {source or 'image'} ({w}x{h}); labels are all background"
                 log.warning(msg)
             messages.append(msg)
+        self._check_work(jobs, [src for _, src in items], tta)
         faces: list[list[Face]] = [[] for _ in items]
         n = self.input_size
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
             batch = np.stack(
-                [
-                    model_input(crop_window(items[i][0], *win, pad=self.pad), (n, n))
-                    for i, _, _, win, _ in chunk
-                ]
+                [model_input(extract_crop(items[i][0], win, pad=self.pad), (n, n)) for i, _, _, win, _ in chunk]
             )
             latents, mirrored = self._encode(batch, tta)
-            for (i, box, score, win, region), z, zm in zip(chunk, latents, mirrored, strict=True):
+            for k, ((i, box, score, win, region), z, zm) in enumerate(zip(chunk, latents, mirrored, strict=True)):
+                limits.check_deadline()
                 labels = self._decode_window(z, zm, win, region, canvases[i], decode)
                 x0, y0, side = win
+                lm = job_landmarks[start + k]
                 faces[i].append(
                     Face(
                         box=[float(v) for v in box],
@@ -246,6 +291,8 @@ class FaceParser:
                         region=list(region),
                         labels=labels,
                         classes=self.classes,
+                        landmarks=None if lm is None else np.asarray(lm, np.float64).tolist(),
+                        angle=float(win.angle),
                     )
                 )
         results = []
@@ -266,6 +313,27 @@ class FaceParser:
             )
         return results[0] if single else results
 
+    def window_points(self, side: int, region_pixels: int) -> int:
+        """Decoder queries for one face (one pass, without TTA): its visible pixels, or ``max_decode_size``
+        squared when the crop is decoded on that grid and resampled."""
+        m = self.max_decode_size
+        return int(region_pixels) if m is None or side <= m else int(m) * int(m)
+
+    def _check_work(self, jobs: list[Any], sources: list[str | None], tta: bool) -> None:
+        """OverBudget, before anything is decoded, for an image whose faces need more decoder queries than
+        the budget in force (:func:`fpliif.limits.effective`)."""
+        limit = limits.effective("max_points", self.max_points)
+        if limit is None:
+            return
+        points, faces = [0] * len(sources), [0] * len(sources)
+        for i, _, _, (_, _, side), (xa, ya, xb, yb) in jobs:
+            points[i] += self.window_points(side, (xb - xa) * (yb - ya)) * (2 if tta else 1)
+            faces[i] += 1
+        for i, (n, source) in enumerate(zip(points, sources, strict=True)):
+            name = source or (f"image[{i}]" if len(sources) > 1 else "image")
+            what = f"{name}: parsing {faces[i]} face(s){' with flip TTA' if tta else ''}"
+            limits.check_points(n, limit, what, POINTS_HINT)
+
     def _encode(self, batch: np.ndarray, tta: bool) -> tuple[list[Any], list[Any]]:
         """Latents of a (B, 3, n, n) batch and, with ``tta``, of its mirror (else B Nones), in one call."""
         if not tta:
@@ -275,6 +343,7 @@ class FaceParser:
 
     def _logits(self, z: Any, zm: Any, coords: np.ndarray) -> np.ndarray:
         """(Q, C) logits at crop ``coords``: the model's, or with a mirrored latent ``zm`` the flip-TTA ones."""
+        limits.check_deadline()  # between decode chunks (the model also checks between its own chunks)
         self.points_decoded += coords.shape[0]
         if zm is None:
             return self.backend.decode(z, coords)
@@ -296,43 +365,48 @@ class FaceParser:
         self,
         z: Any,
         zm: Any,
-        win: tuple[int, int, int],
+        win: Window,
         region: tuple[int, int, int, int],
         canvas: Canvas,
         decode: str = "dense",
     ) -> np.ndarray:
-        """Decode one face at the original pixels of ``region`` and merge into ``canvas``; own labels."""
-        x0, y0, side = win
+        """Decode one face at the original pixels of ``region`` that lie inside the (possibly rotated) window
+        and merge them into ``canvas``; returns the face's own labels over ``region`` (0 outside the window).
+
+        Each pixel's crop coordinates come from the window's similarity transform (:meth:`Window.crop_coords`).
+        The implicit model is decoded right there; or, for crops larger than ``max_decode_size`` and for
+        adaptive decoding, on a regular crop grid whose logits are sampled bilinearly there."""
         xa, ya, xb, yb = region
         rows, cols = yb - ya, xb - xa
         labels = np.zeros((rows, cols), np.uint8)
         t = self.backend.temperature
-        if self.max_decode_size is None or side <= self.max_decode_size:
-            if decode == "adaptive":  # the whole side x side window, then its visible region
-                full = self._adaptive_logits(z, zm, side, side)[ya - y0 : yb - y0, xa - x0 : xb - x0]
-                for r0, r1 in strips(rows, cols, self.max_queries):
-                    labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(full[r0:r1], t))
-                return labels
-            col_idx = np.arange(xa, xb) - x0
-            for r0, r1 in strips(rows, cols, self.max_queries):
-                coords = grid_coords(np.arange(ya + r0, ya + r1) - y0, col_idx, side, side)
-                logits = self._logits(z, zm, coords).reshape(r1 - r0, cols, -1)
-                labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(logits, t))
-            return labels
-        m = int(self.max_decode_size)
-        if decode == "adaptive":
-            grid = self._adaptive_logits(z, zm, m, m)
-        else:
-            grid = np.concatenate(
-                [
-                    self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(m), m, m))
-                    for r0, r1 in strips(m, m, self.max_queries)
-                ]
-            ).reshape(m, m, -1)
-        src_x = (np.arange(xa, xb) - x0 + 0.5) * (m / side) - 0.5
+        exact = self.max_decode_size is None or win.side <= self.max_decode_size
+        grid = None
+        if decode == "adaptive" or not exact:
+            g = win.side if exact else int(self.max_decode_size)
+            if decode == "adaptive":
+                grid = self._adaptive_logits(z, zm, g, g)
+            else:
+                grid = np.concatenate(
+                    [
+                        self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(g), g, g))
+                        for r0, r1 in strips(g, g, self.max_queries)
+                    ]
+                ).reshape(g, g, -1)
+        col_idx = np.arange(xa, xb)
         for r0, r1 in strips(rows, cols, self.max_queries):
-            src_y = (np.arange(ya + r0, ya + r1) - y0 + 0.5) * (m / side) - 0.5
-            labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(bilinear_rows_cols(grid, src_y, src_x), t))
+            coords, inside = win.crop_coords(np.arange(ya + r0, ya + r1), col_idx)
+            if grid is not None:
+                g = grid.shape[0]
+                logits = bilinear_points(grid, (coords[:, 1] + 1) * (g / 2) - 0.5, (coords[:, 0] + 1) * (g / 2) - 0.5)
+            elif inside.all():
+                logits = self._logits(z, zm, coords)
+            else:
+                logits = np.zeros((coords.shape[0], len(self.classes)), np.float32)
+                if inside.any():
+                    logits[inside] = self._logits(z, zm, coords[inside])
+            mask = None if inside.all() else inside.reshape(r1 - r0, cols)
+            labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(logits.reshape(r1 - r0, cols, -1), t), mask)
         return labels
 
     # ------------------------------------------------------------------------------------------ aligned crops
@@ -353,14 +427,17 @@ class FaceParser:
         """
         decode = self._decode_mode(decode)
         tta = self.tta if tta is None else bool(tta)
-        items, single = _as_images(crops)
+        items, single = _as_images(crops, limits.effective("max_pixels", self.max_pixels))
         sizes = [_check_size(size) if size is not None else img.shape[:2] for img, _ in items]
+        for (h, w), (_, source) in zip(sizes, items, strict=True):
+            self.check_aligned_output(h, w, tta, source, implied=size is None)
         n = self.input_size
         results: list[ParseResult] = []
         for start in range(0, len(items), self.batch_size):
             chunk = list(range(start, min(start + self.batch_size, len(items))))
             latents, mirrored = self._encode(np.stack([model_input(items[i][0], (n, n)) for i in chunk]), tta)
             for i, z, zm in zip(chunk, latents, mirrored, strict=True):
+                limits.check_deadline()
                 img, source = items[i]
                 h, w = sizes[i]
                 canvas = Canvas(h, w, len(self.classes), keep_probs=return_probs)
@@ -388,6 +465,19 @@ class FaceParser:
                 )
         return results[0] if single else results
 
+    def check_aligned_output(
+        self, h: int, w: int, tta: bool = False, source: str | None = None, implied: bool = False
+    ) -> None:
+        """TooManyPixels / OverBudget if an aligned output of h x w pixels is over ``max_pixels`` or needs more
+        decoder queries than the budget in force; ``implied``: the size is the input's own (no ``size``)."""
+        name = source or "crop"
+        note = " (the input's own size; pass a smaller size)" if implied else ""
+        max_pixels = limits.effective("max_pixels", self.max_pixels)
+        limits.check_pixels(w, h, max_pixels, f"{name}: aligned output{note}", PIXELS_HINT)
+        points = int(h) * int(w) * (2 if tta else 1)
+        what = f"{name}: aligned output {w}x{h}{note}{' with flip TTA' if tta else ''}"
+        limits.check_points(points, limits.effective("max_points", self.max_points), what, POINTS_HINT)
+
     def _decode_window_aligned(self, z: Any, zm: Any, h: int, w: int, canvas: Canvas, decode: str = "dense") -> None:
         t = self.backend.temperature
         if decode == "adaptive":
@@ -411,15 +501,15 @@ class _OnnxBackend:
         self.input_size = model.input_size
 
     def encode(self, batch: np.ndarray) -> list[np.ndarray]:
-        return [batch[i : i + 1] for i in range(batch.shape[0])]
+        latent = self.model.encode(batch)
+        return [latent[i : i + 1] for i in range(latent.shape[0])]
 
     def decode(self, latent: np.ndarray, coords: np.ndarray) -> np.ndarray:
-        return self.model.decode_at(latent, coords[None])[0]
+        return self.model.query(latent, coords[None])[0]
 
     def latent_size(self, latent: np.ndarray) -> tuple[int, int] | None:
-        """(h, w) of the encoder's grid for this input (the exported spec's stride), None if unknown."""
-        stride = self.model.encoder_stride
-        return None if stride is None else (latent.shape[2] // stride, latent.shape[3] // stride)
+        """(h, w) of the encoder's grid for this latent, None if unknown."""
+        return self.model.latent_size(latent)
 
 
 def _load_model(weights: str | Path | None, device: str = "cpu", threads: int | None = None) -> Any:
@@ -454,11 +544,13 @@ def _resize_rgb(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
-def _one_image(x: Any, name: str) -> tuple[np.ndarray, str | None]:
+def _one_image(x: Any, name: str, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
     if isinstance(x, (str, Path)):
-        return load_image(x), str(x)
+        return load_image(x, max_pixels=max_pixels or 0), str(x)
     if _is_pil(x):
-        return pil_to_rgb(x), getattr(x, "filename", None) or None
+        source = getattr(x, "filename", None) or None
+        limits.check_pixels(*x.size, max_pixels, source or name, PIXELS_HINT)  # before decoding a lazy image
+        return pil_to_rgb(x), source
     if isinstance(x, np.ndarray):
         return array_to_rgb(x, name=name), None
     raise ValueError(
@@ -467,8 +559,16 @@ def _one_image(x: Any, name: str) -> tuple[np.ndarray, str | None]:
     )
 
 
-def _as_images(images: Any) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
-    """Any supported input -> list of ((H, W, 3) RGB array, source), and whether it was a single image."""
+def _as_images(images: Any, max_pixels: int | None = None) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
+    """Any supported input -> list of ((H, W, 3) RGB array, source), and whether it was a single image;
+    TooManyPixels for an image over ``max_pixels`` (files: from the header, before decoding)."""
+    items, single = _as_images_unchecked(images, max_pixels)
+    for i, (img, source) in enumerate(items):
+        limits.check_pixels(img.shape[1], img.shape[0], max_pixels, source or f"image[{i}]", PIXELS_HINT)
+    return items, single
+
+
+def _as_images_unchecked(images: Any, max_pixels: int | None) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
     if is_torch_tensor(images):
         from .torch_backend import tensor_to_numpy_images
 
@@ -489,9 +589,9 @@ def _as_images(images: Any) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
                     raise ValueError(f"image[{i}]: expected a single (3, H, W) tensor in a list, got a batch")
                 out.append((array_to_rgb(arrays[0], name=f"image[{i}]"), None))
             else:
-                out.append(_one_image(x, f"image[{i}]"))
+                out.append(_one_image(x, f"image[{i}]", max_pixels))
         return out, False
-    return [_one_image(images, "image")], True
+    return [_one_image(images, "image", max_pixels)], True
 
 
 def _is_box(b: Any) -> bool:
@@ -501,22 +601,34 @@ def _is_box(b: Any) -> bool:
         return False
 
 
-def _box_list(boxes: Any, name: str) -> list[tuple[tuple[float, float, float, float], float]] | None:
+def _detection(d: Any, name: str) -> tuple[tuple[float, float, float, float], float, np.ndarray | None]:
+    """A box, ``(box, score)`` or ``(box, score, landmarks)`` -> (box floats, score, (5, 2) float32 or None)."""
+    lm = None
+    if _is_box(d):
+        box, score = d, 1.0
+    elif isinstance(d, (list, tuple)) and len(d) in (2, 3) and _is_box(d[0]):
+        box, score = d[0], d[1]
+        lm = d[2] if len(d) == 3 else None
+    else:
+        raise ValueError(
+            f"{name}: expected boxes [x1, y1, x2, y2] (or (box, score) / (box, score, landmarks)), got {d!r}"
+        )
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (x2 > x1 and y2 > y1):
+        raise ValueError(f"{name}: box {list(box)} must have x2 > x1 and y2 > y1")
+    if lm is not None:
+        lm = np.asarray(lm, np.float32)
+        if lm.size != 10 or not np.isfinite(lm).all():
+            raise ValueError(f"{name}: landmarks must be 5 finite (x, y) points, got shape {lm.shape}")
+        lm = lm.reshape(5, 2)
+    return (x1, y1, x2, y2), float(score), lm
+
+
+def _box_list(boxes: Any, name: str) -> list[tuple[tuple[float, float, float, float], float, Any]] | None:
     if boxes is None:
         return None
-    out = []
-    for b in boxes.tolist() if isinstance(boxes, np.ndarray) else boxes:
-        if _is_box(b):
-            box, score = b, 1.0
-        elif isinstance(b, (list, tuple)) and len(b) == 2 and _is_box(b[0]):
-            box, score = b
-        else:
-            raise ValueError(f"{name}: expected boxes [x1, y1, x2, y2] (or (box, score) pairs), got {b!r}")
-        x1, y1, x2, y2 = (float(v) for v in box)
-        if not (x2 > x1 and y2 > y1):
-            raise ValueError(f"{name}: box {list(box)} must have x2 > x1 and y2 > y1")
-        out.append(((x1, y1, x2, y2), float(score)))
-    return out
+    items = boxes.tolist() if isinstance(boxes, np.ndarray) else boxes
+    return [_detection(b, name) for b in items]
 
 
 def _normalise_boxes(boxes: Any, n: int, single: bool) -> list[Any]:

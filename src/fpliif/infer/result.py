@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..labels import LabelSet
+from ..labels import LabelSet, get_label_set
 
 
 @dataclass
@@ -20,10 +21,14 @@ class Face:
         box: detected (or given) face box [x1, y1, x2, y2] in original image pixels.
         score: detector score (1.0 for boxes given by the caller).
         crop: the square crop window [x0, y0, x0 + side, y0 + side] fed to the model (may extend outside
-            the image; see :mod:`fpliif.infer.framing`).
-        region: the part of ``crop`` inside the image, [x0, y0, x1, y1] (ints, end-exclusive).
+            the image; see :mod:`fpliif.infer.framing`), rotated by ``angle`` about its centre.
+        region: the pixels the (rotated) ``crop`` covers inside the image: its bounding box, [x0, y0, x1, y1]
+            (ints, end-exclusive).
         labels: this face's own label map over ``region`` at original resolution (uint8, before merging
-            with overlapping faces), i.e. ``result.labels[y0:y1, x0:x1]`` where this face won.
+            with overlapping faces), i.e. ``result.labels[y0:y1, x0:x1]`` where this face won (0 outside a
+            rotated crop).
+        landmarks: the detector's 5 landmarks [[x, y], ...] (:data:`fpliif.infer.detect.LANDMARKS`), or None.
+        angle: the crop's roll in degrees (eyes levelled; 0 without landmarks or with ``align=False``).
     """
 
     box: list[float]
@@ -32,18 +37,25 @@ class Face:
     region: list[int]
     labels: np.ndarray
     classes: tuple[str, ...] = ()
+    landmarks: list[list[float]] | None = None
+    angle: float = 0.0
 
     def class_share(self) -> dict[str, float]:
         """Fraction of this face's region per class name."""
         return class_share(self.labels, self.classes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "box": [round(float(v), 2) for v in self.box],
             "score": round(float(self.score), 4),
             "crop": [int(v) for v in self.crop],
-            "class_share": _rounded(self.class_share()),
         }
+        if self.landmarks is not None:
+            d["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
+        if self.angle:
+            d["angle"] = round(float(self.angle), 2)
+        d["class_share"] = _rounded(self.class_share())
+        return d
 
 
 @dataclass
@@ -85,6 +97,46 @@ class ParseResult:
     def color_labels(self) -> np.ndarray:
         """(H, W, 3) uint8 colour image of the label map (the label set's palette)."""
         return self.label_set.color_array()[self.labels]
+
+    def mask(self, *names: str | Iterable[str]) -> np.ndarray:
+        """(H, W) bool mask of the named classes (their union), at the result's resolution.
+
+        ``result.mask("hair")``, ``result.mask("hair", "skin")`` or ``result.mask(["hair", "skin"])``; names are
+        those of :attr:`classes` (after :meth:`remap`, the new set's). Unknown names raise ValueError naming
+        the closest class.
+        """
+        flat = [n for arg in names for n in ([arg] if isinstance(arg, str) else arg)]
+        lut = np.zeros(256, dtype=bool)
+        lut[self.label_set.indices(flat)] = True
+        return lut[self.labels]
+
+    def remap(self, label_set: str | LabelSet) -> ParseResult:
+        """This result in another label set: ``result.remap("lapa")`` or ``result.remap("coarse")``.
+
+        A new :class:`ParseResult` whose labels (and each face's), classes, palette, ``class_share`` and
+        overlays follow the set; ``probs`` are summed over the merged classes, and ``confidence`` is their max
+        (without ``probs`` it stays that of the original class: a lower bound). Labels are the remapped
+        labels, not a new argmax of the summed probabilities. The mappings are in :mod:`fpliif.labels`
+        (``REMAPS``); unknown sets, or sets this result's cannot be mapped to, raise ValueError.
+        """
+        target = label_set if isinstance(label_set, LabelSet) else get_label_set(label_set)
+        lut = self.label_set.remap_to(target)
+        probs, confidence = self.probs, self.confidence
+        if probs is not None:
+            merged = np.zeros((target.num_classes, *probs.shape[1:]), dtype=probs.dtype)
+            for i in range(min(len(probs), self.label_set.num_classes)):
+                merged[lut[i]] += probs[i]
+            probs, confidence = merged, merged.max(axis=0)
+        faces = [replace(f, labels=lut[f.labels], classes=target.classes) for f in self.faces]
+        return replace(
+            self,
+            labels=lut[self.labels],
+            faces=faces,
+            classes=target.classes,
+            label_set=target,
+            probs=probs,
+            confidence=confidence,
+        )
 
     def overlay(self, alpha: float = 0.5, legend: bool = False, boxes: bool = True) -> Any:
         """PIL image: the input with the label colours blended in (background left untouched).
@@ -152,6 +204,27 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
+def blend_labels(
+    base: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float, strip_pixels: int = 1 << 18
+) -> np.ndarray:
+    """(H, W, 3) uint8: ``base`` (uint8) with ``palette[label]`` blended in at ``alpha`` where the label is not 0.
+
+    Works in row strips of about ``strip_pixels`` on the foreground pixels only, so the peak memory is the
+    uint8 output plus one strip's temporaries (not several full-size float copies of the image).
+    """
+    h, w = labels.shape
+    out = np.array(base, dtype=np.uint8, copy=True)
+    colors = np.asarray(palette).astype(np.float32)
+    step = max(1, int(strip_pixels) // max(w, 1))
+    for r0 in range(0, h, step):
+        lab = labels[r0 : r0 + step]
+        fg = lab != 0
+        if fg.any():
+            part = out[r0 : r0 + step]
+            part[fg] = (part[fg] * (1 - alpha) + colors[lab[fg]] * alpha).round().astype(np.uint8)
+    return out
+
+
 def render_overlay(
     image: np.ndarray | None,
     labels: np.ndarray,
@@ -171,10 +244,7 @@ def render_overlay(
     base = np.zeros((h, w, 3), np.uint8) if image is None else to_uint8(image)
     if base.shape[:2] != (h, w):
         raise ValueError(f"overlay: image size {base.shape[:2]} does not match the labels {labels.shape}")
-    colors = label_set.color_array()[labels].astype(np.float32)
-    fg = (labels != 0)[..., None]
-    out = np.where(fg, base * (1 - alpha) + colors * alpha, base).round().astype(np.uint8)
-    img = Image.fromarray(out)
+    img = Image.fromarray(blend_labels(base, labels, label_set.color_array(), alpha))
     draw = ImageDraw.Draw(img)
     lw = max(1, round(min(h, w) / 300))
     for x1, y1, x2, y2 in boxes:

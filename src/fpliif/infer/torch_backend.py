@@ -20,11 +20,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class TorchBackend:
-    """``encode(batch (B, 3, S, S) float32) -> latents``; ``decode(latent, coords (Q, 2)) -> (Q, C)``."""
+    """``encode(batch (B, 3, S, S) float32) -> latents``; ``decode(latent, coords (Q, 2)) -> (Q, C)``.
+
+    ``amp``: autocast precision of encoding and decoding: ``none`` (fp32), ``bf16``, or ``auto`` (bf16 where the
+    device computes it natively, see :func:`fpliif.precision.resolve_amp`).
+    """
 
     name = "torch"
 
-    def __init__(self, model: Any, device: str | torch.device | None = "cpu", threads: int | None = None):
+    def __init__(
+        self, model: Any, device: str | torch.device | None = "cpu", threads: int | None = None, amp: str = "none"
+    ):
         for attr in ("encode", "decode", "label_set"):
             if not hasattr(model, attr):
                 raise ValueError(
@@ -34,6 +40,10 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
+        from ..precision import AMP_DTYPES, resolve_amp
+
+        self.amp = resolve_amp(amp, self.device)
+        self.autocast_dtype = AMP_DTYPES[self.amp]
         self.model = model.to(self.device).eval()
         self.label_set = model.label_set
         self.temperature = float(getattr(model, "temperature", 1.0))
@@ -46,12 +56,19 @@ class TorchBackend:
     def encode(self, batch: np.ndarray) -> list[Any]:
         """One latent per image: the model's prepared grid (``prepare``: computed once, queried many times)
         where it has one, else its feature grid."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype)
             z = self.model.encode(x)
             if self.prepared:
                 return self.model.prepare(z).split()
         return list(z.split(1))
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def latent_size(self, latent: Any) -> tuple[int, int] | None:
         """(h, w) of the latent grid of one :meth:`encode` output (None if it is not a grid)."""
@@ -62,7 +79,7 @@ class TorchBackend:
 
     def decode(self, latent: Any, coords: np.ndarray) -> np.ndarray:
         """(Q, C) logits at crop coordinates (Q, 2) of one latent from :meth:`encode`."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             c = torch.from_numpy(np.ascontiguousarray(coords, np.float32)).to(self.device)[None]
             if self.prepared:
                 out = self.model.decode_prepared(latent, c)

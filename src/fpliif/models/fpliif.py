@@ -7,6 +7,7 @@ for 19 classes, Table 6 MACs within 1 %).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..adaptive import AdaptiveOptions, AdaptiveStats, adaptive_decode
+from ..limits import check_deadline
 from ..registry import register
 from .base import SegmentationModel, check_coords, check_image, check_size, pixel_centers, resolve_classes
 
@@ -158,6 +160,77 @@ class FPLIIF(SegmentationModel):
     compare with the paper this way). ``points_decoded`` counts the query points decoded (each is evaluated
     4 times with the local ensemble); reset it freely.
     """
+
+    # Sane bounds for specs read from untrusted files: far above any useful model, far below an allocation
+    # that could exhaust memory (the paper's model: width 64, depths 2/6/16, MLPs of 256).
+    SPEC_BOUNDS: dict[str, tuple[int, int]] = {
+        "width": (1, 1024),
+        "depth": (0, 64),
+        "groups": (1, 8),
+        "mlp_size": (1, 4096),
+        "mlp_layers": (0, 16),
+        "chunk_size": (1, 1 << 24),
+        "classes": (2, 1024),
+    }
+
+    @classmethod
+    def check_spec_args(cls, args: Mapping[str, Any], where: str = "args") -> None:
+        """Types and :data:`SPEC_BOUNDS` of constructor arguments, checked before anything is built;
+        ValueError naming ``{where}.<field>``."""
+        b = cls.SPEC_BOUNDS
+
+        def fail(key: str, expected: str) -> None:
+            raise ValueError(f"{where}.{key}: expected {expected}, got {args[key]!r:.200}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def int_in(key: str, bound: str) -> None:
+            lo, hi = b[bound]
+            if key in args and not (is_int(args[key]) and lo <= args[key] <= hi):
+                fail(key, f"an integer in [{lo}, {hi}]")
+
+        def int_list(key: str, bound: str, length: str) -> None:
+            (lo, hi), (nlo, nhi) = b[bound], b[length]
+            v = args.get(key)
+            if key in args and not (
+                isinstance(v, (list, tuple)) and nlo <= len(v) <= nhi and all(is_int(x) and lo <= x <= hi for x in v)
+            ):
+                fail(key, f"a list of {nlo} to {nhi} integers in [{lo}, {hi}]")
+
+        int_in("width", "width")
+        int_in("chunk_size", "chunk_size")
+        int_list("depths", "depth", "groups")
+        int_list("reduce_mlp", "mlp_size", "mlp_layers")
+        int_list("decoder_mlp", "mlp_size", "mlp_layers")
+        tails = args.get("group_tail_conv")
+        if "group_tail_conv" in args and not (
+            isinstance(tails, (list, tuple))
+            and len(tails) <= b["groups"][1]
+            and all(isinstance(t, bool) for t in tails)
+        ):
+            fail("group_tail_conv", "a list of booleans, one per group")
+        for key in ("affine_norm", "unfold", "global_feature", "local_ensemble", "relative_coords"):
+            if key in args and not isinstance(args[key], bool):
+                fail(key, "true or false")
+        if "norm" in args and args["norm"] not in ("instance", "batch", "none"):
+            fail("norm", "'instance', 'batch' or 'none'")
+        t = args.get("temperature")
+        if "temperature" in args and not (
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and 0 < t <= 1000
+        ):
+            fail("temperature", "a finite number in (0, 1000]")
+        c = args.get("classes")
+        lo, hi = b["classes"]
+        if "classes" in args and not (
+            (isinstance(c, str) and 0 < len(c) <= 100)
+            or (
+                isinstance(c, (list, tuple))
+                and lo <= len(c) <= hi
+                and all(isinstance(n, str) and 0 < len(n) <= 100 for n in c)
+            )
+        ):
+            fail("classes", f"a label-set name or a list of {lo} to {hi} class names")
 
     def __init__(
         self,
@@ -307,11 +380,17 @@ class FPLIIF(SegmentationModel):
         return step
 
     def _decode_checked(self, grid: LatentGrid, coords: torch.Tensor, step: int) -> torch.Tensor:
-        if not torch.compiler.is_compiling():  # a Python counter: no graph breaks or guards under torch.compile
+        compiling = torch.compiler.is_compiling()
+        if not compiling:  # a Python counter: no graph breaks or guards under torch.compile
             self.points_decoded += coords.shape[0] * coords.shape[1]
         if coords.shape[1] <= step:
             return self.query(grid, coords)
-        return torch.cat([self.query(grid, c) for c in coords.split(step, dim=1)], dim=1)
+        outs = []
+        for c in coords.split(step, dim=1):
+            if not compiling:
+                check_deadline()  # stop between chunks once a deadline set by fpliif.limits.scope has passed
+            outs.append(self.query(grid, c))
+        return torch.cat(outs, dim=1)
 
     def query(self, grid: LatentGrid, coords: torch.Tensor) -> torch.Tensor:
         """Logits (B, Q, C) at ``coords`` (B, Q, 2), unchecked and unchunked (traceable for ONNX export)."""

@@ -8,7 +8,8 @@ and the page at ``/`` (files in ``static/``; no build step). Needs the ``serve``
 Modules: :mod:`~fpliif.serve.app` (:func:`create_app`), :mod:`~fpliif.serve.settings`
 (:class:`ServeSettings`), :mod:`~fpliif.serve.upload` (bounded multipart reading),
 :mod:`~fpliif.serve.imaging` (type sniffing, decoding with limits, PNG and RLE outputs),
-:mod:`~fpliif.serve.cli` (the ``fpliif serve`` command).
+:mod:`~fpliif.serve.protocol` (uvicorn's HTTP protocol with a request-head timeout, and the server's
+connection options), :mod:`~fpliif.serve.cli` (the ``fpliif serve`` command).
 """
 
 from __future__ import annotations

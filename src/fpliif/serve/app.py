@@ -7,8 +7,13 @@
 The model is loaded once, by :func:`create_app`. Parses run on a small thread pool, off the event loop;
 an asyncio semaphore bounds them to ``settings.workers`` at a time, and each gets
 ``settings.threads_per_worker()`` torch threads. A request waits at most ``settings.timeout`` seconds for a
-worker plus its parse, else it is answered 504 (the parse itself cannot be interrupted: it finishes in the
-background and only then frees its worker).
+worker plus its parse, else it is answered 504; the parse runs under the same deadline
+(:func:`fpliif.limits.scope`) and stops at the next decode chunk or face once it has passed, freeing its
+worker. The cost of a request is bounded before the work starts: output sizes by ``max_size`` and
+``max_pixels``, decoder queries (output pixels x faces, x2 with TTA) by ``max_points``.
+
+Connections: :mod:`fpliif.serve.protocol` times out a slow request head (``header_timeout``); HEAD is
+answered on every GET resource; every 405 carries ``Allow``; an error no handler took becomes a JSON 500.
 
 Every error is JSON ``{"error": <code>, "detail": <message>}`` with a 4xx/5xx status; see
 :data:`PARSE_DOC` for the parameters and status codes of ``POST /v1/parse``.
@@ -33,15 +38,16 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from .imaging import ApiError, decode_image, index_png, open_upload, rgb_png, rle_masks
+from .. import __version__, limits
+from ..labels import get_label_set
+from .imaging import ApiError, decode_image, index_png, open_upload, rgb_png, rle_encode, rle_masks
 from .settings import ServeSettings
 from .upload import FIELD, read_upload
 
 log = logging.getLogger("fpliif.serve")
 
 STATIC_DIR = Path(__file__).parent / "static"
-PARSE_PARAMS = ("size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode")
+PARSE_PARAMS = ("size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode", "labels", "mask")
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
@@ -56,14 +62,25 @@ Send the image as multipart form field `{FIELD}` (JPEG, PNG, WebP, GIF, BMP or T
   are background. A photo without faces gives 200 with zero faces and a `message`.
   `size`: if given, the photo is first shrunk (never enlarged) so that its longer side is at most `size`.
 * `aligned=true`: the upload is one aligned face crop (CelebAMask-HQ framing: whole head, some neck); no
-  detection. `size`: the output is `size` x `size` pixels (default: the upload's own size); the implicit
-  decoder is queried at the output's pixel centres, so any resolution works.
+  detection. `size`: the output is `size` x `size` pixels (default: the upload's own size, which must then
+  be at most the server's `max_size` per side); the implicit decoder is queried at the output's pixel
+  centres, so any resolution works.
+* Work limit: a request may cost at most the server's `max_points` decoder queries (`GET /v1/model`, under
+  `limits`): output pixels of each face (at most 512 x 512 for a large face in a photo), twice with `tta`.
+  Aligned requests are checked before anything runs (422 for an explicit `size`, 413 when the upload's size
+  implies it); photos right after detection (413, naming the number of faces).
 * `tta=true`: flip test-time augmentation: each face crop is parsed as is and mirrored, and the two
   probability maps are averaged (left/right classes swapped back); about twice the parse time. Default:
   the server's setting (`fpliif serve --tta`; `GET /v1/model` shows it under `defaults`).
 * `decode=dense` decodes every output pixel; `decode=adaptive` decodes a coarse grid and then re-queries the
   implicit decoder only where the prediction is uncertain (near part boundaries), refining coarse to fine:
   much less work, labels almost always identical. Default: the server's setting (`fpliif serve --decode`).
+* `labels=lapa|coarse|celebamask-hq`: every output in that label set, merged from the model's classes
+  (`fpliif.labels.REMAPS`): class indices, palette, overlay colours, `classes`, `class_share`, mask names.
+* `mask=hair,skin` (class names of the output label set): with `format=png`, a binary PNG (8-bit grey, 255 =
+  any of the named classes, their union); with `format=json`, `"masks": {{"size": [H, W], "order":
+  "row-major", "masks": [{{"index", "class", "size", "counts"}}]}}`, one RLE mask per named class (as `rle`).
+  Unknown names are answered 422 naming the closest class.
 
 Output (`format`, `overlay`):
 
@@ -72,18 +89,21 @@ Output (`format`, `overlay`):
 * `overlay=true` (with `format=png`): an RGB PNG of the image with the class colours blended in (`alpha`),
   face boxes outlined, and a legend panel if `legend=true`.
 * `format=json`: `{{"mode", "size": [W, H], "input_size": [W, H], "num_faces", "faces": [{{"box", "score",
-  "crop", "class_share"}}], "class_share", "classes", "tta", "decode", "message"?, "rle"?, "timing_ms"}}`. Boxes are in
+  "crop", "landmarks"?, "angle"?, "class_share"}}], "class_share", "classes", "label_set", "tta", "decode",
+  "message"?, "rle"?, "masks"?, "timing_ms"}}`. Boxes are in
   the pixels of the returned label map (`size`); `class_share` values are pixel fractions per class.
   `rle=true` adds `"rle": {{"size": [H, W], "order": "row-major", "masks": [{{"index", "class", "size",
   "counts"}}]}}`, one mask per class present: COCO-style *uncompressed* RLE, but scanned **row-major**
   (x fastest; COCO is column-major). `counts` alternates runs of 0 and 1 starting with 0s (a leading 0
-  when the first pixel is inside) and sums to H*W.
+  when the first pixel is inside) and sums to H*W. With PNG outputs `rle` is accepted and ignored.
 
 Errors (JSON `{{"error", "detail"}}`): 400 malformed multipart body; 408 the upload did not arrive
-within the server's upload timeout; 413 upload too large or too many pixels; 415 not multipart, or
-the file is not a supported image (declared type and content are both checked); 422 empty/corrupt
-image, missing `{FIELD}` field, bad or unknown query parameters; 503 too many requests waiting; 504 the
-parse did not finish within the server's timeout.
+within the server's upload timeout; 413 upload too large, too many pixels, an implied output over
+`max_size`, or more work than `max_points`; 415 not multipart, or the file is not a supported image
+(declared type and content are both checked); 422 empty/corrupt image, missing `{FIELD}` field, bad or
+unknown query parameters, an explicit `size` needing more work than `max_points`; 500 an unexpected server
+error (JSON too); 503 too many requests waiting; 504 the parse did not finish within the server's timeout
+(the work is stopped).
 """
 
 
@@ -96,9 +116,10 @@ def _error_responses() -> dict[int | str, dict[str, Any]]:
     reasons = {
         400: "malformed multipart body",
         408: "the upload did not arrive within the server's upload timeout",
-        413: "upload too large, or too many pixels",
+        413: "upload too large, too many pixels, implied output too large, or over the work budget",
         415: "not multipart/form-data, or not a supported image type",
-        422: "empty or undecodable image, missing 'file' field, invalid query parameters",
+        422: "empty or undecodable image, missing 'file' field, invalid query parameters, size over the budget",
+        500: "unexpected server error",
         503: "too many requests waiting for a worker",
         504: "the parse did not finish within the server's timeout",
     }
@@ -157,6 +178,27 @@ class ParseOptions:
     legend: bool
     tta: bool = False
     decode: str = "dense"
+    labels: str | None = None  # output label set (None: the model's)
+    mask: tuple[str, ...] = ()  # class names of the output label set
+
+
+def label_options(model_set: Any, labels: str | None, mask: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """Check the ``labels`` and ``mask`` query parameters against the model's label set; 422 if bad."""
+    target = model_set
+    if labels is not None:
+        try:
+            model_set.remap_to(labels)
+        except ValueError as e:
+            raise ApiError(422, "invalid_parameter", f"labels: {e}") from None
+        target = get_label_set(labels)
+    names: tuple[str, ...] = ()
+    if mask is not None:
+        names = tuple(dict.fromkeys(n.strip() for n in mask.split(",") if n.strip()))
+        try:
+            target.indices(names)
+        except ValueError as e:
+            raise ApiError(422, "invalid_parameter", f"mask: {e}") from None
+    return labels, names
 
 
 @dataclass
@@ -218,7 +260,7 @@ class Engine:
         already waiting, 504 if waiting plus running takes longer than the timeout."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.timeout
+        deadline = limits.Deadline(s.timeout)  # the worker stops at it too (fpliif.limits.check_deadline)
         sem = self._semaphore(loop)
         with self._lock:
             if self.admitted >= s.workers + s.max_queue:
@@ -236,14 +278,20 @@ class Engine:
                 ) from None
             raise
         try:
-            fut = loop.run_in_executor(self.executor(), self._counted, fn)
+            fut = loop.run_in_executor(self.executor(), self._counted, fn, deadline)
         except BaseException:
             self._leave()
             sem.release()
             raise
-        fut.add_done_callback(lambda _: sem.release())
+
+        def done(f: asyncio.Future) -> None:
+            sem.release()
+            if not f.cancelled():
+                f.exception()  # retrieved: the 504 was answered already when the work stops at its deadline
+
+        fut.add_done_callback(done)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.001, deadline - loop.time()))
+            return await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.001, deadline.remaining()))
         except asyncio.TimeoutError:
             raise ApiError(
                 504,
@@ -261,11 +309,38 @@ class Engine:
         with self._lock:
             self.admitted -= 1
 
-    def _counted(self, fn: Any) -> Any:
+    def _counted(self, fn: Any, deadline: limits.Deadline | None = None) -> Any:
         with self._lock:
             self.busy += 1
+        s = self.settings
         try:
-            return fn()
+            with limits.scope(deadline=deadline, max_points=s.max_points, max_pixels=s.max_pixels):
+                limits.check_deadline()  # waited in the queue past the deadline: do not start
+                return fn()
+        except ApiError:
+            raise
+        except limits.DeadlineExceeded:
+            raise ApiError(
+                504, "timeout", f"parsing was stopped at the server's {s.timeout:g} s timeout; try a smaller image "
+                "or a smaller 'size'"
+            ) from None
+        except limits.OverBudget as e:
+            raise ApiError(
+                413,
+                "over_budget",
+                f"{e.what or 'this request'} needs {e.value:,} decoder queries; this server allows at most "
+                f"{e.limit:,} per request (fpliif serve --max-points)",
+            ) from None
+        except limits.TooManyPixels as e:
+            detail = f"{e.what or 'image'}: {e.value:,} pixels; this server accepts at most {e.limit:,}"
+            raise ApiError(413, "too_many_pixels", detail) from None
+        except MemoryError:
+            raise ApiError(413, "too_large", "not enough memory for this request; try a smaller image") from None
+        except ValueError as e:  # the library's refusals of its input
+            raise ApiError(422, "unprocessable_image", str(e)[:500]) from None
+        except Exception:
+            log.exception("parse failed")
+            raise ApiError(500, "internal_error", "the server failed to parse this image (logged)") from None
         finally:
             with self._lock:
                 self.busy -= 1
@@ -277,20 +352,30 @@ class Engine:
         t0 = time.perf_counter()
         rgb = decode_image(img, max_side=None if opts.aligned else opts.size)
         t1 = time.perf_counter()
+        limits.check_deadline()
         if opts.aligned:
             result = self.parser.parse_aligned(rgb, size=opts.size, tta=opts.tta, decode=opts.decode)
         else:
             with self._detect_lock:
                 dets = self.parser.detect(rgb)
+            limits.check_deadline()
             result = self.parser(rgb, boxes=dets, tta=opts.tta, decode=opts.decode)
         t2 = time.perf_counter()
+        limits.check_deadline()
+        if opts.labels is not None:
+            result = result.remap(opts.labels)
         message = result.message
         faces = len(result.faces)
+        if opts.mask and opts.fmt == "png":
+            from PIL import Image
+
+            body = rgb_png(Image.fromarray(result.mask(*opts.mask).astype("uint8") * 255))
+            return ParseOutput(body, "image/png", None, faces, message)
         if opts.overlay:
             body = rgb_png(result.overlay(opts.alpha, legend=opts.legend))
             return ParseOutput(body, "image/png", None, faces, message)
         if opts.fmt == "png":
-            return ParseOutput(index_png(result.labels, self.parser.label_set), "image/png", None, faces, message)
+            return ParseOutput(index_png(result.labels, result.label_set), "image/png", None, faces, message)
         w, h = result.size
         payload: dict[str, Any] = {
             "mode": "aligned" if opts.aligned else "photo",
@@ -300,6 +385,7 @@ class Engine:
             "faces": [f.to_dict() for f in result.faces],
             "class_share": {k: round(v, 6) for k, v in result.class_share().items()},
             "classes": list(result.classes),
+            "label_set": result.label_set.name,
             "tta": opts.tta,
             "decode": opts.decode,
         }
@@ -307,6 +393,16 @@ class Engine:
             payload["message"] = message
         if opts.rle:
             payload["rle"] = rle_masks(result.labels, tuple(result.classes))
+        if opts.mask:
+            hw = list(result.labels.shape)
+            payload["masks"] = {
+                "order": "row-major",
+                "size": hw,
+                "masks": [
+                    {"index": result.label_set.index(n), "class": n, "size": hw, "counts": rle_encode(result.mask(n))}
+                    for n in opts.mask
+                ],
+            }
         t3 = time.perf_counter()
         payload["timing_ms"] = {
             "decode": round((t1 - t0) * 1000, 1),
@@ -336,6 +432,97 @@ class _SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class _HeadAsGet:
+    """Pure ASGI middleware: HEAD is answered as GET without the body (RFC 9110: every GET resource supports
+    HEAD); where GET is not allowed, HEAD gets the same 405."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_head(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_head)
+
+
+class _CatchAll:
+    """Pure ASGI middleware: an exception no handler took is logged and answered 500 with a JSON body (not
+    re-raised, so the server keeps the connection); after the response started it can only be logged."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                response = _error(500, "internal_error", "the server failed to handle this request (logged)")
+                await response(scope, receive, send)
+
+
+def _allowed_methods(request: Request, allow: str | None) -> str:
+    """The ``Allow`` header of a 405: the methods of the routes matching the path, HEAD wherever GET is."""
+    from starlette.routing import Match
+
+    methods = {m.strip().upper() for m in (allow or "").split(",") if m.strip()}
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "OPTIONS-NONE"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return ", ".join(sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m)))
+
+
+def check_aligned_cost(upload_size: tuple[int, int], size: int | None, tta: bool, settings: ServeSettings) -> None:
+    """Before any work: an aligned request's output (``size``, or the upload's own size) obeys ``max_size``
+    (413 when implied) and its decoder queries the ``max_points`` budget (422 for an explicit ``size``, 413
+    when the upload implies it)."""
+    w, h = (int(v) for v in upload_size)
+    if size is None and max(w, h) > settings.max_size:
+        raise ApiError(
+            413,
+            "too_large",
+            f"aligned=true without size outputs the upload's own size, {w}x{h}; this server's largest output side "
+            f"is {settings.max_size} (fpliif serve --max-size): pass size={settings.max_size} or less, or upload a "
+            "smaller crop",
+        )
+    ow, oh = (w, h) if size is None else (size, size)
+    points = ow * oh * (2 if tta else 1)
+    if points > settings.max_points:
+        asked = f"aligned=true&size={size}" if size is not None else f"aligned=true (the upload's size, {w}x{h})"
+        raise ApiError(
+            413 if size is None else 422,
+            "over_budget",
+            f"{asked} needs {points:,} decoder queries ({ow}x{oh} output pixels{' x 2 for tta' if tta else ''}); "
+            f"this server allows at most {settings.max_points:,} per request (fpliif serve --max-points): "
+            "ask for a smaller size",
+        )
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -376,6 +563,8 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
     )
     app.state.engine = engine
     app.state.settings = settings
+    app.add_middleware(_CatchAll)
+    app.add_middleware(_HeadAsGet)
     app.add_middleware(_SecurityHeaders)
 
     @app.exception_handler(ApiError)
@@ -388,9 +577,14 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
         return _error(422, "invalid_parameter", _validation_detail(exc.errors()), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.get("Allow"))
+        response = _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        response.headers.update(headers)
+        return response
 
     @app.get("/healthz", summary="Liveness and load")
     async def healthz() -> dict[str, Any]:
@@ -411,8 +605,10 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
                 "max_upload_bytes": settings.max_upload_bytes,
                 "max_pixels": settings.max_pixels,
                 "max_size": settings.max_size,
+                "max_points": settings.max_points,
                 "timeout_s": settings.timeout,
                 "upload_timeout_s": settings.upload_timeout,
+                "header_timeout_s": settings.header_timeout,
                 "workers": settings.workers,
             },
             "defaults": {"tta": settings.tta, "decode": settings.decode},
@@ -459,8 +655,14 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
         ),
         aligned: bool = Query(False, description="true: the upload is an aligned face crop (no detection)"),
         fmt: Literal["png", "json"] = Query("png", alias="format", description="png (label map) or json"),
-        overlay: bool = Query(False, description="return the colour overlay as an RGB PNG (format=png)"),
-        rle: bool = Query(False, description="format=json: add per-class row-major RLE masks"),
+        overlay: bool = Query(
+            False, description="return the colour overlay as an RGB PNG (format=png only: 422 with format=json)"
+        ),
+        rle: bool = Query(
+            False,
+            description="format=json: add per-class row-major RLE masks (PNG outputs have no place for them: "
+            "ignored there)",
+        ),
         alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay=true: opacity of the colours"),
         legend: bool = Query(False, description="overlay=true: add a legend panel on the right"),
         tta: bool | None = Query(
@@ -473,6 +675,16 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             description="dense: decode every pixel; adaptive: coarse to fine, re-querying the decoder only where "
             "the prediction is uncertain (default: the server's setting)",
         ),
+        labels: str | None = Query(
+            None,
+            description="output label set, merged from the model's classes: lapa, coarse or celebamask-hq "
+            "(default: the model's own)",
+        ),
+        mask: str | None = Query(
+            None,
+            description="comma-separated class names of the output label set: format=png returns their union as "
+            "a binary PNG, format=json adds one RLE mask per name under 'masks'",
+        ),
     ) -> Response:
         unknown = sorted(set(request.query_params) - set(PARSE_PARAMS))
         if unknown:
@@ -481,8 +693,9 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             )
         if overlay and fmt != "png":
             raise ApiError(422, "invalid_parameter", "overlay=true returns a PNG: use it with format=png")
-        if rle and fmt != "json":
-            raise ApiError(422, "invalid_parameter", "rle=true adds masks to the JSON: use it with format=json")
+        if mask is not None and overlay:
+            raise ApiError(422, "invalid_parameter", "mask returns a binary PNG (or JSON masks): not with overlay=true")
+        labels, mask_names = label_options(engine.parser.label_set, labels, mask)
         opts = ParseOptions(
             aligned,
             size,
@@ -493,6 +706,8 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             legend,
             settings.tta if tta is None else tta,
             settings.decode if decode is None else decode,
+            labels,
+            mask_names,
         )
         upload = await read_upload(
             request.headers.get("content-type"),
@@ -502,13 +717,16 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             settings.upload_timeout,
         )
         img = open_upload(upload.data, upload.content_type, settings.max_pixels)
+        if aligned:
+            check_aligned_cost(img.size, size, opts.tta, settings)
         out: ParseOutput = await engine.run(lambda: engine.parse(img, opts))
         headers = {"Cache-Control": "no-store", "X-Fpliif-Faces": str(out.faces)}
         if out.message:
             headers["X-Fpliif-Message"] = out.message.encode("ascii", "replace").decode("ascii")
         if out.payload is not None:
             return JSONResponse(out.payload, headers=headers)
-        headers["Content-Disposition"] = 'inline; filename="{}.png"'.format("overlay" if overlay else "labels")
+        kind = "mask" if mask_names and fmt == "png" else "overlay" if overlay else "labels"
+        headers["Content-Disposition"] = f'inline; filename="{kind}.png"'
         return Response(out.body, media_type=out.media_type, headers=headers)
 
     @app.get("/", include_in_schema=False)

@@ -10,11 +10,12 @@ import argparse
 import ipaddress
 import sys
 
+from ..limits import DEFAULT_MAX_PIXELS, default_max_pixels
 from .settings import ServeSettings
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    d = ServeSettings()
+    d = ServeSettings(max_pixels=DEFAULT_MAX_PIXELS)  # not from the environment: a bad value must not break --help
     p = sub.add_parser(
         "serve",
         help="web service + page for face parsing (POST /v1/parse, GET /v1/model, page at /)",
@@ -34,10 +35,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="largest image file, MiB (413; default %(default)s)",
     )
     p.add_argument(
-        "--max-pixels", type=int, default=d.max_pixels, help="largest image in pixels (413; default %(default)s)"
+        "--max-pixels",
+        type=int,
+        default=None,
+        help=f"largest image in pixels (413; default $FPLIIF_MAX_PIXELS or {DEFAULT_MAX_PIXELS}, as fpliif parse)",
     )
     p.add_argument(
-        "--max-size", type=int, default=d.max_size, help="largest allowed 'size' parameter (default %(default)s)"
+        "--max-size",
+        type=int,
+        default=d.max_size,
+        help="largest output side: the 'size' parameter, and an aligned upload's own size (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=d.max_points,
+        help="most work per request, in decoder queries: output pixels of each face, x2 with TTA; "
+        "checked before the work starts (413/422; default %(default)s)",
     )
     p.add_argument(
         "--workers-threads",
@@ -56,6 +70,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=d.upload_timeout,
         help="seconds allowed for receiving an upload (408; default %(default)s)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d.header_timeout,
+        help="seconds allowed for a request's line and headers (408, connection closed; default %(default)s)",
     )
     p.add_argument(
         "--max-queue",
@@ -84,12 +104,14 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         host=args.host,
         port=args.port,
         max_upload_mb=args.max_upload_mb,
-        max_pixels=args.max_pixels,
+        max_pixels=default_max_pixels() if args.max_pixels is None else args.max_pixels,
         max_size=args.max_size,
+        max_points=args.max_points,
         workers=args.workers_threads,
         torch_threads=args.torch_threads,
         timeout=args.timeout,
         upload_timeout=args.upload_timeout,
+        header_timeout=args.header_timeout,
         max_queue=args.max_queue,
         tta=args.tta,
         decode=args.decode,
@@ -106,13 +128,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..cli import UserError
+    from ..errors import UserError
 
     settings = settings_from_args(args)
     try:
         import uvicorn
 
         from .app import create_app
+        from .protocol import uvicorn_options
     except ModuleNotFoundError as e:
         raise UserError(f"needs the 'serve' extra ({e.name} is missing): pip install 'fpliif[serve]'") from None
     app = create_app(args.weights, settings)
@@ -131,5 +154,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "the service has no authentication",
             file=sys.stderr,
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, server_header=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, **uvicorn_options(settings))
     return 0

@@ -155,21 +155,22 @@ def open_upload(data: bytes, declared: str | None, max_pixels: int) -> Any:
 
 
 def decode_image(img: Any, max_side: int | None = None) -> np.ndarray:
-    """Decode an image from :func:`open_upload` to (H, W, 3) uint8 RGB (EXIF orientation applied).
+    """Decode an image from :func:`open_upload` to (H, W, 3) uint8 RGB by the one rule of
+    :func:`fpliif.imaging.to_rgb` (EXIF orientation, transparency over white, 16-bit and float images scaled).
 
     ``max_side``: shrink (never enlarge) so the longer side is at most this (JPEGs decode at a reduced
     DCT scale first, which is much faster for big photos).
     """
     from PIL import Image
 
-    from ..infer.images import pil_to_rgb
+    from ..imaging import to_rgb
 
     fmt = img.format or "image"
     try:
         if max_side and img.format == "JPEG":
             img.draft("RGB", (max_side, max_side))
         img.load()
-        rgb = pil_to_rgb(img)
+        rgb = to_rgb(img)
     except Image.DecompressionBombError as e:
         raise ApiError(413, "too_many_pixels", f"image too large: {e}") from None
     except MemoryError:

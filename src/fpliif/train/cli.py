@@ -1,4 +1,4 @@
-"""``fpliif train --config CONFIG.yaml [key=value ...]``."""
+"""``fpliif train --config CONFIG.yaml [key=value ...] [--dry-run]``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"out={args.out}")
     cfg = load_config(args.config, overrides)
+    if args.dry_run:
+        from .config import dump_config
+
+        sys.stdout.write(dump_config(cfg))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     record = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -39,4 +44,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory (same as out=DIR)")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory from last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config (and overrides), print the resolved config as YAML and exit; writes nothing",
+    )
     p.set_defaults(func=cmd_train)

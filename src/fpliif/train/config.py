@@ -1,56 +1,318 @@
-"""Training configs: YAML files merged over defaults, with ``key.sub=value`` command-line overrides."""
+"""Training configs: YAML files merged over defaults, with ``key.sub=value`` command-line overrides.
+
+The schema is the dataclasses below: every key, its type, its default (:data:`DEFAULTS` is derived from
+them) and its range. It is strict at every depth: an unknown key anywhere, a value of the wrong type or out
+of range is a :class:`~fpliif.errors.ConfigError` naming the full key path (and the closest valid key),
+raised by :func:`load_config` before anything is written. The free-form parts are checked by their owners:
+``model.args`` against the registered constructor's signature (:func:`fpliif.registry.check_args`; nothing
+is built) and ``data.augment`` by :func:`fpliif.data.transforms.check_augment`. Configs stay plain dicts:
+the YAML format, ``config.yaml`` of a run and the config inside checkpoints are unchanged.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
+import math
+import types
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..errors import ConfigError
 from ..precision import AMP_CHOICES
 
-DEFAULTS: dict[str, Any] = {
-    "model": {"name": "fpliif", "args": {}},
-    "data": {
-        "root": None,
-        "layout": "folder",
-        "classes": None,  # folder layout only: label-set name or list; None = the dataset's default
-        "train_split": "train",
-        "val_split": "val",
-        "size": 256,
-        "augment": None,  # see fpliif.data.build_train_transform
-        "workers": 2,
-        "skip_bad": False,
-        "preload": False,  # decode + resize every image once into memory (~12·size² bytes each); same samples
-    },
-    "train": {
-        "epochs": 400,
-        "batch_size": 33,
-        "lr": 5.0e-4,
-        "weight_decay": 0.0,
-        "schedule": {"type": "multistep", "milestones": [200, 300, 350], "gamma": 0.1},
-        "edge_lambda": 10.0,
-        "edge_kernel": 3,
-        "sample_queries": 4096,  # queries per image; null = the full output grid
-        "amp": "auto",  # auto | none | bf16 | fp16: auto = bf16 where the device has it natively, else fp32
-        "query_sampling": {"type": "uniform"},  # or {type: balanced, edge_boost: 2.0}: see docs/training.md
-        "dice_weight": 0.0,  # > 0 adds dice_weight * soft Dice (not in the paper)
-        "ema": None,  # EMA decay of the weights (e.g. 0.999): evaluated, checkpointed and saved as the weights
-        "channels_last": False,
-        "grad_clip": None,
-        "class_weights": None,  # None | "inverse_sqrt_freq" (computed once from the training masks)
-        "seed": 0,
-        "val_every": 1,
-        "val_batch_size": 8,
-        "max_steps_per_epoch": None,  # for smoke runs
-        "max_val_images": None,
-        "device": "auto",  # auto | cpu | cuda
-        "threads": None,  # torch CPU threads per process; None = torch's default
-        "init_weights": None,  # a .safetensors file to start from (e.g. a shorter run's best weights)
-    },
-    "out": "runs/default",
-}
+
+def _field(default: Any = None, **rules: Any) -> Any:
+    """A schema field: its default and checks (``ge``/``gt``/``lt`` on numbers and list items, ``odd``,
+    ``nonempty``, ``required``, ``check(value, key)``)."""
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        return field(default_factory=default, metadata=rules)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=functools.partial(copy.deepcopy, default), metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+def _check_layout(value: str, key: str) -> str:
+    from ..data.layouts import LAYOUTS
+
+    if value not in LAYOUTS:
+        raise ConfigError(key, f"unknown dataset layout {value!r}; known layouts: {', '.join(LAYOUTS)}")
+    return value
+
+
+def _check_augment(value: Any, key: str) -> Any:
+    """``None``, ``"paper"`` or a mapping of augmentation steps (keys checked here, values by the transform)."""
+    from ..data.transforms import AUGMENT_KEYS, JITTER_KEYS, check_augment
+
+    if isinstance(value, dict):
+        for name in value:
+            if name not in AUGMENT_KEYS:
+                raise ConfigError.unknown_key(f"{key}.{name}", sorted(AUGMENT_KEYS))
+        jitter = value.get("color_jitter")
+        for name in jitter if isinstance(jitter, dict) else ():
+            if name not in JITTER_KEYS:
+                raise ConfigError.unknown_key(f"{key}.color_jitter.{name}", sorted(JITTER_KEYS))
+    try:
+        check_augment(value)
+    except ValueError as e:  # "augment 'crop': ..." / "augment color_jitter: ..." -> data.augment.crop: ...
+        step, _, reason = str(e).removeprefix("augment").partition(": ")
+        step = step.strip().strip("'").replace(" ", ".")
+        raise ConfigError(f"{key}.{step}" if step else key, reason) from None
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ schema
+@dataclass
+class ModelConfig:
+    name: str = "fpliif"  # a registered architecture (fpliif.registry)
+    args: dict[str, Any] = _field({})  # its constructor's arguments, checked against the signature
+
+    @staticmethod
+    def check(section: dict[str, Any], key: str) -> None:
+        from ..registry import check_args
+
+        check_args({"name": section.get("name", ModelConfig.name), "args": section.get("args")}, where=key)
+
+
+@dataclass
+class DataConfig:
+    root: str | list[str] | None = _field(None, nonempty=True)  # one dataset root or several; required
+    layout: str = _field("folder", check=_check_layout)
+    # folder layout only: label-set name or list; None = the dataset's default
+    classes: str | list[str] | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"  # null: no validation
+    size: int = _field(256, ge=1)
+    # "paper" or a dict of steps: see fpliif.data.build_train_transform
+    augment: str | dict[str, Any] | None = _field(None, check=_check_augment)
+    workers: int = _field(2, ge=0)
+    skip_bad: bool = False
+    preload: bool = False  # decode + resize every image once into memory (~12·size² bytes each); same samples
+
+
+@dataclass
+class ScheduleConfig:
+    type: Literal["multistep", "constant"] = _field("multistep", required=True)
+    milestones: list[int] = _field([200, 300, 350], ge=0)  # epochs after which the rate is multiplied by gamma
+    gamma: float = _field(0.1, gt=0)
+
+
+@dataclass
+class QuerySamplingConfig:
+    type: Literal["uniform", "balanced"] = _field("uniform", required=True)
+    edge_boost: float = _field(0.0, ge=0)  # balanced only: x(1 + edge_boost) on label edges
+
+    @staticmethod
+    def check(section: dict[str, Any], key: str) -> None:
+        if "edge_boost" in section and section.get("type") != "balanced":
+            raise ConfigError(f"{key}.edge_boost", f"applies to type balanced only, not {section.get('type')}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _field(400, ge=1)
+    batch_size: int = _field(33, ge=1)  # per process under torchrun
+    lr: float = _field(5.0e-4, gt=0)
+    weight_decay: float = _field(0.0, ge=0)
+    schedule: ScheduleConfig = _field(ScheduleConfig)
+    edge_lambda: float = _field(10.0, ge=0)
+    edge_kernel: int = _field(3, ge=3, odd=True)
+    sample_queries: int | None = _field(4096, ge=1)  # queries per image; null = the full output grid
+    # auto | none | bf16 | fp16: auto = bf16 where the device has it natively, else fp32
+    amp: Literal[AMP_CHOICES] = "auto"
+    # or {type: balanced, edge_boost: 2.0}: see docs/training.md
+    query_sampling: QuerySamplingConfig = _field({"type": "uniform"})
+    dice_weight: float = _field(0.0, ge=0)  # > 0 adds dice_weight * soft Dice (not in the paper)
+    # EMA decay of the weights (e.g. 0.999): evaluated, checkpointed and saved as the weights
+    ema: float | None = _field(None, gt=0, lt=1)
+    channels_last: bool = False
+    grad_clip: float | None = _field(None, ge=0)  # max gradient norm; null or 0 = off
+    class_weights: Literal["inverse_sqrt_freq"] | None = None  # computed once from the training masks
+    seed: int = _field(0, ge=0)
+    val_every: int = _field(1, ge=1)
+    val_batch_size: int = _field(8, ge=1)
+    max_steps_per_epoch: int | None = _field(None, ge=0)  # for smoke runs; null or 0 = no limit
+    max_val_images: int | None = _field(None, ge=0)  # null or 0 = the whole val split
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = _field(None, ge=0)  # torch CPU threads per process; null or 0 = torch's default
+    init_weights: str | None = None  # a .safetensors file to start from (e.g. a shorter run's best weights)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = _field(ModelConfig)
+    data: DataConfig = _field(DataConfig)
+    train: TrainConfig = _field(TrainConfig)
+    out: str = _field("runs/default", nonempty=True)
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+DEFAULTS: dict[str, Any] = _defaults(Config)
+"""The default config (derived from the schema; the order of keys is the order of ``config.yaml``)."""
+
+
+# ------------------------------------------------------------------------------------------------ checking
+_PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+
+
+class _Mismatch(Exception):
+    """The value is not of the annotated type (the caller names the key and the expected type)."""
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _describe(tp: Any, rules: dict[str, Any] | None = None) -> str:
+    """Words for an annotation and its rules: ``int | None`` with ``ge=1`` -> "an integer >= 1 or null"."""
+    rules = rules or {}
+    bound = "".join(f" {op} {rules[name]}" for name, op in (("ge", ">="), ("gt", ">"), ("lt", "<")) if name in rules)
+    if "gt" in rules and "lt" in rules:
+        bound = f" in ({rules['gt']}, {rules['lt']})"
+    nonempty = "non-empty " if rules.get("nonempty") else ""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        alts = [a for a in get_args(tp) if a is not type(None)]
+        words = [_describe(a, rules) for a in alts] + (["null"] if type(None) in get_args(tp) else [])
+        return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+    if origin is Literal:
+        return "one of " + ", ".join("null" if a is None else str(a) for a in get_args(tp))
+    if origin is list:
+        (item,) = get_args(tp)
+        return f"a {nonempty}list of {_PLURAL.get(item, 'values')}{bound}"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return f"an {'odd ' if rules.get('odd') else ''}integer{bound}"
+    if tp is float:
+        return f"a number{bound}"
+    if tp is str:
+        return f"a {nonempty}string"
+    return "a mapping"
+
+
+def _typed(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` (returned normalised); :class:`_Mismatch` if it is not."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for alt in get_args(tp):
+            try:
+                return _typed(value, alt, key)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if tp is type(None) or origin is Literal:
+        allowed = (None,) if tp is type(None) else get_args(tp)
+        if any(value == a and type(value) is type(a) for a in allowed):
+            return value
+        raise _Mismatch
+    if tp in (bool, str):
+        if type(value) is not tp:
+            raise _Mismatch
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _Mismatch
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise _Mismatch from None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise _Mismatch
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        (item,) = get_args(tp)
+        return [_typed(v, item, key) for v in value]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return check_section(value, tp, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return value
+    raise TypeError(f"{key}: unsupported schema type {tp!r}")  # a bug in the schema, not in the config
+
+
+def _in_bounds(value: Any, rules: dict[str, Any]) -> bool:
+    if isinstance(value, list):
+        return not (rules.get("nonempty") and not value) and all(_in_bounds(v, rules) for v in value)
+    if isinstance(value, str):
+        return not (rules.get("nonempty") and not value)
+    if isinstance(value, (int, float)):
+        return (
+            ("ge" not in rules or value >= rules["ge"])
+            and ("gt" not in rules or value > rules["gt"])
+            and ("lt" not in rules or value < rules["lt"])
+            and (not rules.get("odd") or value % 2 == 1)
+        )
+    return True
+
+
+def check_value(value: Any, tp: Any, rules: dict[str, Any], key: str) -> Any:
+    """One setting checked against its annotation and rules; returns it normalised or raises ConfigError."""
+    try:
+        value = _typed(value, tp, key)
+    except _Mismatch:
+        raise ConfigError(key, f"expected {_describe(tp, rules)}, got {value!r}") from None
+    if value is not None and not _in_bounds(value, rules):
+        raise ConfigError(key, f"expected {_describe(tp, rules)}, got {value!r}")
+    if value is not None and "check" in rules:
+        value = rules["check"](value, key)
+    return value
+
+
+def check_section(section: dict[str, Any], cls: type, path: str = "") -> dict[str, Any]:
+    """A mapping checked against a schema dataclass: no unknown key, every value typed and in range.
+
+    Keys may be missing (defaults fill them in :func:`load_config`), except those marked ``required``.
+    Returns a new dict with the values normalised, in the given key order.
+    """
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for name, value in section.items():
+        key = f"{path}.{name}" if path else str(name)
+        if name not in fields:
+            raise ConfigError.unknown_key(key, list(fields))
+        out[name] = check_value(value, hints[name], dict(fields[name].metadata), key)
+    for name, f in fields.items():
+        if f.metadata.get("required") and name not in out:
+            raise ConfigError(f"{path}.{name}" if path else name, f"missing (expected {_describe(hints[name])})")
+    if hasattr(cls, "check"):
+        cls.check(out, path)
+    return out
+
+
+def _check_key_path(parts: list[str]) -> None:
+    """An override's key names a field at every depth where the schema is fixed (not in free-form values)."""
+    cls: Any = Config
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            return
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            raise ConfigError.unknown_key(".".join(parts[: depth + 1]), names)
+        cls = _hints(cls)[part]
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -66,27 +328,26 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def apply_override(cfg: dict[str, Any], text: str) -> None:
     """Apply one ``a.b.c=value`` override; ``value`` is parsed as YAML (numbers, lists, null...)."""
     if "=" not in text:
-        raise ValueError(f"override {text!r}: expected key=value (e.g. train.epochs=10)")
+        raise ConfigError("", f"override {text!r}: expected key=value (e.g. train.epochs=10)")
     key, _, raw = text.partition("=")
     parts = key.strip().split(".")
+    _check_key_path(parts)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(key.strip(), f"override value {raw!r} is not valid YAML ({e})") from None
     node = cfg
     for p in parts[:-1]:
         if not isinstance(node.get(p), dict):
             if p in node and node[p] is not None:
-                raise ValueError(f"override {text!r}: {p!r} is not a section")
+                raise ConfigError("", f"override {text!r}: {p!r} is not a section")
             node[p] = {}
         node = node[p]
-    if parts[0] not in DEFAULTS:
-        raise ValueError(f"override {text!r}: unknown section {parts[0]!r}; known: {sorted(DEFAULTS)}")
-    if len(parts) == 2 and parts[0] in ("data", "train") and parts[1] not in DEFAULTS[parts[0]]:
-        raise ValueError(
-            f"override {text!r}: unknown key {parts[1]!r} in {parts[0]!r}; known: {sorted(DEFAULTS[parts[0]])}"
-        )
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = value
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """DEFAULTS <- YAML file <- overrides, validated."""
+    """DEFAULTS <- YAML file <- overrides, validated (:class:`ConfigError` before anything is written)."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         path = Path(path)
@@ -98,13 +359,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ValueError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
-        unknown = set(loaded) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        for section in ("data", "train"):
-            extra = set(loaded.get(section) or {}) - set(DEFAULTS[section])
-            if extra:
-                raise ValueError(f"{path}: unknown keys in {section!r}: {sorted(extra)}")
+        try:
+            check_section(loaded, Config)  # the file's own keys and values, named with the file
+        except ConfigError as e:
+            raise ConfigError(e.key, e.reason, source=str(path)) from None
         cfg = deep_merge(cfg, loaded)
     for text in overrides:
         apply_override(cfg, text)
@@ -113,62 +371,15 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 
 def validate(cfg: dict[str, Any]) -> None:
-    t, d = cfg["train"], cfg["data"]
-    for key in ("lr", "weight_decay", "edge_lambda"):
-        if isinstance(t[key], str):  # PyYAML reads "1e-3" (no dot) as a string
-            try:
-                t[key] = float(t[key])
-            except ValueError:
-                raise ValueError(f"train.{key}: expected a number, got {t[key]!r}") from None
-    if d["root"] is None:
-        raise ValueError("data.root: no dataset root given (set it in the config or pass data.root=PATH)")
-    for key in ("epochs", "batch_size"):
-        if not isinstance(t[key], int) or t[key] <= 0:
-            raise ValueError(f"train.{key}: expected a positive integer, got {t[key]!r}")
-    if not (isinstance(t["lr"], (int, float)) and t["lr"] > 0):
-        raise ValueError(f"train.lr: expected a positive number, got {t['lr']!r}")
-    if t["amp"] not in AMP_CHOICES:
-        raise ValueError(f"train.amp: expected one of {', '.join(AMP_CHOICES)}, got {t['amp']!r}")
-    _validate_query_sampling(t["query_sampling"])
-    if (
-        isinstance(t["dice_weight"], bool)
-        or not isinstance(t["dice_weight"], (int, float))
-        or not (0 <= t["dice_weight"] < float("inf"))
-    ):
-        raise ValueError(f"train.dice_weight: expected a number >= 0, got {t['dice_weight']!r}")
-    if t["ema"] is not None and (
-        isinstance(t["ema"], bool) or not isinstance(t["ema"], (int, float)) or not 0 < t["ema"] < 1
-    ):
-        raise ValueError(f"train.ema: expected null or a decay in (0, 1), e.g. 0.999; got {t['ema']!r}")
-    if not isinstance(d["preload"], bool):
-        raise ValueError(f"data.preload: expected true or false, got {d['preload']!r}")
-    roots = d["root"] if isinstance(d["root"], list) else [d["root"]]
-    if not roots or not all(isinstance(r, str) and r for r in roots):
-        raise ValueError(f"data.root: expected a path or a non-empty list of paths, got {d['root']!r}")
-    if t["sample_queries"] is not None and (not isinstance(t["sample_queries"], int) or t["sample_queries"] <= 0):
-        raise ValueError(f"train.sample_queries: expected a positive integer or null, got {t['sample_queries']!r}")
-    if t["schedule"].get("type") not in ("multistep", "constant"):
-        raise ValueError(f"train.schedule.type: expected multistep or constant, got {t['schedule'].get('type')!r}")
-    if t["class_weights"] not in (None, "inverse_sqrt_freq"):
-        raise ValueError(f"train.class_weights: expected null or inverse_sqrt_freq, got {t['class_weights']!r}")
-    if t["edge_kernel"] % 2 != 1 or t["edge_kernel"] < 3:
-        raise ValueError(f"train.edge_kernel: expected an odd integer >= 3, got {t['edge_kernel']!r}")
-
-
-def _validate_query_sampling(qs: Any) -> None:
-    if not isinstance(qs, dict) or qs.get("type") not in ("uniform", "balanced"):
-        raise ValueError(
-            f"train.query_sampling: expected {{type: uniform}} or {{type: balanced, edge_boost: N}}, got {qs!r}"
-        )
-    allowed = {"type"} | ({"edge_boost"} if qs["type"] == "balanced" else set())
-    extra = set(qs) - allowed
-    if extra:
-        raise ValueError(
-            f"train.query_sampling: unknown keys {sorted(extra)} for type {qs['type']}; known: {sorted(allowed)}"
-        )
-    boost = qs.get("edge_boost", 0.0)
-    if isinstance(boost, bool) or not isinstance(boost, (int, float)) or not 0 <= boost < float("inf"):
-        raise ValueError(f"train.query_sampling.edge_boost: expected a number >= 0, got {boost!r}")
+    """Check a whole config against the schema (in place: values normalised, e.g. ``"1e-3"`` -> 0.001)."""
+    checked = check_section(cfg, Config)
+    for name in ("model", "data", "train"):
+        if name not in checked:
+            raise ConfigError(name, "missing section")
+    if checked["data"].get("root") is None:
+        raise ConfigError("data.root", "no dataset root given (set it in the config or pass data.root=PATH)")
+    cfg.clear()
+    cfg.update(checked)
 
 
 def dump_config(cfg: dict[str, Any]) -> str:

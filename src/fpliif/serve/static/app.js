@@ -139,10 +139,12 @@
   function fillSizes() {
     const spec = SIZES[state.mode];
     const max = state.model ? state.model.limits.max_size : 2048;
+    // aligned outputs cost size^2 decoder queries: offer only sizes within the server's work budget
+    const points = (state.model && state.model.limits.max_points) || Infinity;
     const select = $("size");
     select.replaceChildren();
     for (const v of spec.values) {
-      if (v && Number(v) > max) continue;
+      if (v && (Number(v) > max || (state.mode === "aligned" && Number(v) ** 2 > points))) continue;
       const opt = document.createElement("option");
       opt.value = v;
       opt.textContent = v ? `${v} px` : spec.none;
@@ -315,7 +317,10 @@
       ctx.strokeStyle = "#ffffff";
       ctx.lineWidth = Math.max(1, Math.round(Math.min(w, h) / 300));
       for (const face of state.result.faces) {
-        const [x1, y1, x2, y2] = face.box;
+        // snap to the pixel grid: a crisp outline (detectors give fractional boxes; anti-aliased edges
+        // would tint the label colours under them)
+        const half = ctx.lineWidth % 2 ? 0.5 : 0;
+        const [x1, y1, x2, y2] = face.box.map((v) => Math.round(v) + half);
         ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       }
     }

@@ -1,0 +1,108 @@
+"""One image decoder: any image Pillow reads -> ``(H, W, 3)`` uint8 RGB, with one rule per kind of file.
+
+Training data (:func:`fpliif.data.io.read_image`), the parser (:func:`fpliif.infer.images.load_image`,
+``FaceParser`` given a PIL image) and the service (:func:`fpliif.serve.imaging.decode_image`) all decode
+through :func:`to_rgb`, so a file looks the same to training, evaluation and inference. numpy and Pillow
+only (no torch): the ONNX Runtime path uses it too.
+
+Rules:
+
+* **EXIF orientation** is applied: the pixels are those of the image as displayed (:func:`apply_orientation`).
+  A malformed EXIF block counts as unrotated.
+* **RGB**: as stored. **Grayscale** (``L``, ``1``), **palette** (``P``: its colours), **CMYK**, **YCbCr**,
+  **HSV**: Pillow's conversion to RGB.
+* **Alpha** (``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa``/``La``; ``P``, ``L`` or ``RGB`` with a
+  transparent colour, PNG ``tRNS``): composited over **white** (Pillow's ``alpha_composite``). White is
+  what image viewers and the web page show behind a transparent face cut-out and what parsing did before
+  this module; training uses the same rule, so a transparent dataset image becomes the picture a user would
+  parse. Compositing moves no pixel, so image/mask pairs stay aligned whatever the colour; fully transparent
+  pixels never expose the colour an encoder left behind them.
+* **Integer grayscale deeper than 8 bits** (``I;16*``, ``I``): scaled by the bit depth,
+  ``round(v * 255 / (2**bits - 1))``, clipped to 0..255. ``bits`` is the TIFF ``BitsPerSample`` where the file
+  has one, else 16 (``I`` is how Pillow holds 16-bit PNGs and 32-bit TIFFs).
+* **Float** (``F``, e.g. float TIFFs): values in [0, 1] are scaled to 0..255 (``round(v * 255)``), anything
+  outside is clipped, NaN becomes 0.
+* **16-bit RGB(A) PNGs**: Pillow itself reduces them to 8 bits per channel on decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_EXIF_ORIENTATION = 0x0112
+_TIFF_BITS_PER_SAMPLE = 258
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def exif_orientation(img: Any) -> int:
+    """The EXIF orientation tag of a PIL image (1..8; 1 = as stored, also for a missing or malformed tag)."""
+    try:
+        value = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # malformed EXIF block: treat as unrotated
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_orientation(img: Any) -> Any:
+    """The image as displayed (EXIF orientation applied); the same object when there is nothing to do."""
+    if exif_orientation(img) == 1:
+        return img
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img)
+
+
+def has_alpha(img: Any) -> bool:
+    """Whether a PIL image carries transparency (an alpha channel or a transparent palette colour)."""
+    return img.mode in _ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+
+
+def _bits(img: Any, default: int) -> int:
+    try:
+        bits = img.tag_v2.get(_TIFF_BITS_PER_SAMPLE)  # TIFF only
+    except AttributeError:
+        return default
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return int(bits) if isinstance(bits, int) and 1 <= bits <= 32 else default
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def to_rgb(img: Any, exif: bool = True) -> np.ndarray:
+    """A (loaded) PIL image of any mode -> ``(H, W, 3)`` uint8 RGB by the rules of this module.
+
+    ``exif=False``: the caller has already applied the EXIF orientation. Raises ValueError for a mode that has
+    no RGB conversion.
+    """
+    from PIL import Image
+
+    if exif:
+        img = apply_orientation(img)
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return np.asarray(img)
+    if mode.startswith("I;16") or mode == "I":
+        top = float(2 ** _bits(img, 16) - 1)
+        arr = np.asarray(img)
+        if top <= 65535:
+            values = np.clip(arr, 0, int(top)).astype(np.uint32)
+            gray = ((values * 255 + int(top) // 2) // int(top)).astype(np.uint8)
+        else:
+            gray = np.clip(np.rint(arr.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+        return _gray_to_rgb(gray)
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        return _gray_to_rgb(np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8))
+    if has_alpha(img):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    try:
+        return np.asarray(img.convert("RGB"))
+    except (ValueError, OSError) as e:
+        raise ValueError(f"cannot convert image mode {mode} to RGB: {e}") from None

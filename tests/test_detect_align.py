@@ -1,0 +1,264 @@
+"""MTCNN detection with landmarks, rolled (aligned) crops, and paste-back through the inverse rotation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fpliif.cli import main
+from fpliif.infer.cli import example_image
+from fpliif.infer.detect import HaarDetector, MTCNNDetector, make_detector, roll_degrees
+from fpliif.infer.framing import HAAR_FRAMING, MTCNN_FRAMING, Framing
+from fpliif.infer.geometry import Window, extract_crop, grid_coords, visible_region
+from fpliif.infer.images import load_image
+from fpliif.infer.parser import FaceParser
+from fpliif.labels import CELEBAMASK_HQ
+
+MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "celebamask-mini"
+CODE = 12  # oracle colour code: class k <-> grey level k * CODE
+
+
+class Oracle(nn.Module):
+    """A 'model' that reads the class off the crop's grey level at each query point (nearest texel)."""
+
+    label_set = CELEBAMASK_HQ
+    temperature = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return image
+
+    def decode(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        v = nn.functional.grid_sample(z[:, :1], coords[:, None], mode="nearest", align_corners=False)[:, 0, 0]
+        k = (v * 255 / CODE).round().long().clamp(0, 18)
+        return nn.functional.one_hot(k, 19).float() * 10
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return load_image(example_image())
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MTCNNDetector:
+    return MTCNNDetector()
+
+
+def rotate(image: np.ndarray, degrees: float, pad: int = 0) -> np.ndarray:
+    """``image`` padded by ``pad`` (edge) and rotated by ``degrees`` counter-clockwise on screen about its centre."""
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def check_face(det, box_range=None) -> None:
+    """Landmarks inside the box, eyes above the nose above the mouth, left/right in image order."""
+    (x1, y1, x2, y2), score, lm = det
+    assert score > 0.95 and lm.shape == (5, 2)
+    assert ((lm[:, 0] > x1) & (lm[:, 0] < x2) & (lm[:, 1] > y1) & (lm[:, 1] < y2)).all()
+    eye_l, eye_r, nose, mouth_l, mouth_r = lm
+    assert eye_l[0] < nose[0] < eye_r[0] and mouth_l[0] < mouth_r[0]
+    assert max(eye_l[1], eye_r[1]) < nose[1] < min(mouth_l[1], mouth_r[1])
+
+
+# ---------------------------------------------------------------------------------------------- detection
+def test_mtcnn_finds_the_astronaut_with_landmarks(mtcnn, astronaut):
+    dets = mtcnn(astronaut)
+    assert len(dets) == 1
+    check_face(dets[0])
+    (x1, y1, x2, y2), _, lm = dets[0]
+    assert 200 < (x1 + x2) / 2 < 250 and 90 < (y1 + y2) / 2 < 140 and 70 < x2 - x1 < 130
+    assert abs(roll_degrees(lm)) < 8  # nearly upright
+    # the same face through the parser's API: (box, score, landmarks), passable back as boxes
+    parser = FaceParser(Oracle(), input_size=64)
+    (box, score, lm2), = parser.detect(astronaut)
+    assert np.allclose(lm2, lm) and parser.framing == MTCNN_FRAMING
+
+
+def test_mtcnn_finds_no_face_in_non_faces(mtcnn):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    gradient = np.tile(np.linspace(0, 255, 320).astype(np.uint8)[None, :, None], (240, 1, 3))
+    chess = np.kron((np.indices((8, 8)).sum(0) % 2).astype(np.uint8) * 255, np.ones((40, 40), np.uint8))
+    for image in (noise, gradient, np.repeat(chess[..., None], 3, axis=2)):
+        assert mtcnn(image) == []
+
+
+@pytest.mark.parametrize("degrees", [25, -25])
+def test_rotated_face_is_found_and_its_aligned_crop_has_level_eyes(mtcnn, astronaut, degrees):
+    upright = roll_degrees(mtcnn(astronaut)[0][2])
+    image = rotate(astronaut, degrees, pad=64)
+    dets = mtcnn(image)
+    assert len(dets) == 1
+    box, _, lm = dets[0]
+    roll = roll_degrees(lm)
+    assert abs(roll - (upright - degrees)) < 5  # counter-clockwise on screen = negative roll (y down)
+    win = MTCNN_FRAMING.window(box, roll)
+    crop = extract_crop(image, win)
+    assert crop.shape == (win.side, win.side, 3)
+    again = mtcnn(crop)
+    assert len(again) == 1
+    check_face(again[0])
+    assert abs(roll_degrees(again[0][2])) < 4  # eyes level in the crop fed to the model
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason="celebamask-mini not available")
+def test_rotated_celebamask_faces_are_aligned(mtcnn):
+    from PIL import Image
+
+    files = sorted((MINI / "images").glob("*.jpg"))[:4]
+    for path in files:
+        img = np.asarray(Image.open(path).convert("RGB").resize((256, 256), Image.BILINEAR))
+        for degrees in (30, -30):
+            dets = mtcnn(rotate(img, degrees, pad=64))
+            assert dets, f"{path.name} rotated {degrees}: no face"
+            box, _, lm = max(dets, key=lambda d: d[1])
+            crop = extract_crop(rotate(img, degrees, pad=64), MTCNN_FRAMING.window(box, roll_degrees(lm)))
+            best = max(mtcnn(crop), key=lambda d: d[1])
+            assert abs(roll_degrees(best[2])) < 6, path.name
+
+
+def test_missing_model_files_and_opencv_give_clear_errors(tmp_path, astronaut, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"MTCNN model files not found.*--detector haar"):
+        MTCNNDetector(model_dir=tmp_path)(astronaut)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+    with pytest.raises(ImportError, match="face detection needs OpenCV: pip install"):
+        MTCNNDetector()(astronaut)
+    with pytest.raises(ImportError, match="face detection needs OpenCV"):
+        HaarDetector()(astronaut)
+
+
+def test_detector_names_framing_and_align_option(astronaut):
+    assert isinstance(make_detector("haar"), HaarDetector) and isinstance(make_detector(), MTCNNDetector)
+    with pytest.raises(ValueError, match="mtcnn, haar"):
+        make_detector("yolo")
+    assert FaceParser(Oracle(), detector="haar").framing == HAAR_FRAMING
+    assert FaceParser(Oracle()).framing == MTCNN_FRAMING
+    own = Framing(1.0, 0.0, 0.0)
+    assert FaceParser(Oracle(), detector="haar", framing=own).framing == own
+    rolled = rotate(astronaut, 20, pad=40)
+    on = FaceParser(Oracle(), input_size=64)(rolled).faces[0]
+    off = FaceParser(Oracle(), input_size=64, align=False)(rolled).faces[0]
+    assert -25 < on.angle < -10 and len(on.landmarks) == 5 and "angle" in on.to_dict()
+    assert off.angle == 0 and off.landmarks is not None and "angle" not in off.to_dict()
+    haar = FaceParser(Oracle(), input_size=64, detector="haar")(astronaut).faces[0]
+    assert haar.angle == 0 and haar.landmarks is None and "landmarks" not in haar.to_dict()
+
+
+def test_cli_detector_options(tmp_path, capsys, monkeypatch):
+    import fpliif.infer.cli as infer_cli
+
+    built = []
+
+    def fake_build(args):
+        built.append((args.detector, args.no_align, args.profile_faces))
+        p = FaceParser(Oracle(), input_size=64, detector="haar" if args.detector == "haar" else None)
+        p.align = not args.no_align
+        return p
+
+    monkeypatch.setattr(infer_cli, "build_parser_from_args", fake_build)
+    base = ["parse", str(example_image()), "--out", str(tmp_path), "--quiet", "--overwrite"]
+    assert main(base) == 0 and built[-1] == ("mtcnn", False, False)
+    assert main([*base, "--detector", "haar", "--profile-faces", "--no-align"]) == 0
+    assert built[-1] == ("haar", True, True)
+    assert main([*base, "--profile-faces"]) == 2
+    assert "--profile-faces applies to the Haar detector" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def test_unrotated_window_matches_the_axis_aligned_geometry():
+    win = Window(-7, 12, 40)
+    assert tuple(win) == (-7, 12, 40) and win.region(30, 60) == visible_region(-7, 12, 40, 30, 60)
+    rows, cols = np.arange(12, 30), np.arange(0, 20)
+    coords, inside = win.crop_coords(rows, cols)
+    assert inside.all()
+    assert np.allclose(coords, grid_coords(rows - 12, cols + 7, 40, 40), atol=1e-6)
+    img = np.random.default_rng(1).integers(0, 255, (60, 30, 3), dtype=np.uint8)
+    # the warp (rotated path) at a vanishing angle gives the same pixels as the plain crop, padding included
+    assert np.array_equal(extract_crop(img, Window(-7, 12, 40, 1e-9)), extract_crop(img, win))
+    assert np.array_equal(extract_crop(img, Window(-7, 12, 40, 1e-9), "zero"), extract_crop(img, win, "zero"))
+
+
+def test_rotated_window_transform_is_consistent():
+    """crop pixel -> image (crop_to_image) -> crop coordinates (crop_coords) lands on the crop pixel centre."""
+    win = Window(30, 20, 64, 33.0)
+    m = win.crop_to_image()
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        i, j = rng.integers(0, 64, 2)
+        px, py = m @ np.array([j, i, 1.0])  # image pixel (index space) of crop pixel (row i, col j)
+        cx, cy = win.centre
+        c, s = np.cos(np.radians(33.0)), np.sin(np.radians(33.0))
+        dx, dy = px + 0.5 - cx, py + 0.5 - cy
+        u, v = (c * dx + s * dy) / 32, (-s * dx + c * dy) / 32
+        assert np.allclose([u, v], [(2 * j + 1) / 64 - 1, (2 * i + 1) / 64 - 1], atol=1e-9)
+    # the window's corners bound its region; the centre pixel maps to the crop centre
+    xa, ya, xb, yb = win.region(1000, 1000)
+    p = win.corners()
+    assert xa <= p[:, 0].min() and xb >= p[:, 0].max() and ya <= p[:, 1].min() and yb >= p[:, 1].max()
+    coords, inside = win.crop_coords(np.array([52]), np.array([62]))  # pixel (62, 52): centre + (0.5, 0.5)
+    c, s = np.cos(np.radians(33.0)), np.sin(np.radians(33.0))
+    assert inside.all() and np.allclose(coords, [[(c + s) / 64, (c - s) / 64]], atol=1e-6)
+    _, inside = win.crop_coords(np.array([20]), np.array([30, 62]))  # a corner (outside), the top middle
+    assert inside.tolist() == [False, True]
+
+
+def synthetic_mask(n: int) -> np.ndarray:
+    m = np.zeros((n, n), np.uint8)
+    c = n // 2
+    cv2.ellipse(m, (c, c + n // 10), (n // 3, n * 2 // 5), 0, 0, 360, 13, -1)
+    cv2.ellipse(m, (c, c + n // 6), (n // 4, n // 3), 0, 0, 360, 1, -1)
+    cv2.circle(m, (c - n // 6, c), n // 16, 4, -1)  # a marker on the crop's left
+    cv2.rectangle(m, (c + n // 8, c + n // 4), (c + n // 4, c + n // 3), 11, -1)  # and one lower right
+    return m
+
+
+@pytest.mark.parametrize("degrees,max_decode,band_px", [(25, None, 2), (-40, None, 2), (25, 64, 3), (0, None, 2)])
+def test_paste_back_of_a_rotated_crop_round_trips(degrees, max_decode, band_px):
+    """Labels painted in a rolled face frame come back on the original pixels through the inverse rotation."""
+    side, shape = 160, (300, 340)
+    x0, y0 = 90, 60
+    win = Window(x0, y0, side, float(degrees))
+    # the image: the upright mask seen through the window, i.e. warped crop -> image
+    canvas = np.zeros(shape, np.uint8)
+    m = np.vstack([win.crop_to_image(), [0, 0, 1]])
+    truth = cv2.warpAffine(synthetic_mask(side), m[:2], shape[::-1], flags=cv2.INTER_NEAREST, borderValue=0)
+    canvas[:] = truth
+    image = np.repeat((canvas * CODE)[..., None], 3, axis=2)
+    # a "detection" whose box frames exactly that window (Framing(1, 0, 0)) and whose eye line has the roll
+    cx, cy = win.centre
+    h = side / 2
+    a = np.radians(degrees)
+    lm = [[cx, cy], [cx + 10 * np.cos(a), cy + 10 * np.sin(a)], [cx, cy + 5], [cx - 3, cy + 9], [cx + 3, cy + 9]]
+    det = ((cx - h, cy - h, cx + h, cy + h), 0.99, lm)
+    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, max_decode_size=max_decode)
+    res = parser(image, boxes=[det])
+    face = res.faces[0]
+    assert face.crop == [x0, y0, x0 + side, y0 + side] and abs(face.angle - degrees) < 1e-3
+    k = np.ones((2 * band_px + 1, 2 * band_px + 1), np.uint8)
+    band = cv2.dilate(truth, k) != cv2.erode(truth, k)
+    wrong = res.labels != truth
+    assert not (wrong & ~band).any()
+    assert wrong.mean() < 0.02
+    # the marker lands where the rotation puts it: the centroid of the class-4 disc (largest component; class
+    # edges read by the oracle from interpolated grey levels add stray class-4 pixels) = the rotated centre
+    n, _, stats, centroids = cv2.connectedComponentsWithStats((res.labels == 4).astype(np.uint8))
+    mx, my = m[:2] @ np.array([side // 2 - side // 6, side // 2, 1.0])
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    assert np.hypot(*(centroids[big] - [mx, my])) < 1.0
+    # nothing outside the rotated window
+    corners = win.corners().astype(np.float32)
+    outside = np.ones(shape, np.uint8)
+    cv2.fillConvexPoly(outside, np.round(corners).astype(np.int32), 0)
+    assert (res.labels[cv2.erode(outside, k).astype(bool)] == 0).all()
