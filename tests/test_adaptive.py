@@ -162,7 +162,7 @@ def test_bundled_model_agrees_with_dense_on_a_real_face():
 
     image = load_image(sorted((DATA / "images").glob("*.jpg"))[0])
     parser = FaceParser.from_pretrained(threads=None)
-    dense = parser.parse_aligned(image, size=256)
+    dense = parser.parse_aligned(image, size=256, decode="dense")
     dense_points = parser.points_decoded
     adaptive = parser.parse_aligned(image, size=256, decode="adaptive")
     adaptive_points = parser.points_decoded - dense_points
@@ -180,7 +180,7 @@ def test_bundled_model_agrees_with_dense_on_a_real_face():
 def test_face_parser_adaptive_odd_sizes_tta_and_photos():
     model = tiny()
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    parser = FaceParser(model, input_size=64, adaptive=EVERYWHERE)  # exact: equals dense
+    parser = FaceParser(model, input_size=64, adaptive=EVERYWHERE, decode="dense")  # adaptive: exact, = dense
     for tta in (False, True):
         dense = parser.parse_aligned(img, size=(37, 250), return_probs=True, tta=tta)
         adaptive = parser.parse_aligned(img, size=(37, 250), return_probs=True, tta=tta, decode="adaptive")
@@ -197,7 +197,7 @@ def test_face_parser_adaptive_odd_sizes_tta_and_photos():
     # (this random model's labels are noise: no savings, but each level decodes each pixel at most once)
     levels = level_sizes((37, 250), cheap.adaptive)
     assert res.labels.shape == (37, 250) and cheap.points_decoded - before <= sum(h * w for h, w in levels)
-    smooth = FaceParser(SmoothModel(), input_size=64, adaptive={"min_coarse": 8})
+    smooth = FaceParser(SmoothModel(), input_size=64, adaptive={"min_coarse": 8}, decode="dense")
     dense = smooth.parse_aligned(img, size=(37, 250))
     assert smooth.points_decoded == 37 * 250
     np.testing.assert_array_equal(smooth.parse_aligned(img, size=(37, 250), decode="adaptive").labels, dense.labels)

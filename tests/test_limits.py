@@ -41,7 +41,7 @@ def tiny_file(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_parser(tiny_file) -> FaceParser:
-    return FaceParser.from_pretrained(tiny_file)
+    return FaceParser.from_pretrained(tiny_file, decode="dense")  # (counts decode calls: one per dense parse)
 
 
 def png_header(w: int, h: int) -> bytes:

@@ -27,6 +27,7 @@ with warnings.catch_warnings():  # starlette: "Using `httpx` with starlette.test
     from fastapi.testclient import TestClient
 
 import fpliif  # noqa: E402
+from fpliif.adaptive import DEFAULT_DECODE  # noqa: E402
 from fpliif.cli import main  # noqa: E402
 from fpliif.infer.cli import example_image  # noqa: E402
 from fpliif.infer.parser import FaceParser  # noqa: E402
@@ -149,7 +150,7 @@ def test_model_info(client, parser):
     assert body["version"] == fpliif.__version__
     assert body["input_size"] == 256 and body["backend"] == "torch"
     assert body["limits"]["max_upload_bytes"] == 20 * 2**20 and body["limits"]["max_pixels"] == 40_000_000
-    assert body["defaults"] == {"tta": False, "decode": "dense"}
+    assert body["defaults"] == {"tta": False, "decode": DEFAULT_DECODE}
 
 
 def test_openapi_docs_page_and_static(client):
@@ -239,7 +240,7 @@ def test_tta_query_parameter_and_server_default(client, parser, weights, tta_cal
     photo = post(client, example_image().read_bytes(), "image/jpeg", "?format=json&size=256&tta=true")
     assert photo.status_code == 200 and photo.json()["tta"] is True and photo.json()["num_faces"] >= 1 and tta_calls
     with TestClient(create_app(parser, ServeSettings(tta=True, **QUIET))) as on:
-        assert on.get("/v1/model").json()["defaults"] == {"tta": True, "decode": "dense"}
+        assert on.get("/v1/model").json()["defaults"] == {"tta": True, "decode": DEFAULT_DECODE}
         tta_calls.clear()
         assert post(on, encode(img), params="?aligned=true&size=16&format=json").json()["tta"] is True and tta_calls
         tta_calls.clear()
@@ -254,7 +255,10 @@ def test_decode_query_parameter_and_server_default(client, parser, monkeypatch):
     real = parser_module.adaptive_decode
     monkeypatch.setattr(parser_module, "adaptive_decode", lambda *a, **k: calls.append(1) or real(*a, **k))
     img = noise(40, 48)
-    dense = post(client, encode(img), params="?aligned=true&format=json")
+    default = post(client, encode(img), params="?aligned=true&format=json")
+    assert default.status_code == 200 and default.json()["decode"] == DEFAULT_DECODE
+    calls.clear()
+    dense = post(client, encode(img), params="?aligned=true&format=json&decode=dense")
     assert dense.status_code == 200 and dense.json()["decode"] == "dense" and not calls
     resp = post(client, encode(img), params="?aligned=true&decode=adaptive")
     assert resp.status_code == 200 and calls
@@ -496,7 +500,9 @@ def test_cli_serve(monkeypatch, weights, capsys):
     assert settings.max_upload_bytes == 3 * 2**20 and settings.workers == 1
     assert settings.upload_timeout == ServeSettings().upload_timeout and settings.tta is False
     assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--tta"]) == 0
-    assert calls["app"].state.settings.tta is True and calls["app"].state.settings.decode == "dense"
+    assert calls["app"].state.settings.tta is True and calls["app"].state.settings.decode == DEFAULT_DECODE
+    assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--decode", "dense"]) == 0
+    assert calls["app"].state.settings.decode == "dense"
     assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--decode", "adaptive"]) == 0
     assert calls["app"].state.settings.decode == "adaptive"
     assert "http://127.0.0.1:8000/" in capsys.readouterr().err

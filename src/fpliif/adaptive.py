@@ -34,6 +34,9 @@ from typing import Any
 import numpy as np
 
 DECODE_MODES = ("dense", "adaptive")
+DEFAULT_DECODE = "adaptive"
+"""The decoding of ``FaceParser``, ``fpliif parse``, ``fpliif eval`` and the service when none is given
+(docs/performance.md says how it was chosen)."""
 FALLBACK_MIN_COARSE = 32
 """``min_coarse`` when it is not set and the latent grid's size is not known (the bundled model's latent side)."""
 

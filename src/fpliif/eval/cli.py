@@ -88,9 +88,11 @@ def _make_loader(data: Any, ds: Any, batch_size: int, workers: int) -> Any:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from ..adaptive import DEFAULT_DECODE
     from ..cli import print_json
     from .evaluate import evaluate, format_table, trivial_baseline
 
+    decode = args.decode or ("adaptive" if args.compare_dense else DEFAULT_DECODE)
     sizes = _int_list(args.sizes, "--sizes")
     lowres = _int_list(args.lowres, "--lowres")
     if not sizes and not lowres:
@@ -141,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loader = _make_loader(data, ds, args.batch_size, args.workers)
 
     result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
-                      progress=not args.no_progress, lowres_to=INPUT_SIZE, tta=args.tta, decode=args.decode,
+                      progress=not args.no_progress, lowres_to=INPUT_SIZE, tta=args.tta, decode=decode,
                       compare_dense=args.compare_dense)
     result.update({"weights": weights, "data": data_text, "layout": args.layout, "split": split,
                    "input_size": input_size})
@@ -163,7 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"weights {weights}")
         print(f"data    {data_text} ({args.layout}, split {split}, {result['images']} images)")
         print(f"input   {input_size}x{input_size} (outputs decoded from it at each row's size)"
-              + ("; flip TTA" if args.tta else "") + ("; adaptive decoding" if args.decode == "adaptive" else ""))
+              + ("; flip TTA" if args.tta else "") + ("; adaptive decoding" if decode == "adaptive" else ""))
         print()
         print(format_table(result, label_set))
         for name, agree in result.get("agreement_with_dense", {}).items():
@@ -176,6 +178,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from ..adaptive import DEFAULT_DECODE
+
     p = sub.add_parser(
         "eval",
         help="F1 / IoU table (paper Tables 1-3) on a dataset split",
@@ -210,9 +214,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true",
                    help="flip test-time augmentation: average the probabilities of each image and its mirror "
                         "(left/right classes swapped back); 2x the cost")
-    p.add_argument("--decode", choices=["dense", "adaptive"], default="dense",
+    p.add_argument("--decode", choices=["dense", "adaptive"], default=None,
                    help="dense: the implicit decoder at every output pixel (exact); adaptive: coarse to fine, "
-                        "re-querying only near part boundaries (see docs/architecture.md)")
+                        f"re-querying only near part boundaries (see docs/performance.md); default: {DEFAULT_DECODE}")
     p.add_argument("--compare-dense", action="store_true",
                    help="with --decode adaptive: also decode densely and report the pixel agreement and the "
                         "dense scores (the accuracy check of adaptive querying)")

@@ -146,6 +146,7 @@ def _err(msg: str) -> None:
 
 
 def build_parser_from_args(args: argparse.Namespace) -> Any:
+    from ..adaptive import DEFAULT_DECODE
     from .detect import make_detector
     from .parser import FaceParser
 
@@ -158,7 +159,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         threads=args.threads,
         max_decode_size=args.max_decode_size or None,
         tta=args.tta,
-        decode=args.decode,
+        decode=args.decode or DEFAULT_DECODE,
         max_pixels=args.max_pixels,
         max_points=args.max_points,
         amp=args.amp,
@@ -500,6 +501,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- argparse
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from ..adaptive import DEFAULT_DECODE
+
     p = sub.add_parser(
         "parse",
         help="parse face photos, folders or videos into per-pixel labels",
@@ -598,9 +601,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--decode",
         choices=["dense", "adaptive"],
-        default="dense",
-        help="dense: decode every output pixel (default); adaptive: decode a coarse grid, then re-query the "
-        "decoder only where the prediction is uncertain, coarse to fine (much faster, labels almost identical)",
+        default=None,
+        help="dense: decode every output pixel (exact); adaptive: decode a coarse grid, then re-query the "
+        "decoder only where the prediction is uncertain, coarse to fine (much faster, labels almost identical); "
+        f"default: {DEFAULT_DECODE}",
     )
     p.add_argument(
         "--amp",

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import limits
-from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
+from ..adaptive import DEFAULT_DECODE, AdaptiveOptions, adaptive_decode, check_decode_mode
 from .detect import make_detector, roll_degrees
 from .framing import DEFAULT_FRAMING, Framing
 from .geometry import (
@@ -117,7 +117,7 @@ class FaceParser:
         pad: str = "edge",
         max_queries: int = 262144,
         tta: bool = False,
-        decode: str = "dense",
+        decode: str = DEFAULT_DECODE,
         adaptive: AdaptiveOptions | dict[str, Any] | None = None,
         align: bool = True,
         max_pixels: int | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..adaptive import DEFAULT_DECODE
 from ..limits import default_max_pixels
 
 DEFAULT_MAX_POINTS = 2**21
@@ -62,7 +63,7 @@ class ServeSettings:
     keep_alive_timeout: float = 5.0
     max_queue: int = 64
     tta: bool = False
-    decode: str = "dense"
+    decode: str = DEFAULT_DECODE
 
     def __post_init__(self) -> None:
         checks = [
