@@ -224,8 +224,12 @@ def synthetic_mask(n: int) -> np.ndarray:
     return m
 
 
-@pytest.mark.parametrize("degrees,max_decode,band_px", [(25, None, 2), (-40, None, 2), (25, 64, 3), (0, None, 2)])
-def test_paste_back_of_a_rotated_crop_round_trips(degrees, max_decode, band_px):
+@pytest.mark.parametrize(
+    "degrees,max_decode,band_px,decode",
+    [(25, None, 2, "dense"), (-40, None, 2, "dense"), (25, 64, 3, "dense"), (0, None, 2, "dense"),
+     (25, None, 2, "adaptive"), (-40, 64, 3, "adaptive")],
+)
+def test_paste_back_of_a_rotated_crop_round_trips(degrees, max_decode, band_px, decode):
     """Labels painted in a rolled face frame come back on the original pixels through the inverse rotation."""
     side, shape = 160, (300, 340)
     x0, y0 = 90, 60
@@ -242,7 +246,9 @@ def test_paste_back_of_a_rotated_crop_round_trips(degrees, max_decode, band_px):
     a = np.radians(degrees)
     lm = [[cx, cy], [cx + 10 * np.cos(a), cy + 10 * np.sin(a)], [cx, cy + 5], [cx - 3, cy + 9], [cx + 3, cy + 9]]
     det = ((cx - h, cy - h, cx + h, cy + h), 0.99, lm)
-    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, max_decode_size=max_decode)
+    parser = FaceParser(
+        Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, max_decode_size=max_decode, decode=decode
+    )
     res = parser(image, boxes=[det])
     face = res.faces[0]
     assert face.crop == [x0, y0, x0 + side, y0 + side] and abs(face.angle - degrees) < 1e-3
