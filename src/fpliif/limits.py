@@ -100,7 +100,7 @@ def default_max_pixels() -> int:
     return int(text)
 
 
-def check_pixels(width: int, height: int, limit: int | None, what: str, hint: str = "") -> None:
+def check_pixels(width: int, height: int, limit: int | None, what: str, hint: str = PIXELS_HINT) -> None:
     """TooManyPixels naming ``what`` (a file, "output") if ``width x height`` exceeds ``limit`` (None: none)."""
     n = int(width) * int(height)
     if limit is not None and n > limit:

@@ -291,7 +291,9 @@ def evaluate(
         plan.setdefault(row_name(r, lowres_to), (r, lowres_to))
     matrices = {name: ConfusionMatrix(num_classes, IGNORE_INDEX, device=device) for name in plan}
     points = dict.fromkeys(plan, 0.0)  # query points decoded, summed over images
-    dense_matrices = {name: ConfusionMatrix(num_classes, IGNORE_INDEX, device=device) for name in plan}
+    dense_matrices = (  # the same rows decoded densely (compare_dense)
+        {name: ConfusionMatrix(num_classes, IGNORE_INDEX, device=device) for name in plan} if compare_dense else {}
+    )
     agree = dict.fromkeys(plan, 0)  # pixels labelled as dense decoding labels them (compare_dense)
     compared = dict.fromkeys(plan, 0)
 

@@ -37,7 +37,7 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked next
             img = Image.open(path)
         with img:
-            limits.check_pixels(*img.size, limit, str(path), limits.PIXELS_HINT)  # header only: nothing decoded
+            limits.check_pixels(*img.size, limit, str(path))  # header only: nothing decoded
             img.load()
             return pil_to_rgb(img)
     except limits.LimitError:

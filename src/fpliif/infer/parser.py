@@ -57,7 +57,6 @@ DEFAULT_INPUT_SIZE = 256
 """Side of the square model input (CelebAMask-HQ crops resized to 256 x 256 in training)."""
 
 NO_FACE_MESSAGE = "no face detected"
-PIXELS_HINT = limits.PIXELS_HINT
 POINTS_HINT = "raise it with --max-points or FaceParser(max_points=...); 0: no limit"
 
 
@@ -473,7 +472,7 @@ class FaceParser:
         name = source or "crop"
         note = " (the input's own size; pass a smaller size)" if implied else ""
         max_pixels = limits.effective("max_pixels", self.max_pixels)
-        limits.check_pixels(w, h, max_pixels, f"{name}: aligned output{note}", PIXELS_HINT)
+        limits.check_pixels(w, h, max_pixels, f"{name}: aligned output{note}")
         points = int(h) * int(w) * (2 if tta else 1)
         what = f"{name}: aligned output {w}x{h}{note}{' with flip TTA' if tta else ''}"
         limits.check_points(points, limits.effective("max_points", self.max_points), what, POINTS_HINT)
@@ -549,7 +548,7 @@ def _one_image(x: Any, name: str, max_pixels: int | None = None) -> tuple[np.nda
         return load_image(x, max_pixels=max_pixels or 0), str(x)
     if _is_pil(x):
         source = getattr(x, "filename", None) or None
-        limits.check_pixels(*x.size, max_pixels, source or name, PIXELS_HINT)  # before decoding a lazy image
+        limits.check_pixels(*x.size, max_pixels, source or name)  # before decoding a lazy image
         return pil_to_rgb(x), source
     if isinstance(x, np.ndarray):
         return array_to_rgb(x, name=name), None
@@ -564,7 +563,7 @@ def _as_images(images: Any, max_pixels: int | None = None) -> tuple[list[tuple[n
     TooManyPixels for an image over ``max_pixels`` (files: from the header, before decoding)."""
     items, single = _as_images_unchecked(images, max_pixels)
     for i, (img, source) in enumerate(items):
-        limits.check_pixels(img.shape[1], img.shape[0], max_pixels, source or f"image[{i}]", PIXELS_HINT)
+        limits.check_pixels(img.shape[1], img.shape[0], max_pixels, source or f"image[{i}]")
     return items, single
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -65,8 +66,6 @@ class TorchBackend:
 
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:
-            import contextlib
-
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
