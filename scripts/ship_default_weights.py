@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import fpliif
+from fpliif.checkpoint import WRITTEN_KEYS
 from fpliif.pretrained import DEFAULT_NAME, WEIGHTS_DIR
 from fpliif.train.trainer import code_version
 
@@ -28,9 +29,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(WEIGHTS_DIR / f"{DEFAULT_NAME}.safetensors"))
     args = ap.parse_args()
     model = fpliif.load(args.weights)
-    meta = dict(model.weights_metadata)
-    for key in ("spec", "fpliif_format"):
-        meta.pop(key, None)
+    meta = {k: v for k, v in model.weights_metadata.items() if k not in WRITTEN_KEYS}  # save() writes those
     meta.setdefault("git_commit", "unknown (run predates commit recording)")
     meta.update(
         {

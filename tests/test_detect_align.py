@@ -268,3 +268,70 @@ def test_paste_back_of_a_rotated_crop_round_trips(degrees, max_decode, band_px, 
     outside = np.ones(shape, np.uint8)
     cv2.fillConvexPoly(outside, np.round(corners).astype(np.int32), 0)
     assert (res.labels[cv2.erode(outside, k).astype(bool)] == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------- context window
+def test_context_window_keeps_centre_and_roll_and_maps_back_exactly():
+    """The wider window's transform: a point's crop coordinates scale by side / wide side about the same centre,
+    and crop pixel -> image (crop_to_image) -> crop coordinates lands on the crop pixel centre."""
+    win = Window(31, 20, 65, 33.0)
+    for factor in (2.0, 1.5, 2.7):
+        wide = win.scaled(factor)
+        assert wide.centre == win.centre and wide.angle == win.angle and abs(wide.side - factor * 65) <= 1
+        rows, cols = np.arange(0, 140, 7), np.arange(10, 120, 9)
+        inner, _ = win.crop_coords(rows, cols)
+        outer, inside = wide.crop_coords(rows, cols)
+        assert np.allclose(outer, inner * (win.side / wide.side), atol=1e-6)
+        assert np.array_equal(inside, (np.abs(outer) < 1).all(axis=1))
+        m = wide.crop_to_image()
+        for i, j in [(0, 0), (wide.side - 1, 3), (50, wide.side - 1), (wide.side // 2, wide.side // 2)]:
+            px, py = m @ np.array([j, i, 1.0])  # image pixel index of crop pixel (row i, col j)
+            c, s = np.cos(np.radians(33.0)), np.sin(np.radians(33.0))
+            dx, dy = px + 0.5 - wide.centre[0], py + 0.5 - wide.centre[1]
+            u, v = (c * dx + s * dy) / (wide.side / 2), (-s * dx + c * dy) / (wide.side / 2)
+            assert np.allclose([u, v], [(2 * j + 1) / wide.side - 1, (2 * i + 1) / wide.side - 1], atol=1e-9)
+
+
+def _context_scene(side: int, shape: tuple[int, int], degrees: float):
+    """A hair-coloured photo with a hat disc and a skin disc outside a rolled face window, and its detection."""
+    win = Window(110, 90, side, float(degrees))
+    truth = np.full(shape, 13, np.uint8)  # hair continues past the window
+    m = win.crop_to_image()
+    hat = m @ np.array([side * 1.3, side * 0.5, 1.0])  # crop pixel (row side/2, col 1.3 side): right of the window
+    skin = m @ np.array([side * 0.5, -side * 0.35, 1.0])  # above the window
+    cv2.circle(truth, tuple(int(round(v)) for v in hat), 9, 14, -1)
+    cv2.circle(truth, tuple(int(round(v)) for v in skin), 9, 1, -1)
+    image = np.repeat((truth * CODE)[..., None], 3, axis=2)
+    cx, cy = win.centre
+    h, a = side / 2, np.radians(degrees)
+    lm = [[cx, cy], [cx + 10 * np.cos(a), cy + 10 * np.sin(a)], [cx, cy + 5], [cx - 3, cy + 9], [cx + 3, cy + 9]]
+    return win, truth, image, hat, ((cx - h, cy - h, cx + h, cy + h), 0.99, lm)
+
+
+@pytest.mark.parametrize("degrees,decode", [(25, "dense"), (0, "dense"), (-30, "adaptive")])
+def test_context_labels_continue_past_the_window_through_the_inverse_transform(degrees, decode):
+    side, shape = 80, (260, 300)
+    win, truth, image, hat, det = _context_scene(side, shape, degrees)
+    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode)
+    off = parser(image, boxes=[det], context=False)
+    on = parser(image, boxes=[det], context=2.0)  # a window twice as large (default: CONTEXT_SCALE)
+    wide = win.scaled(2.0)
+    face = on.faces[0]
+    assert off.faces[0].context is None and face.context == [70, 50, 230, 210] and face.crop == off.faces[0].crop
+    inner = win.crop_coords(np.arange(shape[0]), np.arange(shape[1]))[1].reshape(shape)
+    ring = wide.crop_coords(np.arange(shape[0]), np.arange(shape[1]))[1].reshape(shape) & ~inner
+    assert (off.labels[~inner] == 0).all()  # without context: a straight cut at the window
+    assert np.array_equal(on.labels[inner], off.labels[inner])  # the face window's labels are untouched
+    k = np.ones((7, 7), np.uint8)
+    band = cv2.dilate(truth, k) != cv2.erode(truth, k)  # the context crop is 2x downscaled: blurred class edges
+    core = ring & ~band
+    assert (on.labels[core & (truth != 1)] == truth[core & (truth != 1)]).all()  # hair continues, the hat too
+    assert (truth[core] == 1).any() and (on.labels[core & (truth == 1)] == 0).all()  # skin: not a context class
+    assert not (on.labels[ring] == 1).any()
+    assert (on.labels[~(inner | ring)] == 0).all()  # nothing beyond the context window
+    n, _, stats, centroids = cv2.connectedComponentsWithStats((on.labels == 14).astype(np.uint8))
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    assert np.hypot(*(centroids[big] - hat)) < 1.5  # the hat disc comes back where it was
+    xa, ya, xb, yb = face.region
+    assert face.region == list(wide.region(shape[1], shape[0]))
+    assert np.array_equal(face.labels, on.labels[ya:yb, xa:xb])  # one face: its own labels are the result's

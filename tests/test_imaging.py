@@ -183,3 +183,51 @@ def test_service_decodes_a_float_tiff(tmp_path):
     assert r.status_code == 200, r.text
     out = Image.open(io.BytesIO(r.content))
     assert out.format == "PNG" and out.size == (48, 48)
+
+
+def _modes() -> dict[str, Image.Image]:
+    """Small images of every kind :func:`to_rgb` has a rule for (odd sizes: strips end mid-image)."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (13, 11, 3), dtype=np.uint8)
+    images = {m: Image.fromarray(rgb).convert(m) for m in ("RGB", "L", "1", "CMYK", "YCbCr", "HSV", "P", "LA")}
+    images["RGBA"] = Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (13, 11), dtype=np.uint8)]), "RGBA")
+    images["PA"] = images["RGBA"].convert("PA")
+    images["RGB+tRNS"] = Image.fromarray(rgb)
+    images["RGB+tRNS"].info["transparency"] = tuple(int(v) for v in rgb[0, 0])
+    images["P+tRNS"] = images["P"].copy()
+    images["P+tRNS"].info["transparency"] = 3
+    images["I;16"] = Image.fromarray(rng.integers(0, 65536, (13, 11), dtype=np.uint16))
+    images["I"] = Image.fromarray(rng.integers(-5, 70000, (13, 11), dtype=np.int32), "I")
+    images["F"] = Image.fromarray(rng.uniform(-0.2, 1.2, (13, 11)).astype(np.float32), "F")
+    return images
+
+
+def test_large_images_convert_in_strips_to_the_same_pixels(monkeypatch, tmp_path):
+    import fpliif.imaging as imaging
+
+    whole = {name: to_rgb(img) for name, img in _modes().items()}
+    monkeypatch.setattr(imaging, "STRIP_PIXELS", 20)  # strips of 1 row (width 11) plus a remainder
+    for name, img in _modes().items():
+        np.testing.assert_array_equal(to_rgb(img), whole[name], err_msg=name)
+    tiff = np.arange(13 * 11, dtype=np.uint16).reshape(13, 11) * 40
+    path = _save(tmp_path / "g.tif", Image.fromarray(tiff))
+    with Image.open(path) as img:
+        img.tag_v2[258] = (12,)  # 12-bit samples (Pillow writes 16): scaled by the file's depth in every strip
+        expected = ((np.minimum(tiff, 4095).astype(np.int64) * 255 + 2047) // 4095).astype(np.uint8)
+        np.testing.assert_array_equal(to_rgb(img), np.repeat(expected[..., None], 3, axis=2))
+
+
+def test_large_image_conversion_holds_no_whole_image_copies():
+    """A 6 MP RGB image: the output array plus one strip, not the two full copies of ``np.asarray``."""
+    import tracemalloc
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (2000, 3000, 3), dtype=np.uint8))
+    img.load()
+    tracemalloc.start()
+    try:
+        out = to_rgb(img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(out, np.asarray(img))
+    assert peak < 1.5 * out.nbytes, f"peak {peak / 1e6:.1f} MB for an output of {out.nbytes / 1e6:.1f} MB"

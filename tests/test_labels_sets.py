@@ -61,7 +61,7 @@ def test_coarse_set_and_resolver():
     custom = generic_label_set(["background", "hair", "mouth", "l_eye"])
     assert custom.colors == tuple(CELEBAMASK_HQ.colors[C(n)] for n in custom.classes)
     assert len(set(COARSE.colors)) == COARSE.num_classes
-    assert remap_targets(CELEBAMASK_HQ) == ["celebamask-hq", "lapa", "coarse"]
+    assert remap_targets(CELEBAMASK_HQ) == ["celebamask-hq", "lapa", "coarse", "inner"]
     assert remap_targets(LAPA) == ["lapa", "coarse"] and remap_targets(COARSE) == ["coarse"]
 
 
@@ -186,7 +186,7 @@ def test_remap_to_coarse_and_lapa():
     assert np.array_equal(res.remap("celebamask-hq").labels, res.labels)
     plain = make_result(probs=False).remap(COARSE)
     assert plain.probs is None and plain.confidence is None
-    with pytest.raises(ValueError, match="known: celebamask-hq, coarse, helen, lapa"):
+    with pytest.raises(ValueError, match="known: celebamask-hq, coarse, helen, inner, lapa"):
         res.remap("coarser")
     with pytest.raises(ValueError, match="no mapping"):
         coarse.remap("lapa")

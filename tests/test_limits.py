@@ -132,7 +132,9 @@ def test_aligned_outputs_are_bounded_before_any_work(tiny_parser, monkeypatch):
 
 
 def test_photo_faces_are_bounded_after_detection(tiny_file, monkeypatch):
-    parser = FaceParser.from_pretrained(tiny_file, max_points=5000, detector=lambda img: [((10, 10, 50, 50), 0.9)] * 6)
+    parser = FaceParser.from_pretrained(
+        tiny_file, max_points=5000, context=False, detector=lambda img: [((10, 10, 50, 50), 0.9)] * 6
+    )  # the context window's share of the budget: tests/test_parser.py
     spy = SlowDecode(parser.backend.decode, 0.0)
     monkeypatch.setattr(parser.backend, "decode", spy)
     photo = np.zeros((120, 160, 3), np.uint8)
@@ -172,6 +174,55 @@ def test_scopes_nest():
             assert limits.effective("max_points", 99) == 10 and limits.effective("max_pixels", 7) is None
             assert limits._SCOPE.get().deadline.seconds == 100  # the earlier deadline stays
     assert limits.effective("max_points", 99) == 99
+
+
+def expired() -> limits.Deadline:
+    return limits.Deadline(1.0, at=time.monotonic() - 1)
+
+
+def test_adaptive_decoding_checks_the_deadline_between_passes():
+    from fpliif.adaptive import adaptive_decode
+
+    calls = []
+
+    def decode(coords):
+        calls.append(coords.shape[1])
+        return np.zeros((*coords.shape[:2], 3), np.float32)
+
+    with limits.scope(deadline=expired()), pytest.raises(limits.DeadlineExceeded):
+        adaptive_decode(decode, (64, 64), chunk=100)
+    assert calls == []
+    adaptive_decode(decode, (64, 64), chunk=100)  # no scope: no deadline
+    assert len(calls) > 1
+
+
+@pytest.mark.parametrize("name", ["haar", "mtcnn"])
+def test_detectors_check_the_deadline_and_bound_their_input(name, monkeypatch):
+    from fpliif.infer import detect
+
+    det = detect.make_detector(name)
+    image = np.random.default_rng(0).integers(0, 256, (300, 200, 3), np.uint8)
+    with limits.scope(deadline=expired()), pytest.raises(limits.DeadlineExceeded):
+        det(image)
+    for bad in (0, -5, 1.5, True, "big"):
+        with pytest.raises(ValueError, match="max_side: expected a positive number of pixels"):
+            detect.make_detector(name, max_side=bad)
+    runs = []
+    if name == "mtcnn":  # stops between pyramid levels: one level runs, then the deadline has passed
+        det._load()  # the nets are read before the deadline starts
+        run = det._run
+        monkeypatch.setattr(det, "_run", lambda *a: runs.append(1) or time.sleep(0.3) or run(*a))
+        with limits.scope(deadline=0.1), pytest.raises(limits.DeadlineExceeded):
+            det(image)
+        assert len(runs) == 1
+    seen = []  # a large image is shrunk to max_side before the detector proper runs; boxes are mapped back
+    small = detect.make_detector(name, max_side=64)
+    fake = [((0.0, 0.0, 32.0, 32.0), 5.0)] if name == "haar" else [np.zeros((1, 2, 1, 1), np.float32)] * 2
+    monkeypatch.setattr(small, "_run", lambda net, x, *a: seen.append(x.shape) or fake)
+    found = small(np.zeros((1000, 500, 3), np.uint8))
+    assert seen and all(max(shape[-2:]) <= 64 for shape in seen)
+    if name == "haar":
+        assert len(found) == 1 and found[0][0] == pytest.approx((0, 0, 500, 500))
 
 
 # ---------------------------------------------------------------------------------------------- CLI

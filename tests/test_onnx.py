@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import fpliif
 from fpliif.cli import main
@@ -203,3 +207,152 @@ def test_adaptive_decoding_on_onnxruntime_matches_torch(tiny, exported):
         default = FaceParser.from_onnx(path, decode="adaptive")
         a = FaceParser(tiny, input_size=64, decode="adaptive").parse_aligned(img, size=(37, 90))
         assert (default.parse_aligned(img, size=(37, 90)).labels == a.labels).mean() > 0.99
+
+
+# ---------------------------------------------------------------------------------------------- untrusted files
+def _edited(src: Path, dst: Path, **changes: str | None) -> Path:
+    """A copy of the ONNX file ``src`` at ``dst`` with metadata entries changed (None: removed)."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    meta = {e.key: e.value for e in proto.metadata_props}
+    meta.update(changes)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {k: v for k, v in meta.items() if v is not None})
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def _graph(path: Path, image_shape: list, meta: dict[str, str]) -> Path:
+    """A hand-made encoder graph ``image`` -> ``cells`` (an identity) with ``meta``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["cells"])],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, image_shape)],
+        [helper.make_tensor_value_info("cells", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, meta)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_exports(tmp_path_factory, exported):
+    """Beside a copy of the ``static`` export: its decoder relabelled as another export's or with other classes,
+    and the export of a narrower network (another latent width)."""
+    d = tmp_path_factory.mktemp("onnx_pairs")
+    for p in exported["static"].parent.glob("static*.onnx"):
+        (d / p.name).write_bytes(p.read_bytes())
+    decoder = d / "static.decoder.onnx"
+    _edited(decoder, d / "relabelled.decoder.onnx", fpliif_export_id="0123456789abcdef")
+    _edited(decoder, d / "classes.decoder.onnx", fpliif_classes=json.dumps([f"c{i}" for i in range(19)]))
+    narrow = {**TINY["args"], "width": 4, "decoder_mlp": [8, 8]}
+    export_onnx(fpliif.make({"name": "fpliif", "args": narrow}).eval(), d / "narrow.onnx", input_size=64)
+    return d
+
+
+HOSTILE = [  # (case, metadata changes of the static export, expected message fragment)
+    ("classes_not_json", {"fpliif_classes": "[abc"}, "fpliif_classes"),
+    ("classes_ints", {"fpliif_classes": "[1, 2, 3]"}, "fpliif_classes"),
+    ("classes_object", {"fpliif_classes": '{"a": 1, "b": 2}'}, "fpliif_classes"),
+    ("classes_count", {"fpliif_classes": '["a", "b", "c"]'}, "outputs 19 classes but the metadata fpliif_classes"),
+    ("temperature_text", {"fpliif_temperature": "abc"}, "fpliif_temperature"),
+    ("temperature_nan", {"fpliif_temperature": "nan"}, "fpliif_temperature"),
+    ("temperature_negative", {"fpliif_temperature": "-1"}, "fpliif_temperature: expected a positive number"),
+    ("input_huge", {"fpliif_input_size": "20000"}, "input_size"),
+    ("input_mismatch", {"fpliif_input_size": "128"}, "fpliif_input_size 128 does not match the graph's static 64x64"),
+    ("spec_not_json", {"fpliif_spec": "{bad"}, "fpliif_spec"),
+    ("spec_too_deep", {"fpliif_spec": json.dumps({"name": "fpliif", "args": {"depths": [1] * 60}})}, "fpliif_spec"),
+    ("decoder_narrow", {"fpliif_decoder": "narrow.decoder.onnx"}, "does not fit the encoder's output (1, 16, 16, 16)"),
+    ("decoder_classes", {"fpliif_decoder": "classes.decoder.onnx"}, "lists other classes than the encoder's"),
+    ("decoder_other_export", {"fpliif_decoder": "relabelled.decoder.onnx"}, "belongs to another export"),
+    ("decoder_is_encoder", {"fpliif_decoder": "static.onnx"}, "expected decoder inputs 'cells' and 'coords'"),
+]
+
+
+@pytest.mark.parametrize("case, changes, fragment", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_onnx_metadata_is_refused_naming_the_file(other_exports, case, changes, fragment):
+    path = _edited(other_exports / "static.onnx", other_exports / f"{case}.onnx", **changes)
+    with pytest.raises(ValueError) as info:
+        OnnxModel(path)
+    text = str(info.value)
+    assert fragment in text and "\n" not in text
+    assert f"{case}.onnx" in text or changes.get("fpliif_decoder", "?") in text
+
+
+def test_hostile_onnx_graphs_are_refused_naming_the_file(other_exports):
+    meta = {"fpliif_classes": json.dumps(["a", "b"]), "fpliif_decoder": "static.decoder.onnx"}
+    for shape, fragment in [
+        ([1, 1, 64, 64], "graph input 'image' is tensor(float) (1, 1, 64, 64); expected tensor(float) (?, 3, ?, ?)"),
+        ([1, 3, 64], "expected tensor(float) (?, 3, ?, ?)"),
+        ([1, 3, 20000, 20000], "'image' is 20000x20000; expected sides in [8, 1024]"),
+    ]:
+        path = _graph(other_exports / "made.onnx", shape, meta)
+        with pytest.raises(ValueError, match=re.escape(fragment)) as info:
+            OnnxModel(path)
+        assert "made.onnx" in str(info.value)
+    for data in (b"", b"not an onnx file at all", b"\x08\x07" + os.urandom(200)):
+        junk = other_exports / "junk.onnx"
+        junk.write_bytes(data)
+        with pytest.raises(ValueError, match="junk.onnx: not a loadable ONNX model") as info:
+            OnnxModel(junk)
+        assert "\n" not in str(info.value)
+
+
+def test_static_graph_gives_the_input_size_when_the_metadata_has_none(other_exports):
+    path = _edited(other_exports / "static.onnx", other_exports / "sizeless.onnx", fpliif_input_size=None)
+    om = OnnxModel(path)
+    assert om.input_size == 64 and om.split
+    assert FaceParser.from_onnx(path).parse_aligned(np.zeros((40, 40, 3), np.uint8), size=24).labels.shape == (24, 24)
+    pair = OnnxModel(other_exports / "narrow.onnx")  # with its own decoder: the export ids agree
+    assert len(pair.metadata["fpliif_export_id"]) == 16
+    assert pair.metadata["fpliif_export_id"] != om.metadata["fpliif_export_id"]
+
+
+def test_onnx_queries_stop_at_the_deadline(exported):
+    from fpliif import limits
+
+    for path in (exported["dynamic"], exported["single"]):
+        om = OnnxModel(path, chunk_size=100)
+        latent = om.encode(np.random.default_rng(0).random((1, 3, 64, 64), np.float32))
+        coords = pixel_centers(40, 40)  # 16 chunks
+        session = om.decoder if om.split else om.session
+        calls = []
+        session.run = lambda *a, calls=calls, run=session.run, **k: calls.append(1) or run(*a, **k)
+        expired = limits.Deadline(1.0, at=time.monotonic() - 1)
+        with limits.scope(deadline=expired), pytest.raises(limits.DeadlineExceeded):
+            om.query(latent, coords)
+        assert calls == []
+        assert om.query(latent, coords).shape == (1, 1600, om.num_classes) and len(calls) == 16
+
+
+def test_service_on_onnxruntime_stops_work_at_the_deadline(exported):
+    """One decode call of 65,536 queries in 128 ONNX chunks of >= 50 ms: the request's deadline stops it
+    between chunks."""
+    pytest.importorskip("fastapi", reason="needs the 'serve' extra")
+    from fastapi.testclient import TestClient
+
+    from fpliif.serve import ServeSettings, create_app
+
+    parser = FaceParser.from_onnx(exported["dynamic"])
+    model = parser.backend.model
+    model.chunk_size = 512
+    calls = []
+    run = model.decoder.run
+    model.decoder.run = lambda *a, **k: calls.append(1) or time.sleep(0.05) or run(*a, **k)
+    image = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image, format="PNG")
+    files = {"file": ("x.png", image.getvalue(), "image/png")}
+    with TestClient(create_app(parser, ServeSettings(timeout=1.5, workers=1, torch_threads=0))) as client:
+        assert client.post("/v1/parse?aligned=true&size=16", files=files).status_code == 200  # warm
+        calls.clear()
+        resp = client.post("/v1/parse?aligned=true&size=256&decode=dense", files=files)  # 128 chunks: >= 6.4 s
+        assert resp.status_code == 504 and resp.json()["error"] == "timeout"
+        waited = time.perf_counter()
+        while client.get("/healthz").json()["busy"] and time.perf_counter() - waited < 60:
+            time.sleep(0.05)
+        assert 0 < len(calls) < 64  # stopped near the 1.5 s deadline (about 30 chunks), not after all 128

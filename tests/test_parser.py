@@ -16,12 +16,13 @@ import fpliif
 from fpliif.cli import main
 from fpliif.infer.cli import example_image
 from fpliif.infer.detect import HaarDetector
-from fpliif.infer.framing import DEFAULT_FRAMING, Framing
+from fpliif.infer.framing import CONTEXT_SCALE, DEFAULT_FRAMING, Framing
 from fpliif.infer.geometry import Canvas, grid_coords, pixel_centers
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
 from fpliif.infer.tta import flip_channels
 from fpliif.labels import CELEBAMASK_HQ, LAPA
+from fpliif.limits import OverBudget
 from fpliif.models.base import pixel_centers as torch_pixel_centers
 
 TINY = {
@@ -344,7 +345,8 @@ def test_tta_aligned_matches_a_hand_made_mirror_reference(parser, size):
 
 
 def test_tta_photo_matches_a_hand_made_mirror_reference(tiny_weights):
-    p = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0))
+    # the face window's TTA (context labels renormalise the averaged probabilities over their classes instead)
+    p = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0), context=False)
     img = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     box = [20, 10, 84, 74]  # a 64 px window (the model input size), off-centre
     plain = p(img, boxes=[box], return_probs=True)
@@ -354,7 +356,7 @@ def test_tta_photo_matches_a_hand_made_mirror_reference(tiny_weights):
     tta = p(img, boxes=[box], return_probs=True, tta=True)
     assert np.abs(tta.probs - ref).max() < 1e-5 and np.array_equal(tta.labels, ref.argmax(0))
     # the parser-wide default, overridden per call
-    p_tta = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0), tta=True)
+    p_tta = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0), tta=True, context=False)
     assert "tta=True" in repr(p_tta)
     assert np.array_equal(p_tta(img, boxes=[box], return_probs=True).probs, tta.probs)
     assert np.array_equal(p_tta(img, boxes=[box], return_probs=True, tta=False).probs, plain.probs)
@@ -565,3 +567,53 @@ def test_amp_autocasts_the_torch_backend(tiny_weights, monkeypatch):
     assert FaceParser.from_pretrained(tiny_weights, amp="auto").backend.amp == "bf16"
     with pytest.raises(ValueError, match="amp"):
         FaceParser.from_pretrained(tiny_weights, amp="fp8")
+
+
+# ---------------------------------------------------------------------------------------------- context window
+def test_context_off_is_exactly_the_face_window_parse(parser, astronaut):
+    """context=False: the labels are the face crop's own parse at its pixels, and background elsewhere; with the
+    context window on, the face window's labels stay the same and labels reach beyond it."""
+    box, (x0, y0, side) = [200, 120, 260, 180], DEFAULT_FRAMING.window([200, 120, 260, 180])
+    off = parser(astronaut, boxes=[box], context=False, decode="dense", return_probs=True)
+    crop = astronaut[y0 : y0 + side, x0 : x0 + side]
+    ref = parser.parse_aligned(crop, decode="dense", return_probs=True)
+    assert off.faces[0].crop == [x0, y0, x0 + side, y0 + side] and off.faces[0].context is None
+    assert np.array_equal(off.labels[y0 : y0 + side, x0 : x0 + side], ref.labels)
+    assert np.allclose(off.probs[:, y0 : y0 + side, x0 : x0 + side], ref.probs, atol=1e-5)
+    outside = np.ones(off.labels.shape, bool)
+    outside[y0 : y0 + side, x0 : x0 + side] = False
+    assert (off.labels[outside] == 0).all() and (off.probs[0][outside] == 1).all()
+    on = parser(astronaut, boxes=[box], decode="dense")
+    assert np.array_equal(on.labels[~outside], off.labels[~outside])
+    assert (on.labels[outside] != 0).any() and on.faces[0].to_dict()["context"] == on.faces[0].context
+
+
+def test_context_work_counts_against_the_budget(tiny_weights, astronaut):
+    box = [200, 120, 260, 180]
+    p = FaceParser.from_pretrained(tiny_weights, decode="dense", max_decode_size=None)
+    win = DEFAULT_FRAMING.window(box)
+    face_only = win.side**2
+    p(astronaut, boxes=[box], context=False)
+    assert p.points_decoded == face_only  # dense, exact: one query per pixel of the window
+    wide = win.scaled(CONTEXT_SCALE)
+    p.points_decoded = 0
+    p(astronaut, boxes=[box])  # + the context window's pixels outside the face window
+    assert p.points_decoded == wide.side**2
+    tight = FaceParser.from_pretrained(tiny_weights, max_points=face_only, max_decode_size=None)
+    assert tight(astronaut, boxes=[box], context=False).faces
+    with pytest.raises(OverBudget, match="context windows") as info:
+        tight(astronaut, boxes=[box])
+    assert info.value.value == face_only + wide.side**2
+    with pytest.raises(ValueError, match="context: expected"):
+        FaceParser.from_pretrained(tiny_weights, context=0.5)
+    with pytest.raises(ValueError, match="context: expected"):
+        p(astronaut, boxes=[box], context="wide")
+
+
+def test_cli_no_context(tiny_weights, tmp_path, capsys):
+    for flags, has in (([], True), (["--no-context"], False)):
+        out = tmp_path / ("on" if has else "off")
+        args = ["parse", "--example", "--out", str(out), "--weights", str(tiny_weights), "--format", "json"]
+        assert main(args + flags) == 0
+        face = json.loads((out / "astronaut.json").read_text())["faces"][0]
+        assert ("context" in face) is has

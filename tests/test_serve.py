@@ -157,7 +157,7 @@ def test_openapi_docs_page_and_static(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/parse"]["post"]
     assert {p["name"] for p in op["parameters"]} == {
-        "size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode", "labels", "mask"
+        "size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode", "labels", "mask", "context"
     }
     assert "multipart/form-data" in op["requestBody"]["content"]
     assert {"413", "415", "422", "504"} <= set(op["responses"])
@@ -199,7 +199,8 @@ def test_json_structure_and_rle_round_trip(client, parser):
     assert body["mode"] == "photo" and body["size"] == [512, 512] and body["input_size"] == [512, 512]
     assert body["num_faces"] == len(body["faces"]) >= 1 and "message" not in body
     face = body["faces"][0]
-    assert set(face) - {"landmarks", "angle"} == {"box", "score", "crop", "class_share"} and len(face["box"]) == 4
+    assert set(face) - {"landmarks", "angle", "context"} == {"box", "score", "crop", "class_share"}
+    assert len(face["box"]) == 4
     assert len(face["landmarks"]) == 5  # the default detector (MTCNN) gives 5 landmarks
     assert body["classes"] == list(CELEBAMASK_HQ.classes)
     assert sum(body["class_share"].values()) == pytest.approx(1.0, abs=1e-4)

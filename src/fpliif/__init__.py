@@ -16,11 +16,12 @@ _LAZY = {
     "load": "fpliif.checkpoint",
     "save": "fpliif.checkpoint",
     "read_metadata": "fpliif.checkpoint",
+    "WeightsMetadata": "fpliif.checkpoint",
     "make": "fpliif.registry",
     "available": "fpliif.registry",
     "models": "fpliif.models",
 }
-__all__ = ["FaceParser", "__version__", "available", "load", "make", "read_metadata", "save"]
+__all__ = ["FaceParser", "WeightsMetadata", "__version__", "available", "load", "make", "read_metadata", "save"]
 
 
 def __getattr__(name: str) -> Any:

@@ -33,10 +33,21 @@ from typing import Any
 
 import numpy as np
 
+from .limits import check_deadline
+
 DECODE_MODES = ("dense", "adaptive")
 DEFAULT_DECODE = "adaptive"
 """The decoding of ``FaceParser``, ``fpliif parse``, ``fpliif eval`` and the service when none is given
 (docs/performance.md says how it was chosen)."""
+
+
+def default_decode(model: Any) -> str:
+    """:data:`DEFAULT_DECODE` for a model with an implicit decoder (``encode``/``decode``); ``"dense"`` for any
+    other (a dense model such as SegFace computes every pixel anyway: there are no queries to skip)."""
+    implicit = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+    return DEFAULT_DECODE if implicit else "dense"
+
+
 FALLBACK_MIN_COARSE = 32
 """``min_coarse`` when it is not set and the latent grid's size is not known (the bundled model's latent side)."""
 
@@ -213,6 +224,7 @@ def adaptive_decode(
         step = q if chunk is None else int(chunk)
         outs = []
         for s in range(0, q, step):
+            check_deadline()  # stop between passes and chunks once a deadline set by fpliif.limits.scope has passed
             out = ops.float32(decode(coords[:, s : s + step]))
             if out.ndim != 3 or out.shape[:2] != coords[:, s : s + step].shape[:2]:
                 raise ValueError(f"decode: expected logits (B, Q, C) for coords {tuple(coords.shape)}, got {out.shape}")

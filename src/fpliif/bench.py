@@ -44,10 +44,19 @@ def measure_onnx_fps(model: Any, input_size: int, output_size: int, runs: int, w
 
 
 def measure_fps(
-    model: torch.nn.Module, input_size: int, output_size: int, device: torch.device, runs: int, warmup: int = 2
+    model: torch.nn.Module,
+    input_size: int,
+    output_size: int,
+    device: torch.device,
+    runs: int,
+    warmup: int = 2,
+    image: torch.Tensor | None = None,
 ) -> float:
-    """Median frames/s of ``model(image, size)`` over ``runs`` timed runs after ``warmup`` runs."""
-    image = torch.rand(1, 3, input_size, input_size, device=device)
+    """Median frames/s of ``model(image, size)`` over ``runs`` timed runs after ``warmup`` runs (``image``: the
+    (1, 3, N, N) input, default a random one of ``input_size``)."""
+    if image is None:
+        image = torch.rand(1, 3, input_size, input_size)
+    image = image.to(device)
     times = []
     with torch.inference_mode():
         for i in range(warmup + runs):
@@ -180,10 +189,6 @@ def run_bench(
     photo's face (:func:`bench_image`), with ``macs_executed`` (MACs the model ran) and ``points`` (query
     points decoded) of the same shape (:func:`bench_decode_modes`; ``adaptive``: its options).
     """
-    if threads is not None and threads <= 0:
-        raise ValueError(f"--threads: must be positive, got {threads}")
-    if runs <= 0:
-        raise ValueError(f"--runs: must be positive, got {runs}")
     if input_size <= 0:
         raise ValueError(f"--input-size: must be positive, got {input_size}")
     modes = [check_decode_mode(m, "--decode") for m in decode] if decode is not None else None
@@ -191,11 +196,7 @@ def run_bench(
         raise ValueError("--decode: expected dense and/or adaptive, got nothing")
     if modes is not None and not all(callable(getattr(model, a, None)) for a in ("decode_adaptive", "prepare")):
         raise ValueError(f"--decode: needs an FP-LIIF model (implicit decoder), got {type(model).__name__}")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available on this machine")
+    dev = _bench_device(device, runs, threads)
     model = model.eval()
     macs = {str(s): count_macs(model, (input_size, input_size), s) for s in sizes}
     if onnx_model is not None and dev.type != "cpu":
@@ -204,8 +205,7 @@ def run_bench(
     amp = resolve_amp(amp, dev)
     if onnx_model is not None and amp != "none":
         raise ValueError("--amp: applies to the torch backend (onnxruntime runs its graph in fp32)")
-    autocast = AMP_DTYPES[amp]
-    with torch.autocast(dev.type, dtype=autocast) if autocast is not None else contextlib.nullcontext():
+    with _autocast(dev, amp):
         if modes is not None:
             model = model.to(dev)
             extra = bench_decode_modes(model, modes, sizes, input_size, dev, runs, onnx_model, adaptive)
@@ -226,6 +226,78 @@ def run_bench(
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "threads": threads if onnx_model is not None and threads else torch.get_num_threads(),
         "backend": "onnxruntime" if onnx_model is not None else "torch",
+        "amp": amp,
+        "torch": torch.__version__,
+    }
+
+
+def _bench_device(device: str, runs: int, threads: int | None) -> torch.device:
+    """Check the common options and set the thread count; the torch device to run on."""
+    if threads is not None and threads <= 0:
+        raise ValueError(f"--threads: must be positive, got {threads}")
+    if runs <= 0:
+        raise ValueError(f"--runs: must be positive, got {runs}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine")
+    return dev
+
+
+def _autocast(dev: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Autocast to the resolved ``amp`` precision (a no-op for ``none``)."""
+    dtype = AMP_DTYPES[amp]
+    return torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def check_model_names(names: Sequence[str], option: str = "--models") -> list[str]:
+    """Registered model names, in order without repeats; ValueError naming ``option``, the closest name and
+    the registered ones for an unknown name."""
+    from . import registry
+
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise ValueError(f"{option}: expected comma-separated model names (registered: {registry.available()})")
+    return [registry.check_name(n, option) for n in names]
+
+
+def bench_models(
+    names: Sequence[str],
+    sizes: Sequence[int] = (256,),
+    device: str = "cpu",
+    runs: int = 5,
+    threads: int | None = None,
+    amp: str = "none",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Parameters, MACs and FPS of several registered models side by side (``fpliif bench --models``).
+
+    Each model is built with its default (paper) arguments and fresh weights; each size N is the **input and
+    the output** side (N x N in, N x N logits out), every model gets the same seeded (1, 3, N, N) input, one
+    process, one thread setting. ``macs`` are :func:`fpliif.flops.count_macs` (FP-LIIF: as its paper counts
+    them). Returns ``{"models": {name: {"params", "macs": {N: ...}, "fps": {N: ...}}}, ...}`` and the settings.
+    """
+    from . import registry
+
+    names = check_model_names(names)
+    dev = _bench_device(device, runs, threads)
+    amp = resolve_amp(amp, dev)
+    images = {s: torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(seed)) for s in sizes}
+    models: dict[str, Any] = {}
+    for name in names:
+        model = registry.make(name).eval()
+        macs = {str(s): count_macs(model, (s, s), s) for s in sizes}
+        model = model.to(dev)
+        with _autocast(dev, amp):
+            fps = {str(s): measure_fps(model, s, s, dev, runs, image=images[s]) for s in sizes}
+        models[name] = {"params": sum(p.numel() for p in model.parameters()), "macs": macs, "fps": fps}
+    return {
+        "models": models,
+        "sizes": list(sizes),
+        "runs": runs,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
         "amp": amp,
         "torch": torch.__version__,
     }

@@ -9,19 +9,10 @@ from typing import TYPE_CHECKING
 from . import registry
 from .cli import print_json
 from .precision import AMP_CHOICES
+from .validate import parse_int_list
 
 if TYPE_CHECKING:  # torch is imported by the commands that run, not by argument parsing
     import torch
-
-
-def parse_int_list(text: str, name: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise ValueError(f"{name}: expected positive integers, got {text!r}")
-    return values
 
 
 def weights_for(weights: str | None, model: str = "fpliif") -> str | None:
@@ -78,6 +69,8 @@ def parse_decode_modes(text: str | None) -> list[str] | None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.models is not None:
+        return cmd_bench_models(args)
     if args.train:
         if args.decode is not None:
             raise ValueError("--decode: applies to inference benchmarks, not --train")
@@ -89,9 +82,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     modes = parse_decode_modes(args.decode)
     model = load_model(args.weights, args.model)
     if args.input_size is None:
-        from .infer.onnx_export import export_model_input_size
+        from .checkpoint import input_size_of
 
-        args.input_size = export_model_input_size(model)
+        args.input_size = input_size_of(model)
     onnx_model = None
     if args.backend == "onnxruntime" or args.onnx:
         if not args.onnx:
@@ -135,6 +128,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_models(args: argparse.Namespace) -> int:
+    """``fpliif bench --models a,b``: several registered models side by side, each size as input and output."""
+    from .bench import bench_models
+
+    clash = [
+        opt
+        for opt, given in (
+            ("--weights", args.weights),
+            ("--train", args.train),
+            ("--photos", args.photos),
+            ("--decode", args.decode is not None),
+            ("--onnx", args.onnx),
+            ("--backend onnxruntime", args.backend != "torch"),
+            ("--input-size", args.input_size is not None),
+        )
+        if given
+    ]
+    if clash:
+        raise ValueError(
+            f"--models: benches fresh registered models at each --sizes N (input = output); drop {clash[0]}"
+        )
+    result = bench_models(
+        args.models.split(","),
+        sizes=parse_int_list(args.sizes, "--sizes"),
+        device=args.device,
+        runs=args.runs,
+        threads=args.threads,
+        amp=args.amp or "none",
+    )
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"{result['device']}, {result['threads']} threads, amp {result['amp']}, median of {args.runs} runs")
+    print(f"{'model':<16} {'params':>11} {'size':>6} {'GMACs':>8} {'FPS':>8}")
+    for name, r in result["models"].items():
+        for s in r["macs"]:
+            print(f"{name:<16} {r['params']:>11,} {s:>6} {r['macs'][s] / 1e9:8.2f} {r['fps'][s]:8.2f}")
+    return 0
+
+
 def cmd_bench_photos(args: argparse.Namespace) -> int:
     """``fpliif bench --photos``: the whole photo path, per photo and decode mode."""
     import torch
@@ -172,6 +205,7 @@ def cmd_bench_photos(args: argparse.Namespace) -> int:
 def cmd_bench_train(args: argparse.Namespace) -> int:
     """``fpliif bench --train``: training img/s for each (amp, queries) setting (see fpliif.train.bench)."""
     from .train.bench import train_throughput
+    from .train.step import objective_of
 
     args.amp = args.amp or "none,auto"
     amps = [a.strip() for a in args.amp.split(",") if a.strip()]
@@ -184,6 +218,8 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     if not queries:
         raise ValueError(f"--queries: expected 'full' and/or positive integers, got {args.queries!r}")
     spec = load_model(args.weights, args.model).spec if args.weights else args.model
+    if objective_of(registry.make(spec)) != "queries":
+        queries = [None]  # a dense model (or its own objective) trains on every pixel: --queries does not apply
     rows = []
     for amp in amps:
         for q in queries:
@@ -206,7 +242,8 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
                     f"({r['step_seconds']:.2f} s/step, batch {r['batch_size']}, {r['size']}²)",
                     flush=True,
                 )
-    keep = ("amp", "amp_requested", "queries", "channels_last", "batch_size", "size", "img_per_s", "step_seconds")
+    keep = ("amp", "amp_requested", "objective", "queries", "channels_last", "batch_size", "size")
+    keep += ("img_per_s", "step_seconds")
     result = {
         "train": [{k: r[k] for k in keep} for r in rows],
         "model": rows[0]["model"],
@@ -263,6 +300,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="DIR_OR_FILE",
         help="time the whole photo path (read, detect, crop, encode, decode, paste back) per photo, "
         "for each --decode mode (default dense,adaptive)",
+    )
+    p.add_argument(
+        "--models",
+        default=None,
+        help="compare registered models (comma-separated, e.g. fpliif,segface_mnv3): fresh models, each --sizes N "
+        "as input and output side, the same input for all; JSON: {models: {name: {params, macs, fps}}}",
     )
     p.add_argument("--train", action="store_true", help="training throughput (img/s) instead of inference FPS")
     p.add_argument("--batch-size", type=int, default=4, help="--train: images per step")

@@ -24,6 +24,10 @@ Output label sets. A label map can be merged into a coarser set with :func:`rema
   eyes, nose, mouth): skin includes ears, neck, eyeglasses, earrings and necklace; hair includes the
   brows; eyes both eyes; mouth the lips and the inner mouth; hat and cloth are background.
 * ``lapa`` / ``helen`` -> ``coarse`` (:data:`ELEVEN_TO_COARSE`): brows -> hair, lips and mouth -> mouth.
+* ``celebamask-hq`` -> ``inner`` (:data:`CELEBAMASK_TO_INNER`, :data:`INNER`: background and the eight inner
+  face parts that STN-iCNN labels, Helen's classes without skin and hair, with CelebAMask-HQ's names and sides):
+  the inner classes keep their class, every other class (skin, hair, ears, neck, cloth, accessories) becomes
+  background. A confusion matrix remaps the same way (:func:`remap_confusion`).
 
 The accessories (``eye_g``, ``hat``, ``ear_r``, ``neck_l``) and ``cloth`` stay available by name in the
 CelebAMask-HQ set itself. Chaining remaps loses what the first one merged: ``celebamask-hq`` -> ``lapa`` ->
@@ -33,7 +37,7 @@ CelebAMask-HQ set itself. Chaining remaps loses what the first one merged: ``cel
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -217,19 +221,21 @@ LAPA = LabelSet(
     side="image",
 )
 
+HELEN_GROUPS: dict[str, tuple[str, ...]] = {
+    "eyes": ("l_eye", "r_eye"),
+    "brows": ("l_brow", "r_brow"),
+    "mouth": ("u_lip", "mouth", "l_lip"),
+    "overall": ("l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "mouth", "l_lip"),
+}
+"""Helen's merged classes (F1 over the union of the members), as FP-LIIF's Table 3 and STN-iCNN's Tables 2-4."""
+
 HELEN = LabelSet(
     name="helen",
     classes=_ELEVEN_CLASSES,
     colors=_ELEVEN_COLORS,
     flip_pairs=((2, 3), (4, 5)),
     side="image",
-    # Table 3 of the paper reports these merged classes (F1 over the union of the members).
-    merged_f1={
-        "eyes": ("l_eye", "r_eye"),
-        "brows": ("l_brow", "r_brow"),
-        "mouth": ("u_lip", "mouth", "l_lip"),
-        "overall": ("l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "mouth", "l_lip"),
-    },
+    merged_f1=HELEN_GROUPS,
 )
 
 COARSE = LabelSet(
@@ -242,7 +248,19 @@ COARSE = LabelSet(
 )
 """Six merged classes for masks: skin (with ears, neck), hair (with brows), eyes, nose, mouth (with lips)."""
 
-LABEL_SETS: dict[str, LabelSet] = {s.name: s for s in (CELEBAMASK_HQ, LAPA, HELEN, COARSE)}
+_INNER_CLASSES = ("background", "l_brow", "r_brow", "l_eye", "r_eye", "nose", "u_lip", "mouth", "l_lip")
+
+INNER = LabelSet(
+    name="inner",
+    classes=_INNER_CLASSES,
+    colors=tuple(CELEBAMASK_HQ.colors[CELEBAMASK_HQ.classes.index(c)] for c in _INNER_CLASSES),
+    flip_pairs=((1, 2), (3, 4)),
+    side="subject",
+    merged_f1=HELEN_GROUPS,
+)
+"""Background and the eight inner face parts (STN-iCNN's classes; scored with Helen's merged groups)."""
+
+LABEL_SETS: dict[str, LabelSet] = {s.name: s for s in (CELEBAMASK_HQ, LAPA, HELEN, COARSE, INNER)}
 
 CELEBAMASK_TO_LAPA: dict[str, str] = {
     "background": "background",
@@ -305,9 +323,13 @@ ELEVEN_TO_COARSE: dict[str, str] = {
 }
 """LaPa / Helen class -> coarse class."""
 
+CELEBAMASK_TO_INNER: dict[str, str] = {c: (c if c in _INNER_CLASSES else "background") for c in CELEBAMASK_HQ.classes}
+"""CelebAMask-HQ class -> inner class: the inner parts keep their class, all others are background."""
+
 REMAPS: dict[tuple[str, str], Mapping[str, str]] = {
     ("celebamask-hq", "lapa"): CELEBAMASK_TO_LAPA,
     ("celebamask-hq", "coarse"): CELEBAMASK_TO_COARSE,
+    ("celebamask-hq", "inner"): CELEBAMASK_TO_INNER,
     ("lapa", "coarse"): ELEVEN_TO_COARSE,
     ("helen", "coarse"): ELEVEN_TO_COARSE,
 }
@@ -348,6 +370,63 @@ def remap_labels(labels: np.ndarray, source: str | LabelSet, target: str | Label
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
         raise ValueError(f"labels: values must lie in [0, 255], got [{labels.min()}, {labels.max()}]")
     return lut[labels]
+
+
+def remap_confusion(matrix: np.ndarray, source: str | LabelSet, target: str | LabelSet) -> np.ndarray:
+    """A (C, C) confusion matrix (rows: ground truth, columns: prediction, in ``source``'s classes) in ``target``'s
+    classes: the counts of all source classes that map to one target class are summed (rows and columns).
+
+    The same counts as remapping both label maps with :func:`remap_labels` before counting, so a model's scores
+    in a merged set follow from its scores in its own set. On ``celebamask-hq`` -> ``inner`` the per-class
+    F1 of an inner class is unchanged (its TP, FP and FN are); the background and the merged groups change.
+    """
+    src = _as_label_set(source)
+    m = np.asarray(matrix)
+    if m.shape != (src.num_classes, src.num_classes) or m.dtype.kind not in "ui":
+        raise ValueError(
+            f"matrix: expected integer counts of shape ({src.num_classes}, {src.num_classes}) for label set "
+            f"{src.name!r}, got {m.dtype} {m.shape}"
+        )
+    lut = src.remap_to(target)[: src.num_classes].astype(np.int64)
+    n = _as_label_set(target).num_classes
+    if (lut >= n).any():
+        raise ValueError(f"label set {src.name!r} has classes without a counterpart in {_as_label_set(target).name!r}")
+    out = np.zeros((n, n), dtype=np.int64)
+    np.add.at(out, (lut[:, None], lut[None, :]), m.astype(np.int64))
+    return out
+
+
+def resolve_label_set(classes: str | Sequence[str], name: str = "custom") -> LabelSet:
+    """The one resolver of a label set: a set name, or a list of class names.
+
+    A list equal to a known set's classes gives that set (``name`` first, if it is such a set: LaPa and Helen
+    share their classes); any other list a :func:`generic_label_set` called ``name``. Lists need two or more
+    distinct names. Unknown set names raise :class:`UnknownNameError` listing the known ones.
+    """
+    if isinstance(classes, str):
+        return get_label_set(classes)
+    names = tuple(classes)
+    named = not isinstance(classes, Mapping) and all(isinstance(n, str) and n for n in names)
+    if not named or len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"classes: expected a label-set name or 2 or more distinct class names, got {classes!r:.200}")
+    known = [LABEL_SETS[name]] if name in LABEL_SETS else []
+    for s in (*known, *LABEL_SETS.values()):
+        if s.classes == names:
+            return s
+    return generic_label_set(names, name=name)
+
+
+def index_png(labels: np.ndarray, label_set: LabelSet, compress_level: int = 6, optimize: bool = False) -> bytes:
+    """An 8-bit index PNG of a label map (pixel value = class index) with ``label_set``'s palette embedded."""
+    import io
+
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    img.putpalette(label_set.palette())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=compress_level, optimize=optimize)
+    return buf.getvalue()
 
 
 def generic_label_set(classes: list[str] | tuple[str, ...], name: str = "custom") -> LabelSet:

@@ -23,7 +23,10 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
     if name_or_path is None:
         path = default_weights_path()
         if path is None:
-            raise FileNotFoundError(f"no bundled default weights ({DEFAULT_NAME}.safetensors) in {WEIGHTS_DIR}")
+            raise FileNotFoundError(
+                f"no bundled default weights ({DEFAULT_NAME}.safetensors) in {WEIGHTS_DIR}; "
+                "pass --weights FILE (a .safetensors file written by fpliif)"
+            )
         return path
     reg = weights_registry()
     if str(name_or_path) in reg:

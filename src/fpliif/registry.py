@@ -45,17 +45,14 @@ def check_args(spec: dict[str, Any] | str, where: str = "model") -> None:
     """
     import inspect
 
-    from .errors import ConfigError, closest
+    from .errors import ConfigError
 
     if isinstance(spec, str):
         spec = {"name": spec, "args": {}}
     if not isinstance(spec, dict):
         raise ConfigError(where, f"expected a mapping {{name: ..., args: {{...}}}}, got {spec!r}")
     name = spec.get("name")
-    if name not in available():
-        close = closest(name, available()) if isinstance(name, str) else None
-        hint = f"; did you mean {close!r}?" if close else ""
-        raise ConfigError(f"{where}.name", f"unknown model {name!r}{hint} (registered: {', '.join(available())})")
+    check_name(name, f"{where}.name")
     args = spec.get("args") or {}
     if not isinstance(args, dict):
         raise ConfigError(f"{where}.args", f"expected a mapping of constructor arguments, got {args!r}")
@@ -69,6 +66,18 @@ def check_args(spec: dict[str, Any] | str, where: str = "model") -> None:
     missing = [k for k in valid if params[k].default is inspect.Parameter.empty and k not in args]
     if missing:
         raise ConfigError(f"{where}.args", f"model {name!r} needs {', '.join(missing)}")
+
+
+def check_name(name: Any, key: str = "model") -> str:
+    """``name`` if it is a registered model, else :class:`~fpliif.errors.ConfigError` naming ``key``, the
+    closest registered name and all of them."""
+    from .errors import ConfigError, closest
+
+    if name not in available():
+        close = closest(name, available()) if isinstance(name, str) else None
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise ConfigError(key, f"unknown model {name!r}{hint} (registered: {', '.join(available())})")
+    return name
 
 
 def available() -> list[str]:

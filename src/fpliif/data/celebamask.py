@@ -41,7 +41,6 @@ dir ``$FPLIIF_CACHE_DIR`` or ``$XDG_CACHE_HOME/fpliif`` or ``~/.cache/fpliif``, 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -49,10 +48,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
-from ..labels import CELEBAMASK_HQ
+from ..labels import CELEBAMASK_HQ, index_png
 from .io import DataError, error_parts, merge_parts
 from .layouts import Sample, scan_layout
 
@@ -184,14 +182,6 @@ def sources_signature(parts: tuple[tuple[int, Path], ...], root: Path) -> str:
     return h.hexdigest()
 
 
-def _encode_mask(mask) -> bytes:
-    img = Image.fromarray(mask)  # mode L: uint8 class indices
-    img.putpalette(CELEBAMASK_HQ.palette())  # L -> P, indices kept: viewers show the class colours
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
 def _build_one(task: tuple[str, tuple[tuple[int, str], ...], str, str]) -> tuple[str, dict | None, dict]:
     """Merge one sample's parts and write the mask atomically (runs in a worker process)."""
     name, parts, out_dir, sig = task
@@ -200,7 +190,7 @@ def _build_one(task: tuple[str, tuple[tuple[int, str], ...], str, str]) -> tuple
     except DataError as e:
         path, reason = error_parts(e, name)
         return name, None, {"sources": sig, "path": path, "reason": reason}
-    data = _encode_mask(mask)
+    data = index_png(mask, CELEBAMASK_HQ, compress_level=1)  # viewers show the class colours
     rel = f"{MASK_DIR}/{name}.png"
     out = Path(out_dir) / rel
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -279,30 +279,38 @@ def make_loader(
     drop_last: bool = False,
     num_replicas: int | None = None,
     rank: int | None = None,
+    epoch: int | None = None,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
-    """A reproducible DataLoader.
+    """A reproducible DataLoader (the one loader factory of training, evaluation and the tools).
 
-    * ``num_workers``: default ``min(2, os.cpu_count())``; workers are persistent (no re-fork per epoch).
+    * ``num_workers``: default ``min(2, os.cpu_count())``.
     * Seeding: the loader gets a ``torch.Generator`` seeded with ``seed``; the DataLoader derives each
       worker's torch seed from it (``base_seed + worker_id``), and :func:`seed_worker` seeds numpy and
       ``random`` from that. The augmentations draw from the worker's torch RNG, so the same seed, batch size
-      and worker count give the same batches (persistent workers keep their RNG streams across epochs, so
-      epochs differ but the whole run repeats). With ``num_workers=0`` the augmentations use the main
+      and worker count give the same batches. With ``num_workers=0`` the augmentations use the main
       process's RNG: call ``torch.manual_seed`` yourself.
+    * ``epoch=None``: one loader for the whole run; workers are persistent (no re-fork per epoch) and keep
+      their RNG streams across epochs, so epochs differ but the whole run repeats. ``epoch=N``: the loader of
+      epoch N alone (the trainer's, which makes resuming exact): its generator is seeded with
+      :func:`epoch_seed` ``(seed, N)``, a distributed sampler is set to epoch N, workers are not persistent.
     * ``distributed=True``: a ``DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)``
-      (rank and world size from the process group unless ``num_replicas``/``rank`` are given). The caller must
-      call ``loader.sampler.set_epoch(epoch)`` at the start of every epoch, or every epoch repeats the same
-      order.
+      (rank and world size from the process group unless ``num_replicas``/``rank`` are given). Without
+      ``epoch`` the caller must call ``loader.sampler.set_epoch(epoch)`` at the start of every epoch, or
+      every epoch repeats the same order.
+    * ``pin_memory``: default: when CUDA is available.
     """
     if num_workers is None:
         num_workers = min(2, os.cpu_count() or 1)
     generator = torch.Generator()
-    generator.manual_seed(seed)
+    generator.manual_seed(seed if epoch is None else epoch_seed(seed, epoch))
     sampler = None
     if distributed:
         sampler = DistributedSampler(
             dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
+        if epoch is not None:
+            sampler.set_epoch(epoch)
         shuffle = False
     return DataLoader(
         dataset,
@@ -310,9 +318,14 @@ def make_loader(
         shuffle=shuffle,
         sampler=sampler,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        persistent_workers=num_workers > 0 and epoch is None,
         worker_init_fn=seed_worker,
         generator=generator,
         drop_last=drop_last,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
     )
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s loader in a run seeded with ``seed`` (distinct for every pair in use)."""
+    return seed * 100003 + epoch

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from ..labels import CELEBAMASK_HQ, HELEN, LABEL_SETS, LAPA, LabelSet, generic_label_set, get_label_set
+from ..labels import CELEBAMASK_HQ, HELEN, LABEL_SETS, LAPA, LabelSet, get_label_set, resolve_label_set
 
 log = logging.getLogger("fpliif.data")
 
@@ -361,25 +361,19 @@ def list_samples(
 
 
 def read_classes_txt(path: Path) -> list[str]:
+    """Class names of a ``classes.txt`` (one a line, ``#`` comments): 2 to 255 distinct names (DataError)."""
     names = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             names.append(line)
-    if not names:
-        raise DataError(f"{path}: no class names", path)
+    if len(names) < 2:
+        raise DataError(f"{path}: {len(names)} class name(s); a label set needs 2 or more", path)
     if len(set(names)) != len(names):
         raise DataError(f"{path}: duplicate class names", path)
     if len(names) > 255:
         raise DataError(f"{path}: {len(names)} classes; at most 255 are supported (255 = ignore)", path)
     return names
-
-
-def _label_set_from_names(names: list[str] | tuple[str, ...], name: str) -> LabelSet:
-    for known in LABEL_SETS.values():
-        if tuple(names) == known.classes:
-            return known
-    return generic_label_set(list(names), name=name)
 
 
 def label_set_for(
@@ -399,16 +393,14 @@ def label_set_for(
             if classes in LABEL_SETS:
                 return get_label_set(classes)
             if "," in classes:
-                return _label_set_from_names([c.strip() for c in classes.split(",") if c.strip()], "custom")
+                return resolve_label_set([c.strip() for c in classes.split(",") if c.strip()])
             p = Path(classes)
             if p.is_file():
-                return _label_set_from_names(read_classes_txt(p), p.parent.name or "custom")
+                return resolve_label_set(read_classes_txt(p), p.parent.name or "custom")
             return get_label_set(classes)  # raises KeyError listing the known sets
-        return _label_set_from_names(list(classes), "custom")
+        return resolve_label_set(classes)
     if root is not None and (Path(root) / "classes.txt").is_file():
-        return _label_set_from_names(
-            read_classes_txt(Path(root) / "classes.txt"), Path(root).name or "custom"
-        )
+        return resolve_label_set(read_classes_txt(Path(root) / "classes.txt"), Path(root).name or "custom")
     return CELEBAMASK_HQ
 
 

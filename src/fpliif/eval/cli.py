@@ -4,43 +4,30 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..validate import parse_int_list
+
 if TYPE_CHECKING:  # torch is imported when the command runs, not by argument parsing
     import torch
 
 INPUT_SIZE = 256
-"""Default input resolution (the paper's 256 x 256) and the size low-res rows are upsampled to."""
+"""The size low-res rows are upsampled to (the paper's 256 x 256)."""
 
 
 def model_input_size(model: Any, override: int | None) -> int:
     """--input-size, else the ``input_size`` the weights were trained at (file metadata), else 256."""
+    from ..checkpoint import input_size_of
+
     if override is not None:
         if override <= 0:
             raise ValueError(f"--input-size: expected a positive integer, got {override}")
         return override
-    meta = getattr(model, "weights_metadata", None) or {}
-    try:
-        return int(meta.get("input_size", INPUT_SIZE))
-    except ValueError:
-        return INPUT_SIZE
-
-
-def _int_list(text: str, name: str) -> list[int]:
-    """Comma-separated positive ints; an empty string gives an empty list."""
-    parts = [v.strip() for v in text.split(",") if v.strip()]
-    try:
-        values = [int(v) for v in parts]
-    except ValueError:
-        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{name}: expected positive integers, got {text!r}")
-    return list(dict.fromkeys(values))
+    return input_size_of(model)
 
 
 def default_split(layout: str) -> str:
@@ -50,17 +37,9 @@ def default_split(layout: str) -> str:
 
 def _load_model(weights: str | None, device: str) -> tuple[torch.nn.Module, str]:
     from ..checkpoint import load
-    from ..pretrained import resolve_weights
 
-    if weights is None:
-        try:
-            path = resolve_weights(None)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e}; pass --weights FILE (a .safetensors file written by fpliif)") \
-                from None
-    else:
-        path = resolve_weights(weights)
-    return load(path, device=device), str(path)
+    model = load(weights, device=device)
+    return model, str(model.weights_metadata.path)
 
 
 def _data_module() -> Any:
@@ -75,26 +54,15 @@ def _data_module() -> Any:
     return data
 
 
-def _make_loader(data: Any, ds: Any, batch_size: int, workers: int) -> Any:
-    params = inspect.signature(data.make_loader).parameters
-    kwargs: dict[str, Any] = {"shuffle": False}
-    if "num_workers" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs["num_workers"] = workers
-    elif "workers" in params:
-        kwargs["workers"] = workers
-    return data.make_loader(ds, batch_size, **kwargs)
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from ..adaptive import DEFAULT_DECODE
+    from ..adaptive import default_decode
     from ..cli import print_json
     from .evaluate import evaluate, format_table, trivial_baseline
 
-    decode = args.decode or ("adaptive" if args.compare_dense else DEFAULT_DECODE)
-    sizes = _int_list(args.sizes, "--sizes")
-    lowres = _int_list(args.lowres, "--lowres")
+    sizes = parse_int_list(args.sizes, "--sizes", allow_empty=True)
+    lowres = parse_int_list(args.lowres, "--lowres", allow_empty=True)
     if not sizes and not lowres:
         raise ValueError("--sizes and --lowres are both empty: nothing to evaluate")
     if args.batch_size <= 0:
@@ -114,6 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data_text = ", ".join(args.data)
 
     model, weights = _load_model(args.weights, args.device)
+    decode = args.decode or ("adaptive" if args.compare_dense else default_decode(model))
     data = _data_module()
     split = args.split or default_split(args.layout)
     input_size = model_input_size(model, args.input_size)
@@ -140,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"split {split!r} of {data_text} ({args.layout}) has no images")
     if args.limit is not None and args.limit < len(ds):
         ds = torch.utils.data.Subset(ds, range(args.limit))
-    loader = _make_loader(data, ds, args.batch_size, args.workers)
+    loader = data.make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
 
     result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
                       progress=not args.no_progress, lowres_to=INPUT_SIZE, tta=args.tta, decode=decode,
@@ -216,7 +185,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(left/right classes swapped back); 2x the cost")
     p.add_argument("--decode", choices=["dense", "adaptive"], default=None,
                    help="dense: the implicit decoder at every output pixel (exact); adaptive: coarse to fine, "
-                        f"re-querying only near part boundaries (see docs/performance.md); default: {DEFAULT_DECODE}")
+                        f"re-querying only near part boundaries (see docs/performance.md); default: {DEFAULT_DECODE} "
+                        "for models with an implicit decoder, dense for dense models (SegFace)")
     p.add_argument("--compare-dense", action="store_true",
                    help="with --decode adaptive: also decode densely and report the pixel agreement and the "
                         "dense scores (the accuracy check of adaptive querying)")

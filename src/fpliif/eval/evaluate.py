@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
 from ..labels import IGNORE_INDEX, LabelSet
+from ..validate import positive_ints
 from .metrics import ConfusionMatrix
 
 __all__ = ["evaluate", "format_table", "trivial_baseline", "row_name", "ABSENT_RULE"]
@@ -49,16 +50,6 @@ ABSENT_RULE = (
 def row_name(out_size: int, target_size: int) -> str:
     """``"256"`` for a native row, ``"64→256"`` for a low-resolution row upsampled to 256."""
     return str(out_size) if out_size == target_size else f"{out_size}{ARROW}{target_size}"
-
-
-def _check_sizes(values: Iterable[int], name: str) -> list[int]:
-    out: list[int] = []
-    for v in values:
-        if isinstance(v, bool) or int(v) != v or int(v) <= 0:
-            raise ValueError(f"{name}: expected positive integer sizes, got {list(values)!r}")
-        if int(v) not in out:
-            out.append(int(v))
-    return out
 
 
 def excluded_classes(label_set: LabelSet) -> tuple[int, ...]:
@@ -261,9 +252,9 @@ def evaluate(
     ``dense_rows`` (the dense scores) and ``agreement_with_dense`` (row -> % of output pixels whose label equals
     the dense label), the accuracy check of adaptive querying.
     """
-    sizes = _check_sizes(sizes, "sizes")
-    lowres = sorted(_check_sizes(lowres, "lowres"), reverse=True)  # the paper's order: 192, 128, 96, 64
-    (lowres_to,) = _check_sizes([lowres_to], "lowres_to")
+    sizes = positive_ints(sizes, "sizes", allow_empty=True)
+    lowres = sorted(positive_ints(lowres, "lowres", allow_empty=True), reverse=True)  # the paper's: 192 ... 64
+    (lowres_to,) = positive_ints([lowres_to], "lowres_to")
     if not sizes and not lowres:
         raise ValueError("nothing to evaluate: both sizes and lowres are empty")
     num_classes = label_set.num_classes
@@ -397,7 +388,7 @@ def trivial_baseline(
     follows from them directly, so one pass suffices. Returns the same per-row fields as
     :func:`evaluate` plus ``predicted_class``, ``class_pixels`` (name -> count) and ``images``.
     """
-    (size,) = _check_sizes([size], "size")
+    (size,) = positive_ints([size], "size")
     device = torch.device(device)
     counts = ConfusionMatrix(label_set.num_classes, IGNORE_INDEX, device=device)
     images = 0

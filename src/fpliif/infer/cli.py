@@ -154,6 +154,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
     common = dict(
         detector=detector,
         align=not args.no_align,
+        context=not args.no_context,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
@@ -463,9 +464,8 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
 
 # ---------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..checkpoint import load
-    from ..pretrained import resolve_weights
-    from .onnx_export import decoder_path, export_model_input_size, export_onnx
+    from ..checkpoint import input_size_of, load
+    from .onnx_export import decoder_path, export_onnx
 
     if args.format != "onnx":
         raise ValueError(f"export: unknown format {args.format!r}; supported: onnx")
@@ -476,8 +476,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     existing = [str(f) for f in files if f.exists()]
     if existing and not args.overwrite:
         raise ValueError(f"{', '.join(existing)} already exists (pass --overwrite to replace)")
-    model = load(resolve_weights(args.weights))
-    size = args.size or export_model_input_size(model)
+    model = load(args.weights)
+    size = args.size or input_size_of(model)
     export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset, split=not args.single_graph)
     shape = "dynamic" if args.dynamic else f"{size}x{size}"
     written = " + ".join(f"{f} ({f.stat().st_size / 1e6:.1f} MB)" for f in files)
@@ -566,6 +566,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not roll the crops to level the eyes (by default each crop is rotated by the face's roll from "
         "the landmarks, and the labels pasted back through the inverse rotation)",
+    )
+    p.add_argument(
+        "--no-context",
+        action="store_true",
+        help="labels end at each face's crop window (by default a second window, 1.5 times as large, labels hair, "
+        "hat, neck and clothes beyond it; it costs one more encoder pass and counts against --max-points)",
     )
     p.add_argument(
         "--profile-faces",

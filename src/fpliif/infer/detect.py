@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..limits import check_deadline
+
 Box = tuple[float, float, float, float]
 Detection = tuple[Box, float]
 Detector = Callable[[np.ndarray], Sequence[Any]]
@@ -68,6 +70,13 @@ def make_detector(name: str = "mtcnn", **kwargs: Any) -> Any:
     if name == "haar":
         return HaarDetector(**kwargs)
     raise ValueError(f"detector: expected one of {', '.join(DETECTORS)}, got {name!r}")
+
+
+def _check_max_side(max_side: Any) -> int:
+    """A detector's ``max_side``: a positive int (the bound on the detection input's longer side)."""
+    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1:
+        raise ValueError(f"max_side: expected a positive number of pixels, got {max_side!r}")
+    return int(max_side)
 
 
 def _check_image(image: Any) -> np.ndarray:
@@ -117,7 +126,7 @@ class HaarDetector:
         self.min_neighbors = int(min_neighbors)
         self.min_score = float(min_score)
         self.profile = bool(profile)
-        self.max_side = int(max_side)
+        self.max_side = _check_max_side(max_side)
         self._frontal = None
         self._profile = None
 
@@ -128,6 +137,7 @@ class HaarDetector:
         )
 
     def _run(self, cascade, gray: np.ndarray, min_px: int) -> list[Detection]:
+        check_deadline()  # one cascade run cannot be interrupted: its input is bounded by max_side instead
         boxes, _, weights = cascade.detectMultiScale3(
             gray,
             scaleFactor=self.scale_factor,
@@ -170,6 +180,7 @@ class HaarDetector:
             gw = gray.shape[1]
             for (x1, y1, x2, y2), s in self._run(self._profile, np.ascontiguousarray(gray[:, ::-1]), min_px):
                 dets.append(((gw - x2, y1, gw - x1, y2), s))
+        check_deadline()
         dets = [((x1 / scale, y1 / scale, x2 / scale, y2 / scale), s) for (x1, y1, x2, y2), s in dets]
         return suppress_nested([d for d in dets if d[1] >= self.min_score])
 
@@ -254,7 +265,7 @@ class MTCNNDetector:
         self.min_score = float(min_score)
         self.thresholds = (float(thresholds[0]), float(thresholds[1]))
         self.factor = float(factor)
-        self.max_side = int(max_side)
+        self.max_side = _check_max_side(max_side)
         self.model_dir = Path(model_dir) if model_dir is not None else ASSETS
         self._nets: list[Any] | None = None
 
@@ -323,6 +334,7 @@ class MTCNNDetector:
         found = []
         s = 12.0 / min_px
         while min(h, w) * s >= 12:
+            check_deadline()  # between pyramid levels and stages (the input is bounded by max_side)
             hs, ws = int(h * s + 1), int(w * s + 1)
             level = cv2.resize(image, (ws, hs), interpolation=cv2.INTER_AREA)
             prob, reg = self._run(pnet, self._blob(level[None]), ("prob", "reg"))
@@ -340,6 +352,7 @@ class MTCNNDetector:
         cand = cand[nms(cand[:, :4], cand[:, 4], 0.7)]
         boxes = _square(_refine(cand[:, :4], cand[:, 5:9]))
         # stage 2: R-net on 24 x 24 patches
+        check_deadline()
         prob, reg = self._run(rnet, self._patches(image, boxes, 24), ("prob", "reg"))
         ok = prob[:, 0] > self.thresholds[1]
         boxes, sc, reg = boxes[ok], prob[ok, 0], reg[ok]
@@ -348,6 +361,7 @@ class MTCNNDetector:
         keep = nms(boxes, sc, 0.7)
         boxes = _square(_refine(boxes[keep], reg[keep]))
         # stage 3: O-net on 48 x 48 patches: final score, box and landmarks
+        check_deadline()
         prob, reg, pts = self._run(onet, self._patches(image, boxes, 48), ("prob", "reg", "landmarks"))
         ok = prob[:, 0] >= self.min_score
         boxes, sc, reg, pts = boxes[ok], prob[ok, 0], reg[ok], pts[ok]

@@ -85,6 +85,11 @@ HAAR_FRAMING = Framing(scale=1.5468, dx=0.0015, dy=0.0802)
 MTCNN_FRAMING = Framing(scale=1.5821, dx=-0.0018, dy=0.0766)
 DEFAULT_FRAMING = MTCNN_FRAMING
 
+# The context window (FaceParser(context=True)): this many times the face window, same centre and roll; its labels
+# are used outside the face window, for these classes only (docs/detection.md, "Context beyond the window").
+CONTEXT_SCALE = 1.5
+CONTEXT_CLASSES = ("background", "hair", "hat", "neck", "neck_l", "cloth", "ear_r", "l_ear", "r_ear")
+
 # Face-core classes for the mask cross-check (CelebAMask-HQ names).
 CORE_CLASSES = ("skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "mouth", "u_lip", "l_lip")
 

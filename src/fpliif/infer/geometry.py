@@ -80,6 +80,11 @@ class Window:
         xb, yb = (int(math.ceil(v - 1e-9)) for v in p.max(axis=0))
         return max(xa, 0), max(ya, 0), min(xb, width), min(yb, height)
 
+    def scaled(self, factor: float) -> Window:
+        """The window ``factor`` times as large (side rounded to keep the centre exact), same centre and angle."""
+        grow = int(round((float(factor) - 1) * self.side / 2))
+        return Window(self.x0 - grow, self.y0 - grow, self.side + 2 * grow, self.angle)
+
     def crop_coords(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Crop coordinates (len(rows) * len(cols), 2) float32 of image pixels (rows x cols, row-major), and
         whether each lies inside the window (bool; always true for an unrotated window's own pixels)."""
@@ -208,29 +213,41 @@ def strips(rows: int, cols: int, max_pixels: int) -> list[tuple[int, int]]:
     return [(r, min(r + step, rows)) for r in range(0, rows, step)]
 
 
+FACE_LEVEL = 2
+"""Canvas priority of a face window's own labels."""
+CONTEXT_LEVEL = 1
+"""Canvas priority of context-window labels (outside the face windows): any face window's labels beat them."""
+
+
 class Canvas:
-    """Whole-image merge of per-face predictions: where crops overlap, the more confident face wins."""
+    """Whole-image merge of per-face predictions: the higher priority ``level`` wins (a face window over a context
+    window), and where crops of the same level overlap, the more confident face wins."""
 
     def __init__(self, height: int, width: int, num_classes: int, keep_probs: bool = False):
         self.labels = np.zeros((height, width), np.uint8)
         self.best = np.full((height, width), -1.0, np.float32)
+        self.level = np.zeros((height, width), np.int8)
         self.probs = None
         if keep_probs:
             self.probs = np.zeros((num_classes, height, width), np.float32)
             self.probs[0] = 1.0
 
-    def paste(self, ya: int, xa: int, probs: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+    def paste(
+        self, ya: int, xa: int, probs: np.ndarray, inside: np.ndarray | None = None, level: int = FACE_LEVEL
+    ) -> np.ndarray:
         """Merge (h, w, C) probabilities at (ya, xa), only where ``inside`` (h, w) is true if given (a rotated
-        window's pixels); return this face's own labels there (h, w) uint8 (0 outside)."""
+        window's pixels), with priority ``level``; return this face's own labels there (h, w) uint8 (0 outside)."""
         h, w = probs.shape[:2]
         conf = probs.max(axis=-1)
         lab = probs.argmax(axis=-1).astype(np.uint8)
         best = self.best[ya : ya + h, xa : xa + w]
-        win = conf > best
+        have = self.level[ya : ya + h, xa : xa + w]
+        win = (have < level) | ((have == level) & (conf > best))
         if inside is not None:
             win &= inside
             lab[~inside] = 0
         best[win] = conf[win]
+        have[win] = level
         self.labels[ya : ya + h, xa : xa + w][win] = lab[win]
         if self.probs is not None:
             ys, xs = np.nonzero(win)

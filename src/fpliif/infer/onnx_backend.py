@@ -5,6 +5,12 @@
 (``cells`` + ``coords`` (B, Q, 2) float32 (x, y) in [-1, 1] at pixel centres -> ``logits`` (B, Q, C)), so the
 encoder runs once per image however many query chunks follow. Single-graph files (``image`` + ``coords`` ->
 ``logits``, ``--single-graph``) load too. Class names, temperature and input size are in the files' metadata.
+
+The files are untrusted: before anything runs, the graphs' inputs and outputs are checked against what the
+backend feeds them (names, float32, ranks, RGB channels, a static input side within the bounds of weight
+files), the classes in the metadata against the graph's logits, and a decoder graph against its encoder (the
+latent grid's shape, the classes and the export id both files carry). Each refusal is one ValueError naming
+the file. Query chunks stop at the deadline of :func:`fpliif.limits.scope`.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from ..limits import check_deadline
 from .geometry import pixel_centers
+
+EXPORT_ID = "fpliif_export_id"
+"""Metadata key both graphs of one split export carry (the same value): a decoder from another export is refused."""
 
 
 class OnnxModel:
@@ -42,7 +52,7 @@ class OnnxModel:
             raise ImportError(
                 "the onnxruntime backend needs onnxruntime: pip install 'fpliif[onnx]'"
             ) from None
-        from ..labels import LABEL_SETS, generic_label_set
+        from ..checkpoint import WeightsMetadata
 
         path = Path(path)
         if not path.is_file():
@@ -61,33 +71,58 @@ class OnnxModel:
             else:
                 raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
         self.session = _session(ort, path, providers, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "fpliif_classes" not in meta:
-            raise ValueError(
-                f"{path}: not an fpliif ONNX export (no fpliif_classes metadata); "
-                "write one with `fpliif export onnx`"
-            )
         self.path = path
-        self.metadata = dict(meta)
-        classes = tuple(json.loads(meta["fpliif_classes"]))
-        ls = LABEL_SETS.get(meta.get("fpliif_label_set", ""))
-        self.label_set = ls if ls is not None and ls.classes == classes else generic_label_set(classes)
-        self.temperature = float(meta.get("fpliif_temperature", "1.0"))
-        self.input_size = int(meta["fpliif_input_size"]) if meta.get("fpliif_input_size") else None
+        self.metadata = meta = WeightsMetadata.from_onnx(self.session.get_modelmeta().custom_metadata_map, path)
+        self.label_set, self.temperature, self.input_size = meta.label_set, meta.temperature, meta.input_size
         self.chunk_size = int(chunk_size)
-        self.encoder_stride = _encoder_stride(meta.get("fpliif_spec"))
+        if not (self.temperature is None or self.temperature > 0):
+            raise ValueError(f"{path}: metadata fpliif_temperature: expected a positive number, got {self.temperature}")
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.decoder: Any = None
         if set(inputs) == {"cells", "coords"}:
             encoder = meta.get("fpliif_encoder", "the matching NAME.onnx")
             raise ValueError(f"{path}: this is the decoder half of a split export; load its encoder ({encoder})")
+        if set(inputs) not in ({"image"}, {"image", "coords"}):
+            raise ValueError(f"{path}: expected graph inputs 'image' (+ 'coords'), got {sorted(inputs)}")
+        shape = _tensor(path, self.session.get_inputs(), "image", "input", (None, 3, None, None))
+        self.static_batch = shape[0]
+        self.static_hw = (shape[2], shape[3]) if None not in shape[2:] else None
+        self._check_input_side()
+        self.encoder_stride = _encoder_stride(path, meta.get("fpliif_spec"), self.input_size)
         if set(inputs) == {"image"}:
             self.decoder = self._load_decoder(ort, providers, threads)
-        elif set(inputs) != {"image", "coords"}:
-            raise ValueError(f"{path}: expected graph inputs 'image' (+ 'coords'), got {sorted(inputs)}")
-        shape = inputs["image"].shape
-        self.static_batch = shape[0] if isinstance(shape[0], int) else None
-        self.static_hw = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
+        else:
+            _tensor(path, self.session.get_inputs(), "coords", "input", (None, None, 2))
+            self._check_logits(path, self.session)
+
+    def _check_input_side(self) -> None:
+        """A static input side within the weight files' bounds, equal to the metadata's ``fpliif_input_size``
+        (the side the parser resizes crops to; taken from the graph where the metadata has none)."""
+        from ..checkpoint import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+        if self.static_hw is None:
+            return
+        h, w = self.static_hw
+        if not all(MIN_INPUT_SIZE <= s <= MAX_INPUT_SIZE for s in (h, w)):
+            raise ValueError(
+                f"{self.path}: graph input 'image' is {h}x{w}; expected sides in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}]"
+            )
+        if h == w and self.input_size is None:
+            self.input_size = h
+        elif h == w and self.input_size != h:
+            raise ValueError(
+                f"{self.path}: metadata fpliif_input_size {self.input_size} does not match the graph's static "
+                f"{h}x{w} input (a damaged or edited export; export it again)"
+            )
+
+    def _check_logits(self, path: Path, session: Any) -> None:
+        """The graph's ``logits`` output: (B, Q, C) float32 with C the number of classes in the metadata."""
+        classes = _tensor(path, session.get_outputs(), "logits", "output", (None, None, None))[2]
+        if classes is not None and classes != self.num_classes:
+            raise ValueError(
+                f"{path}: the graph outputs {classes} classes but the metadata fpliif_classes lists "
+                f"{self.num_classes} ({self.path.name} and its decoder come from different exports?)"
+            )
 
     def _load_decoder(self, ort: Any, providers: list[str], threads: int | None) -> Any:
         name = self.metadata.get("fpliif_decoder")
@@ -103,7 +138,29 @@ class OnnxModel:
         names = {i.name for i in session.get_inputs()}
         if names != {"cells", "coords"}:
             raise ValueError(f"{dec_path}: expected decoder inputs 'cells' and 'coords', got {sorted(names)}")
+        self._check_pair(dec_path, session)
         return session
+
+    def _check_pair(self, dec_path: Path, session: Any) -> None:
+        """The decoder graph fits this encoder: the latent grid's shape, the classes, the export id."""
+        cells = _tensor(self.path, self.session.get_outputs(), "cells", "output", (None,) * 4)
+        wanted = _tensor(dec_path, session.get_inputs(), "cells", "input", (None,) * 4)
+        _tensor(dec_path, session.get_inputs(), "coords", "input", (None, None, 2))
+        self._check_logits(dec_path, session)
+        props = session.get_modelmeta().custom_metadata_map
+        ids = (self.metadata.get(EXPORT_ID), props.get(EXPORT_ID))
+        own = self.metadata.get("fpliif_classes")
+        if any(a is not None and b is not None and a != b for a, b in zip(cells, wanted, strict=True)):
+            problem = f"its input 'cells' {_dims(wanted)} does not fit the encoder's output {_dims(cells)}"
+        elif props.get("fpliif_classes", own) != own:
+            problem = "its metadata lists other classes than the encoder's"
+        elif None not in ids and ids[0] != ids[1]:
+            problem = f"it belongs to another export ({EXPORT_ID} {ids[1]}, the encoder's {ids[0]})"
+        else:
+            return
+        raise ValueError(
+            f"{dec_path}: not the decoder of {self.path.name}: {problem}; keep the two files of one export together"
+        )
 
     @property
     def split(self) -> bool:
@@ -159,6 +216,7 @@ class OnnxModel:
         session, key = (self.decoder, "cells") if self.split else (self.session, "image")
         outs = []
         for s in range(0, max(coords.shape[1], 1), self.chunk_size):
+            check_deadline()  # stop between chunks once a deadline set by fpliif.limits.scope has passed
             c = np.ascontiguousarray(coords[:, s : s + self.chunk_size])
             outs.append(session.run(["logits"], {key: latent, "coords": c})[0])
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
@@ -198,16 +256,51 @@ def _session(ort: Any, path: Path, providers: list[str], threads: int | None) ->
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types
-        raise ValueError(f"{path}: cannot load ONNX model ({e})") from None
+        lines = str(e).replace(f"Load model from {path} failed:", "").strip().splitlines() or [type(e).__name__]
+        reason = lines[0] if len(lines[0]) <= 240 else "..." + lines[0][-240:]  # the end says what failed
+        raise ValueError(f"{path}: not a loadable ONNX model ({reason})") from None
 
 
-def _encoder_stride(spec_json: str | None) -> int | None:
-    """Stride of the exported FP-LIIF encoder (2 ** (groups - 1)) from the ``fpliif_spec`` metadata."""
-    try:
-        depths = json.loads(spec_json or "")["args"].get("depths", [2, 6, 16])
-        return 2 ** (len(depths) - 1)
-    except (ValueError, KeyError, TypeError, AttributeError):
+def _tensor(path: Path, args: Any, name: str, what: str, dims: tuple[int | None, ...]) -> list[int | None]:
+    """The shape of graph ``what`` (input/output) ``name`` (None for a dynamic axis), checked: float32, as many
+    axes as ``dims``, static axes positive and equal to ``dims`` where it gives one."""
+    found = {a.name: a for a in args}
+    if name not in found:
+        raise ValueError(f"{path}: the graph has no {what} {name!r} (its {what}s: {sorted(found)})")
+    arg = found[name]
+    shape = [s if isinstance(s, int) else None for s in (arg.shape or [])]
+    ok = arg.type == "tensor(float)" and len(shape) == len(dims)
+    ok = ok and all(s is None or (s > 0 and d in (None, s)) for s, d in zip(shape, dims, strict=False))
+    if not ok:
+        raise ValueError(
+            f"{path}: graph {what} {name!r} is {arg.type} {_dims(shape)}; expected tensor(float) {_dims(dims)}"
+        )
+    return shape
+
+
+def _dims(shape: Any) -> str:
+    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+
+
+def _encoder_stride(path: Path, spec_json: str | None, input_size: int | None) -> int | None:
+    """Stride of the exported FP-LIIF encoder (2 ** (groups - 1)) from the ``fpliif_spec`` metadata (None
+    without one); ValueError naming the file for a spec that is not one or whose stride leaves no latent cell."""
+    from ..checkpoint import MAX_INPUT_SIZE
+
+    if spec_json is None:
         return None
+    try:
+        spec = json.loads(spec_json)
+        depths = (spec.get("args") or {}).get("depths", [2, 6, 16])
+        stride = 2 ** (len(depths) - 1) if isinstance(depths, list) and depths else 0
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        stride = 0
+    if not 1 <= stride <= (input_size or MAX_INPUT_SIZE):
+        raise ValueError(
+            f"{path}: metadata fpliif_spec: expected a model spec with 1 or more encoder groups and a stride of at "
+            f"most the input side, got {spec_json!r:.120}"
+        )
+    return stride
 
 
 def onnx_available() -> tuple[bool, str]:

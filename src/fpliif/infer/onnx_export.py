@@ -19,13 +19,15 @@ Uses the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``), which 
 
 from __future__ import annotations
 
-import json
+import hashlib
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
+
+from ..checkpoint import onnx_metadata
+from .onnx_backend import EXPORT_ID
 
 OPSET = 17
 
@@ -103,7 +105,7 @@ def export_onnx(
     coords = torch.rand(batch, 97, 2) * 2 - 1
     queries = {1: "queries"} if not dynamic else {0: "batch", 1: "queries"}
     image_axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {}
-    props = _metadata(model, input_size)
+    props = onnx_metadata(model, input_size)
     try:
         if not split:
             _export(
@@ -140,6 +142,7 @@ def export_onnx(
         )
     finally:
         model.factored_decoder = factored
+    props[EXPORT_ID] = _export_id(path, dec)
     _finish(path, {**props, "fpliif_part": "encoder", "fpliif_decoder": dec.name, "fpliif_graph": GRAPH_ENCODER}, check)
     _finish(dec, {**props, "fpliif_part": "decoder", "fpliif_encoder": path.name, "fpliif_graph": GRAPH_DECODER}, check)
     return path
@@ -174,16 +177,13 @@ def _export(
         )
 
 
-def _metadata(model: Any, input_size: int) -> dict[str, str]:
-    meta = getattr(model, "weights_metadata", None) or {}
-    return {
-        "fpliif_classes": json.dumps(list(model.classes)),
-        "fpliif_label_set": model.label_set.name,
-        "fpliif_temperature": repr(float(model.temperature)),
-        "fpliif_input_size": str(input_size),
-        "fpliif_spec": json.dumps(model.spec),
-        **{f"weights_{k}": str(v) for k, v in meta.items() if k not in ("spec",)},
-    }
+def _export_id(*paths: Path) -> str:
+    """The id both graphs of a split export carry (:data:`~fpliif.infer.onnx_backend.EXPORT_ID`): a hash of
+    the two graphs as exported, so the same model exported again gets the same id."""
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _finish(path: Path, props: dict[str, str], check: bool) -> None:
@@ -196,9 +196,3 @@ def _finish(path: Path, props: dict[str, str], check: bool) -> None:
     if check:
         onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-
-
-def export_model_input_size(model: Any, default: int = 256) -> int:
-    meta = getattr(model, "weights_metadata", None) or {}
-    v = str(meta.get("input_size", ""))
-    return int(v) if v.isdigit() else default

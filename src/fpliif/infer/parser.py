@@ -29,15 +29,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import limits
 from ..adaptive import DEFAULT_DECODE, AdaptiveOptions, adaptive_decode, check_decode_mode
+from ..validate import check_size
 from .detect import make_detector, roll_degrees
-from .framing import DEFAULT_FRAMING, Framing
+from .framing import CONTEXT_CLASSES, CONTEXT_SCALE, DEFAULT_FRAMING, Framing
 from .geometry import (
+    CONTEXT_LEVEL,
+    FACE_LEVEL,
     Canvas,
     Window,
     bilinear_points,
@@ -58,6 +61,29 @@ DEFAULT_INPUT_SIZE = 256
 
 NO_FACE_MESSAGE = "no face detected"
 POINTS_HINT = "raise it with --max-points or FaceParser(max_points=...); 0: no limit"
+
+
+class _Job(NamedTuple):
+    """One face to parse: its image's index, detection, window and context window (or None)."""
+
+    image: int
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None
+    win: Window
+    ctx: Window | None
+
+
+def check_context(context: Any) -> float:
+    """The ``context`` option as a window scale: True -> :data:`~fpliif.infer.framing.CONTEXT_SCALE`, False /
+    None / 0 -> 0.0 (off), or a number in (1, 4]; ValueError naming ``context`` otherwise."""
+    if context is None or context is False:
+        return 0.0
+    if context is True:
+        return CONTEXT_SCALE
+    if isinstance(context, (int, float, np.integer, np.floating)) and (context == 0 or 1 < context <= 4):
+        return float(context)
+    raise ValueError(f"context: expected True, False or a window scale in (1, 4], got {context!r}")
 
 
 def _is_pil(x: Any) -> bool:
@@ -97,10 +123,16 @@ class FaceParser:
         max_pixels: largest image (checked from a file's header before decoding) and largest ``parse_aligned``
             output, in pixels (default: :data:`fpliif.limits.DEFAULT_MAX_PIXELS` or ``$FPLIIF_MAX_PIXELS``;
             0: no limit); beyond it :class:`~fpliif.limits.TooManyPixels` (a ValueError) is raised.
-        max_points: most decoder queries per image (each face's decoded pixels, twice with ``tta``), checked
-            before decoding (default :data:`fpliif.limits.DEFAULT_MAX_POINTS`; 0: no limit); beyond it
-            :class:`~fpliif.limits.OverBudget` (a ValueError). :func:`fpliif.limits.scope` may override it
-            and set a deadline.
+        max_points: most decoder queries per image (each face's decoded pixels and its context window's, twice
+            with ``tta``), checked before decoding (default :data:`fpliif.limits.DEFAULT_MAX_POINTS`; 0: no
+            limit); beyond it :class:`~fpliif.limits.OverBudget` (a ValueError). :func:`fpliif.limits.scope` may
+            override it and set a deadline.
+        context: label hair, hat, neck and clothes beyond each face window from a second, wider window (default
+            True: :data:`~fpliif.infer.framing.CONTEXT_SCALE` times the face window, same centre and roll; a
+            number in (1, 4] sets the scale; False: labels end at the face window). Its labels are used only
+            outside the face window and only for :data:`~fpliif.infer.framing.CONTEXT_CLASSES`; any face
+            window's labels beat them. It costs one more encoder pass, and its decoder queries count against
+            ``max_points``; each call may override it. See docs/detection.md.
     """
 
     def __init__(
@@ -122,6 +154,7 @@ class FaceParser:
         max_pixels: int | None = None,
         max_points: int | None = None,
         amp: str = "none",
+        context: bool | float = True,
     ):
         if isinstance(model, (str, Path)):
             model = _load_model(model, device=device, threads=threads)
@@ -157,6 +190,9 @@ class FaceParser:
         self.max_points = limits.resolve_limit(max_points, "max_points", limits.DEFAULT_MAX_POINTS)
         self.points_decoded = 0  # query points decoded so far (flip TTA decodes each twice: crop and mirror)
         self._flip_channels = flip_channels(self.backend.label_set)
+        self.context = check_context(context)
+        names = self.backend.label_set.classes
+        self._context_classes = np.array([k == 0 or c in CONTEXT_CLASSES for k, c in enumerate(names)])
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -186,7 +222,7 @@ class FaceParser:
         return (
             f"FaceParser(backend={self.backend.name}, classes={len(self.classes)}, "
             f"input_size={self.input_size}, tta={self.tta}, decode={self.decode!r}, "
-            f"detector={self.detector!r}, framing={self.framing}, align={self.align})"
+            f"detector={self.detector!r}, framing={self.framing}, align={self.align}, context={self.context})"
         )
 
     @property
@@ -219,6 +255,7 @@ class FaceParser:
         return_probs: bool = False,
         tta: bool | None = None,
         decode: str | None = None,
+        context: bool | float | None = None,
     ) -> ParseResult | list[ParseResult]:
         """Parse photo(s): a path, PIL image, (H, W, 3) uint8 RGB array, torch tensor (3, H, W) /
         (B, 3, H, W) (float in [0, 1] or uint8), or a list of these.
@@ -227,72 +264,36 @@ class FaceParser:
         boxes, ``(box, score)`` pairs or ``(box, score, landmarks)`` as :meth:`detect` returns; for a list of
         images: one list (or None = detect) per image). ``tta``: flip test-time
         augmentation (default: the parser's ``tta``). ``decode``: ``"dense"`` or ``"adaptive"`` (default: the
-        parser's ``decode``). Returns one :class:`ParseResult` for a single image, else a list.
+        parser's ``decode``). ``context``: label beyond each face window from a wider one (default: the parser's
+        ``context``). Returns one :class:`ParseResult` for a single image, else a list.
         """
         decode = self._decode_mode(decode)
+        scale = self.context if context is None else check_context(context)
         items, single = _as_images(images, limits.effective("max_pixels", self.max_pixels))
         per_image_boxes = _normalise_boxes(boxes, len(items), single)
         tta = self.tta if tta is None else bool(tta)
-        return self._parse(items, per_image_boxes, return_probs, single, tta, decode)
+        return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale)
 
     def _decode_mode(self, decode: str | None) -> str:
         return self.decode if decode is None else check_decode_mode(decode)
 
-    def _parse(self, items, per_image_boxes, return_probs, single, tta=False, decode="dense"):
-        jobs = []  # (image index, box, score, Window, region)
-        job_landmarks: list[np.ndarray | None] = []  # per job
-        canvases, messages = [], []
-        for i, (img, source) in enumerate(items):
-            limits.check_deadline()
-            h, w = img.shape[:2]
-            canvases.append(Canvas(h, w, len(self.classes), keep_probs=return_probs))
-            dets = per_image_boxes[i]
-            if dets is None:
-                from .images import to_uint8
-
-                dets = self.detect(to_uint8(img))
-            msg = None
-            framing = self.framing
-            for box, score, lm in dets:
-                angle = roll_degrees(lm) if self.align and lm is not None else 0.0
-                win = framing.window(box, angle)
-                region = win.region(w, h)
-                if region[2] <= region[0] or region[3] <= region[1]:
-                    log.warning(
-                        "%s: face box %s lies outside the %dx%d image; skipped", source or "image", box, w, h
-                    )
-                    continue
-                jobs.append((i, box, score, win, region))
-                job_landmarks.append(lm)
-            if not any(j[0] == i for j in jobs):
-                msg = f"{NO_FACE_MESSAGE} in {source or 'image'} ({w}x{h}); labels are all background"
-                log.warning(msg)
-            messages.append(msg)
-        self._check_work(jobs, [src for _, src in items], tta)
+    def _parse(self, items, per_image_boxes, return_probs, single, tta=False, decode="dense", context=0.0):
+        canvases = [Canvas(*img.shape[:2], len(self.classes), keep_probs=return_probs) for img, _ in items]
+        jobs, messages = self._plan(items, per_image_boxes, context)
+        self._check_work(jobs, items, tta)
         faces: list[list[Face]] = [[] for _ in items]
         n = self.input_size
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
-            batch = np.stack(
-                [model_input(extract_crop(items[i][0], win, pad=self.pad), (n, n)) for i, _, _, win, _ in chunk]
-            )
+            windows = [(j.image, j.win) for j in chunk] + [(j.image, j.ctx) for j in chunk if j.ctx is not None]
+            batch = np.stack([model_input(extract_crop(items[i][0], w, pad=self.pad), (n, n)) for i, w in windows])
             latents, mirrored = self._encode(batch, tta)
-            for k, ((i, box, score, win, region), z, zm) in enumerate(zip(chunk, latents, mirrored, strict=True)):
+            ctx_latents = iter(zip(latents[len(chunk) :], mirrored[len(chunk) :], strict=True))
+            for job, z, zm in zip(chunk, latents[: len(chunk)], mirrored[: len(chunk)], strict=True):
                 limits.check_deadline()
-                labels = self._decode_window(z, zm, win, region, canvases[i], decode)
-                x0, y0, side = win
-                lm = job_landmarks[start + k]
-                faces[i].append(
-                    Face(
-                        box=[float(v) for v in box],
-                        score=float(score),
-                        crop=[x0, y0, x0 + side, y0 + side],
-                        region=list(region),
-                        labels=labels,
-                        classes=self.classes,
-                        landmarks=None if lm is None else np.asarray(lm, np.float64).tolist(),
-                        angle=float(win.angle),
-                    )
+                zc = next(ctx_latents) if job.ctx is not None else None
+                faces[job.image].append(
+                    self._parse_face(job, z, zm, zc, items[job.image][0], canvases[job.image], decode)
                 )
         results = []
         for i, (img, source) in enumerate(items):
@@ -312,25 +313,94 @@ class FaceParser:
             )
         return results[0] if single else results
 
+    def _plan(self, items, per_image_boxes, context: float) -> tuple[list[_Job], list[str | None]]:
+        """Detect (where no boxes were given) and frame every face: its window, and its context window
+        (``context`` times as large, 0: none); per image, the no-face message or None."""
+        jobs: list[_Job] = []
+        messages: list[str | None] = []
+        framing = self.framing
+        for i, (img, source) in enumerate(items):
+            limits.check_deadline()
+            h, w = img.shape[:2]
+            dets = per_image_boxes[i]
+            if dets is None:
+                from .images import to_uint8
+
+                dets = self.detect(to_uint8(img))
+            found = len(jobs)
+            for box, score, lm in dets:
+                angle = roll_degrees(lm) if self.align and lm is not None else 0.0
+                win = framing.window(box, angle)
+                xa, ya, xb, yb = win.region(w, h)
+                if xb <= xa or yb <= ya:
+                    log.warning("%s: face box %s lies outside the %dx%d image; skipped", source or "image", box, w, h)
+                    continue
+                jobs.append(_Job(i, box, score, lm, win, win.scaled(context) if context else None))
+            msg = None
+            if len(jobs) == found:
+                msg = f"{NO_FACE_MESSAGE} in {source or 'image'} ({w}x{h}); labels are all background"
+                log.warning(msg)
+            messages.append(msg)
+        return jobs, messages
+
+    def _parse_face(self, job: _Job, z: Any, zm: Any, zc: Any, image: np.ndarray, canvas: Canvas, decode: str) -> Face:
+        """Decode one face's window (and its context window, with ``zc`` its latents) into ``canvas``."""
+        h, w = image.shape[:2]
+        win, ctx = job.win, job.ctx
+        inner = win.region(w, h)
+        labels = self._decode_window(z, zm, win, inner, canvas, decode)
+        region = inner
+        if ctx is not None:
+            region = ctx.region(w, h)
+            around = self._decode_window(*zc, ctx, region, canvas, decode, context_of=win)
+            sub = around[inner[1] - region[1] : inner[3] - region[1], inner[0] - region[0] : inner[2] - region[0]]
+            np.maximum(sub, labels, out=sub)  # disjoint: the context labels are 0 inside the window, these outside
+            labels = around
+        x0, y0, side = win
+        return Face(
+            box=[float(v) for v in job.box],
+            score=float(job.score),
+            crop=[x0, y0, x0 + side, y0 + side],
+            region=list(region),
+            labels=labels,
+            classes=self.classes,
+            landmarks=None if job.landmarks is None else np.asarray(job.landmarks, np.float64).tolist(),
+            angle=float(win.angle),
+            context=None if ctx is None else [ctx.x0, ctx.y0, ctx.x0 + ctx.side, ctx.y0 + ctx.side],
+        )
+
     def window_points(self, side: int, region_pixels: int) -> int:
         """Decoder queries for one face (one pass, without TTA): its visible pixels, or ``max_decode_size``
         squared when the crop is decoded on that grid and resampled."""
         m = self.max_decode_size
         return int(region_pixels) if m is None or side <= m else int(m) * int(m)
 
-    def _check_work(self, jobs: list[Any], sources: list[str | None], tta: bool) -> None:
-        """OverBudget, before anything is decoded, for an image whose faces need more decoder queries than
-        the budget in force (:func:`fpliif.limits.effective`)."""
+    def job_points(self, job: _Job, width: int, height: int) -> int:
+        """Decoder queries for one face (one pass, without TTA): :meth:`window_points` of its window, plus those
+        of its context window over the context window's whole region (an upper bound: its pixels inside the
+        face window are not decoded again)."""
+        points = 0
+        for win in (job.win, job.ctx):
+            if win is not None:
+                xa, ya, xb, yb = win.region(width, height)
+                points += self.window_points(win.side, (xb - xa) * (yb - ya))
+        return points
+
+    def _check_work(self, jobs: list[_Job], items: list[tuple[np.ndarray, str | None]], tta: bool) -> None:
+        """OverBudget, before anything is decoded, for an image whose faces (and their context windows) need
+        more decoder queries than the budget in force (:func:`fpliif.limits.effective`)."""
         limit = limits.effective("max_points", self.max_points)
         if limit is None:
             return
-        points, faces = [0] * len(sources), [0] * len(sources)
-        for i, _, _, (_, _, side), (xa, ya, xb, yb) in jobs:
-            points[i] += self.window_points(side, (xb - xa) * (yb - ya)) * (2 if tta else 1)
-            faces[i] += 1
-        for i, (n, source) in enumerate(zip(points, sources, strict=True)):
-            name = source or (f"image[{i}]" if len(sources) > 1 else "image")
-            what = f"{name}: parsing {faces[i]} face(s){' with flip TTA' if tta else ''}"
+        points, faces = [0] * len(items), [0] * len(items)
+        for job in jobs:
+            h, w = items[job.image][0].shape[:2]
+            points[job.image] += self.job_points(job, w, h) * (2 if tta else 1)
+            faces[job.image] += 1
+        for i, (n, (_, source)) in enumerate(zip(points, items, strict=True)):
+            name = source or (f"image[{i}]" if len(items) > 1 else "image")
+            context = " and context windows" if any(j.ctx is not None for j in jobs if j.image == i) else ""
+            what = f"{name}: parsing {faces[i]} face(s){context}{' with flip TTA' if tta else ''}"
             limits.check_points(n, limit, what, POINTS_HINT)
 
     def _encode(self, batch: np.ndarray, tta: bool) -> tuple[list[Any], list[Any]]:
@@ -368,13 +438,17 @@ class FaceParser:
         region: tuple[int, int, int, int],
         canvas: Canvas,
         decode: str = "dense",
+        context_of: Window | None = None,
     ) -> np.ndarray:
         """Decode one face at the original pixels of ``region`` that lie inside the (possibly rotated) window
         and merge them into ``canvas``; returns the face's own labels over ``region`` (0 outside the window).
 
         Each pixel's crop coordinates come from the window's similarity transform (:meth:`Window.crop_coords`).
         The implicit model is decoded right there; or, for crops larger than ``max_decode_size`` and for
-        adaptive decoding, on a regular crop grid whose logits are sampled bilinearly there."""
+        adaptive decoding, on a regular crop grid whose logits are sampled bilinearly there.
+
+        ``context_of``: ``win`` is the context window of this face window: only its pixels outside the face
+        window are labelled, with the context classes only, at the canvas's lower context priority."""
         xa, ya, xb, yb = region
         rows, cols = yb - ya, xb - xa
         labels = np.zeros((rows, cols), np.uint8)
@@ -395,6 +469,8 @@ class FaceParser:
         col_idx = np.arange(xa, xb)
         for r0, r1 in strips(rows, cols, self.max_queries):
             coords, inside = win.crop_coords(np.arange(ya + r0, ya + r1), col_idx)
+            if context_of is not None:
+                inside &= ~context_of.crop_coords(np.arange(ya + r0, ya + r1), col_idx)[1]
             if grid is not None:
                 g = grid.shape[0]
                 logits = bilinear_points(grid, (coords[:, 1] + 1) * (g / 2) - 0.5, (coords[:, 0] + 1) * (g / 2) - 0.5)
@@ -405,7 +481,11 @@ class FaceParser:
                 if inside.any():
                     logits[inside] = self._logits(z, zm, coords[inside])
             mask = None if inside.all() else inside.reshape(r1 - r0, cols)
-            labels[r0:r1] = canvas.paste(ya + r0, xa, softmax(logits.reshape(r1 - r0, cols, -1), t), mask)
+            if context_of is not None:  # the context window's labels: only its classes (renormalised)
+                logits = np.where(self._context_classes, logits, -np.inf)
+            probs = softmax(logits.reshape(r1 - r0, cols, -1), t)
+            level = FACE_LEVEL if context_of is None else CONTEXT_LEVEL
+            labels[r0:r1] = canvas.paste(ya + r0, xa, probs, mask, level)
         return labels
 
     # ------------------------------------------------------------------------------------------ aligned crops
@@ -427,7 +507,7 @@ class FaceParser:
         decode = self._decode_mode(decode)
         tta = self.tta if tta is None else bool(tta)
         items, single = _as_images(crops, limits.effective("max_pixels", self.max_pixels))
-        sizes = [_check_size(size) if size is not None else img.shape[:2] for img, _ in items]
+        sizes = [check_size(size) if size is not None else img.shape[:2] for img, _ in items]
         for (h, w), (_, source) in zip(sizes, items, strict=True):
             self.check_aligned_output(h, w, tta, source, implied=size is None)
         n = self.input_size
@@ -517,23 +597,8 @@ def _load_model(weights: str | Path | None, device: str = "cpu", threads: int | 
 
         return OnnxModel(weights, device=device, threads=threads)
     from ..checkpoint import load
-    from ..pretrained import resolve_weights
 
-    return load(resolve_weights(weights))
-
-
-def _check_size(size: Any) -> tuple[int, int]:
-    if isinstance(size, bool):
-        raise ValueError(f"size: expected an int or (H, W), got {size!r}")
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size: expected an int or a pair of ints (H, W), got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"size: must be positive, got {(h, w)}")
-    return h, w
+    return load(weights)
 
 
 def _resize_rgb(img: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import LabelSet, get_label_set
+from ..labels import LabelSet, get_label_set, index_png
 
 
 @dataclass
@@ -22,13 +22,15 @@ class Face:
         score: detector score (1.0 for boxes given by the caller).
         crop: the square crop window [x0, y0, x0 + side, y0 + side] fed to the model (may extend outside
             the image; see :mod:`fpliif.infer.framing`), rotated by ``angle`` about its centre.
-        region: the pixels the (rotated) ``crop`` covers inside the image: its bounding box, [x0, y0, x1, y1]
-            (ints, end-exclusive).
+        region: the pixels the (rotated) ``crop`` covers inside the image, or ``context`` where there is one:
+            its bounding box, [x0, y0, x1, y1] (ints, end-exclusive).
         labels: this face's own label map over ``region`` at original resolution (uint8, before merging
             with overlapping faces), i.e. ``result.labels[y0:y1, x0:x1]`` where this face won (0 outside a
             rotated crop).
         landmarks: the detector's 5 landmarks [[x, y], ...] (:data:`fpliif.infer.detect.LANDMARKS`), or None.
         angle: the crop's roll in degrees (eyes levelled; 0 without landmarks or with ``align=False``).
+        context: the wider window [x0, y0, x1, y1] (same centre and roll) whose labels extend the face's
+            outer classes beyond ``crop``, or None (``context=False``).
     """
 
     box: list[float]
@@ -39,6 +41,7 @@ class Face:
     classes: tuple[str, ...] = ()
     landmarks: list[list[float]] | None = None
     angle: float = 0.0
+    context: list[int] | None = None
 
     def class_share(self) -> dict[str, float]:
         """Fraction of this face's region per class name."""
@@ -54,6 +57,8 @@ class Face:
             d["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
         if self.angle:
             d["angle"] = round(float(self.angle), 2)
+        if self.context is not None:
+            d["context"] = [int(v) for v in self.context]
         d["class_share"] = _rounded(self.class_share())
         return d
 
@@ -185,13 +190,10 @@ def class_share(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, float
 
 
 def save_index_png(labels: np.ndarray, path: str | Path, label_set: LabelSet) -> Path:
-    from PIL import Image
-
+    """Write ``labels`` to ``path`` as :func:`fpliif.labels.index_png` (smallest file: ``optimize``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
-    img.putpalette(label_set.palette())
-    img.save(path, optimize=True)
+    path.write_bytes(index_png(labels, label_set, optimize=True))
     return path
 
 

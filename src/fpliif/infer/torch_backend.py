@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import input_size_of
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     dev = torch.device(device or "cpu")
@@ -50,8 +52,7 @@ class TorchBackend:
         self.temperature = float(getattr(model, "temperature", 1.0))
         params = [p for p in model.parameters() if p.is_floating_point()]
         self.dtype = params[0].dtype if params else torch.float32
-        meta = getattr(model, "weights_metadata", None) or {}
-        self.input_size = int(meta["input_size"]) if str(meta.get("input_size", "")).isdigit() else None
+        self.input_size = input_size_of(model, default=None)
         self.prepared = callable(getattr(model, "prepare", None)) and callable(getattr(model, "decode_prepared", None))
 
     def encode(self, batch: np.ndarray) -> list[Any]:

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..labels import LabelSet, generic_label_set, get_label_set
+from ..labels import LabelSet
+from ..labels import resolve_label_set as resolve_classes  # noqa: F401 - the one label-set resolver
+from ..validate import check_size  # noqa: F401 - the one output-size check
+
+MAX_CLASSES = 1024
+"""Most classes a model spec read from a file may ask for."""
 
 
-def resolve_classes(classes: str | Sequence[str]) -> LabelSet:
-    """A label-set name (``"celebamask-hq"``) or an explicit list of class names -> LabelSet."""
-    if isinstance(classes, str):
-        return get_label_set(classes)
-    classes = list(classes)
-    if len(classes) < 2:
-        raise ValueError(f"classes: need at least 2 classes, got {classes!r}")
-    for s_name in ("celebamask-hq", "lapa", "helen"):
-        s = get_label_set(s_name)
-        if list(s.classes) == classes:
-            return s
-    return generic_label_set(classes)
+def check_classes_spec(args: Mapping[str, Any], where: str = "args") -> None:
+    """``classes`` of an untrusted spec (if given): a label-set name or a list of 2 to :data:`MAX_CLASSES` class
+    names, each at most 100 characters; ValueError naming ``{where}.classes``."""
+    if "classes" not in args:
+        return
+    c = args["classes"]
+    name_ok = isinstance(c, str) and 0 < len(c) <= 100
+    list_ok = isinstance(c, (list, tuple)) and 2 <= len(c) <= MAX_CLASSES
+    if not (name_ok or (list_ok and all(isinstance(n, str) and 0 < len(n) <= 100 for n in c))):
+        raise ValueError(
+            f"{where}.classes: expected a label-set name or a list of 2 to {MAX_CLASSES} class names, got {c!r:.200}"
+        )
 
 
 def check_image(image: Any, name: str = "image") -> torch.Tensor:
@@ -43,23 +48,6 @@ def check_image(image: Any, name: str = "image") -> torch.Tensor:
     if not torch.isfinite(image).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
     return image
-
-
-def check_size(size: Any, name: str = "size") -> tuple[int, int]:
-    """Validate an output size given as int or (H, W) of positive ints."""
-    if isinstance(size, bool):
-        raise ValueError(f"{name}: expected an int or (H, W), got {size!r}")
-    if isinstance(size, int):
-        size = (size, size)
-    try:
-        h, w = (int(v) for v in size)
-        if any(int(v) != v for v in size):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected an int or a pair of ints (H, W), got {size!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"{name}: output size must be positive, got {(h, w)}")
-    return h, w
 
 
 def check_coords(coords: Any, batch: int, name: str = "coords") -> torch.Tensor:

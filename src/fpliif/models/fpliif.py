@@ -18,7 +18,15 @@ from torch import nn
 from ..adaptive import AdaptiveOptions, AdaptiveStats, adaptive_decode
 from ..limits import check_deadline
 from ..registry import register
-from .base import SegmentationModel, check_coords, check_image, check_size, pixel_centers, resolve_classes
+from .base import (
+    SegmentationModel,
+    check_classes_spec,
+    check_coords,
+    check_image,
+    check_size,
+    pixel_centers,
+    resolve_classes,
+)
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -170,7 +178,6 @@ class FPLIIF(SegmentationModel):
         "mlp_size": (1, 4096),
         "mlp_layers": (0, 16),
         "chunk_size": (1, 1 << 24),
-        "classes": (2, 1024),
     }
 
     @classmethod
@@ -220,17 +227,7 @@ class FPLIIF(SegmentationModel):
             isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and 0 < t <= 1000
         ):
             fail("temperature", "a finite number in (0, 1000]")
-        c = args.get("classes")
-        lo, hi = b["classes"]
-        if "classes" in args and not (
-            (isinstance(c, str) and 0 < len(c) <= 100)
-            or (
-                isinstance(c, (list, tuple))
-                and lo <= len(c) <= hi
-                and all(isinstance(n, str) and 0 < len(n) <= 100 for n in c)
-            )
-        ):
-            fail("classes", f"a label-set name or a list of {lo} to {hi} class names")
+        check_classes_spec(args, where)
 
     def __init__(
         self,

@@ -47,7 +47,20 @@ from .upload import FIELD, read_upload
 log = logging.getLogger("fpliif.serve")
 
 STATIC_DIR = Path(__file__).parent / "static"
-PARSE_PARAMS = ("size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode", "labels", "mask")
+PARSE_PARAMS = (
+    "size",
+    "aligned",
+    "format",
+    "overlay",
+    "rle",
+    "alpha",
+    "legend",
+    "tta",
+    "decode",
+    "labels",
+    "mask",
+    "context",
+)
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
@@ -75,6 +88,8 @@ Send the image as multipart form field `{FIELD}` (JPEG, PNG, WebP, GIF, BMP or T
 * `decode=dense` decodes every output pixel; `decode=adaptive` decodes a coarse grid and then re-queries the
   implicit decoder only where the prediction is uncertain (near part boundaries), refining coarse to fine:
   much less work, labels almost always identical. Default: the server's setting (`fpliif serve --decode`).
+* `context=false` (photos): labels end at each face's crop window. By default (the parser's `context`) a second
+  window 1.5 times as large labels hair, hat, neck and clothes beyond it; it counts against `max_points`.
 * `labels=lapa|coarse|celebamask-hq`: every output in that label set, merged from the model's classes
   (`fpliif.labels.REMAPS`): class indices, palette, overlay colours, `classes`, `class_share`, mask names.
 * `mask=hair,skin` (class names of the output label set): with `format=png`, a binary PNG (8-bit grey, 255 =
@@ -180,6 +195,7 @@ class ParseOptions:
     decode: str = "dense"
     labels: str | None = None  # output label set (None: the model's)
     mask: tuple[str, ...] = ()  # class names of the output label set
+    context: bool | None = None  # photos: the context window (None: the parser's default)
 
 
 def label_options(model_set: Any, labels: str | None, mask: str | None) -> tuple[str | None, tuple[str, ...]]:
@@ -359,7 +375,8 @@ class Engine:
             with self._detect_lock:
                 dets = self.parser.detect(rgb)
             limits.check_deadline()
-            result = self.parser(rgb, boxes=dets, tta=opts.tta, decode=opts.decode)
+            extra = {} if opts.context is None else {"context": opts.context}
+            result = self.parser(rgb, boxes=dets, tta=opts.tta, decode=opts.decode, **extra)
         t2 = time.perf_counter()
         limits.check_deadline()
         if opts.labels is not None:
@@ -685,6 +702,11 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             description="comma-separated class names of the output label set: format=png returns their union as "
             "a binary PNG, format=json adds one RLE mask per name under 'masks'",
         ),
+        context: bool | None = Query(
+            None,
+            description="photos: label hair, hat, neck and clothes beyond each face's crop window from a window 1.5 "
+            "times as large (default: the parser's setting, on; counts against max_points)",
+        ),
     ) -> Response:
         unknown = sorted(set(request.query_params) - set(PARSE_PARAMS))
         if unknown:
@@ -708,6 +730,7 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             settings.decode if decode is None else decode,
             labels,
             mask_names,
+            context=context,
         )
         upload = await read_upload(
             request.headers.get("content-type"),

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import LabelSet
+from ..labels import index_png  # noqa: F401 - the service's label-map PNG (one encoder)
 
 # Sniffed format -> (PIL format name, human name). Only these decoders are ever run on uploads.
 FORMATS = {
@@ -195,17 +195,6 @@ def _reason(e: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- outputs
-def index_png(labels: np.ndarray, label_set: LabelSet) -> bytes:
-    """8-bit index PNG of a label map (pixel value = class index) with the class palette embedded."""
-    from PIL import Image
-
-    img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
-    img.putpalette(label_set.palette())
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
 def rgb_png(img: Any) -> bytes:
     """A PIL image as PNG bytes."""
     buf = io.BytesIO()

@@ -1,9 +1,10 @@
 """Training-throughput benchmark (``fpliif bench --train``): images/s of full training steps on random data.
 
-One step is what :meth:`fpliif.train.trainer.Trainer._train_step` does: edge map of the label map, query
-sampling (or the full grid), forward through :class:`~fpliif.train.trainer.QueryModel` under autocast,
-the FP-LIIF loss (cross-entropy + lambda * edge cross-entropy, tau = the model's temperature), backward and an
-Adam step. Data loading is not included (random images and blocky random label maps, made once).
+One step is the trainer's own :class:`~fpliif.train.step.TrainStep`, for any registered model: FP-LIIF's edge
+map, query sampling (or the full grid) and forward at the query points; a dense model's forward at the mask's
+size; or a model's own ``training_loss``; then the loss (cross-entropy + lambda * edge cross-entropy, tau = the
+model's temperature), backward and an Adam step. Data loading is not included (random images and blocky random
+label maps, made once).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import torch
 
 from .. import registry
 from ..precision import AMP_DTYPES, resolve_amp
-from .loss import fpliif_loss, label_edges
-from .trainer import QueryModel, sample_queries
+from .step import StepSettings, TrainStep, objective_of
 
 
 def _sync(device: torch.device) -> None:
@@ -49,8 +49,9 @@ def train_throughput(
     """Median images/s of ``steps`` timed training steps (after ``warmup`` untimed ones).
 
     ``model_spec``: registry spec or name (None = the default FP-LIIF); ``queries``: sampled query points
-    per image, None = the full ``size``² grid; ``amp``: none | bf16 | fp16 (fp16 on CUDA only).
-    Returns a JSON-ready dict with ``img_per_s``, ``step_seconds`` (median) and the settings.
+    per image, None = the full ``size``² grid (models trained on queries only; dense models always train on every
+    pixel); ``amp``: none | bf16 | fp16 (fp16 on CUDA only). Returns a JSON-ready dict with ``img_per_s``,
+    ``step_seconds`` (median), ``objective`` (:func:`~fpliif.train.step.objective_of`) and the settings.
     """
     for name, value, low in (
         ("size", size, 1),
@@ -76,42 +77,29 @@ def train_throughput(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    net = QueryModel(model)
+    objective = objective_of(model)
+    if queries is not None and objective != "queries":
+        raise ValueError(f"queries: applies to models trained on sampled queries; this model is trained {objective}")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
-    dtype = AMP_DTYPES[amp]
-
     gen = torch.Generator().manual_seed(seed)
+    settings = StepSettings(edge_lambda=edge_lambda, sample_queries=queries, channels_last=channels_last)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
+    step_fn = TrainStep(model, optimizer, settings, dev, amp_dtype=AMP_DTYPES[amp], scaler=scaler, query_gen=gen)
+
     image = torch.rand(batch_size, 3, size, size, generator=gen).to(dev)
     if channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
-    mask = _random_masks(batch_size, size, model.num_classes, gen)
+    batch = {"image": image, "mask": _random_masks(batch_size, size, model.num_classes, gen)}
 
     times: list[float] = []
     loss_value = float("nan")
     for i in range(warmup + steps):
         _sync(dev)
         t0 = time.perf_counter()
-        edges = label_edges(mask)
-        coords, labels, flags = sample_queries(mask, edges, queries, gen)
-        coords, labels, flags = (x.to(dev) for x in (coords, labels, flags))
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = net(image, coords)
-        loss, _ = fpliif_loss(
-            logits.reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            flags.reshape(-1),
-            edge_lambda,
-            model.temperature,
-        )
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss_value = step_fn(batch)
         _sync(dev)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-        loss_value = float(loss.detach())
     step = statistics.median(times)
     return {
         "model": model.spec.get("name", type(model).__name__),
@@ -120,6 +108,7 @@ def train_throughput(
         "batch_size": batch_size,
         "amp": amp,
         "amp_requested": requested,
+        "objective": objective,
         "queries": "full" if queries is None or queries >= size * size else queries,
         "channels_last": channels_last,
         "steps": steps,

@@ -127,6 +127,7 @@ class TrainConfig:
     # or {type: balanced, edge_boost: 2.0}: see docs/training.md
     query_sampling: QuerySamplingConfig = _field({"type": "uniform"})
     dice_weight: float = _field(0.0, ge=0)  # > 0 adds dice_weight * soft Dice (not in the paper)
+    ce_weight: float = _field(1.0, ge=0)  # weight of the cross-entropy term (SegFace: 0.5 CE + 0.5 Dice)
     # EMA decay of the weights (e.g. 0.999): evaluated, checkpointed and saved as the weights
     ema: float | None = _field(None, gt=0, lt=1)
     channels_last: bool = False

@@ -1,4 +1,4 @@
-"""FP-LIIF loss (paper Eq. 3): cross-entropy + lambda * cross-entropy on ground-truth edge pixels."""
+"""FP-LIIF loss (paper Eq. 3): cross-entropy + lambda * cross-entropy on ground-truth edge pixels (+ Dice)."""
 
 from __future__ import annotations
 
@@ -31,12 +31,13 @@ def fpliif_loss(
     class_weights: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
     dice_weight: float = 0.0,
+    ce_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss on N points: logits (N, C), target (N,), edge (N,) bool. Returns (loss, parts).
 
-    Softmax uses temperature tau. The edge term is the cross-entropy averaged over edge points only
-    (zero when a batch has none). ``dice_weight`` > 0 adds that times :func:`dice_loss` (not in the paper;
-    SegFace trains with 0.5 CE + 0.5 Dice).
+    ``ce_weight`` x CE + ``edge_lambda`` x edge-CE (+ ``dice_weight`` x :func:`dice_loss` when > 0). Softmax
+    uses temperature tau. The edge term is the cross-entropy averaged over edge points only (zero when a batch
+    has none). FP-LIIF (paper Eq. 3): ``ce_weight`` 1, no Dice; SegFace: 0.5 CE + 0.5 Dice, no edge term.
     """
     scaled = logits.float() / temperature
     per_point = F.cross_entropy(scaled, target, weight=class_weights, ignore_index=ignore_index, reduction="none")
@@ -49,7 +50,7 @@ def fpliif_loss(
     edge = edge & valid
     n_edge = edge.sum()
     edge_ce = (per_point * edge).sum() / n_edge.clamp_min(1)
-    loss = ce + edge_lambda * edge_ce
+    loss = ce_weight * ce + edge_lambda * edge_ce  # x 1.0 is exact: FP-LIIF's loss is unchanged bit for bit
     parts = {
         "ce": float(ce.detach()),
         "edge_ce": float(edge_ce.detach()),

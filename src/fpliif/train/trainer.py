@@ -1,4 +1,11 @@
-"""The training loop: sampled-query LIIF training, AMP, DDP (torchrun), exact resume, atomic checkpoints."""
+"""The training loop: AMP, DDP (torchrun), exact resume, atomic checkpoints, for every registered model.
+
+Each step is :class:`fpliif.train.step.TrainStep` (the one ``fpliif bench --train`` times). The model picks how it
+is trained (:func:`~fpliif.train.step.objective_of`): FP-LIIF (``encode``/``decode``) on sampled query points;
+any other model densely, ``model(image, size=mask.shape[-2:])``, with the same loss on every pixel; and a model
+that defines ``training_loss(self, image: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]`` (mask
+(B, H, W) int64, 255 = ignore) with that objective instead of the trainer's loss (docs/training.md).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from .. import registry
+from ..checkpoint import load_state, save_state
 from ..checkpoint import save as save_weights
 from ..labels import IGNORE_INDEX
-from ..models.base import pixel_centers
 from ..precision import AMP_DTYPES, resolve_amp
 from .config import dump_config
-from .loss import fpliif_loss, label_edges
+from .loss import label_edges
+from .step import StepSettings, TrainNet, TrainStep, balanced_density, sample_queries
 
 log = logging.getLogger("fpliif.train")
 CHECKPOINT_VERSION = 1
@@ -65,18 +73,6 @@ class Dist:
             dist.destroy_process_group()
 
 
-# ------------------------------------------------------------------------------------------- model wrapper
-class QueryModel(nn.Module):
-    """``forward(image, coords)`` -> logits at the query points, so DDP sees one forward call."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(self.model.encode(image), coords)
-
-
 # ------------------------------------------------------------------------------------------- helpers
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
@@ -91,51 +87,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def sample_queries(
-    mask: torch.Tensor,
-    edges: torch.Tensor,
-    n: int | None,
-    gen: torch.Generator,
-    density: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pixel-centre coordinates (B, Q, 2), labels (B, Q) and edge flags (B, Q) of random pixels per image.
-
-    ``n=None`` takes the full grid (every pixel, in row-major order). ``density`` (B, H, W), positive: draw
-    the ``n`` distinct pixels with probability proportional to it (see :func:`balanced_density`) instead of
-    uniformly.
-    """
-    b, h, w = mask.shape
-    centers = pixel_centers(h, w)
-    if n is None or n >= h * w:
-        idx = torch.arange(h * w).expand(b, -1)
-    elif density is not None:
-        idx = torch.multinomial(density.reshape(b, -1).double(), n, replacement=False, generator=gen)
-    else:
-        idx = torch.stack([torch.randperm(h * w, generator=gen)[:n] for _ in range(b)])
-    coords = centers[idx]
-    labels = torch.gather(mask.reshape(b, -1), 1, idx)
-    flags = torch.gather(edges.reshape(b, -1), 1, idx)
-    return coords, labels, flags
-
-
-def balanced_density(
-    mask: torch.Tensor, edges: torch.Tensor, class_weights: torch.Tensor, edge_boost: float
-) -> torch.Tensor:
-    """Query-sampling density (B, H, W): a pixel of class c weighs ``class_weights[c]`` (inverse square-root
-    class frequency), times ``1 + edge_boost`` on label edges; ignored pixels weigh the smallest class weight
-    (they are drawn rarely, and carry no loss)."""
-    floor = class_weights.min()
-    padded = torch.cat([class_weights, floor.reshape(1)])
-    idx = torch.where(mask == IGNORE_INDEX, class_weights.numel(), mask.clamp(max=class_weights.numel() - 1))
-    return padded[idx] * (1.0 + edge_boost * edges.float())
 
 
 class WeightEMA:
@@ -199,7 +150,7 @@ class Trainer:
         if self.t["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._build_data()
-        net: nn.Module = QueryModel(self.model)
+        net: nn.Module = TrainNet(self.model)
         if self.dist.world > 1:
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -229,6 +180,19 @@ class Trainer:
         self.best_f1 = -1.0
         self.git_commit = code_version()
         self.query_gen = torch.Generator()
+        self.step = TrainStep(
+            self.model,
+            self.optimizer,
+            StepSettings.from_train_config(self.t),
+            self.device,
+            amp_dtype=self.amp_dtype,
+            scaler=self.scaler,
+            net=self.net,
+            class_weights=self.class_weights,
+            sampling_weights=self.sampling_weights,
+            ema=self.ema,
+            query_gen=self.query_gen,
+        )
         if resume and (self.out / "last.pt").exists():
             self._load_checkpoint(self.out / "last.pt")
 
@@ -289,31 +253,21 @@ class Trainer:
     def _train_loader(self, epoch: int) -> DataLoader:
         """A fresh loader per epoch, seeded from (seed, epoch): the epoch's order and augmentations are a
         function of the epoch alone, which makes resume exact."""
-        seed = self.t["seed"] * 100003 + epoch
-        gen = torch.Generator().manual_seed(seed)
-        sampler = None
-        if self.dist.world > 1:
-            sampler = torch.utils.data.distributed.DistributedSampler(
-                self.train_set,
-                num_replicas=self.dist.world,
-                rank=self.dist.rank,
-                shuffle=True,
-                seed=self.t["seed"],
-                drop_last=True,
-            )
-            sampler.set_epoch(epoch)
-        workers = int(self.cfg["data"]["workers"])
-        return DataLoader(
+        from ..data import make_loader
+
+        world, rank = self.dist.world, self.dist.rank
+        return make_loader(
             self.train_set,
-            batch_size=self.t["batch_size"],
-            shuffle=sampler is None,
-            sampler=sampler,
-            num_workers=workers,
-            generator=gen,
+            self.t["batch_size"],
+            shuffle=True,
+            num_workers=int(self.cfg["data"]["workers"]),
+            seed=self.t["seed"],
+            epoch=epoch,
+            distributed=world > 1,
+            num_replicas=world,
+            rank=rank,
             drop_last=True,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            worker_init_fn=_seed_worker if workers else None,
         )
 
     # ----------------------------------------------------------------------------------- checkpoints
@@ -334,10 +288,7 @@ class Trainer:
         }
 
     def _load_checkpoint(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise ValueError(f"{path}: cannot read checkpoint ({e})") from None
+        state = load_state(path)
         if state.get("spec") != self.model.spec:
             raise ValueError(
                 f"{path}: checkpoint was written for model {state.get('spec')}, config asks for {self.model.spec}"
@@ -362,7 +313,7 @@ class Trainer:
         if not self.dist.main:
             return
         state = self._state()
-        atomic_torch_save(state, self.out / "last.pt")
+        save_state(state, self.out / "last.pt")
         meta = {
             "epoch": str(self.epoch),
             "config": json.dumps(self.cfg),
@@ -486,43 +437,10 @@ class Trainer:
     def _train_step(self, batch: dict[str, Any]) -> float:
         if os.environ.get("FPLIIF_TEST_SLEEP_PER_STEP"):  # test hook: slow steps so a test can kill mid-epoch
             time.sleep(float(os.environ["FPLIIF_TEST_SLEEP_PER_STEP"]))
-        image = batch["image"].to(self.device, non_blocking=True)
-        mask = batch["mask"]
-        if self.t["channels_last"]:
-            image = image.contiguous(memory_format=torch.channels_last)
-        edges = label_edges(mask, self.t["edge_kernel"])
-        density = None
-        if self.sampling_weights is not None:
-            density = balanced_density(
-                mask, edges, self.sampling_weights, self.t["query_sampling"].get("edge_boost", 0.0)
-            )
-        coords, labels, flags = sample_queries(mask, edges, self.t["sample_queries"], self.query_gen, density)
-        coords, labels, flags = (x.to(self.device, non_blocking=True) for x in (coords, labels, flags))
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        ):
-            logits = self.net(image, coords)
-        loss, _ = fpliif_loss(
-            logits.reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            flags.reshape(-1),
-            self.t["edge_lambda"],
-            self.model.temperature,
-            self.class_weights,
-            dice_weight=float(self.t["dice_weight"]),
-        )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at epoch {self.epoch + 1}; lower train.lr or disable AMP")
-        self.scaler.scale(loss).backward()
-        if self.t["grad_clip"]:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.t["grad_clip"]))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return float(loss.detach())
+        try:
+            return self.step(batch)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"epoch {self.epoch + 1}: {e}") from None
 
     @torch.no_grad()
     def _validate(self, model: nn.Module) -> dict[str, Any]:
@@ -561,12 +479,6 @@ def code_version() -> str:
     return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg``; returns the last epoch's record."""
     trainer = Trainer(cfg, resume=resume, progress=progress)
@@ -576,4 +488,4 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> d
         trainer.dist.close()
 
 
-__all__ = ["QueryModel", "Trainer", "label_edges", "sample_queries", "train"]
+__all__ = ["Trainer", "balanced_density", "label_edges", "sample_queries", "train"]

@@ -1,0 +1,217 @@
+"""The single helpers of issue #15: weights metadata, label-set resolver, integer validators, index PNGs,
+the epoch loader and run state, and the package's import graph (no cycles)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import fpliif
+from conftest import TINY_SPEC
+from fpliif import checkpoint
+from fpliif.checkpoint import WeightsMetadata, input_size_of, onnx_metadata, read_metadata
+from fpliif.labels import CELEBAMASK_HQ, COARSE, HELEN, LAPA, index_png, resolve_label_set
+from fpliif.pretrained import default_weights_path
+from fpliif.validate import check_size, parse_int_list, positive_ints
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    meta = {"input_size": "32", "epoch": "3", "val_mean_f1": "12.5000", "config": json.dumps({"out": "x"})}
+    return fpliif.save(fpliif.make(TINY_SPEC), tmp_path_factory.mktemp("w") / "tiny.safetensors", metadata=meta)
+
+
+def _with_header(src: Path, dst: Path, **changes: str) -> Path:
+    with safe_open(str(src), "pt") as f:
+        header = {**f.metadata(), **changes}
+    save_file(load_file(str(src)), str(dst), metadata=header)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+def test_read_metadata_is_typed_and_frozen(tiny_file):
+    meta = read_metadata(tiny_file)
+    assert (meta.input_size, meta.epoch, meta.val_mean_f1) == (32, 3, 12.5)
+    assert meta.label_set is CELEBAMASK_HQ and meta.temperature == 0.5  # the constructor's defaults
+    assert meta.mean == (0.5, 0.5, 0.5) and meta.std == (0.5, 0.5, 0.5)  # the model's own normalisation
+    assert meta.model == "fpliif" and meta.spec["args"]["width"] == 8 and meta.config == {"out": "x"}
+    assert meta.path == tiny_file and meta.git_commit is None
+    assert meta["input_size"] == "32" and dict(meta)["fpliif_format"] == "1"  # the header, as written
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        meta.input_size = 64
+    meta.spec["args"]["width"] = 99  # a copy: the record does not change
+    assert meta.spec["args"]["width"] == 8
+    model = fpliif.load(tiny_file)
+    assert isinstance(model.weights_metadata, WeightsMetadata) and input_size_of(model) == 32
+    assert input_size_of(fpliif.make(TINY_SPEC)) == checkpoint.DEFAULT_INPUT_SIZE
+    assert input_size_of(fpliif.make(TINY_SPEC), default=None) is None
+
+
+def test_bundled_weights_still_read():
+    path = default_weights_path()
+    meta = read_metadata(None)  # None: the bundled default, as load()
+    assert meta.path == path and read_metadata(path.stem).path == path
+    assert meta.input_size == 128 and meta.label_set is CELEBAMASK_HQ and meta.epoch == 5
+    assert "non-commercial" in meta.licence and meta.git_commit and meta.config["data"]["size"] == 128
+    assert meta.mean is None  # written before normalisation was recorded
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"input_size": "\u00b2"}, "input_size"),  # str.isdigit() is true for a superscript two
+        ({"input_size": "4"}, "input_size"),
+        ({"epoch": "five"}, "epoch"),
+        ({"val_mean_f1": "nan"}, "val_mean_f1"),
+        ({"mean": "[0.5, 0.5]"}, "mean"),
+        ({"config": "{"}, "config"),
+    ],
+)
+def test_bad_metadata_fields_name_the_file_and_field(tiny_file, tmp_path, changes, field):
+    path = _with_header(tiny_file, tmp_path / "bad.safetensors", **changes)
+    for reader in (read_metadata, fpliif.load):
+        with pytest.raises(ValueError, match=field) as info:
+            reader(path)
+        assert str(path) in str(info.value)
+
+
+def test_save_checks_metadata_and_reserves_what_it_writes(tmp_path):
+    model = fpliif.make(TINY_SPEC)
+    for key in checkpoint.WRITTEN_KEYS:
+        with pytest.raises(ValueError, match="reserved"):
+            fpliif.save(model, tmp_path / "m.safetensors", metadata={key: "x"})
+    with pytest.raises(ValueError, match="input_size"):
+        fpliif.save(model, tmp_path / "m.safetensors", metadata={"input_size": "big"})
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_onnx_metadata_round_trip(tiny_file):
+    model = fpliif.load(tiny_file)
+    props = onnx_metadata(model, input_size=64)
+    meta = WeightsMetadata.from_onnx(props, "m.onnx")
+    assert meta.input_size == 64  # the export's input side
+    assert meta.label_set is CELEBAMASK_HQ and meta.temperature == model.temperature
+    assert (meta.epoch, meta.val_mean_f1, meta.mean, meta.config) == (3, 12.5, (0.5,) * 3, {"out": "x"})
+    assert meta.spec == model.spec and meta["fpliif_spec"] == props["fpliif_spec"]
+    helen = {**props, "fpliif_classes": json.dumps(HELEN.classes), "fpliif_label_set": "helen"}
+    assert WeightsMetadata.from_onnx(helen).label_set is HELEN  # Helen and LaPa share their classes
+    with pytest.raises(ValueError, match="not an fpliif ONNX export"):
+        WeightsMetadata.from_onnx({"producer": "x"}, "m.onnx")
+    with pytest.raises(ValueError, match="m.onnx: metadata fpliif_input_size"):
+        WeightsMetadata.from_onnx({**props, "fpliif_input_size": "0"}, "m.onnx")
+
+
+def test_run_state_round_trip_and_bad_file(tmp_path):
+    state = {"epoch": 2, "model": {"w": torch.arange(3)}}
+    path = checkpoint.save_state(state, tmp_path / "run" / "last.pt")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+    loaded = checkpoint.load_state(path)
+    assert loaded["epoch"] == 2 and torch.equal(loaded["model"]["w"], torch.arange(3))
+    (tmp_path / "bad.pt").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="bad.pt: cannot read checkpoint"):
+        checkpoint.load_state(tmp_path / "bad.pt")
+
+
+# ---------------------------------------------------------------------------------------------- labels
+def test_resolve_label_set():
+    assert resolve_label_set("lapa") is LAPA
+    assert resolve_label_set(list(CELEBAMASK_HQ.classes)) is CELEBAMASK_HQ
+    assert resolve_label_set(HELEN.classes) is LAPA and resolve_label_set(HELEN.classes, "helen") is HELEN
+    assert resolve_label_set(COARSE.classes) is COARSE
+    custom = resolve_label_set(["background", "face"], "mine")
+    assert custom.name == "mine" and custom.classes == ("background", "face")
+    for bad in (["background"], ["a", "b", "a"], []):
+        with pytest.raises(ValueError, match="2 or more distinct"):
+            resolve_label_set(bad)
+    with pytest.raises(ValueError, match="did you mean 'lapa'"):
+        resolve_label_set("lapaa")
+
+
+def test_index_png_keeps_indices_and_palette():
+    labels = np.random.default_rng(0).integers(0, 19, (9, 7), dtype=np.uint8)
+    img = Image.open(io.BytesIO(index_png(labels, CELEBAMASK_HQ)))
+    assert img.mode == "P" and np.array_equal(np.asarray(img), labels)
+    assert img.getpalette()[: 3 * 19] == CELEBAMASK_HQ.palette()[: 3 * 19]
+    small = index_png(labels, CELEBAMASK_HQ, optimize=True)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(small))), labels)
+
+
+# ---------------------------------------------------------------------------------------------- validators
+def test_positive_ints_and_parse_int_list():
+    assert positive_ints([64, 128, 64, np.int64(32), 96.0], "sizes") == [64, 128, 32, 96]
+    assert positive_ints([], "lowres", allow_empty=True) == []
+    assert parse_int_list(" 256, 512,256 ", "--sizes") == [256, 512]
+    assert parse_int_list("", "--lowres", allow_empty=True) == []
+    for values in ([0], [-3], [True], [2.5], ["3"], [float("inf")]):
+        with pytest.raises(ValueError, match="sizes: expected positive integers"):
+            positive_ints(values, "sizes")
+    with pytest.raises(ValueError, match="--sizes: expected at least one"):
+        parse_int_list(" , ", "--sizes")
+    with pytest.raises(ValueError, match="--sizes: expected comma-separated integers"):
+        parse_int_list("64,x", "--sizes")
+
+
+def test_check_size():
+    assert check_size(5) == (5, 5) and check_size(np.int64(5)) == (5, 5)
+    assert check_size((3, 4)) == (3, 4) and check_size((3.0, np.int32(4))) == (3, 4)
+    assert check_size(torch.Size([6, 7])) == (6, 7)
+    for bad in (True, 2.5, "64", (2, 2.5), (1, 2, 3), None, (0, 3)):
+        with pytest.raises(ValueError, match="^out: "):
+            check_size(bad, "out")
+
+
+# ---------------------------------------------------------------------------------------------- loaders
+def test_epoch_loader_is_a_function_of_seed_and_epoch(tmp_path):
+    from fpliif.data import FaceParsingDataset, build_eval_transform, make_loader
+    from test_data_helpers import make_folder
+
+    make_folder(tmp_path, n=8, size=16)
+    ds = FaceParsingDataset(tmp_path, "folder", "all", transform=build_eval_transform(16, (16,)))
+
+    def order(seed, epoch, **kw):
+        loader = make_loader(ds, 2, shuffle=True, num_workers=0, seed=seed, epoch=epoch, **kw)
+        return [n for b in loader for n in b["name"]]
+
+    assert order(1, 3) == order(1, 3) and order(1, 3) != order(1, 4)
+    loader = make_loader(ds, 2, shuffle=True, num_workers=1, seed=1, epoch=3, distributed=True, num_replicas=2, rank=0)
+    assert loader.sampler.epoch == 3 and not loader.persistent_workers
+    assert not make_loader(ds, 2, shuffle=False, num_workers=0, pin_memory=False).pin_memory
+
+
+# ---------------------------------------------------------------------------------------------- imports
+def test_package_has_no_import_cycles_at_module_level():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import import_cycles
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    graph = import_cycles.import_graph()
+    assert "fpliif.registry" in graph["fpliif.checkpoint"]  # the graph sees relative imports
+    assert import_cycles.cycles(graph) == []
+    assert import_cycles.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_checkpoint_and_validate_import_no_torch():
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "import fpliif.checkpoint, fpliif.validate\n"
+        "assert sys.modules['torch'] is None and not [m for m in sys.modules if m.startswith('torch.')]\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
