@@ -64,9 +64,11 @@ def test_bundled_weights_still_read():
     path = default_weights_path()
     meta = read_metadata(None)  # None: the bundled default, as load()
     assert meta.path == path and read_metadata(path.stem).path == path
-    assert meta.input_size == 128 and meta.label_set is CELEBAMASK_HQ and meta.epoch == 5
-    assert "non-commercial" in meta.licence and meta.git_commit and meta.config["data"]["size"] == 128
-    assert meta.mean is None  # written before normalisation was recorded
+    # the typed fields agree with the file's raw string header (whichever model version is bundled)
+    assert meta.input_size == int(meta["input_size"]) == meta.config["data"]["size"]
+    assert meta.label_set is CELEBAMASK_HQ and meta.epoch == int(meta["epoch"]) >= 1
+    assert "non-commercial" in meta.licence and meta.git_commit
+    assert meta.mean is None or len(meta.mean) == 3  # older files predate recording the normalisation
 
 
 @pytest.mark.parametrize(
