@@ -8,8 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from fpliif.cli import main
 from fpliif.infer.cli import example_image
@@ -18,29 +16,9 @@ from fpliif.infer.framing import HAAR_FRAMING, MTCNN_FRAMING, Framing
 from fpliif.infer.geometry import Window, extract_crop, grid_coords, visible_region
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
-from fpliif.labels import CELEBAMASK_HQ
+from oracle import CODE, Oracle
 
 MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "celebamask-mini"
-CODE = 12  # oracle colour code: class k <-> grey level k * CODE
-
-
-class Oracle(nn.Module):
-    """A 'model' that reads the class off the crop's grey level at each query point (nearest texel)."""
-
-    label_set = CELEBAMASK_HQ
-    temperature = 1.0
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros(1))
-
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return image
-
-    def decode(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        v = nn.functional.grid_sample(z[:, :1], coords[:, None], mode="nearest", align_corners=False)[:, 0, 0]
-        k = (v * 255 / CODE).round().long().clamp(0, 18)
-        return nn.functional.one_hot(k, 19).float() * 10
 
 
 @pytest.fixture(scope="module")

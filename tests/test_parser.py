@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 import fpliif
 from fpliif.cli import main
@@ -24,31 +23,12 @@ from fpliif.infer.tta import flip_channels
 from fpliif.labels import CELEBAMASK_HQ, LAPA
 from fpliif.limits import OverBudget
 from fpliif.models.base import pixel_centers as torch_pixel_centers
+from oracle import CODE, Oracle
 
 TINY = {
     "name": "fpliif",
     "args": {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]},
 }
-CODE = 12  # oracle colour code: class k <-> grey level k * CODE
-
-
-class Oracle(nn.Module):
-    """A 'model' that reads the class off the crop's colour (grey level / CODE) at each query point."""
-
-    label_set = CELEBAMASK_HQ
-    temperature = 1.0
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros(1))
-
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        return image
-
-    def decode(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        v = nn.functional.grid_sample(z[:, :1], coords[:, None], mode="nearest", align_corners=False)[:, 0, 0]
-        k = (v * 255 / CODE).round().long().clamp(0, 18)
-        return nn.functional.one_hot(k, 19).float() * 10
 
 
 @pytest.fixture(scope="module")
