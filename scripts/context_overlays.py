@@ -2,10 +2,13 @@
 
     python scripts/context_overlays.py [--out docs/images]
 
-Writes ``context_astronaut.png`` (left: ``context=False``, right: the default) and ``context_group.png`` (top:
-off, bottom: on). The group photo is composed deterministically from the bundled astronaut alone (no other
-face photos ship with the package): three copies of her head and shoulders, one mirrored and shrunk, one rolled
-by 12 degrees, on a grey canvas. Overlays come from ``ParseResult.overlay``; the bundled model, MTCNN, defaults.
+Writes ``context_astronaut.png`` (left to right: ``context=False``; the context window with a hard switch at the
+face window's edge, ``feather=0``; the default, blended over the band) and ``context_group.png`` (the same, top to
+bottom); and ``context_seam.png``: the astronaut's face window (white outline) and its surroundings, enlarged,
+with the hard switch (left) and the blended band (right). The group photo is composed deterministically from
+the bundled astronaut alone (no other face photos ship with the package): three copies of her head and
+shoulders, one mirrored and shrunk, one rolled by 12 degrees, on a grey canvas. Overlays come from
+``ParseResult.overlay``; the bundled model, MTCNN, defaults.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from PIL import Image
 
 from fpliif import FaceParser
 from fpliif.infer.cli import example_image
+from fpliif.infer.framing import CONTEXT_FEATHER
+from fpliif.infer.geometry import Window
 from fpliif.infer.images import load_image
 
 
@@ -67,12 +72,31 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parser = FaceParser.from_pretrained()
+    parsers = [FaceParser.from_pretrained(feather=f) for f in (0.0, CONTEXT_FEATHER)]
     astronaut = load_image(example_image())
     for name, photo, vertical in (("astronaut", astronaut, False), ("group", group_photo(astronaut), True)):
-        results = [parser(photo, context=c) for c in (False, True)]
-        print(name, [len(r.faces) for r in results], [f.context for f in results[1].faces])
+        results = [parsers[0](photo, context=False), parsers[0](photo), parsers[1](photo)]
+        changed = [(r.labels != results[2].labels).mean() for r in results[:2]]
+        print(name, [len(r.faces) for r in results], [f.context for f in results[2].faces], "changed", changed)
         save_small(side_by_side([r.overlay(0.5) for r in results], vertical), out / f"context_{name}.png")
+        if name == "astronaut":
+            seam = [seam_view(r, results[2].faces[0]) for r in results[1:]]
+            save_small(side_by_side(seam), out / "context_seam.png")
+
+
+def seam_view(result, face, margin: float = 0.2, zoom: int = 2) -> Image.Image:
+    """The overlay around ``face``'s window (``margin`` of its side beyond it), enlarged, the window outlined."""
+    from PIL import ImageDraw
+
+    x0, y0, x1, _ = face.crop
+    win = Window(x0, y0, x1 - x0, face.angle)
+    pad = int(margin * win.side)
+    img = result.overlay(0.5, boxes=False, legend=False)
+    box = (max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, img.width), min(y0 + win.side + pad, img.height))
+    view = img.crop(box).resize(((box[2] - box[0]) * zoom, (box[3] - box[1]) * zoom), Image.NEAREST)
+    corners = [((x - box[0]) * zoom, (y - box[1]) * zoom) for x, y in win.corners()]
+    ImageDraw.Draw(view).polygon(corners, outline=(255, 255, 255))
+    return view
 
 
 if __name__ == "__main__":

@@ -48,6 +48,21 @@ def cli(*argv: str) -> str:
     return f"exit {rc}: {lines[-1][:160] if lines else ''}"
 
 
+def with_env(name: str, value: str, fn: Callable[[], str]) -> str:
+    """``fn()`` with the environment variable ``name`` set to ``value`` (restored after)."""
+    import os
+
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return fn()
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
 def call(fn: Callable[[], Any]) -> str:
     """A library call: ``ok: <result>``, ``refused <Type>: <message>`` for a ValueError/OSError, else TRACEBACK."""
     try:
@@ -154,6 +169,23 @@ def cli_cases(d: Path, f: dict[str, Path]) -> list[tuple[str, Callable[[], str],
         ("parse --aligned 6000x6000, no --size", lambda: cli(*parse, big, "--aligned"), "exit 1"),
         ("parse --threads -1", lambda: cli(*parse, face, "--threads", "-1"), "exit 2"),
         ("parse --out ''", lambda: cli("parse", "--weights", w, "--out", "", face), "exit 2"),
+        ("parse --out an existing file", lambda: cli("parse", "--weights", w, "--out", face, face), "exit 2"),
+        ("parse --threads 0", lambda: cli(*parse, face, "--threads", "0"), "exit 2"),
+        ("parse --alpha nan --overlay", lambda: cli(*parse, face, "--alpha", "nan", "--overlay"), "exit 2"),
+        (
+            "parse $FPLIIF_MAX_PIXELS=1e6",
+            lambda: with_env("FPLIIF_MAX_PIXELS", "1e6", lambda: cli(*parse, face)),
+            "exit 2",
+        ),
+        ("eval --out ''", lambda: cli("eval", "--data", str(d), "--layout", "folder", "--out", ""), "exit 2"),
+        (
+            "eval --batch-size 0",
+            lambda: cli("eval", "--data", str(d), "--layout", "folder", "--batch-size", "0"),
+            "exit 2",
+        ),
+        ("serve --max-upload-mb inf", lambda: cli("serve", "--max-upload-mb", "inf"), "exit 2"),
+        ("serve --torch-threads 99999999999", lambda: cli("serve", "--torch-threads", "99999999999"), "exit 2"),
+        ("bench --runs 0", lambda: cli("bench", "--runs", "0"), "exit 2"),
         ("parse --out path longer than the OS allows", lambda: cli(*parse[:4], out + "/" + "x" * 300, face), "exit"),
         ("parse float TIFF in [0, 1]", lambda: cli(*parse, str(d / "float.tif"), "--aligned"), "exit 0"),
         ("parse folder with photo.jpg + photo.JPG", lambda: cli(*parse, str(d / "twins"), "--aligned"), "exit"),

@@ -6,7 +6,7 @@
 An edge A -> B means module A imports B (``import B``, ``from B import x``, ``from . import B``); importing a
 submodule also runs its packages' ``__init__``, so those are edges too. Imports under ``if TYPE_CHECKING:`` never
 run and are left out. Prints each cycle (a strongly connected component of two or more modules) and exits 1 if
-there is any.
+there is any, so ``--lazy`` also fails on a cycle that only runs when a function is called.
 """
 
 from __future__ import annotations
@@ -116,11 +116,15 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lazy", action="store_true", help="count imports inside functions too")
-    args = ap.parse_args()
-    graph = import_graph(lazy=args.lazy)
+    ap.add_argument("--lazy", action="store_true", help="count imports inside functions too (and fail on them)")
+    ap.add_argument("--src", type=Path, default=SRC, help="the folder holding the package (default: src/)")
+    ap.add_argument("--package", default=PACKAGE, help=f"the package to read (default: {PACKAGE})")
+    args = ap.parse_args(argv)
+    if not (args.src / args.package).is_dir():
+        ap.error(f"--src/--package: {args.src / args.package} is not a folder")
+    graph = import_graph(lazy=args.lazy, src=args.src, package=args.package)
     found = cycles(graph)
     kind = "all imports" if args.lazy else "module-level imports"
     print(f"{len(graph)} modules, {sum(map(len, graph.values()))} edges ({kind}): {len(found)} cycle(s)")

@@ -1,6 +1,6 @@
 """Measure labels beyond the face window (docs/detection.md, "Context beyond the window").
 
-    python scripts/measure_context.py N F S [DATA]    # e.g. 12 0.7 128 ../shared/data/celebamask-mini
+    python scripts/measure_context.py N F S [DATA [KS]]   # e.g. 48 0.7 128 ../shared/data/celebamask-mini 1.5
 
 Each of the first N val images (folder split) of DATA, resized to S x S with its mask, is a "photo" whose
 face window is the centred square of side F * S (a zoomed-in window): its pixels outside that window (the
@@ -8,7 +8,11 @@ ring) are scored against the ground truth for: no labels (today), (a) the face l
 (LIIF reuses the border latent cells), (b) a context window of K times the standard framing (K * S, so the
 face looks as small to the model as in a real photo with CONTEXT_SCALE = K), all classes or only the context
 classes. Band: the face window's outer 15 % (|coordinate| > 0.85): face labels, context labels, their average.
-Prints pixel accuracy and F1 per class over the ring (confusion summed over the images).
+Seam: the face window's outer 30 % (|coordinate| > 0.7), where the face window's labels are blended with the
+context window's (context classes only, or all classes) over a band of B half-sides
+(:func:`fpliif.infer.geometry.feather_weights`; B = 0: the hard switch); ``img_*``: the same over the whole image
+(face window + ring). KS: comma-separated context scales (default 1.5,2.0,2.5).
+Prints pixel accuracy and F1 per class (confusion summed over the images).
 """
 
 import sys
@@ -21,13 +25,14 @@ from PIL import Image
 
 from fpliif.checkpoint import input_size_of, load
 from fpliif.data.layouts import list_samples
-from fpliif.infer.geometry import Window, extract_crop, model_input
+from fpliif.infer.geometry import Window, extract_crop, feather_weights, model_input
 from fpliif.labels import CELEBAMASK_HQ
 from fpliif.pretrained import resolve_weights
 
 torch.set_num_threads(1)
 N, F, S = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-KS = [1.5, 2.0, 2.5]
+KS = [float(k) for k in (sys.argv[5] if len(sys.argv) > 5 else "1.5,2.0,2.5").split(",")]
+BANDS = [0.0, 0.1, 0.15, 0.2, 0.3]
 model = load(resolve_weights(None)).eval()
 
 NIN = input_size_of(model)
@@ -88,6 +93,17 @@ def report():
     return out
 
 
+def seam_scores(kr, g, cin, inside, pin, pc_all, pc_outer):
+    """Feathered blends of the face window's probabilities with the context's, over the seam and the image."""
+    seam = inside & (np.abs(cin).max(axis=1) > 0.7)
+    for b in BANDS:
+        w = feather_weights(cin, b)[:, None]
+        for tag, pc in (("", pc_outer), ("all", pc_all)) if b else (("", pc_outer),):
+            pred = np.where(inside, (w * pin + (1 - w) * pc).argmax(1), pc_outer.argmax(1))
+            add(f"seam{tag}_f{b}_{kr}", g[seam], pred[seam])
+            add(f"img{tag}_f{b}_{kr}", g, pred)
+
+
 t0 = time.time()
 for s in samples:
     img = np.asarray(Image.open(s.image_path).convert("RGB"))
@@ -122,6 +138,7 @@ for s in samples:
         add(f"band_ctx{kr}", g[band], lc[band].argmax(1))
         pc = torch.softmax(torch.from_numpy(lc), -1).numpy()
         add(f"band_avg{kr}", g[band], (pin[band] + pc[band]).argmax(1))
+        seam_scores(kr, g, cin, inside, pin, pc, torch.softmax(torch.from_numpy(lo), -1).numpy())
     print(s.name, f"{time.time() - t0:.0f}s", flush=True)
     if (samples.index(s) + 1) % 4 == 0 or s is samples[-1]:
         report()

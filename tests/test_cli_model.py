@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from fpliif import registry
+from fpliif import models
 from fpliif.checkpoint import save
 from fpliif.cli import main
 
@@ -24,7 +24,10 @@ BENCH = ["bench", "--json", "--sizes", "32", "--input-size", "64", "--runs", "1"
 
 
 def run(capsys, argv: list[str]) -> tuple[int, str, str]:
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's usage errors (bad option values)
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -39,8 +42,8 @@ def test_info_json(capsys):
     assert isinstance(info["classes"], list) and len(info["classes"]) == 19
     assert all(isinstance(c, str) for c in info["classes"])
     assert info["classes"][0] == "background"
-    assert info["registered_models"] == registry.available()
-    assert registry.make(info["spec"]).num_parameters() == info["params"]
+    assert info["registered_models"] == models.available()
+    assert models.make(info["spec"]).num_parameters() == info["params"]
 
 
 def test_info_text(capsys):
@@ -50,7 +53,7 @@ def test_info_text(capsys):
 
 
 def test_info_with_weights_file(capsys, tmp_path, tiny_spec):
-    model = registry.make(tiny_spec, classes="lapa")
+    model = models.make(tiny_spec, classes="lapa")
     path = save(model, tmp_path / "tiny.safetensors")
     code, out, err = run(capsys, ["info", "--json", "--weights", str(path)])
     assert code == 0, err
@@ -87,7 +90,7 @@ def test_bench_json(capsys):
 
 
 def test_bench_text_with_weights_file(capsys, tmp_path, tiny_spec):
-    path = save(registry.make(tiny_spec), tmp_path / "tiny.safetensors")
+    path = save(models.make(tiny_spec), tmp_path / "tiny.safetensors")
     argv = ["bench", "--weights", str(path), "--sizes", "16,24", "--input-size", "32", "--runs", "1"]
     code, out, err = run(capsys, argv)
     assert code == 0, err
@@ -149,7 +152,7 @@ def test_no_command_prints_help(capsys):
 def test_bench_photos_times_the_whole_photo_path_per_mode(capsys, tmp_path, tiny_spec):
     from fpliif.infer.cli import example_image
 
-    path = save(registry.make(tiny_spec), tmp_path / "tiny.safetensors")
+    path = save(models.make(tiny_spec), tmp_path / "tiny.safetensors")
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(example_image().read_bytes())

@@ -8,12 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fpliif.cli import main
 from fpliif.infer.cli import example_image
 from fpliif.infer.detect import HaarDetector, MTCNNDetector, make_detector, roll_degrees
 from fpliif.infer.framing import HAAR_FRAMING, MTCNN_FRAMING, Framing
-from fpliif.infer.geometry import Window, extract_crop, grid_coords, visible_region
+from fpliif.infer.geometry import Window, extract_crop, feather_weights, grid_coords, visible_region
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
 from oracle import CODE, Oracle
@@ -313,3 +314,120 @@ def test_context_labels_continue_past_the_window_through_the_inverse_transform(d
     xa, ya, xb, yb = face.region
     assert face.region == list(wide.region(shape[1], shape[0]))
     assert np.array_equal(face.labels, on.labels[ya:yb, xa:xb])  # one face: its own labels are the result's
+
+
+class ByWindow(Oracle):
+    """A 'model' that tells the face window from its context window: hair 0.9 / neck 0.1 everywhere on a bright
+    crop (the white face window), hair 0.2 / neck 0.8 on a darker one (the context window, mostly black)."""
+
+    def decode(self, z: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        hair = torch.where(z.mean(dim=(1, 2, 3)) > 0.5, 0.9, 0.2)[:, None].expand(-1, coords.shape[1])
+        logits = torch.full((*coords.shape[:2], 19), -1e4)
+        logits[..., 13], logits[..., 17] = hair.log(), (1 - hair).log()
+        return logits
+
+
+def _largest_step(p: np.ndarray, where: np.ndarray) -> float:
+    """The largest difference of ``p`` between 4-neighbouring pixels that both lie ``where``."""
+    dy = np.abs(np.diff(p, axis=0))[where[1:] & where[:-1]]
+    dx = np.abs(np.diff(p, axis=1))[where[:, 1:] & where[:, :-1]]
+    return float(max(dy.max(), dx.max()))
+
+
+@pytest.mark.parametrize("degrees,decode,max_decode", [(0, "dense", None), (25, "dense", 32), (-30, "adaptive", None)])
+def test_face_and_context_windows_blend_smoothly_over_the_band(degrees, decode, max_decode):
+    """In the face window's outer band its probabilities fall linearly into the context window's (the weights of
+    feather_weights): no jump at the window's edge; feather=0 is the hard switch."""
+    side, shape = 80, (260, 300)
+    win, _, _, _, det = _context_scene(side, shape, degrees)
+    image = np.zeros((*shape, 3), np.uint8)  # white face window, black around it
+    cv2.fillConvexPoly(image, np.round(win.corners() - 0.5).astype(np.int32), (255, 255, 255))
+    coords, inner = win.crop_coords(np.arange(shape[0]), np.arange(shape[1]))
+    ring = win.scaled(1.5).crop_coords(np.arange(shape[0]), np.arange(shape[1]))[1] & ~inner
+    hair = {}
+    for feather in (0.0, 0.15):
+        parser = FaceParser(
+            ByWindow(),
+            framing=Framing(1.0, 0.0, 0.0),
+            input_size=side,
+            decode=decode,
+            max_decode_size=max_decode,
+            feather=feather,
+        )
+        res = parser(image, boxes=[det], context=1.5, return_probs=True)
+        assert res.faces[0].crop == [110, 90, 190, 170]
+        w = feather_weights(coords, feather)
+        expect = np.where(inner, 0.2 + 0.7 * w, np.where(ring, 0.2, 0.0)).reshape(shape)
+        assert np.abs(res.probs[13] - expect).max() < 1e-4
+        assert np.array_equal(res.labels == 13, expect > 0.5)
+        hair[feather] = res.probs[13]
+    assert (feather_weights(coords, 0.15)[inner] < 1).mean() > 0.2  # the band: over a fifth of the window
+    window = (inner | ring).reshape(shape)
+    assert _largest_step(hair[0.0], window) > 0.69  # the hard switch: 0.9 -> 0.2 at the edge
+    assert _largest_step(hair[0.15], window) < 0.2  # 0.7 over a 6 px band (x sqrt(2) across a rolled edge)
+
+
+# ---------------------------------------------------------------------------------------------- group photo
+def _clutter(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A busy background: textured noise, a chessboard patch, and many random rectangles, discs and lines."""
+    h, w = shape
+    img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 3)
+    img[20:140, 40:200] = np.kron((np.indices((6, 8)).sum(0) % 2)[..., None] * 255, np.ones((20, 20, 3)))
+    for _ in range(60):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(10, 90)), y + int(rng.integers(10, 90))), colour, -1)
+        elif kind == 1:
+            cv2.circle(img, (x, y), int(rng.integers(5, 40)), colour, -1)
+        else:
+            cv2.line(img, (x, y), (int(rng.integers(0, w)), int(rng.integers(0, h))), colour, int(rng.integers(1, 6)))
+    return img
+
+
+def group_photo(n: int = 4) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """``n`` val people of celebamask-mini cut out along their masks (head, neck, clothes), at 140-200 px, one of
+    them rolled by 20 degrees, side by side on clutter; and the bounding box of each face core."""
+    from PIL import Image
+
+    from fpliif.data.layouts import list_samples
+    from fpliif.infer.framing import CORE_CLASSES
+    from fpliif.labels import CELEBAMASK_HQ
+
+    rng = np.random.default_rng(7)
+    photo = _clutter((420, 60 + 215 * n), rng)
+    cores = []
+    core_ids = [CELEBAMASK_HQ.index(c) for c in CORE_CLASSES]
+    for k, s in enumerate(list_samples(MINI, "folder", "val")[:n]):
+        side = int(rng.integers(140, 200))
+        img = np.asarray(Image.open(s.image_path).convert("RGB").resize((side, side), Image.BILINEAR))
+        mask = np.asarray(Image.open(s.mask_path).resize((side, side), Image.NEAREST))
+        if k == 1:  # rolled: image and mask alike
+            m = cv2.getRotationMatrix2D((side / 2, side / 2), 20, 1.0)
+            img = cv2.warpAffine(img, m, (side, side), borderMode=cv2.BORDER_REPLICATE)
+            mask = cv2.warpAffine(mask, m, (side, side), flags=cv2.INTER_NEAREST, borderValue=0)
+        x0, y0 = 30 + 215 * k + int(rng.integers(0, 20)), int(rng.integers(60, 420 - side))
+        person = cv2.dilate((mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        photo[y0 : y0 + side, x0 : x0 + side][person] = img[person]
+        ys, xs = np.nonzero(np.isin(mask, core_ids))
+        cores.append((x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1))
+    return photo, cores
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason="celebamask-mini not available")
+def test_group_photo_every_face_found_and_no_false_box(mtcnn):
+    photo, cores = group_photo()
+    dets = mtcnn(photo)
+    matched: dict[int, np.ndarray] = {}
+    for (x1, y1, x2, y2), _, lm in dets:
+        cx, cy, size = (x1 + x2) / 2, (y1 + y2) / 2, ((x2 - x1) + (y2 - y1)) / 2
+        hits = [
+            i
+            for i, (a, b, c, d) in enumerate(cores)
+            if a <= cx <= c and b <= cy <= d and 0.6 < size / (((c - a) + (d - b)) / 2) < 1.8
+        ]
+        assert len(hits) == 1 and hits[0] not in matched, f"false or double box {(x1, y1, x2, y2)}"
+        matched[hits[0]] = lm
+    assert set(matched) == set(range(len(cores))), f"missed faces {set(range(len(cores))) - set(matched)}"
+    assert abs(roll_degrees(matched[1]) + 20) < 8  # the rolled one: 20 degrees counter-clockwise on screen

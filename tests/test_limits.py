@@ -22,7 +22,7 @@ from fpliif import checkpoint, limits
 from fpliif.cli import main
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
-from fpliif.infer.result import blend_labels, render_overlay
+from fpliif.infer.result import blend_labels, class_share, render_overlay
 from fpliif.labels import CELEBAMASK_HQ
 
 TINY_SPEC = {
@@ -96,6 +96,53 @@ def test_pixel_limit_refuses_from_the_header_without_pillows_warning(tmp_path, m
     monkeypatch.delenv(limits.MAX_PIXELS_ENV)
     with pytest.raises(ValueError, match="cannot read image"):
         load_image(bomb, max_pixels=0)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("", limits.DEFAULT_MAX_PIXELS), ("  ", limits.DEFAULT_MAX_PIXELS), ("123", 123), (" 7\n", 7)]
+    + [("40_000_000", 40_000_000), ("-5", None), ("1e6", None), ("abc", None), ("0", None), ("\u00b2", None)]
+    + [("\u0661\u0662", None), ("1__0", None), ("_", None), ("1.5", None), ("0x10", None), ("+5", None)],
+)
+def test_max_pixels_variable_accepts_only_positive_integers(monkeypatch, value, expected):
+    monkeypatch.setenv(limits.MAX_PIXELS_ENV, value)
+    if expected is not None:
+        assert limits.default_max_pixels() == expected
+        return
+    with pytest.raises(ValueError, match=r"^\$FPLIIF_MAX_PIXELS: expected a positive integer.*got ") as e:
+        limits.default_max_pixels()
+    assert repr(value)[:20] in str(e.value)  # the value as given, quoted
+    assert limits.resolve_limit(50, "max_pixels", limits.default_max_pixels) == 50  # not read when not needed
+
+
+def test_bad_max_pixels_variable_is_one_usage_error(tiny_file, tmp_path, monkeypatch, capsys):
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.setenv(limits.MAX_PIXELS_ENV, "1e6")
+    argv = ["parse", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--weights", tiny_file, "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("$FPLIIF_MAX_PIXELS") == 1 and "Traceback" not in err
+    assert main([*argv, "--aligned", "--max-pixels", "1000"]) == 0  # an explicit limit does not read it
+
+
+def test_aligned_inputs_are_refused_from_the_header_before_decoding(tiny_file, tmp_path, capsys):
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header(300, 200))  # the body is a stub: decoding it would fail with "cannot read image"
+    seen = []
+
+    def check(h, w):
+        seen.append((h, w))
+        limits.check_points(h * w, 1000, "the output")
+
+    with pytest.raises(limits.OverBudget, match="60,000 decoder queries"):
+        load_image(big, check=check)
+    assert seen == [(200, 300)]
+    big.write_bytes(png_header(6000, 6000))  # under the pixel limit, over the default decoder budget
+    argv = ["parse", str(big), "--out", str(tmp_path / "out"), "--weights", tiny_file, "--aligned", "--quiet"]
+    assert main(argv) == 1  # one input skipped, as every input refused in a run
+    err = capsys.readouterr().err
+    assert "skipped" in err and "36,000,000 decoder queries" in err and "own size" in err
+    assert "cannot read" not in err
 
 
 def test_face_parser_shares_the_pixel_limit(tiny_file, tmp_path, monkeypatch):
@@ -246,7 +293,9 @@ def test_cli_refuses_oversized_inputs_and_outputs(tiny_file, tmp_path, capsys):
     assert "10,000,000,000 pixels" in capsys.readouterr().err
     assert main([*common, "--aligned", "--size", "5000", "--overwrite"]) == 2
     assert "--max-points" in capsys.readouterr().err
-    assert main([*common, "--max-pixels", "-1"]) == 2
+    with pytest.raises(SystemExit) as e:  # argparse's usage error, naming the option
+        main([*common, "--max-pixels", "-1"])
+    assert e.value.code == 2 and "argument --max-pixels: expected an integer >= 0" in capsys.readouterr().err
     assert main([*common, "--aligned", "--max-pixels", "2000", "--overwrite"]) == 1
     assert "22,500 pixels" in capsys.readouterr().err
 
@@ -273,6 +322,19 @@ def test_overlay_holds_no_full_size_float_copies():
     finally:
         tracemalloc.stop()
     assert peak < 20 * h * w, f"overlay peaked at {peak / (h * w):.1f} bytes per pixel"  # the float version: > 80
+
+
+def test_class_share_counts_in_strips_without_a_wide_copy():
+    labels = np.random.default_rng(0).integers(0, 19, (4000, 4000), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        share = class_share(labels, CELEBAMASK_HQ.classes)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < labels.nbytes, f"class_share peaked at {peak / labels.size:.1f} bytes per pixel"  # whole: 8
+    expected = np.bincount(labels.ravel(), minlength=19) / labels.size
+    assert list(share.values()) == pytest.approx(expected.tolist())
 
 
 # ---------------------------------------------------------------------------------------------- weights files

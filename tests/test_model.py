@@ -272,13 +272,6 @@ class TestArchitecture:
         x = images(2, 40, 48)
         assert torch.equal(model(x, size=(23, 31)), loaded(x, size=(23, 31)))
 
-    def test_save_pretrained_from_pretrained(self, arch, tmp_path):
-        model = make_model(arch)
-        path = model.save_pretrained(tmp_path / "m.safetensors")
-        loaded = SegmentationModel.from_pretrained(path)
-        x = images(1, 32, 32)
-        assert torch.equal(model(x), loaded(x))
-
     def test_fp16_save_loads_as_float32(self, arch, tmp_path):
         model = make_model(arch)
         p32 = save(model, tmp_path / "m32.safetensors")

@@ -501,7 +501,8 @@ def test_cli_serve(monkeypatch, weights, capsys):
     assert settings.max_upload_bytes == 3 * 2**20 and settings.workers == 1
     assert settings.upload_timeout == ServeSettings().upload_timeout and settings.tta is False
     assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--tta"]) == 0
-    assert calls["app"].state.settings.tta is True and calls["app"].state.settings.decode == DEFAULT_DECODE
+    state = calls["app"].state  # no --decode: the model's default (FP-LIIF: adaptive)
+    assert state.settings.tta is True and state.settings.decode is None and state.engine.decode == DEFAULT_DECODE
     assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--decode", "dense"]) == 0
     assert calls["app"].state.settings.decode == "dense"
     assert main(["serve", "--weights", str(weights), "--torch-threads", "0", "--decode", "adaptive"]) == 0

@@ -275,3 +275,32 @@ def test_training_loss_rejects_a_mask_of_the_wrong_shape():
         tiny().training_loss(image, mask[0])
     with pytest.raises(ValueError, match="mask"):
         tiny().training_loss(image, mask - 1)
+
+
+def test_eval_scores_on_the_inner_classes_as_remapped_label_maps():
+    """``evaluate(score_as="inner")`` (``fpliif eval --score-labels inner``) equals scoring label maps remapped to
+    the inner set before counting: predictions and masks through ``remap_labels``."""
+    from fpliif.eval import evaluate
+
+    model = tiny("coarse", seed=3).eval()
+    image, mask = face_batch(b=3, side=32, seed=4)
+    mask[0, :4] = IGNORE_INDEX
+    lut = torch.from_numpy(CELEBAMASK_HQ.remap_to(INNER).astype(np.int64))
+
+    class Remapped(torch.nn.Module):  # the model's labels remapped to the inner set, as one-hot logits
+        def forward(self, x: torch.Tensor, size=None) -> torch.Tensor:
+            labels = lut[model(x, size=size).argmax(1)]
+            return F.one_hot(labels, INNER.num_classes).permute(0, 3, 1, 2).float()
+
+    def loader(masks: torch.Tensor) -> list[dict]:
+        return [{"image": image[i : i + 1], "masks": {32: masks[i : i + 1]}} for i in range(3)]
+
+    args = {"sizes": (32,), "lowres": (), "progress": False}
+    got = evaluate(model, loader(mask), CELEBAMASK_HQ, score_as="inner", **args)
+    expected = evaluate(Remapped(), loader(lut[mask]), INNER, **args)
+    assert got["label_set"] == "inner" and got["scored_from"] == "celebamask-hq"
+    for key in ("mean_f1", "per_class_f1", "merged_f1", "pixel_acc"):
+        assert got[key] == pytest.approx(expected[key]), key
+    assert set(got["merged_f1"]) == {"eyes", "brows", "mouth", "overall"}
+    full = evaluate(model, loader(mask), CELEBAMASK_HQ, **args)
+    assert all(full["per_class_f1"][c] == pytest.approx(got["per_class_f1"][c]) for c in INNER.classes[1:])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,18 +15,32 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from fpliif import registry
-from fpliif.checkpoint import load
+from fpliif.checkpoint import load, save
 from fpliif.cli import main
 from fpliif.labels import IGNORE_INDEX
 from fpliif.models import SegmentationModel
 from fpliif.train import fpliif_loss, label_edges, load_config
 from fpliif.train.bench import train_throughput
-from fpliif.train.step import StepSettings, TrainStep, objective_of
-from fpliif.train.trainer import Trainer
-from test_train import data_root, metrics, write_config  # noqa: F401 - data_root is a fixture
+from fpliif.train.step import StepSettings, TrainStep, build_optimizer, objective_of, param_groups
+from fpliif.train.trainer import Trainer, ddp_options
+from test_train import (  # noqa: F401 - data_root is a fixture
+    SUBPROCESS_TIMEOUT,
+    data_root,
+    free_port,
+    metrics,
+    sub_env,
+    train_cmd,
+    write_config,
+)
 
 SEGFACE_TINY = "{width_mult: 0.1, dim: 16, depth: 1, heads: 2, mlp_dim: 16}"
 SEGFACE_LOSS = ["train.ce_weight=0.5", "train.dice_weight=0.5", "train.edge_lambda=0"]
+STN_TINY = "{coarse_size: 16, patch_size: 9, window: 0.3, widths: [4, 4, 4, 4], interlinks: 1, stage: %s}"
+STN_MODULES = {
+    "coarse": {"coarse"},
+    "parts": {"localizer", "part_nets"},
+    "end2end": {"coarse", "localizer", "part_nets"},
+}
 
 
 @pytest.fixture
@@ -36,6 +52,10 @@ def restore_threads():
 
 def segface_overrides() -> list[str]:
     return ["model.name=segface_mnv3", f"model.args={SEGFACE_TINY}", *SEGFACE_LOSS]
+
+
+def stn_overrides(stage: str) -> list[str]:
+    return ["model.name=stn_icnn", f"model.args={STN_TINY % stage}"]
 
 
 def trainer(tmp_path, root, out: str, *overrides: str, epochs: int = 1) -> Trainer:
@@ -161,12 +181,71 @@ def test_dense_resume_is_exact(tmp_path, data_root, restore_threads):  # noqa: F
     assert metrics(tmp_path / "a")[1]["loss"] == metrics(tmp_path / "b")[1]["loss"]
 
 
+# ---------------------------------------------------------------------------------------------- param groups, DDP
+@pytest.mark.parametrize("stage", ["coarse", "end2end"])
+def test_trainer_steps_the_models_param_groups_and_freezes_the_rest(tmp_path, data_root, stage, restore_threads):  # noqa: F811
+    t = trainer(tmp_path, data_root, "run", *stn_overrides(stage), "train.lr=0.01", "train.max_steps_per_epoch=1")
+    lrs = [g["lr"] for g in t.optimizer.param_groups]
+    assert lrs == ([0.01] if stage == "coarse" else pytest.approx([0.01, 1e-5]))  # end to end: K and L x 1e-3
+    trained = {id(p) for g in t.optimizer.param_groups for p in g["params"]}
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    t.fit()
+    for name, p in t.model.named_parameters():
+        in_stage = name.split(".")[0] in STN_MODULES[stage]
+        assert (id(p) in trained) == p.requires_grad == in_stage, name
+        assert torch.equal(p, before[name]) != in_stage or p.numel() == 0, f"{stage}: {name}"
+
+
+def test_models_without_the_hook_train_every_parameter(tiny_spec):
+    model = registry.make(tiny_spec)
+    opt = build_optimizer(model, 0.1, weight_decay=1e-5)
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 1e-5
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "groups, match",
+    [
+        (lambda m, lr: [{"params": [m.conv.weight]}, {"params": [m.conv.weight]}], "twice"),
+        (lambda m, lr: [{"params": [torch.nn.Parameter(torch.ones(1))]}], "another module"),
+        (lambda m, lr: [{"params": []}], "no parameters"),
+        (lambda m, lr: [], "no groups"),
+    ],
+)
+def test_bad_param_groups_are_refused(objective_model, groups, match):
+    model = objective_model()
+    model.param_groups = lambda lr: groups(model, lr)
+    with pytest.raises(ValueError, match=f"ObjectiveModel.param_groups: .*{match}"):
+        param_groups(model, 0.1)
+
+
+def test_ddp_searches_unused_parameters_only_when_the_model_asks(objective_model):
+    model = objective_model()
+    assert ddp_options(model) == {"find_unused_parameters": False}
+    model.find_unused_parameters = True
+    assert ddp_options(model) == {"find_unused_parameters": True}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["coarse", "parts"])
+def test_torchrun_ddp_trains_a_stage_that_leaves_networks_out(tmp_path, data_root, stage):  # noqa: F811
+    """2 CPU processes (gloo), 2 steps each: STN-iCNN's stages use only some networks (coarse: K; parts: L and
+    the part networks, K frozen); DDP fails on the second step if it waits for gradients of the others."""
+    cfg = write_config(tmp_path / "c.yaml", data_root, epochs=1, amp="none")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    cmd = [*torchrun, *train_cmd(cfg, tmp_path / "ddp", *stn_overrides(stage))[1:]]
+    r = subprocess.run(cmd, env=sub_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = metrics(tmp_path / "ddp")
+    assert math.isfinite(row["loss"]) and load(tmp_path / "ddp" / "last.safetensors").stage == stage
+
+
 # ---------------------------------------------------------------------------------------------- benches
 def test_bench_train_any_model(tmp_path, capsys, restore_threads):
     spec = {"name": "segface_mnv3", "args": {"width_mult": 0.1, "dim": 16, "depth": 1, "heads": 2, "mlp_dim": 16}}
     r = train_throughput(spec, size=32, batch_size=2, steps=1, warmup=0, threads=1)
     assert r["objective"] == "dense" and r["queries"] == "full" and r["img_per_s"] > 0 and math.isfinite(r["loss"])
-    weights = registry.make(spec).save_pretrained(tmp_path / "s.safetensors")
+    weights = save(registry.make(spec), tmp_path / "s.safetensors")
     args = ["bench", "--train", "--weights", str(weights), "--input-size", "32", "--batch-size", "2", "--json"]
     assert main([*args, "--steps", "1", "--warmup", "0", "--threads", "1", "--amp", "none"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -17,8 +17,8 @@ _LAZY = {
     "save": "fpliif.checkpoint",
     "read_metadata": "fpliif.checkpoint",
     "WeightsMetadata": "fpliif.checkpoint",
-    "make": "fpliif.registry",
-    "available": "fpliif.registry",
+    "make": "fpliif.models",
+    "available": "fpliif.models",
     "models": "fpliif.models",
 }
 __all__ = ["FaceParser", "WeightsMetadata", "__version__", "available", "load", "make", "read_metadata", "save"]

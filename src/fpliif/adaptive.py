@@ -41,11 +41,16 @@ DEFAULT_DECODE = "adaptive"
 (docs/performance.md says how it was chosen)."""
 
 
+def is_implicit(model: Any) -> bool:
+    """Whether ``model`` has an implicit decoder (``encode``/``decode``: queried at any points, FP-LIIF); dense
+    models (SegFace, STN-iCNN) give logits on a pixel grid, ``model(image, size=...)``."""
+    return callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+
+
 def default_decode(model: Any) -> str:
     """:data:`DEFAULT_DECODE` for a model with an implicit decoder (``encode``/``decode``); ``"dense"`` for any
     other (a dense model such as SegFace computes every pixel anyway: there are no queries to skip)."""
-    implicit = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
-    return DEFAULT_DECODE if implicit else "dense"
+    return DEFAULT_DECODE if is_implicit(model) else "dense"
 
 
 FALLBACK_MIN_COARSE = 32

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from .adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
+from .checkpoint import DEFAULT_INPUT_SIZE
 from .flops import count_macs, count_macs_of
 from .precision import AMP_DTYPES, resolve_amp
+from .quantize import int8_decoder, swapped_tail
 
 
 def _sync(device: torch.device) -> None:
@@ -156,7 +158,8 @@ def bench_decode_modes(
             for s in sizes:
                 run = functools.partial(decode_once, model, image, s, mode, options)
                 counted: list[int] = []
-                macs[mode][str(s)] = count_macs_of(lambda run=run, out=counted: out.append(run()))
+                with _countable(model):  # the flop counter sees neither int8 ops nor compiled code
+                    macs[mode][str(s)] = count_macs_of(lambda run=run, out=counted: out.append(run()))
                 points[mode][str(s)] = counted[0]
                 if onnx_model is not None:
                     run = functools.partial(onnx_decode_once, onnx_model, array, s, mode, options)
@@ -164,10 +167,19 @@ def bench_decode_modes(
     return {"fps": fps, "macs_executed": macs, "points": points}
 
 
+@contextlib.contextmanager
+def _countable(model: torch.nn.Module) -> Any:
+    """Inside the block ``model`` runs eagerly (compiled code too) with its fp32 decoder MLP, where it decodes
+    with an int8 one (:mod:`fpliif.quantize`): the same layers, counted as fp32 MACs."""
+    int8 = getattr(model, "quantized_tail", None) is not None
+    with torch.compiler.set_stance("force_eager"), swapped_tail(model, None) if int8 else contextlib.nullcontext():
+        yield
+
+
 def run_bench(
     model: torch.nn.Module,
     sizes: Sequence[int] = (64, 96, 128, 192, 256),
-    input_size: int = 256,
+    input_size: int = DEFAULT_INPUT_SIZE,
     device: str = "cpu",
     runs: int = 5,
     threads: int | None = None,
@@ -175,11 +187,13 @@ def run_bench(
     decode: Sequence[str] | None = None,
     adaptive: AdaptiveOptions | None = None,
     amp: str = "none",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Parameters, MACs and FPS of ``model`` for each output size, as a JSON-ready dict.
 
     ``amp``: the torch autocast precision of the timed runs (``none``, ``bf16``, or ``auto``: bf16 where the
-    device computes it natively, :func:`fpliif.precision.resolve_amp`); recorded as ``amp``.
+    device computes it natively, :func:`fpliif.precision.resolve_amp`; ``int8``: fp32 with the decoder MLP
+    dynamically quantised, :mod:`fpliif.quantize`, MACs counted as fp32); recorded as ``amp``.
 
     With ``onnx_model`` (an :class:`~fpliif.infer.onnx_backend.OnnxModel` of the same network) the FPS are
     measured on ONNX Runtime (CPU); MACs and parameters are the network's, counted on ``model``. ``macs`` are
@@ -188,6 +202,9 @@ def run_bench(
     ``decode`` (modes ``"dense"``/``"adaptive"``): ``fps`` becomes {mode: {size: FPS}} measured on the example
     photo's face (:func:`bench_image`), with ``macs_executed`` (MACs the model ran) and ``points`` (query
     points decoded) of the same shape (:func:`bench_decode_modes`; ``adaptive``: its options).
+
+    ``compile``: time the model under ``torch.compile`` (:func:`fpliif.compiled.compile_model`; compilation
+    happens in the warm-up runs and is not timed); recorded as ``compile``.
     """
     if input_size <= 0:
         raise ValueError(f"--input-size: must be positive, got {input_size}")
@@ -201,11 +218,17 @@ def run_bench(
     macs = {str(s): count_macs(model, (input_size, input_size), s) for s in sizes}
     if onnx_model is not None and dev.type != "cpu":
         raise ValueError("--backend onnxruntime: benchmarks run on the CPU provider only (use --device cpu)")
+    if compile:
+        if onnx_model is not None:
+            raise ValueError("--compile: applies to the torch backend, not onnxruntime")
+        from .compiled import compile_model
+
+        compile_model(model, dev)
     extra: dict[str, Any] = {}
-    amp = resolve_amp(amp, dev)
+    amp = resolve_amp(amp, dev, inference=True)
     if onnx_model is not None and amp != "none":
         raise ValueError("--amp: applies to the torch backend (onnxruntime runs its graph in fp32)")
-    with _autocast(dev, amp):
+    with _autocast(dev, amp), int8_decoder(model, amp == "int8"):
         if modes is not None:
             model = model.to(dev)
             extra = bench_decode_modes(model, modes, sizes, input_size, dev, runs, onnx_model, adaptive)
@@ -227,6 +250,7 @@ def run_bench(
         "threads": threads if onnx_model is not None and threads else torch.get_num_threads(),
         "backend": "onnxruntime" if onnx_model is not None else "torch",
         "amp": amp,
+        "compile": bool(compile),
         "torch": torch.__version__,
     }
 
@@ -254,12 +278,12 @@ def _autocast(dev: torch.device, amp: str) -> contextlib.AbstractContextManager:
 def check_model_names(names: Sequence[str], option: str = "--models") -> list[str]:
     """Registered model names, in order without repeats; ValueError naming ``option``, the closest name and
     the registered ones for an unknown name."""
-    from . import registry
+    from .models import available, check_name
 
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
     if not names:
-        raise ValueError(f"{option}: expected comma-separated model names (registered: {registry.available()})")
-    return [registry.check_name(n, option) for n in names]
+        raise ValueError(f"{option}: expected comma-separated model names (registered: {available()})")
+    return [check_name(n, option) for n in names]
 
 
 def bench_models(
@@ -278,7 +302,7 @@ def bench_models(
     process, one thread setting. ``macs`` are :func:`fpliif.flops.count_macs` (FP-LIIF: as its paper counts
     them). Returns ``{"models": {name: {"params", "macs": {N: ...}, "fps": {N: ...}}}, ...}`` and the settings.
     """
-    from . import registry
+    from .models import make
 
     names = check_model_names(names)
     dev = _bench_device(device, runs, threads)
@@ -286,7 +310,7 @@ def bench_models(
     images = {s: torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(seed)) for s in sizes}
     models: dict[str, Any] = {}
     for name in names:
-        model = registry.make(name).eval()
+        model = make(name).eval()
         macs = {str(s): count_macs(model, (s, s), s) for s in sizes}
         model = model.to(dev)
         with _autocast(dev, amp):

@@ -38,7 +38,8 @@ MIN_INPUT_SIZE = 8
 MAX_INPUT_SIZE = 1024
 """Bounds of the ``input_size`` metadata (the model input side; CelebAMask-HQ's images are 1024 px)."""
 DEFAULT_INPUT_SIZE = 256
-"""The input side where the weights do not record theirs: the paper's 256 x 256."""
+"""The paper's input side (256 x 256): the input side of weights that do not record theirs, and the default
+model input, training and evaluation size everywhere (the one definition; import it)."""
 MAX_PARAMETERS = 500_000_000
 """Largest model a weight file may describe (the paper's has 2.3 M parameters)."""
 WRITTEN_KEYS = ("fpliif_format", "spec", "mean", "std")
@@ -240,7 +241,10 @@ def _json(text: str, where: str, kind: type) -> Any:
 
 def _checked_spec(text: str, where: str) -> dict[str, Any]:
     """The model spec JSON, checked without building anything: ``{"name", "args"}`` naming a registered model,
-    only arguments its constructor has, and the constructor's own ``check_spec_args``."""
+    only arguments its constructor has, and the constructor's own ``check_spec_args``. Every path that reads
+    a spec comes here first, so this registers the built-in architectures for :mod:`.registry`'s lookups."""
+    from . import models  # noqa: F401 - registers the built-in architectures (imports torch)
+
     where = f"{where}: spec"
     try:
         spec = json.loads(text)

@@ -7,10 +7,12 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import UserError
+from .validate import int_arg
 
-__all__ = ["UserError", "build_parser", "main", "print_json"]
+__all__ = ["UserError", "build_parser", "check_output_path", "input_size_arg", "main", "print_json"]
 
 # Modules that define ``add_commands(subparsers)``; each command sets ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -45,6 +47,30 @@ def build_parser() -> argparse.ArgumentParser:
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def input_size_arg(text: str) -> int:
+    """argparse ``type`` of a model input size (``--input-size``, ``export --size``): an integer in the range a
+    weight file's ``input_size`` may hold (:data:`fpliif.checkpoint.MIN_INPUT_SIZE` .. ``MAX_INPUT_SIZE``)."""
+    from .checkpoint import MAX_INPUT_SIZE, MIN_INPUT_SIZE  # when the option is given: no torch for --help
+
+    return int_arg(MIN_INPUT_SIZE, MAX_INPUT_SIZE)(text)
+
+
+def check_output_path(text: str, flag: str, folder: bool) -> Path:
+    """An output path option, checked before any work: not empty, and not an existing file where a folder is
+    meant (or a folder where a file is); ValueError naming ``flag``. Returns it as a Path."""
+    if not text or not text.strip():
+        raise ValueError(f"{flag}: expected {'a folder' if folder else 'a file'} name, got an empty string")
+    path = Path(text)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {text}: exists and is not a folder")
+    if not folder and (path.is_dir() or text.endswith(("/", "\\"))):
+        raise ValueError(f"{flag} {text}: is a folder; expected a file name")
+    blocker = next((a for a in path.parents if a.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ValueError(f"{flag} {text}: {blocker} is a file, not a folder")
+    return path
 
 
 def _take_late_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:

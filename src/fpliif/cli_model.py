@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import registry
-from .cli import print_json
+from .cli import input_size_arg, print_json
 from .precision import AMP_CHOICES
-from .validate import parse_int_list
+from .validate import MAX_THREADS, int_arg, parse_int_list
 
 if TYPE_CHECKING:  # torch is imported by the commands that run, not by argument parsing
     import torch
@@ -29,12 +28,15 @@ def weights_for(weights: str | None, model: str = "fpliif") -> str | None:
 def load_model(weights: str | None, model: str = "fpliif") -> torch.nn.Module:
     """The model of :func:`weights_for`, or a fresh registered ``model`` when there is no weight file."""
     from .checkpoint import load
+    from .models import make
 
     path = weights_for(weights, model)
-    return load(path) if path is not None else registry.make(model)
+    return load(path) if path is not None else make(model)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .models import available
+
     model = load_model(args.weights, args.model)
     info = {
         "model": model.spec["name"],
@@ -44,7 +46,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "temperature": model.temperature,
         "weights": weights_for(args.weights, args.model),
         "spec": model.spec,
-        "registered_models": registry.available(),
+        "registered_models": available(),
     }
     if args.json:
         print_json(info)
@@ -102,6 +104,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         onnx_model=onnx_model,
         decode=modes,
         amp=args.amp or "none",
+        compile=args.compile,
     )
     if args.json:
         print_json(result)
@@ -142,6 +145,7 @@ def cmd_bench_models(args: argparse.Namespace) -> int:
             ("--onnx", args.onnx),
             ("--backend onnxruntime", args.backend != "torch"),
             ("--input-size", args.input_size is not None),
+            ("--compile", args.compile),
         )
         if given
     ]
@@ -175,13 +179,11 @@ def cmd_bench_photos(args: argparse.Namespace) -> int:
     from .bench import bench_photos, photo_files
     from .infer.parser import FaceParser
 
-    if args.train or args.backend != "torch" or args.onnx:
-        raise ValueError("--photos: times the torch FaceParser; drop --train/--backend/--onnx")
+    if args.train or args.backend != "torch" or args.onnx or args.compile:
+        raise ValueError("--photos: times the torch FaceParser; drop --train/--backend/--onnx/--compile")
     modes = parse_decode_modes(args.decode) or ["dense", "adaptive"]
     photos = photo_files(args.photos)
     if args.threads is not None:
-        if args.threads <= 0:
-            raise ValueError(f"--threads: must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
     amp = args.amp or "none"
     parser = FaceParser.from_pretrained(weights_for(args.weights, args.model), device=args.device, amp=amp)
@@ -204,6 +206,8 @@ def cmd_bench_photos(args: argparse.Namespace) -> int:
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
     """``fpliif bench --train``: training img/s for each (amp, queries) setting (see fpliif.train.bench)."""
+    from .checkpoint import DEFAULT_INPUT_SIZE
+    from .models import make
     from .train.bench import train_throughput
     from .train.step import objective_of
 
@@ -218,14 +222,14 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     if not queries:
         raise ValueError(f"--queries: expected 'full' and/or positive integers, got {args.queries!r}")
     spec = load_model(args.weights, args.model).spec if args.weights else args.model
-    if objective_of(registry.make(spec)) != "queries":
+    if objective_of(make(spec)) != "queries":
         queries = [None]  # a dense model (or its own objective) trains on every pixel: --queries does not apply
     rows = []
     for amp in amps:
         for q in queries:
             r = train_throughput(
                 spec,
-                size=args.input_size or 256,
+                size=args.input_size or DEFAULT_INPUT_SIZE,
                 batch_size=args.batch_size,
                 amp=amp,
                 queries=q,
@@ -281,10 +285,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights")
     p.add_argument("--model", default="fpliif")
     p.add_argument("--sizes", default="64,96,128,192,256", help="output sizes (comma-separated)")
-    p.add_argument("--input-size", type=int, default=None, help="model input N (default: the weights' own)")
+    p.add_argument("--input-size", type=input_size_arg, default=None, help="model input N (default: the weights' own)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--runs", type=int, default=5, help="timed runs per size (median reported)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--runs", type=int_arg(1), default=5, help="timed runs per size (median reported)")
+    p.add_argument(
+        "--threads", type=int_arg(1, MAX_THREADS), default=None, help="torch CPU threads (default: torch's choice)"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"], help="inference backend")
     p.add_argument("--onnx", help="ONNX file for --backend onnxruntime (from `fpliif export onnx --dynamic`)")
@@ -308,15 +314,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "as input and output side, the same input for all; JSON: {models: {name: {params, macs, fps}}}",
     )
     p.add_argument("--train", action="store_true", help="training throughput (img/s) instead of inference FPS")
-    p.add_argument("--batch-size", type=int, default=4, help="--train: images per step")
+    p.add_argument("--batch-size", type=int_arg(1), default=4, help="--train: images per step")
     p.add_argument(
         "--amp",
         default=None,
         help="autocast precision (auto = bf16 where the CPU/GPU has it natively): inference, one of "
-        "none (default), auto, bf16; --train, comma-separated settings (default none,auto)",
+        "none (default), auto, bf16, int8 (decoder MLP dynamically quantised, CPU); --train, comma-separated "
+        "settings (default none,auto)",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="time the torch model under torch.compile (needs a C++ compiler on CPU)"
     )
     p.add_argument("--queries", default="full,2048", help="--train: 'full' grid and/or sampled queries per image")
-    p.add_argument("--steps", type=int, default=3, help="--train: timed steps per setting (median reported)")
-    p.add_argument("--warmup", type=int, default=1, help="--train: untimed warm-up steps per setting")
+    p.add_argument("--steps", type=int_arg(1), default=3, help="--train: timed steps per setting (median reported)")
+    p.add_argument("--warmup", type=int_arg(0), default=1, help="--train: untimed warm-up steps per setting")
     p.add_argument("--channels-last", action="store_true", help="--train: channels_last memory format")
     p.set_defaults(func=cmd_bench)

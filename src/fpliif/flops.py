@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .checkpoint import DEFAULT_INPUT_SIZE
+
 
 @contextmanager
 def paper_decoder(model: torch.nn.Module) -> Iterator[None]:
@@ -30,8 +32,8 @@ def paper_decoder(model: torch.nn.Module) -> Iterator[None]:
 
 def count_macs(
     model: torch.nn.Module,
-    input_size: tuple[int, int] = (256, 256),
-    output_size: int | tuple[int, int] = 256,
+    input_size: tuple[int, int] = (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE),
+    output_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE,
     executed: bool = False,
 ) -> int:
     """MACs of one forward pass for a single image (conv and matmul; flop_counter's FLOPs / 2).

@@ -138,6 +138,20 @@ class LabelSet:
         return lut
 
 
+class HasLabelSet:
+    """``classes`` and ``num_classes`` of anything that has a ``label_set`` (the PyTorch and ONNX models)."""
+
+    label_set: LabelSet
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.label_set.classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.label_set.num_classes
+
+
 CELEBAMASK_HQ = LabelSet(
     name="celebamask-hq",
     classes=(

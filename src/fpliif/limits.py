@@ -2,7 +2,10 @@
 
 * **pixels** (``max_pixels``): the largest image read, checked from the file's header before it is decoded,
   and the largest output of ``parse_aligned`` (explicit ``size`` or implied by the input). Default
-  :data:`DEFAULT_MAX_PIXELS`, or the environment variable ``FPLIIF_MAX_PIXELS``; 0 (library and CLI): no limit.
+  :data:`DEFAULT_MAX_PIXELS`, or the environment variable ``FPLIIF_MAX_PIXELS``: a positive integer in ASCII
+  digits, ``_`` allowed between digits (``40_000_000``); unset, empty or blank: the default; anything else
+  (``-5``, ``1e6``, ``abc``, ``0``) is refused with an error naming the variable. 0 as an argument (library and
+  CLI, not the variable): no limit.
 * **decoder work** (``max_points``): the implicit decoder's queries for one image: output pixels of each face
   (at most ``max_decode_size`` squared for a big face in a photo), twice with flip TTA, summed over the faces.
   Checked before decoding starts, so an oversized request is refused at once instead of running for minutes.
@@ -23,8 +26,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -81,22 +85,32 @@ class DeadlineExceeded(RuntimeError):
     """The deadline set by :func:`scope` passed while the work was running."""
 
 
-def resolve_limit(value: int | None, name: str, default: int | None) -> int | None:
-    """A limit argument: None -> ``default``; 0 -> None (no limit); else a positive int (ValueError naming it)."""
+def resolve_limit(value: int | None, name: str, default: int | None | Callable[[], int | None]) -> int | None:
+    """A limit argument: None -> ``default`` (a callable is called only then, e.g. :func:`default_max_pixels`);
+    0 -> None (no limit); else a positive int (ValueError naming it)."""
     if value is None:
-        return default
+        return default() if callable(default) else default
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name}: expected an integer >= 0 (0: no limit), got {value!r}")
     return int(value) or None
 
 
+_ENV_INTEGER = re.compile(r"[0-9]+(?:_[0-9]+)*")
+"""ASCII digits with single ``_`` between them (``str.isdigit`` would take ``²`` and other Unicode digits)."""
+
+
 def default_max_pixels() -> int:
-    """:data:`DEFAULT_MAX_PIXELS`, or the positive integer in ``$FPLIIF_MAX_PIXELS``."""
-    text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    """:data:`DEFAULT_MAX_PIXELS`, or the positive integer in ``$FPLIIF_MAX_PIXELS`` (unset or blank: the default);
+    ValueError naming the variable for any other value."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "")
+    text = raw.strip()
     if not text:
         return DEFAULT_MAX_PIXELS
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{MAX_PIXELS_ENV}: expected a positive integer (pixels), got {text!r}")
+    if not _ENV_INTEGER.fullmatch(text) or int(text) < 1:
+        raise ValueError(
+            f"${MAX_PIXELS_ENV}: expected a positive integer number of pixels (digits, '_' allowed between them, "
+            f"e.g. 40_000_000; unset or empty: the default {DEFAULT_MAX_PIXELS:,}), got {raw!r:.40}"
+        )
     return int(text)
 
 

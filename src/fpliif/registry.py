@@ -1,4 +1,9 @@
-"""One registry for every model: ``name -> constructor``; a spec ``{"name": ..., "args": {...}}`` builds one."""
+"""One registry for every model: ``name -> constructor``; a spec ``{"name": ..., "args": {...}}`` builds one.
+
+It imports no model (as timm's ``_registry``): each architecture registers itself when its module is imported,
+so the functions here see what has been imported. Importing :mod:`fpliif.models` registers every built-in
+architecture; use its ``make``/``available``/``constructor``/``check_args``/``check_name`` (these functions).
+"""
 
 from __future__ import annotations
 
@@ -27,13 +32,10 @@ def make(spec: dict[str, Any] | str, **overrides: Any) -> Any:
         spec = {"name": spec, "args": {}}
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"model spec must be a name or a dict with a 'name' key, got {spec!r}")
-    name = spec["name"]
-    _import_builtin_models()
-    if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {available()}")
+    build = constructor(spec["name"])
     args = copy.deepcopy(dict(spec.get("args") or {}))
     args.update(overrides)
-    return _MODELS[name](**args)
+    return build(**args)
 
 
 def check_args(spec: dict[str, Any] | str, where: str = "model") -> None:
@@ -56,7 +58,7 @@ def check_args(spec: dict[str, Any] | str, where: str = "model") -> None:
     args = spec.get("args") or {}
     if not isinstance(args, dict):
         raise ConfigError(f"{where}.args", f"expected a mapping of constructor arguments, got {args!r}")
-    params = inspect.signature(_MODELS[name]).parameters
+    params = inspect.signature(constructor(name)).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     valid = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -82,18 +84,12 @@ def check_name(name: Any, key: str = "model") -> str:
 
 def available() -> list[str]:
     """Names of all registered models."""
-    _import_builtin_models()
     return sorted(_MODELS)
 
 
 def constructor(name: str) -> Callable[..., Any]:
-    """The constructor registered under ``name`` (KeyError if none)."""
-    _import_builtin_models()
+    """The constructor registered under ``name`` (KeyError listing the registered ones if none)."""
     if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {available()}")
+        hint = "" if _MODELS else " (importing fpliif.models registers the built-in architectures)"
+        raise KeyError(f"unknown model {name!r}; registered: {available()}{hint}")
     return _MODELS[name]
-
-
-def _import_builtin_models() -> None:
-    """Importing fpliif.models registers the built-in architectures."""
-    import fpliif.models  # noqa: F401

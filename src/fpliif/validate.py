@@ -1,5 +1,7 @@
 """Checks of integer arguments shared by the commands, the API and the models: lists of positive integers
-(``--sizes 256,512``, ``sizes=(64, 128)``) and output sizes (an int or (H, W)).
+(``--sizes 256,512``, ``sizes=(64, 128)``), output sizes (an int or (H, W)), and the argparse ``type`` of every
+numeric command-line option (:func:`int_arg`, :func:`float_arg`: a bad value is a usage error naming the option,
+exit code 2, before any work).
 
 Standard library only, and nothing else of fpliif (like :mod:`fpliif.errors`), so argument parsing and the
 ONNX Runtime path use it without importing torch. Every failure is a ValueError starting with the argument's
@@ -8,11 +10,17 @@ name.
 
 from __future__ import annotations
 
+import argparse
+import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["check_size", "parse_int_list", "positive_ints"]
+__all__ = ["MAX_THREADS", "check_size", "float_arg", "int_arg", "parse_int_list", "positive_ints"]
+
+MAX_THREADS = 1024
+"""Most CPU threads or worker processes an option may ask for (torch's thread count is a C int; more than this
+is a typo, not a machine)."""
 
 
 def _integer(value: Any) -> int | None:
@@ -58,3 +66,49 @@ def check_size(size: Any, name: str = "size") -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise ValueError(f"{name}: output size must be positive, got {(h, w)}")
     return h, w
+
+
+def _bounds(kind: str, low: float | None, high: float | None, low_open: bool = False) -> str:
+    """``"an integer >= 1"``, ``"a number in [0, 1]"``, ``"a number > 0"``: the accepted range in words."""
+    if low is not None and high is not None:
+        return f"{kind} in {'(' if low_open else '['}{low:g}, {high:g}]"
+    if low is not None:
+        return f"{kind} {'>' if low_open else '>='} {low:g}"
+    return kind if high is None else f"{kind} <= {high:g}"
+
+
+def int_arg(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: the option's text as an integer in [``low``, ``high``] (None: unbounded). A refusal
+    is an ``ArgumentTypeError``, which argparse prints as ``argument --x: expected ...`` with exit code 2."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {_bounds('an integer', low, high)}, got {text!r:.40}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_arg(low: float | None = None, high: float | None = None, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: the option's text as a finite number in [``low``, ``high``] (``low_open``: > low);
+    NaN and infinity are refused (see :func:`int_arg`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (low is None or value > low or (value == low and not low_open))
+        if not ok or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"expected {_bounds('a finite number', low, high, low_open)}, got {text!r:.40}"
+            )
+        return value
+
+    parse.__name__ = "number"
+    return parse

@@ -13,7 +13,7 @@ Public API::
     prepare_celebamask(root, cache=None, workers=None)   # what `fpliif data prepare` runs
     check_dataset(root, layout, ...)                     # what `fpliif data check` runs
 
-See :mod:`.layouts` (file layouts and splits), :mod:`.celebamask` (split rule, cache), :mod:`.io` (decoding
+See :mod:`.layouts` (file layouts and splits), :mod:`.celebamask` (the merged-mask cache), :mod:`.io` (decoding
 rules for odd or bad files) and :mod:`.transforms` (augmentations).
 
 Names load lazily (on first use), so ``fpliif.data.cli`` (argument parsing) imports neither torch nor kornia.
@@ -29,13 +29,21 @@ from ..errors import DataError
 # public name -> (submodule, name there)
 _LAZY: dict[str, tuple[str, str]] = {
     "prepare_celebamask": ("celebamask", "prepare"),
-    "celebamask_split_of": ("celebamask", "split_of"),
     "check_dataset": ("check", "check_dataset"),
     "FaceParsingDataset": ("dataset", "FaceParsingDataset"),
     "make_loader": ("dataset", "make_loader"),
     **{
         name: ("layouts", name)
-        for name in ("LAYOUTS", "SPLITS", "Sample", "detect_layout", "folder_split_of", "label_set_for", "list_samples")
+        for name in (
+            "LAYOUTS",
+            "SPLITS",
+            "Sample",
+            "celebamask_split_of",
+            "detect_layout",
+            "folder_split_of",
+            "label_set_for",
+            "list_samples",
+        )
     },
     **{name: ("transforms", name) for name in ("PAPER_AUGMENT", "build_eval_transform", "build_train_transform")},
 }

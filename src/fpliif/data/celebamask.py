@@ -1,17 +1,7 @@
-"""CelebAMask-HQ: the official split rule and the merged-mask cache written by ``fpliif data prepare``.
+"""CelebAMask-HQ: the merged-mask cache written by ``fpliif data prepare``.
 
-Split
------
-:func:`split_of` follows the official CelebAMask-HQ ``g_partition.py``: with ``orig_idx`` the **0-based**
-second column of ``CelebA-HQ-to-CelebA-mapping.txt``, an image is ``train`` if ``orig_idx < 162771``, ``val``
-if ``orig_idx < 182638``, else ``test``. This yields the paper's 24,183 / 2,993 / 2,824 images.
-
-Note on the off-by-one: CelebA's own ``list_eval_partition.txt`` is keyed by 1-based file names
-(``000001.jpg`` ...); its validation set starts at file ``162771.jpg``, which is ``orig_idx`` 162770. The
-script's rule compares the 0-based index with the 1-based boundary, so ``orig_idx`` 162770 (file 162771.jpg,
-CelebA val) lands in *train* (likewise 182637 = file 182638.jpg, CelebA test, lands in *val*). We follow the
-script, not CelebA's partition file, because the script is what produces the published counts that every
-paper, including FP-LIIF, reports.
+The files and the official split rule are in :mod:`.layouts` (:func:`~.layouts.celebamask_split_of`), which
+scans the dataset; this module merges what the scan finds.
 
 Cache
 -----
@@ -56,21 +46,10 @@ from .layouts import Sample, scan_layout
 
 log = logging.getLogger("fpliif.data")
 
-TRAIN_END = 162771  # orig_idx < TRAIN_END: train (0-based orig_idx vs CelebA's 1-based val start, see above)
-VAL_END = 182638  # orig_idx < VAL_END: val; else test
 CACHE_FORMAT = "fpliif-celebamask-hq-cache"
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 MASK_DIR = "masks"
-
-
-def split_of(orig_idx: int) -> str:
-    """CelebAMask-HQ split of an image from its 0-based CelebA index (``orig_idx``), as ``g_partition.py``."""
-    if orig_idx < TRAIN_END:
-        return "train"
-    if orig_idx < VAL_END:
-        return "val"
-    return "test"
 
 
 def _root_id(root: str | Path) -> str:

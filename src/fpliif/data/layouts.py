@@ -6,8 +6,17 @@ Layouts, read as published (no preprocessing the user has to discover):
     The official archive: ``CelebA-HQ-img/<id>.jpg`` (1024²),
     ``CelebAMask-HQ-mask-anno/<k>/<id:05d>_<part>.png`` (512², one binary PNG per part, ``k = id // 2000``)
     and ``CelebA-HQ-to-CelebA-mapping.txt``. A missing part PNG means the part is absent. Parts are merged by
-    ``fpliif data prepare`` (see :mod:`.celebamask`); the split rule is
-    :func:`fpliif.data.celebamask.split_of`.
+    ``fpliif data prepare`` (see :mod:`.celebamask`). Split: :func:`celebamask_split_of` follows the official
+    ``g_partition.py``: with ``orig_idx`` the **0-based** second column of the mapping file, an image is
+    ``train`` if ``orig_idx < 162771``, ``val`` if ``orig_idx < 182638``, else ``test``. This yields the
+    paper's 24,183 / 2,993 / 2,824 images.
+
+    Note on the off-by-one: CelebA's own ``list_eval_partition.txt`` is keyed by 1-based file names
+    (``000001.jpg`` ...); its validation set starts at file ``162771.jpg``, which is ``orig_idx`` 162770. The
+    script's rule compares the 0-based index with the 1-based boundary, so ``orig_idx`` 162770 (file
+    162771.jpg, CelebA val) lands in *train* (likewise 182637 = file 182638.jpg, CelebA test, lands in
+    *val*). We follow the script, not CelebA's partition file, because the script is what produces the
+    published counts that every paper, including FP-LIIF, reports.
 ``lapa``
     ``{train,val,test}/images/<name>.jpg`` + ``labels/<name>.png`` (``landmarks/`` is not used), 11 classes.
 ``helen``
@@ -49,6 +58,8 @@ DEFAULT_VAL_PERCENT = 10
 CELEBA_IMG_DIR = "CelebA-HQ-img"
 CELEBA_ANNO_DIR = "CelebAMask-HQ-mask-anno"
 CELEBA_MAPPING = "CelebA-HQ-to-CelebA-mapping.txt"
+CELEBA_TRAIN_END = 162771  # orig_idx < this: train (0-based orig_idx vs CelebA's 1-based val start, see above)
+CELEBA_VAL_END = 182638  # orig_idx < this: val; else test
 
 
 @dataclass(frozen=True)
@@ -259,9 +270,16 @@ def read_celeba_mapping(root: Path) -> dict[int, int]:
     return mapping
 
 
-def _scan_celebamask(root: Path, split: str) -> Scan:
-    from .celebamask import split_of
+def celebamask_split_of(orig_idx: int) -> str:
+    """CelebAMask-HQ split of an image from its 0-based CelebA index (``orig_idx``), as ``g_partition.py``."""
+    if orig_idx < CELEBA_TRAIN_END:
+        return "train"
+    if orig_idx < CELEBA_VAL_END:
+        return "val"
+    return "test"
 
+
+def _scan_celebamask(root: Path, split: str) -> Scan:
     exp = f"{CELEBA_IMG_DIR}/<id>.jpg + {CELEBA_ANNO_DIR}/<k>/<id:05d>_<part>.png"
     img_dir = _need_dir(root / CELEBA_IMG_DIR, root, "celebamask-hq", exp)
     anno_dir = _need_dir(root / CELEBA_ANNO_DIR, root, "celebamask-hq", exp)
@@ -288,7 +306,7 @@ def _scan_celebamask(root: Path, split: str) -> Scan:
     scan = Scan()
     for idx in sorted(images):
         if mapping is not None and idx in mapping:
-            s = split_of(mapping[idx])
+            s = celebamask_split_of(mapping[idx])
             if split != "all" and s != split:
                 continue
         elif split != "all":
@@ -304,7 +322,7 @@ def _scan_celebamask(root: Path, split: str) -> Scan:
             continue
         scan.samples.append(Sample(str(idx), images[idx], None, tuple(sorted(p)), split=s))
     for idx in sorted(set(parts) - set(images)):
-        if split == "all" or (mapping is not None and idx in mapping and split_of(mapping[idx]) == split):
+        if split == "all" or (mapping is not None and idx in mapping and celebamask_split_of(mapping[idx]) == split):
             scan.bad.append(
                 (str(parts[idx][0][1]), f"mask parts for image id {idx} without {CELEBA_IMG_DIR}/{idx}.jpg")
             )

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
+from ..checkpoint import DEFAULT_INPUT_SIZE
 from ..labels import IGNORE_INDEX, LabelSet
 
 PAPER_AUGMENT: dict[str, Any] = {
@@ -161,7 +162,7 @@ class TrainTransform:
 
     def __init__(
         self,
-        size: int = 256,
+        size: int = DEFAULT_INPUT_SIZE,
         augment: Mapping[str, Any] | str | None = None,
         label_set: LabelSet | None = None,
     ) -> None:
@@ -259,7 +260,7 @@ class EvalTransform:
     ``mask_sizes``. Returns ``"mask"`` at ``mask_sizes[0]`` and ``"masks"``: ``{size: mask}`` for all of them
     (e.g. ``mask_sizes=(256, 512)`` evaluates a 256² input against the 512² ground truth)."""
 
-    def __init__(self, size: int = 256, mask_sizes: Sequence[int] = (256,)) -> None:
+    def __init__(self, size: int = DEFAULT_INPUT_SIZE, mask_sizes: Sequence[int] = (DEFAULT_INPUT_SIZE,)) -> None:
         if not mask_sizes:
             raise ValueError("mask_sizes must name at least one size")
         self.size = int(size)
@@ -279,14 +280,18 @@ class EvalTransform:
 
 
 def build_train_transform(
-    size: int = 256, augment: Mapping[str, Any] | str | None = None, label_set: LabelSet | None = None
+    size: int = DEFAULT_INPUT_SIZE,
+    augment: Mapping[str, Any] | str | None = None,
+    label_set: LabelSet | None = None,
 ) -> TrainTransform:
     """Training transform: resize to ``size``² plus the augmentations in ``augment`` (``"paper"`` or
     :data:`PAPER_AUGMENT` for the paper's; None/{} for none). ``label_set`` is needed for ``hflip``."""
     return TrainTransform(size=size, augment=augment, label_set=label_set)
 
 
-def build_eval_transform(size: int = 256, mask_sizes: Sequence[int] = (256,)) -> EvalTransform:
+def build_eval_transform(
+    size: int = DEFAULT_INPUT_SIZE, mask_sizes: Sequence[int] = (DEFAULT_INPUT_SIZE,)
+) -> EvalTransform:
     """Evaluation transform: image to ``size``², masks to each of ``mask_sizes`` (:class:`EvalTransform`)."""
     return EvalTransform(size=size, mask_sizes=mask_sizes)
 

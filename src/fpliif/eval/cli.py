@@ -10,22 +10,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..validate import parse_int_list
+from ..validate import MAX_THREADS, int_arg, parse_int_list
 
 if TYPE_CHECKING:  # torch is imported when the command runs, not by argument parsing
     import torch
 
-INPUT_SIZE = 256
-"""The size low-res rows are upsampled to (the paper's 256 x 256)."""
-
 
 def model_input_size(model: Any, override: int | None) -> int:
-    """--input-size, else the ``input_size`` the weights were trained at (file metadata), else 256."""
+    """--input-size, else the ``input_size`` the weights were trained at (file metadata), else
+    :data:`~fpliif.checkpoint.DEFAULT_INPUT_SIZE`."""
     from ..checkpoint import input_size_of
 
-    if override is not None:
-        if override <= 0:
-            raise ValueError(f"--input-size: expected a positive integer, got {override}")
+    if override is not None:  # range-checked by argparse (fpliif.cli.input_size_arg)
         return override
     return input_size_of(model)
 
@@ -58,19 +54,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from ..adaptive import default_decode
-    from ..cli import print_json
+    from ..checkpoint import DEFAULT_INPUT_SIZE  # the paper's 256: where low-res rows are upsampled to
+    from ..cli import check_output_path, print_json
+    from ..labels import get_label_set
     from .evaluate import evaluate, format_table, trivial_baseline
 
     sizes = parse_int_list(args.sizes, "--sizes", allow_empty=True)
     lowres = parse_int_list(args.lowres, "--lowres", allow_empty=True)
     if not sizes and not lowres:
         raise ValueError("--sizes and --lowres are both empty: nothing to evaluate")
-    if args.batch_size <= 0:
-        raise ValueError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    if args.workers < 0:
-        raise ValueError(f"--workers: expected 0 or more, got {args.workers}")
-    if args.limit is not None and args.limit <= 0:
-        raise ValueError(f"--limit: expected a positive integer, got {args.limit}")
+    if args.out is not None:
+        check_output_path(args.out, "--out", folder=False)
+    if args.score_labels:
+        try:
+            get_label_set(args.score_labels)
+        except ValueError as e:
+            raise ValueError(f"--score-labels: {e}") from None
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available (use --device cpu)")
     if args.classes and args.layout != "folder":
@@ -86,7 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = _data_module()
     split = args.split or default_split(args.layout)
     input_size = model_input_size(model, args.input_size)
-    mask_sizes = sorted(set(sizes) | ({INPUT_SIZE} if lowres else set()))
+    mask_sizes = sorted(set(sizes) | ({DEFAULT_INPUT_SIZE} if lowres else set()))
     transform = data.build_eval_transform(size=input_size, mask_sizes=mask_sizes)
     extra = {"classes": args.classes} if args.classes else {}
     ds = data.FaceParsingDataset(data_roots, args.layout, split, transform=transform, **extra)
@@ -112,12 +111,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loader = data.make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
 
     result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
-                      progress=not args.no_progress, lowres_to=INPUT_SIZE, tta=args.tta, decode=decode,
-                      compare_dense=args.compare_dense)
+                      progress=not args.no_progress, lowres_to=DEFAULT_INPUT_SIZE, tta=args.tta, decode=decode,
+                      compare_dense=args.compare_dense, score_as=args.score_labels)
+    if args.score_labels:
+        label_set = get_label_set(args.score_labels)  # the table's classes
     result.update({"weights": weights, "data": data_text, "layout": args.layout, "split": split,
                    "input_size": input_size})
     if args.baseline:
-        base_size = sizes[0] if sizes else INPUT_SIZE
+        base_size = sizes[0] if sizes else DEFAULT_INPUT_SIZE
         base = trivial_baseline(loader, label_set, size=base_size, device=args.device)
         base_row = f"baseline:{base['predicted_class']}@{base_size}"
         result["baseline"] = {"row": base_row, **base}
@@ -148,6 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from ..adaptive import DEFAULT_DECODE
+    from ..cli import input_size_arg
 
     p = sub.add_parser(
         "eval",
@@ -168,18 +170,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None,
                    help="folder layout only: label-set name, comma-separated class names or a classes.txt "
                         "(default: ROOT/classes.txt, else celebamask-hq)")
+    p.add_argument("--score-labels", metavar="SET", default=None,
+                   help="score in another label set, the confusion matrices remapped from the dataset's (e.g. "
+                        "inner: background + the eight inner parts, Helen's merged groups; how STN-iCNN is scored)")
     p.add_argument("--sizes", default="256,512", help="native output sizes, one row each (default: 256,512)")
     p.add_argument("--lowres", default="64,96,128,192",
                    help="low output sizes upsampled to 256, one row each; '' disables "
                         "(default: 64,96,128,192)")
     p.add_argument("--baseline", action="store_true",
                    help="add the trivial baseline row: every pixel = the split's most frequent class")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=input_size_arg, default=None,
                    help="model input resolution (default: the size the weights were trained at, else 256)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader workers")
+    p.add_argument("--batch-size", type=int_arg(1), default=16)
+    p.add_argument("--workers", type=int_arg(0, MAX_THREADS), default=min(4, os.cpu_count() or 1),
+                   help="data loader workers")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    p.add_argument("--limit", type=int_arg(1), default=None, help="evaluate only the first N images of the split")
     p.add_argument("--tta", action="store_true",
                    help="flip test-time augmentation: average the probabilities of each image and its mirror "
                         "(left/right classes swapped back); 2x the cost")

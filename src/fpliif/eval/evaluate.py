@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
-from ..labels import IGNORE_INDEX, LabelSet
+from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode, is_implicit
+from ..checkpoint import DEFAULT_INPUT_SIZE
+from ..labels import IGNORE_INDEX, LabelSet, get_label_set, remap_confusion
 from ..validate import positive_ints
 from .metrics import ConfusionMatrix
 
@@ -220,11 +221,12 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     *,
-    lowres_to: int = 256,
+    lowres_to: int = DEFAULT_INPUT_SIZE,
     tta: bool = False,
     decode: str = "dense",
     adaptive: AdaptiveOptions | Mapping[str, Any] | None = None,
     compare_dense: bool = False,
+    score_as: str | LabelSet | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` over ``loader`` at each output size in ``sizes`` and each low-res size.
 
@@ -251,7 +253,15 @@ def evaluate(
     ``compare_dense`` (with ``decode="adaptive"``): also decode every row densely from the same latent and add
     ``dense_rows`` (the dense scores) and ``agreement_with_dense`` (row -> % of output pixels whose label equals
     the dense label), the accuracy check of adaptive querying.
+    ``score_as``: score in another label set (e.g. ``"inner"`` for STN-iCNN): every confusion matrix is remapped
+    by :func:`~fpliif.labels.remap_confusion` from ``label_set`` before the scores (recorded as ``label_set``,
+    with ``scored_from``).
     """
+    score_set = score_as if isinstance(score_as, LabelSet) else label_set
+    if isinstance(score_as, str):
+        score_set = get_label_set(score_as)
+    if score_set is not label_set:
+        label_set.remap_to(score_set)  # ValueError now (not after the whole pass) if there is no mapping
     sizes = positive_ints(sizes, "sizes", allow_empty=True)
     lowres = sorted(positive_ints(lowres, "lowres", allow_empty=True), reverse=True)  # the paper's: 192 ... 64
     (lowres_to,) = positive_ints([lowres_to], "lowres_to")
@@ -263,7 +273,7 @@ def evaluate(
         raise ValueError(
             f"the model predicts {model_classes} classes but label set {label_set.name!r} has {num_classes}"
         )
-    implicit = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+    implicit = is_implicit(model)
     if tta and not implicit:
         raise ValueError(f"tta: needs a model with encode/decode (an implicit decoder), got {type(model).__name__}")
     decode = check_decode_mode(decode)
@@ -322,7 +332,7 @@ def evaluate(
     if images == 0:
         raise ValueError("the data loader yielded no images")
 
-    rows = {name: summarize(cm, label_set) for name, cm in matrices.items()}
+    rows = {name: summarize(_rescored(cm, label_set, score_set), score_set) for name, cm in matrices.items()}
     native = str(lowres_to)
     primary = native if native in rows and native in {str(s) for s in sizes} else next(iter(rows))
     top = rows[primary]
@@ -340,7 +350,8 @@ def evaluate(
         "absent_classes": top["absent_classes"],
         "images": images,
         "primary_row": primary,
-        "label_set": label_set.name,
+        "label_set": score_set.name,
+        **({"scored_from": label_set.name} if score_set is not label_set else {}),
         "tta": bool(tta),
         "decode": decode,
         "points_per_image": {name: _all_reduce_float(points[name], device) / images for name in plan},
@@ -351,12 +362,23 @@ def evaluate(
     if compare_dense:
         for cm in dense_matrices.values():
             cm.all_reduce()
-        result["dense_rows"] = {name: summarize(cm, label_set) for name, cm in dense_matrices.items()}
+        result["dense_rows"] = {
+            name: summarize(_rescored(cm, label_set, score_set), score_set) for name, cm in dense_matrices.items()
+        }
         result["agreement_with_dense"] = {
             name: 100.0 * _all_reduce_int(agree[name], device) / max(1, _all_reduce_int(compared[name], device))
             for name in plan
         }
     return result
+
+
+def _rescored(cm: ConfusionMatrix, source: LabelSet, target: LabelSet) -> ConfusionMatrix:
+    """``cm`` in ``target``'s classes (:func:`~fpliif.labels.remap_confusion`); ``cm`` itself if they are one."""
+    if target is source:
+        return cm
+    out = ConfusionMatrix(target.num_classes, cm.ignore_index)
+    out.matrix += torch.from_numpy(remap_confusion(cm.matrix.cpu().numpy(), source, target)).to(out.matrix)
+    return out
 
 
 def _row_labels(
@@ -377,7 +399,7 @@ def _row_labels(
 def trivial_baseline(
     loader: Iterable[Mapping[str, Any]],
     label_set: LabelSet,
-    size: int = 256,
+    size: int = DEFAULT_INPUT_SIZE,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:

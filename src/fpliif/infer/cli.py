@@ -23,7 +23,10 @@ skipped. Existing outputs are never replaced without ``--overwrite``: such input
 message. Exit code: 0 if every input was parsed, 1 if any failed or was refused, 2 for usage errors.
 
 Videos (``--video``): ``<stem>_overlay.mp4`` (overlay video) plus per-frame labels in ``<stem>_labels/``
-(``000000.png`` or ``.npy``) and with ``--format json`` one ``<stem>.json`` with per-frame faces.
+(``000000.png`` or ``.npy``) and with ``--format json`` one ``<stem>.json`` with per-frame faces. Inputs may
+also be a camera index (``--video 0``: stem ``camera0``) or a stream URL OpenCV can open (stem: the URL with
+other characters than ``A-Za-z0-9._-`` as ``_``); a live source runs until it ends or Ctrl-C. Face boxes and
+landmarks are smoothed over time (:class:`~fpliif.infer.tracking.FaceTracker`; ``--no-smooth``: raw).
 
 This module imports torch only for the torch backend, so ``--backend onnxruntime`` runs on onnxruntime.
 """
@@ -39,9 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from ..cli import check_output_path, input_size_arg
 from ..labels import LABEL_SETS, LabelSet, get_label_set
 from ..limits import LimitError
+from ..validate import MAX_THREADS, float_arg, int_arg
 from .images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_image_files, load_image
+from .video import is_stream
 
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
 GROUP_PIXELS = 16_000_000
@@ -55,11 +61,13 @@ def example_image() -> Path:
 
 # ---------------------------------------------------------------------------------------------- planning
 class Job:
-    """One input file and the output stem (relative to --out) its outputs are named after."""
+    """One input file (or, for videos, a live ``source``: camera index or URL) and the output stem (relative to
+    --out) its outputs are named after."""
 
-    def __init__(self, path: Path, key: Path):
+    def __init__(self, path: Path, key: Path, source: str | None = None):
         self.path = path
         self.key = key
+        self.source = source
 
     def outputs(
         self, out: Path, fmt: str, overlay: bool, video: bool = False, masks: Sequence[str] = ()
@@ -95,9 +103,13 @@ def plan_jobs(inputs: list[str], out: Path, video: bool) -> tuple[list[Job], lis
     exts = VIDEO_EXTENSIONS if video else IMAGE_EXTENSIONS
     entries: list[tuple[Path, Path]] = []  # (file, relative key without suffix handling)
     errors = []
+    streams: list[Job] = []
     for text in inputs:
         p = Path(text)
-        if p.is_dir():
+        if video and is_stream(text) and not p.exists():
+            name = f"camera{int(text)}" if text.isdigit() else mask_file_name(text).strip("_")
+            streams.append(Job(Path(text), Path(name), source=text))
+        elif p.is_dir():
             if video:
                 files = sorted(
                     (f for f in p.rglob("*") if f.suffix.lower() in exts and f.is_file()),
@@ -106,9 +118,7 @@ def plan_jobs(inputs: list[str], out: Path, video: bool) -> tuple[list[Job], lis
             else:
                 files = list(iter_image_files(p, exclude=[out]))
             if not files:
-                errors.append(
-                    f"{p}: no {'video' if video else 'image'} files found (extensions: {', '.join(exts)})"
-                )
+                errors.append(f"{p}: no {'video' if video else 'image'} files found (extensions: {', '.join(exts)})")
             entries += [(f, f.relative_to(p)) for f in files]
         elif p.is_file():
             entries.append((p, Path(p.name)))
@@ -135,7 +145,7 @@ def plan_jobs(inputs: list[str], out: Path, video: bool) -> tuple[list[Job], lis
         if k not in done:  # the same file given twice
             done.add(k)
             jobs.append(Job(f, k))
-    return jobs, errors
+    return jobs + streams, errors
 
 
 # ---------------------------------------------------------------------------------------------- parse
@@ -146,7 +156,6 @@ def _err(msg: str) -> None:
 
 
 def build_parser_from_args(args: argparse.Namespace) -> Any:
-    from ..adaptive import DEFAULT_DECODE
     from .detect import make_detector
     from .parser import FaceParser
 
@@ -160,7 +169,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         threads=args.threads,
         max_decode_size=args.max_decode_size or None,
         tta=args.tta,
-        decode=args.decode or DEFAULT_DECODE,
+        decode=args.decode,  # None: the model's default (adaptive for FP-LIIF, dense for dense models)
         max_pixels=args.max_pixels,
         max_points=args.max_points,
         amp=args.amp,
@@ -174,13 +183,9 @@ def _check_limits(args: argparse.Namespace) -> None:
     """--max-pixels / --max-points, and an explicit --aligned --size against them (before any work)."""
     from .. import limits
 
-    for flag in ("max_pixels", "max_points"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 0:
-            raise ValueError(f"--{flag.replace('_', '-')}: expected an integer >= 0 (0: no limit), got {value}")
+    max_pixels = limits.resolve_limit(args.max_pixels, "--max-pixels", limits.default_max_pixels)  # $FPLIIF_...
     if args.size is None or not args.aligned:
         return
-    max_pixels = limits.resolve_limit(args.max_pixels, "--max-pixels", limits.default_max_pixels())
     max_points = limits.resolve_limit(args.max_points, "--max-points", limits.DEFAULT_MAX_POINTS)
     n = args.size * args.size
     if max_pixels is not None and n > max_pixels:
@@ -203,13 +208,9 @@ def _check_args(args: argparse.Namespace) -> None:
         args.backend = "onnxruntime" if args.onnx else "torch"
     if args.backend == "onnxruntime":
         if not args.onnx:
-            raise ValueError(
-                "--backend onnxruntime needs --onnx model.onnx (write one with `fpliif export onnx`)"
-            )
+            raise ValueError("--backend onnxruntime needs --onnx model.onnx (write one with `fpliif export onnx`)")
         if args.weights:
-            raise ValueError(
-                "--weights applies to the torch backend; the --onnx file carries its own weights"
-            )
+            raise ValueError("--weights applies to the torch backend; the --onnx file carries its own weights")
     elif args.onnx:
         raise ValueError("--onnx needs --backend onnxruntime")
     if args.size is not None and not args.aligned:
@@ -217,13 +218,8 @@ def _check_args(args: argparse.Namespace) -> None:
             "--size sets the output size of --aligned crops; detected faces are always parsed "
             "at the original resolution"
         )
-    if args.size is not None and args.size <= 0:
-        raise ValueError(f"--size: must be positive, got {args.size}")
     _check_limits(args)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size: must be >= 1, got {args.batch_size}")
-    if not 0 <= args.alpha <= 1:
-        raise ValueError(f"--alpha: expected a value in [0, 1], got {args.alpha}")
+    check_output_path(args.out, "--out", folder=True)
     if args.video and args.aligned:
         raise ValueError("--video and --aligned cannot be combined")
     if args.labels is not None:
@@ -286,6 +282,19 @@ def _write_image_outputs(res: Any, paths: dict[str, Path], alpha: float) -> None
         res.overlay(alpha, legend=True).save(paths["overlay"])
 
 
+def _aligned_check(parser: Any, args: argparse.Namespace, path: Path) -> Any:
+    """With --aligned: a ``load_image`` check of the output an input's header implies (its own size without
+    --size) against the limits, so an oversized input is refused before it is decoded; else None."""
+    if not args.aligned:
+        return None
+
+    def check(h: int, w: int) -> None:
+        size = (args.size, args.size) if args.size else (h, w)
+        parser.check_aligned_output(*size, args.tta, str(path), implied=not args.size)
+
+    return check
+
+
 def cmd_parse(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -318,9 +327,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
         failed += n_fail
     else:
         n_ok, n_fail = 0, 0
-        bar = tqdm(
-            total=len(todo), unit="img", file=sys.stderr, disable=args.quiet or len(todo) < 2, desc="parse"
-        )
+        bar = tqdm(total=len(todo), unit="img", file=sys.stderr, disable=args.quiet or len(todo) < 2, desc="parse")
+
         def run_group(group: list[tuple[Job, dict[str, Path], np.ndarray]]) -> None:
             nonlocal n_ok, n_fail
             try:
@@ -362,10 +370,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
         group_pixels = 0
         for job, paths in todo:
             try:
-                image = load_image(job.path, max_pixels=args.max_pixels)
-                if args.aligned:  # the output size an input implies, before any work
-                    h, w = (args.size, args.size) if args.size else image.shape[:2]
-                    parser.check_aligned_output(h, w, args.tta, str(job.path), implied=not args.size)
+                image = load_image(job.path, args.max_pixels, _aligned_check(parser, args, job.path))
             except (ValueError, FileNotFoundError) as e:
                 _err(f"skipped {job.path}: {e}")
                 n_fail += 1
@@ -406,44 +411,47 @@ def _batched(items: Any, n: int) -> Any:
         yield batch
 
 
-def _parse_videos(
-    parser: Any, todo: list[tuple[Job, dict[str, Path]]], args: argparse.Namespace
-) -> tuple[int, int]:
+def _parse_videos(parser: Any, todo: list[tuple[Job, dict[str, Path]]], args: argparse.Namespace) -> tuple[int, int]:
     ok = fail = 0
     for job, paths in todo:
         try:
             n, backend = _parse_video(parser, job, paths, args)
         except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-            _err(f"failed {job.path}: {e}")
+            _err(f"failed {job.source or job.path}: {e}")
             fail += 1
             continue
         if not args.quiet:
-            print(f"fpliif parse: {job.path}: {n} frames -> {paths['overlay']} ({backend})", file=sys.stderr)
+            name = job.source or job.path
+            print(f"fpliif parse: {name}: {n} frames -> {paths['overlay']} ({backend})", file=sys.stderr)
         ok += 1
     return ok, fail
 
 
 def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.Namespace) -> tuple[int, str]:
-    """Parse one video frame by frame: overlay video, per-frame labels, optional JSON; (frames, writer)."""
+    """Parse one video frame by frame: overlay video, per-frame labels, optional JSON; (frames, writer).
+    Faces are detected per frame and their boxes and landmarks smoothed over time (``--no-smooth``: raw)."""
     import json
 
     from tqdm import tqdm
 
     from .result import save_index_png
+    from .tracking import FaceTracker
     from .video import VideoWriter, read_frames
 
-    frames, fps, count = read_frames(job.path)
+    frames, fps, count = read_frames(job.source or job.path)
+    tracker = None if args.no_smooth else FaceTracker(fps)
     frame_dir = paths["frames"]
     frame_dir.mkdir(parents=True, exist_ok=True)
     records = []
     total = count if count > 0 else None
     index = 0
     with (
-        tqdm(total=total, unit="frame", file=sys.stderr, disable=args.quiet, desc=job.path.name) as bar,
+        tqdm(total=total, unit="frame", file=sys.stderr, disable=args.quiet, desc=job.key.name) as bar,
         VideoWriter(paths["overlay"], fps) as writer,
     ):
         for batch in _batched(frames, args.batch_size):
-            for res in parser(batch):
+            boxes = None if tracker is None else [tracker(parser.detect(frame)) for frame in batch]
+            for res in parser(batch, boxes=boxes):
                 if args.labels is not None:
                     res = res.remap(args.labels)
                 writer.write(np.asarray(res.overlay(args.alpha, legend=False)))
@@ -457,7 +465,7 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
                 index += 1
                 bar.update(1)
     if "json" in paths:
-        doc = {"video": str(job.path), "fps": fps, "frames": records}
+        doc = {"video": job.source or str(job.path), "fps": fps, "frames": records}
         paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
     return index, writer.backend
 
@@ -513,7 +521,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--weights", help="bundled weights name or .safetensors file (default: bundled model)")
     p.add_argument(
-        "--size", type=int, default=None, help="output size N x N for --aligned (default: each input's size)"
+        "--size", type=int_arg(1), default=None, help="output size N x N for --aligned (default: each input's size)"
     )
     p.add_argument(
         "--format",
@@ -536,16 +544,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="write labels, overlay and masks in this label set, merged from the model's classes: "
         f"{', '.join(sorted(LABEL_SETS))} (default: the model's own; see fpliif.labels.REMAPS)",
     )
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (0.5)")
+    p.add_argument("--alpha", type=float_arg(0, 1), default=0.5, help="overlay opacity in [0, 1] (0.5)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=8, help="images (and face crops) per model call")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")
+    p.add_argument("--batch-size", type=int_arg(1), default=8, help="images (and face crops) per model call")
+    p.add_argument("--threads", type=int_arg(1, MAX_THREADS), default=None, help="CPU threads for torch / onnxruntime")
     p.add_argument(
         "--aligned",
         action="store_true",
         help="inputs are aligned face crops (CelebAMask-HQ framing): no face detection",
     )
-    p.add_argument("--video", action="store_true", help="inputs are videos: parse frame by frame")
+    p.add_argument(
+        "--video",
+        action="store_true",
+        help="inputs are videos, camera indices (0) or stream URLs OpenCV can open: parse frame by frame",
+    )
+    p.add_argument(
+        "--no-smooth", action="store_true", help="videos: raw detections per frame (default: smoothed over time)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
         "--backend",
@@ -580,20 +595,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-decode-size",
-        type=int,
+        type=int_arg(0),
         default=512,
         help="crops larger than this many pixels are decoded at this size and upsampled (0: never)",
     )
     p.add_argument(
         "--max-pixels",
-        type=int,
+        type=int_arg(0),
         default=None,
         help="refuse images (read from the header, before decoding) and --aligned outputs with more pixels "
         "(default: $FPLIIF_MAX_PIXELS or 40000000, the same limit as fpliif serve; 0: no limit)",
     )
     p.add_argument(
         "--max-points",
-        type=int,
+        type=int_arg(0),
         default=None,
         help="refuse an image whose faces need more decoder queries (output pixels of each face, x2 with --tta; "
         "default 16777216, a 4096x4096 aligned output; 0: no limit)",
@@ -609,14 +624,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=["dense", "adaptive"],
         default=None,
         help="dense: decode every output pixel (exact); adaptive: decode a coarse grid, then re-query the "
-        "decoder only where the prediction is uncertain, coarse to fine (much faster, labels almost identical); "
-        f"default: {DEFAULT_DECODE}",
+        "decoder only where the prediction is uncertain, coarse to fine (much faster, labels almost identical; "
+        f"implicit models only); default: {DEFAULT_DECODE} for implicit models (FP-LIIF), dense for dense ones",
     )
     p.add_argument(
         "--amp",
-        choices=["none", "auto", "bf16"],
+        choices=["none", "auto", "bf16", "int8"],
         default="none",
-        help="torch precision: none = fp32 (default); bf16 autocast; auto = bf16 where the CPU has it natively",
+        help="torch precision: none = fp32 (default); bf16 autocast; auto = bf16 where the CPU has it natively; "
+        "int8 = decoder MLP dynamically quantised (CPU)",
     )
     p.add_argument("--example", action="store_true", help="add the bundled example photo to the inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -633,11 +649,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("format", choices=["onnx"], help="export format")
     p.add_argument("--out", required=True, help="output .onnx file (the decoder goes beside it)")
     p.add_argument("--weights", help="bundled weights name or .safetensors file (default: bundled model)")
-    p.add_argument("--size", type=int, default=None, help="input image size N (default: the model's, 256)")
+    p.add_argument("--size", type=input_size_arg, default=None, help="input image size N (default: the model's, 256)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and input height/width")
     p.add_argument(
         "--single-graph", action="store_true", help="one graph image + coords -> logits (re-encodes per call)"
     )
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int_arg(7), default=17, help="ONNX opset version (17)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)

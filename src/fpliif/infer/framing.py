@@ -89,6 +89,9 @@ DEFAULT_FRAMING = MTCNN_FRAMING
 # are used outside the face window, for these classes only (docs/detection.md, "Context beyond the window").
 CONTEXT_SCALE = 1.5
 CONTEXT_CLASSES = ("background", "hair", "hat", "neck", "neck_l", "cloth", "ear_r", "l_ear", "r_ear")
+# In the face window's outer band of this width (in half-sides), its probabilities are blended into the context
+# window's (weight falling linearly to 0 at the edge: no seam); measured in docs/detection.md.
+CONTEXT_FEATHER = 0.15
 
 # Face-core classes for the mask cross-check (CelebAMask-HQ names).
 CORE_CLASSES = ("skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "mouth", "u_lip", "l_lip")

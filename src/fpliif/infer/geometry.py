@@ -110,6 +110,17 @@ class Window:
         return np.array([[c, -s, tx], [s, c, ty]], np.float64)
 
 
+def feather_weights(coords: np.ndarray, band: float) -> np.ndarray:
+    """(P,) float32 weight of a face window's own prediction at crop ``coords`` (P, 2) when it is blended with
+    its context window's: 1 inside the inner square ``max(|x|, |y|) <= 1 - band``, falling linearly to 0 at the
+    window's edge (and 0 beyond it), so that the labels pass smoothly into the context window's; ``band`` in
+    (0, 1] is the width of the blend band in half-sides (0: a hard switch at the edge, all ones inside)."""
+    m = np.abs(np.asarray(coords, np.float32)).max(axis=-1)
+    if band <= 0:
+        return (m < 1).astype(np.float32)
+    return np.clip((1 - m) / np.float32(band), 0, 1).astype(np.float32)
+
+
 def extract_crop(image: np.ndarray, win: Window, pad: str = "edge") -> np.ndarray:
     """(side, side, 3) pixels of ``image`` under ``win`` (bilinear when rotated); outside the image padded as
     :func:`crop_window` (``edge`` or ``zero``)."""

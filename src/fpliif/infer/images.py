@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
-def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+def load_image(
+    path: str | Path, max_pixels: int | None = None, check: Callable[[int, int], None] | None = None
+) -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array.
 
     EXIF orientation is applied; grayscale, palette, CMYK, RGBA (composited on white) and 16-bit images
     become 8-bit RGB. Raises FileNotFoundError / ValueError naming the file. ``max_pixels``: an image with
     more pixels is refused from its header, before decoding (:class:`fpliif.limits.TooManyPixels`, a
-    ValueError); None: the default (:func:`fpliif.limits.default_max_pixels`), 0: no limit.
+    ValueError); None: the default (:func:`fpliif.limits.default_max_pixels`), 0: no limit. ``check``: called
+    with the header's (height, width) before decoding (as stored: an EXIF rotation may swap them), to refuse
+    the file by raising a :class:`fpliif.limits.LimitError` (e.g. the work its size implies).
     """
     import warnings
 
@@ -26,7 +30,7 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
 
     from .. import limits
 
-    limit = limits.resolve_limit(max_pixels, "max_pixels", limits.default_max_pixels())
+    limit = limits.resolve_limit(max_pixels, "max_pixels", limits.default_max_pixels)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -38,6 +42,8 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             img = Image.open(path)
         with img:
             limits.check_pixels(*img.size, limit, str(path))  # header only: nothing decoded
+            if check is not None:
+                check(img.size[1], img.size[0])
             img.load()
             return pil_to_rgb(img)
     except limits.LimitError:
@@ -69,9 +75,7 @@ def array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"{name}: expected an (H, W, 3) RGB array (or (H, W) grayscale), got shape {arr.shape}"
-        )
+        raise ValueError(f"{name}: expected an (H, W, 3) RGB array (or (H, W) grayscale), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name}: empty image of shape {arr.shape}")
     if arr.shape[2] == 4:
@@ -84,18 +88,14 @@ def array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
         return np.ascontiguousarray(arr.astype(np.uint8) * 255)
     if np.issubdtype(arr.dtype, np.integer):
         top = 65535 if arr.max(initial=0) > 255 else 255
-        return np.ascontiguousarray(
-            np.clip(arr.astype(np.float64) * (255.0 / top), 0, 255).round().astype(np.uint8)
-        )
+        return np.ascontiguousarray(np.clip(arr.astype(np.float64) * (255.0 / top), 0, 255).round().astype(np.uint8))
     if np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
         if not np.isfinite(arr).all():
             raise ValueError(f"{name}: contains NaN or infinite values")
         lo, hi = float(arr.min()), float(arr.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(
-                f"{name}: float images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]"
-            )
+            raise ValueError(f"{name}: float images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
         return np.ascontiguousarray(np.clip(arr, 0, 1))
     raise ValueError(f"{name}: unsupported dtype {arr.dtype}")
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..labels import HasLabelSet
 from ..limits import check_deadline
 from .geometry import pixel_centers
 
@@ -28,7 +29,7 @@ EXPORT_ID = "fpliif_export_id"
 """Metadata key both graphs of one split export carry (the same value): a decoder from another export is refused."""
 
 
-class OnnxModel:
+class OnnxModel(HasLabelSet):
     """An fpliif ONNX export on onnxruntime.
 
     ``model(image (B, 3, H, W) float32, size) -> logits (B, C, h, w)`` like the PyTorch model;
@@ -166,14 +167,6 @@ class OnnxModel:
     def split(self) -> bool:
         """True for a two-graph export (the encoder runs once per :meth:`encode`)."""
         return self.decoder is not None
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.label_set.classes
-
-    @property
-    def num_classes(self) -> int:
-        return self.label_set.num_classes
 
     def _check(self, image: np.ndarray) -> np.ndarray:
         image = np.ascontiguousarray(image, dtype=np.float32)

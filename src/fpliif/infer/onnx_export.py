@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import onnx_metadata
+from ..checkpoint import DEFAULT_INPUT_SIZE, onnx_metadata
 from .onnx_backend import EXPORT_ID
 
 OPSET = 17
@@ -78,7 +78,7 @@ def decoder_path(path: str | Path) -> Path:
 def export_onnx(
     model: nn.Module,
     path: str | Path,
-    input_size: int = 256,
+    input_size: int = DEFAULT_INPUT_SIZE,
     dynamic: bool = False,
     opset: int = OPSET,
     check: bool = True,

@@ -35,9 +35,10 @@ import numpy as np
 
 from .. import limits
 from ..adaptive import DEFAULT_DECODE, AdaptiveOptions, adaptive_decode, check_decode_mode
+from ..checkpoint import DEFAULT_INPUT_SIZE
 from ..validate import check_size
 from .detect import make_detector, roll_degrees
-from .framing import CONTEXT_CLASSES, CONTEXT_SCALE, DEFAULT_FRAMING, Framing
+from .framing import CONTEXT_CLASSES, CONTEXT_FEATHER, CONTEXT_SCALE, DEFAULT_FRAMING, Framing
 from .geometry import (
     CONTEXT_LEVEL,
     FACE_LEVEL,
@@ -45,6 +46,7 @@ from .geometry import (
     Window,
     bilinear_points,
     extract_crop,
+    feather_weights,
     grid_coords,
     model_input,
     softmax,
@@ -56,11 +58,17 @@ from .tta import flip_channels, flip_tta_logits, mirror_images
 
 log = logging.getLogger("fpliif.infer")
 
-DEFAULT_INPUT_SIZE = 256
-"""Side of the square model input (CelebAMask-HQ crops resized to 256 x 256 in training)."""
-
 NO_FACE_MESSAGE = "no face detected"
 POINTS_HINT = "raise it with --max-points or FaceParser(max_points=...); 0: no limit"
+
+
+class _Source(NamedTuple):
+    """A window to query: its latents (and mirrored latents or None), and its logits on a crop grid or None."""
+
+    z: Any
+    zm: Any
+    win: Window
+    grid: np.ndarray | None
 
 
 class _Job(NamedTuple):
@@ -86,6 +94,14 @@ def check_context(context: Any) -> float:
     raise ValueError(f"context: expected True, False or a window scale in (1, 4], got {context!r}")
 
 
+def check_feather(feather: Any) -> float:
+    """The ``feather`` option: a number in [0, 1]; ValueError naming ``feather`` otherwise."""
+    ok = isinstance(feather, (int, float, np.integer, np.floating)) and not isinstance(feather, bool)
+    if not ok or not 0 <= feather <= 1:
+        raise ValueError(f"feather: expected a band width in [0, 1] (half-sides of the face window), got {feather!r}")
+    return float(feather)
+
+
 def _is_pil(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "PIL" and hasattr(x, "mode") and hasattr(x, "size")
 
@@ -94,8 +110,10 @@ class FaceParser:
     """Face parsing for photos (with detection) and aligned crops (without).
 
     Args:
-        model: an fpliif PyTorch model (``encode``/``decode``), an
-            :class:`~fpliif.infer.onnx_backend.OnnxModel`, or a path (``.onnx`` or ``.safetensors``).
+        model: any registered PyTorch model (FP-LIIF, SegFace, STN-iCNN, ...), an
+            :class:`~fpliif.infer.onnx_backend.OnnxModel`, or a path (``.onnx`` or ``.safetensors``). A model
+            with an implicit decoder (``encode``/``decode``) is queried at the output pixels; a dense model gives
+            its logits at ``input_size``, resampled bilinearly there (:mod:`fpliif.infer.torch_backend`).
         detector: ``"mtcnn"`` (default: :class:`~fpliif.infer.detect.MTCNNDetector`, boxes + 5 landmarks),
             ``"haar"`` (:class:`~fpliif.infer.detect.HaarDetector`) or any callable ``(H, W, 3) uint8 RGB ->
             [(box, score) or (box, score, landmarks), ...]``.
@@ -106,7 +124,8 @@ class FaceParser:
             labels are pasted back through the inverse rotation.
         device: ``"cpu"`` or ``"cuda"``.
         batch_size: face crops encoded at once.
-        input_size: side of the square model input (default: the weights' ``input_size`` metadata, else 256).
+        input_size: side of the square model input (default: the weights' ``input_size`` metadata, else
+            :data:`~fpliif.checkpoint.DEFAULT_INPUT_SIZE`).
         max_decode_size: crops larger than this (in original pixels) are decoded on a grid of this size and
             the logits resampled bilinearly to the original pixels (bounds the cost on huge photos); None
             decodes every original pixel.
@@ -115,8 +134,9 @@ class FaceParser:
         max_queries: pixels decoded per call (bounds memory).
         tta: flip test-time augmentation by default (each call may override it): parse the crop and its
             horizontal mirror and average their probabilities, left/right classes swapped back (2x the cost).
-        decode: ``"dense"`` (default: every output pixel) or ``"adaptive"`` (coarse to fine, re-querying only
-            uncertain pixels; :func:`fpliif.adaptive.adaptive_decode`); each call may override it.
+        decode: ``"dense"`` (every output pixel) or ``"adaptive"`` (coarse to fine, re-querying only uncertain
+            pixels; :func:`fpliif.adaptive.adaptive_decode`; implicit models only); default (None): adaptive for an
+            implicit model, dense for a dense one (:func:`fpliif.adaptive.default_decode`); each call may override it.
         adaptive: :class:`~fpliif.adaptive.AdaptiveOptions` (or a dict of them) for ``decode="adaptive"``.
         amp: precision of the torch backend: ``"none"`` (default, fp32), ``"bf16"`` (autocast), or ``"auto"``
             (bf16 where the CPU/GPU computes it natively, else fp32); see docs/performance.md.
@@ -130,9 +150,13 @@ class FaceParser:
         context: label hair, hat, neck and clothes beyond each face window from a second, wider window (default
             True: :data:`~fpliif.infer.framing.CONTEXT_SCALE` times the face window, same centre and roll; a
             number in (1, 4] sets the scale; False: labels end at the face window). Its labels are used only
-            outside the face window and only for :data:`~fpliif.infer.framing.CONTEXT_CLASSES`; any face
-            window's labels beat them. It costs one more encoder pass, and its decoder queries count against
-            ``max_points``; each call may override it. See docs/detection.md.
+            outside the face window and only for :data:`~fpliif.infer.framing.CONTEXT_CLASSES` (and blended into
+            the face window's in its outer band, ``feather``); any face window's labels beat them. It costs one
+            more encoder pass, and its decoder queries count against ``max_points``; each call may override it.
+            See docs/detection.md.
+        feather: with a context window, the width (in half-sides of the face window) of the face window's outer
+            band where its probabilities are blended into the context window's (default
+            :data:`~fpliif.infer.framing.CONTEXT_FEATHER`; 0: a hard switch at the window's edge).
     """
 
     def __init__(
@@ -148,13 +172,14 @@ class FaceParser:
         pad: str = "edge",
         max_queries: int = 262144,
         tta: bool = False,
-        decode: str = DEFAULT_DECODE,
+        decode: str | None = None,
         adaptive: AdaptiveOptions | dict[str, Any] | None = None,
         align: bool = True,
         max_pixels: int | None = None,
         max_points: int | None = None,
         amp: str = "none",
         context: bool | float = True,
+        feather: float = CONTEXT_FEATHER,
     ):
         if isinstance(model, (str, Path)):
             model = _load_model(model, device=device, threads=threads)
@@ -184,13 +209,14 @@ class FaceParser:
         self.pad = pad
         self.max_queries = int(max_queries)
         self.tta = bool(tta)
-        self.decode = check_decode_mode(decode)
+        self.decode = self._decode_mode(decode, DEFAULT_DECODE if self.implicit else "dense")
         self.adaptive = AdaptiveOptions.of(adaptive)
-        self.max_pixels = limits.resolve_limit(max_pixels, "max_pixels", limits.default_max_pixels())
+        self.max_pixels = limits.resolve_limit(max_pixels, "max_pixels", limits.default_max_pixels)
         self.max_points = limits.resolve_limit(max_points, "max_points", limits.DEFAULT_MAX_POINTS)
         self.points_decoded = 0  # query points decoded so far (flip TTA decodes each twice: crop and mirror)
         self._flip_channels = flip_channels(self.backend.label_set)
         self.context = check_context(context)
+        self.feather = check_feather(feather)
         names = self.backend.label_set.classes
         self._context_classes = np.array([k == 0 or c in CONTEXT_CLASSES for k, c in enumerate(names)])
 
@@ -274,8 +300,21 @@ class FaceParser:
         tta = self.tta if tta is None else bool(tta)
         return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale)
 
-    def _decode_mode(self, decode: str | None) -> str:
-        return self.decode if decode is None else check_decode_mode(decode)
+    @property
+    def implicit(self) -> bool:
+        """Whether the model has an implicit decoder (FP-LIIF); a dense model (SegFace, STN-iCNN) is parsed from
+        its logits at the input size, resampled at the output pixels."""
+        return bool(self.backend.implicit)
+
+    def _decode_mode(self, decode: str | None, default: str | None = None) -> str:
+        """``decode`` checked (None: ``default``, else the parser's); adaptive decoding needs an implicit model."""
+        mode = check_decode_mode(decode) if decode is not None else default or self.decode
+        if mode == "adaptive" and not self.implicit:
+            raise ValueError(
+                f"decode: 'adaptive' queries an implicit decoder (FP-LIIF); {_model_name(self.model)!r} is a dense "
+                "model: use decode='dense' (its default)"
+            )
+        return mode
 
     def _parse(self, items, per_image_boxes, return_probs, single, tta=False, decode="dense", context=0.0):
         canvases = [Canvas(*img.shape[:2], len(self.classes), keep_probs=return_probs) for img, _ in items]
@@ -348,11 +387,12 @@ class FaceParser:
         h, w = image.shape[:2]
         win, ctx = job.win, job.ctx
         inner = win.region(w, h)
-        labels = self._decode_window(z, zm, win, inner, canvas, decode)
+        around_src = None if ctx is None else self._source(*zc, ctx, decode)
+        labels = self._decode_window(self._source(z, zm, win, decode), inner, canvas, blend=around_src)
         region = inner
         if ctx is not None:
             region = ctx.region(w, h)
-            around = self._decode_window(*zc, ctx, region, canvas, decode, context_of=win)
+            around = self._decode_window(around_src, region, canvas, context_of=win)
             sub = around[inner[1] - region[1] : inner[3] - region[1], inner[0] - region[0] : inner[2] - region[0]]
             np.maximum(sub, labels, out=sub)  # disjoint: the context labels are 0 inside the window, these outside
             labels = around
@@ -430,63 +470,97 @@ class FaceParser:
         )
         return logits[0]
 
+    def _source(self, z: Any, zm: Any, win: Window, decode: str = "dense") -> _Source:
+        """A window ready to be queried at any of its pixels: its latents, and its logits on a regular crop grid
+        when it is decoded that way (crops larger than ``max_decode_size``, and adaptive decoding), else None."""
+        exact = self.max_decode_size is None or win.side <= self.max_decode_size
+        if decode != "adaptive" and exact:
+            return _Source(z, zm, win, None)
+        g = win.side if exact else int(self.max_decode_size)
+        if decode == "adaptive":
+            return _Source(z, zm, win, self._adaptive_logits(z, zm, g, g))
+        grid = [
+            self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(g), g, g))
+            for r0, r1 in strips(g, g, self.max_queries)
+        ]
+        return _Source(z, zm, win, np.concatenate(grid).reshape(g, g, -1))
+
+    def _source_logits(self, src: _Source, coords: np.ndarray, want: np.ndarray) -> np.ndarray:
+        """(P, C) logits of ``src`` at crop ``coords`` (P, 2): decoded there, or sampled bilinearly from its grid;
+        points where ``want`` is false may be left at 0 (they are not decoded)."""
+        if src.grid is not None:
+            g = src.grid.shape[0]
+            return bilinear_points(src.grid, (coords[:, 1] + 1) * (g / 2) - 0.5, (coords[:, 0] + 1) * (g / 2) - 0.5)
+        if want.all():
+            return self._logits(src.z, src.zm, coords)
+        logits = np.zeros((coords.shape[0], len(self.classes)), np.float32)
+        if want.any():
+            logits[want] = self._logits(src.z, src.zm, coords[want])
+        return logits
+
+    def _context_probs(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities of a context window's logits over the context classes only (the others get 0)."""
+        return softmax(np.where(self._context_classes, logits, -np.inf), self.backend.temperature)
+
     def _decode_window(
         self,
-        z: Any,
-        zm: Any,
-        win: Window,
+        src: _Source,
         region: tuple[int, int, int, int],
         canvas: Canvas,
-        decode: str = "dense",
         context_of: Window | None = None,
+        blend: _Source | None = None,
     ) -> np.ndarray:
-        """Decode one face at the original pixels of ``region`` that lie inside the (possibly rotated) window
-        and merge them into ``canvas``; returns the face's own labels over ``region`` (0 outside the window).
+        """Decode one window at the original pixels of ``region`` that lie inside it (possibly rotated) and merge
+        them into ``canvas``; returns its own labels over ``region`` (0 outside the window).
 
-        Each pixel's crop coordinates come from the window's similarity transform (:meth:`Window.crop_coords`).
-        The implicit model is decoded right there; or, for crops larger than ``max_decode_size`` and for
-        adaptive decoding, on a regular crop grid whose logits are sampled bilinearly there.
+        Each pixel's crop coordinates come from the window's similarity transform (:meth:`Window.crop_coords`);
+        the implicit model is decoded right there (or its grid sampled there, :meth:`_source`).
 
-        ``context_of``: ``win`` is the context window of this face window: only its pixels outside the face
-        window are labelled, with the context classes only, at the canvas's lower context priority."""
+        ``context_of``: ``src`` is the context window of this face window: only its pixels outside the face
+        window are labelled, with the context classes only, at the canvas's lower context priority.
+        ``blend``: the context window of this face window: in the face window's outer band (``feather``
+        half-sides wide) the face's probabilities are blended with the context's (all classes), their weight
+        falling linearly from 1 to 0 at the edge (:func:`~fpliif.infer.geometry.feather_weights`): no seam."""
         xa, ya, xb, yb = region
         rows, cols = yb - ya, xb - xa
         labels = np.zeros((rows, cols), np.uint8)
-        t = self.backend.temperature
-        exact = self.max_decode_size is None or win.side <= self.max_decode_size
-        grid = None
-        if decode == "adaptive" or not exact:
-            g = win.side if exact else int(self.max_decode_size)
-            if decode == "adaptive":
-                grid = self._adaptive_logits(z, zm, g, g)
-            else:
-                grid = np.concatenate(
-                    [
-                        self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(g), g, g))
-                        for r0, r1 in strips(g, g, self.max_queries)
-                    ]
-                ).reshape(g, g, -1)
         col_idx = np.arange(xa, xb)
         for r0, r1 in strips(rows, cols, self.max_queries):
-            coords, inside = win.crop_coords(np.arange(ya + r0, ya + r1), col_idx)
+            row_idx = np.arange(ya + r0, ya + r1)
+            coords, inside = src.win.crop_coords(row_idx, col_idx)
             if context_of is not None:
-                inside &= ~context_of.crop_coords(np.arange(ya + r0, ya + r1), col_idx)[1]
-            if grid is not None:
-                g = grid.shape[0]
-                logits = bilinear_points(grid, (coords[:, 1] + 1) * (g / 2) - 0.5, (coords[:, 0] + 1) * (g / 2) - 0.5)
-            elif inside.all():
-                logits = self._logits(z, zm, coords)
+                inside &= ~context_of.crop_coords(row_idx, col_idx)[1]
+            logits = self._source_logits(src, coords, inside)
+            if context_of is not None:
+                probs = self._context_probs(logits)
             else:
-                logits = np.zeros((coords.shape[0], len(self.classes)), np.float32)
-                if inside.any():
-                    logits[inside] = self._logits(z, zm, coords[inside])
+                probs = softmax(logits, self.backend.temperature)
+            if blend is not None:
+                self._feather(probs, blend, coords, inside, row_idx, col_idx)
             mask = None if inside.all() else inside.reshape(r1 - r0, cols)
-            if context_of is not None:  # the context window's labels: only its classes (renormalised)
-                logits = np.where(self._context_classes, logits, -np.inf)
-            probs = softmax(logits.reshape(r1 - r0, cols, -1), t)
             level = FACE_LEVEL if context_of is None else CONTEXT_LEVEL
-            labels[r0:r1] = canvas.paste(ya + r0, xa, probs, mask, level)
+            labels[r0:r1] = canvas.paste(ya + r0, xa, probs.reshape(r1 - r0, cols, -1), mask, level)
         return labels
+
+    def _feather(
+        self,
+        probs: np.ndarray,
+        ctx: _Source,
+        coords: np.ndarray,
+        inside: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+    ) -> None:
+        """Blend a face window's (P, C) ``probs`` in place with its context window's over the outer band (there with
+        all classes: the face core may reach the band; measured in docs/detection.md)."""
+        weight = feather_weights(coords, self.feather)
+        band = inside & (weight < 1)
+        if not band.any():
+            return
+        logits = self._source_logits(ctx, ctx.win.crop_coords(rows, cols)[0], band)
+        ctx_probs = softmax(logits, self.backend.temperature)
+        w = weight[band, None]
+        probs[band] = w * probs[band] + (1 - w) * ctx_probs[band]
 
     # ------------------------------------------------------------------------------------------ aligned crops
     def parse_aligned(
@@ -572,6 +646,7 @@ class FaceParser:
 # ---------------------------------------------------------------------------------------------- helpers
 class _OnnxBackend:
     name = "onnxruntime"
+    implicit = True  # exports hold FP-LIIF's encoder and implicit decoder
 
     def __init__(self, model: Any):
         self.model = model
@@ -589,6 +664,12 @@ class _OnnxBackend:
     def latent_size(self, latent: np.ndarray) -> tuple[int, int] | None:
         """(h, w) of the encoder's grid for this latent, None if unknown."""
         return self.model.latent_size(latent)
+
+
+def _model_name(model: Any) -> str:
+    """The registered name of a model (its spec's), else its type's name."""
+    spec = getattr(model, "spec", None)
+    return str(spec["name"]) if isinstance(spec, dict) and "name" in spec else type(model).__name__
 
 
 def _load_model(weights: str | Path | None, device: str = "cpu", threads: int | None = None) -> Any:

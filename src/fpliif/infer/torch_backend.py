@@ -1,4 +1,4 @@
-"""Run a PyTorch fpliif model for :class:`fpliif.FaceParser` (numpy in, numpy out)."""
+"""Run a PyTorch model (any registered one) for :class:`fpliif.FaceParser` (numpy in, numpy out)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..adaptive import is_implicit
 from ..checkpoint import input_size_of
+from .geometry import bilinear_points
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -25,41 +27,65 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class TorchBackend:
     """``encode(batch (B, 3, S, S) float32) -> latents``; ``decode(latent, coords (Q, 2)) -> (Q, C)``.
 
+    Any registered model: one with an implicit decoder (``encode``/``decode``, FP-LIIF; ``implicit`` True) is
+    queried at the coordinates; for a dense model (SegFace, STN-iCNN) the "latent" is its logits at the input
+    size, ``model(batch)``, as an (S, S, C) array, and ``decode`` samples them bilinearly at the coordinates
+    (:func:`sample_logits`), as the parser resamples any grid.
+
     ``amp``: autocast precision of encoding and decoding: ``none`` (fp32), ``bf16``, or ``auto`` (bf16 where the
-    device computes it natively, see :func:`fpliif.precision.resolve_amp`).
+    device computes it natively, see :func:`fpliif.precision.resolve_amp`); ``int8``: fp32 with FP-LIIF's
+    decoder MLP dynamically quantised (:mod:`fpliif.quantize`, CPU only; the model's weights are kept).
+    ``compile``: run FP-LIIF's encoder and decoder under ``torch.compile`` (:func:`fpliif.compiled.compile_model`).
     """
 
     name = "torch"
 
     def __init__(
-        self, model: Any, device: str | torch.device | None = "cpu", threads: int | None = None, amp: str = "none"
+        self,
+        model: Any,
+        device: str | torch.device | None = "cpu",
+        threads: int | None = None,
+        amp: str = "none",
+        compile: bool = False,
     ):
-        for attr in ("encode", "decode", "label_set"):
-            if not hasattr(model, attr):
-                raise ValueError(
-                    f"model: expected an fpliif model with .encode/.decode/.label_set, "
-                    f"got {type(model).__name__}"
-                )
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "label_set"):
+            raise ValueError(
+                f"model: expected an fpliif model (a registered SegmentationModel with .label_set), "
+                f"got {type(model).__name__}"
+            )
+        self.implicit = is_implicit(model)
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
         from ..precision import AMP_DTYPES, resolve_amp
 
-        self.amp = resolve_amp(amp, self.device)
+        self.amp = resolve_amp(amp, self.device, inference=True)
         self.autocast_dtype = AMP_DTYPES[self.amp]
         self.model = model.to(self.device).eval()
+        if self.amp == "int8":
+            from ..quantize import set_int8_decoder
+
+            set_int8_decoder(self.model)
+        if compile:
+            from ..compiled import compile_model
+
+            compile_model(self.model, self.device)
         self.label_set = model.label_set
         self.temperature = float(getattr(model, "temperature", 1.0))
         params = [p for p in model.parameters() if p.is_floating_point()]
         self.dtype = params[0].dtype if params else torch.float32
         self.input_size = input_size_of(model, default=None)
-        self.prepared = callable(getattr(model, "prepare", None)) and callable(getattr(model, "decode_prepared", None))
+        prepare, prepared = getattr(model, "prepare", None), getattr(model, "decode_prepared", None)
+        self.prepared = self.implicit and callable(prepare) and callable(prepared)
 
     def encode(self, batch: np.ndarray) -> list[Any]:
         """One latent per image: the model's prepared grid (``prepare``: computed once, queried many times)
-        where it has one, else its feature grid."""
+        where it has one, else its feature grid; a dense model's (S, S, C) float32 logits."""
         with torch.inference_mode(), self._autocast():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype)
+            if not self.implicit:
+                logits = self.model(x).float().permute(0, 2, 3, 1).cpu().numpy()
+                return [np.ascontiguousarray(grid) for grid in logits]
             z = self.model.encode(x)
             if self.prepared:
                 return self.model.prepare(z).split()
@@ -71,7 +97,9 @@ class TorchBackend:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def latent_size(self, latent: Any) -> tuple[int, int] | None:
-        """(h, w) of the latent grid of one :meth:`encode` output (None if it is not a grid)."""
+        """(h, w) of the latent grid of one :meth:`encode` output (None if it is not a grid, or a dense model's)."""
+        if not self.implicit:
+            return None
         cells = getattr(latent, "cells", latent)
         if isinstance(cells, torch.Tensor) and cells.dim() == 4:
             return tuple(cells.shape[1:3]) if hasattr(latent, "cells") else tuple(cells.shape[2:4])
@@ -79,6 +107,8 @@ class TorchBackend:
 
     def decode(self, latent: Any, coords: np.ndarray) -> np.ndarray:
         """(Q, C) logits at crop coordinates (Q, 2) of one latent from :meth:`encode`."""
+        if not self.implicit:
+            return sample_logits(latent, coords)
         with torch.inference_mode(), self._autocast():
             c = torch.from_numpy(np.ascontiguousarray(coords, np.float32)).to(self.device)[None]
             if self.prepared:
@@ -86,6 +116,14 @@ class TorchBackend:
             else:
                 out = self.model.decode(latent, c)
         return out[0].float().cpu().numpy()
+
+
+def sample_logits(grid: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """(Q, C) bilinear samples of an (h, w, C) logit grid at coordinates (Q, 2) (x, y) in [-1, 1] (pixel-centre
+    convention, ``align_corners=False``; clamped at the border, as ``F.interpolate`` of the logits)."""
+    h, w = grid.shape[:2]
+    c = np.asarray(coords, np.float64)
+    return bilinear_points(grid, (c[:, 1] + 1) * (h / 2) - 0.5, (c[:, 0] + 1) * (w / 2) - 0.5)
 
 
 def tensor_to_numpy_images(x: Any) -> tuple[list[np.ndarray], bool]:

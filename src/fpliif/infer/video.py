@@ -1,6 +1,9 @@
 """Video in/out for ``fpliif parse --video``. No torch here.
 
-Reading uses OpenCV (``cv2.VideoCapture``, part of the required opencv-python-headless). Writing prefers
+Reading uses OpenCV (``cv2.VideoCapture``, part of the required opencv-python-headless): video files, and live
+sources where OpenCV can open them: a camera index (``0``) or a stream URL (``rtsp://``, ``http://``, ...;
+through OpenCV's FFmpeg backend). A source OpenCV cannot open raises a ValueError that names it and why it may
+fail (no such camera, a camera needs OpenCV's V4L2/libavdevice support, the stream is unreachable). Writing prefers
 imageio + imageio-ffmpeg (H.264 / yuv420p MP4: plays in browsers and every player; ``pip install
 'fpliif[video]'``) and falls back to OpenCV's ``VideoWriter`` with the MPEG-4 Part 2 codec (``mp4v``:
 plays in VLC/ffplay/most desktop players, not in browsers). Both were verified here by reading the written
@@ -11,32 +14,61 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def read_frames(path: str | Path) -> tuple[Iterator[np.ndarray], float, int]:
-    """(iterator of (H, W, 3) uint8 RGB frames, fps, frame count or -1); raises ValueError naming the file."""
+def is_stream(source: str | Path) -> bool:
+    """Whether ``source`` names a live source rather than a file: a camera index (digits) or a URL (``://``)."""
+    text = str(source)
+    return text.isdigit() or "://" in text
+
+
+def _open(source: str | Path) -> tuple[Any, str]:
+    """An opened ``cv2.VideoCapture`` of a file, camera index or stream URL, and how to name it in errors."""
     import cv2
 
-    path = Path(path)
+    if is_stream(source):
+        text = str(source)
+        what = f"camera {int(text)}" if text.isdigit() else f"stream {text}"
+        cap = cv2.VideoCapture(int(text) if text.isdigit() else text)
+        if not cap.isOpened():
+            raise ValueError(
+                f"{what}: OpenCV cannot open it (no such camera or unreachable stream, or this OpenCV build lacks "
+                "the backend: cameras need V4L2/libavdevice, URLs FFmpeg; check cv2.getBuildInformation())"
+            )
+        return cap, what
+    path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"{path}: cannot open video")
+    return cap, str(path)
+
+
+def read_frames(source: str | Path, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], float, int]:
+    """(iterator of (H, W, 3) uint8 RGB frames, fps, frame count or -1) of a video file, camera index or stream
+    URL (:func:`is_stream`), at most ``max_frames`` of them; raises ValueError / FileNotFoundError naming it."""
+    import cv2
+
+    cap, what = _open(source)
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or -1)
+    count = -1 if is_stream(source) else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or -1)
+    if max_frames is not None:
+        count = max_frames if count < 0 else min(count, max_frames)
     ok, first = cap.read()
     if not ok:
         cap.release()
-        raise ValueError(f"{path}: cannot read any frame from the video")
+        raise ValueError(f"{what}: cannot read any frame from the video")
 
     def frames() -> Iterator[np.ndarray]:
         try:
-            frame = first
-            while True:
+            frame, n = first, 0
+            while max_frames is None or n < max_frames:
                 yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                n += 1
                 ok, frame = cap.read()
                 if not ok:
                     return

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..labels import LabelSet
+from ..labels import HasLabelSet, LabelSet
 from ..labels import resolve_label_set as resolve_classes  # noqa: F401 - the one label-set resolver
 from ..validate import check_size  # noqa: F401 - the one output-size check
 
@@ -79,24 +78,21 @@ def pixel_centers(
     return torch.stack([gx, gy], dim=-1).reshape(-1, 2).to(dtype)
 
 
-class SegmentationModel(nn.Module):
+class SegmentationModel(nn.Module, HasLabelSet):
     """Common interface: ``model(image, size=(H, W))`` -> logits (B, C, H, W).
 
     Images are float RGB in [0, 1], shape (B, 3, H, W). Subclasses implement ``forward`` and are
-    registered in :mod:`fpliif.registry`; ``spec`` records how to rebuild them.
+    registered in :mod:`fpliif.registry`; ``spec`` records how to rebuild them. Weight files are written
+    and read by :func:`fpliif.checkpoint.save` / :func:`~fpliif.checkpoint.load` (the model imports neither).
     """
 
     spec: dict[str, Any]
     label_set: LabelSet
     temperature: float = 1.0
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.label_set.classes
-
-    @property
-    def num_classes(self) -> int:
-        return self.label_set.num_classes
+    find_unused_parameters: bool = False
+    """True for a model whose training forward may leave a parameter it trains without a gradient: DDP then
+    searches the graph every step (:func:`fpliif.train.trainer.ddp_options`). Parameters it does not train
+    belong in no group of its ``param_groups(lr)`` hook instead (the trainer freezes them)."""
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -114,14 +110,3 @@ class SegmentationModel(nn.Module):
             return self(image, size=size)
         finally:
             self.train(was_training)
-
-    def save_pretrained(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-        from ..checkpoint import save
-
-        return save(self, path, metadata=metadata)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> SegmentationModel:
-        from ..checkpoint import load
-
-        return load(path, device=device)

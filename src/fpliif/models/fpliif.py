@@ -165,8 +165,9 @@ class FPLIIF(SegmentationModel):
     Runtime attributes (not part of the spec or the weights): ``factored_decoder`` (True) computes the first
     decoder layer's latent and global parts once per latent cell (:meth:`prepare`; exact algebra, same
     function); False runs the layer on the concatenated query input as written in the paper (MAC counts
-    compare with the paper this way). ``points_decoded`` counts the query points decoded (each is evaluated
-    4 times with the local ensemble); reset it freely.
+    compare with the paper this way). ``quantized_tail`` (None): replacement layers for the MLP after its
+    first layer (int8: :mod:`fpliif.quantize`; not saved with the weights). ``points_decoded`` counts the query
+    points decoded (each is evaluated 4 times with the local ensemble); reset it freely.
     """
 
     # Sane bounds for specs read from untrusted files: far above any useful model, far below an allocation
@@ -288,6 +289,7 @@ class FPLIIF(SegmentationModel):
         q_in = latent + (width if global_feature else 0) + 2
         self.mlp = mlp([q_in, *decoder_mlp, self.num_classes])
         self.factored_decoder = True
+        self.quantized_tail: tuple[nn.Module, ...] | None = None
         self.points_decoded = 0
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
@@ -435,9 +437,10 @@ class FPLIIF(SegmentationModel):
         return out
 
     @property
-    def _mlp_tail(self) -> list[nn.Module]:
-        """The per-query MLP after its first linear layer."""
-        return list(self.mlp)[1:]
+    def _mlp_tail(self) -> Sequence[nn.Module]:
+        """The per-query MLP after its first linear layer (``quantized_tail`` where set, e.g. int8 by
+        :func:`fpliif.quantize.set_int8_decoder`)."""
+        return self.quantized_tail if self.quantized_tail is not None else list(self.mlp)[1:]
 
     # ----------------------------------------------------------------------------------------------- dense
     def forward(self, image: torch.Tensor, size: int | tuple[int, int] | None = None) -> torch.Tensor:

@@ -61,7 +61,8 @@ output label set):
   pipeline (STN-iCNN*).
 * ``"end2end"``: the full pipeline; CE of each part network on crops at the *predicted* θ against the mask cropped
   by the same θ, averaged over the six parts (Eq. 10); gradients reach K and L through the crops' sampling grid.
-  The paper trains K and L at a lower rate here (CelebAMask-HQ: 1e-6 vs 1e-3): :meth:`STNiCNN.param_groups`.
+  The paper trains K and L at a lower rate here (CelebAMask-HQ: 1e-6 vs 1e-3): :meth:`STNiCNN.param_groups`,
+  which ``fpliif train`` uses for its optimizer (networks a stage does not train are in no group: frozen).
 
 The stage changes no parameter: weights of one stage load into the next (``train.init_weights``).
 """
@@ -454,15 +455,16 @@ class STNiCNN(SegmentationModel):
         return self
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Optimizer parameter groups of the stage: ``coarse`` K; ``parts`` L and the part networks; ``end2end``
-        all, K and L at ``lr *`` :data:`PRETRAINED_LR_SCALE` (paper Table 1)."""
+        """Optimizer parameter groups of the stage (``fpliif train`` uses them and freezes the networks in none):
+        ``coarse`` K; ``parts`` the part networks and L; ``end2end`` all, K and L at ``lr *``
+        :data:`PRETRAINED_LR_SCALE` (paper Table 1). The first group runs at ``lr``."""
         if self.stage == "coarse":
             return [{"params": list(self.coarse.parameters()), "lr": lr}]
         parts = {"params": list(self.part_nets.parameters()), "lr": lr}
         if self.stage == "parts":
-            return [{"params": list(self.localizer.parameters()), "lr": lr}, parts]
+            return [parts, {"params": list(self.localizer.parameters()), "lr": lr}]
         pretrained = [*self.coarse.parameters(), *self.localizer.parameters()]
-        return [{"params": pretrained, "lr": lr * PRETRAINED_LR_SCALE}, parts]
+        return [parts, {"params": pretrained, "lr": lr * PRETRAINED_LR_SCALE}]
 
 
 def output_mapping(label_set: LabelSet) -> tuple[torch.Tensor, torch.Tensor]:

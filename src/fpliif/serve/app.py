@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, limits
+from ..adaptive import DEFAULT_DECODE
 from ..labels import get_label_set
 from .imaging import ApiError, decode_image, index_png, open_upload, rgb_png, rle_encode, rle_masks
 from .settings import ServeSettings
@@ -87,7 +88,8 @@ Send the image as multipart form field `{FIELD}` (JPEG, PNG, WebP, GIF, BMP or T
   the server's setting (`fpliif serve --tta`; `GET /v1/model` shows it under `defaults`).
 * `decode=dense` decodes every output pixel; `decode=adaptive` decodes a coarse grid and then re-queries the
   implicit decoder only where the prediction is uncertain (near part boundaries), refining coarse to fine:
-  much less work, labels almost always identical. Default: the server's setting (`fpliif serve --decode`).
+  much less work, labels almost always identical; implicit models (FP-LIIF) only: with a dense model (SegFace,
+  STN-iCNN) it is answered 422. Default: the server's setting (`fpliif serve --decode`), else the model's.
 * `context=false` (photos): labels end at each face's crop window. By default (the parser's `context`) a second
   window 1.5 times as large labels hair, hat, neck and clothes beyond it; it counts against `max_points`.
 * `labels=lapa|coarse|celebamask-hq`: every output in that label set, merged from the model's classes
@@ -233,6 +235,8 @@ class Engine:
         self.parser = parser
         self.settings = settings
         self.info = model_info(parser, weights_name)
+        self.decode = getattr(parser, "decode", DEFAULT_DECODE)  # the parser's: by its model, FP-LIIF or dense
+        self.decode = self.decode_mode(settings.decode)
         self.threads = settings.threads_per_worker()
         self.busy = 0  # parses running now
         self.admitted = 0  # requests waiting for a worker or running
@@ -243,6 +247,18 @@ class Engine:
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
         self._set_threads()
+
+    def decode_mode(self, decode: str | None, name: str = "decode") -> str:
+        """A request's (or the server's) decoding, None: the server's default; ValueError naming ``name`` for
+        adaptive decoding of a dense model."""
+        if decode is None:
+            return self.decode
+        if decode == "adaptive" and not getattr(self.parser, "implicit", True):
+            raise ValueError(
+                f"{name}=adaptive queries an implicit decoder (FP-LIIF); the served model {self.info['name']!r} is "
+                "dense: use decode=dense"
+            )
+        return decode
 
     # ------------------------------------------------------------------------------------------ resources
     def _set_threads(self) -> None:
@@ -628,7 +644,7 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
                 "header_timeout_s": settings.header_timeout,
                 "workers": settings.workers,
             },
-            "defaults": {"tta": settings.tta, "decode": settings.decode},
+            "defaults": {"tta": settings.tta, "decode": engine.decode},
         }
 
     @app.post(
@@ -718,6 +734,10 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
         if mask is not None and overlay:
             raise ApiError(422, "invalid_parameter", "mask returns a binary PNG (or JSON masks): not with overlay=true")
         labels, mask_names = label_options(engine.parser.label_set, labels, mask)
+        try:
+            decode_mode = engine.decode_mode(decode)
+        except ValueError as e:
+            raise ApiError(422, "invalid_parameter", str(e)) from None
         opts = ParseOptions(
             aligned,
             size,
@@ -727,7 +747,7 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
             alpha,
             legend,
             settings.tta if tta is None else tta,
-            settings.decode if decode is None else decode,
+            decode_mode,
             labels,
             mask_names,
             context=context,

@@ -10,8 +10,13 @@ import argparse
 import ipaddress
 import sys
 
+from ..errors import ConfigError
 from ..limits import DEFAULT_MAX_PIXELS, default_max_pixels
+from ..validate import float_arg
 from .settings import ServeSettings
+
+FLAGS = {"workers": "--workers-threads"}
+"""Settings whose flag is not ``--`` + the field's name with dashes."""
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +35,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-upload-mb",
-        type=float,
+        type=float_arg(),
         default=d.max_upload_mb,
         help="largest image file, MiB (413; default %(default)s)",
     )
@@ -63,17 +68,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--torch-threads", type=int, default=None, help="CPU threads per parse (default: CPUs // --workers-threads)"
     )
     p.add_argument(
-        "--timeout", type=float, default=d.timeout, help="seconds per request: wait + parse (504; default %(default)s)"
+        "--timeout",
+        type=float_arg(),
+        default=d.timeout,
+        help="seconds per request: wait + parse (504; default %(default)s)",
     )
     p.add_argument(
         "--upload-timeout",
-        type=float,
+        type=float_arg(),
         default=d.upload_timeout,
         help="seconds allowed for receiving an upload (408; default %(default)s)",
     )
     p.add_argument(
         "--header-timeout",
-        type=float,
+        type=float_arg(),
         default=d.header_timeout,
         help="seconds allowed for a request's line and headers (408, connection closed; default %(default)s)",
     )
@@ -92,14 +100,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--decode",
         choices=["dense", "adaptive"],
         default=d.decode,
-        help="default decoding (requests may pass decode=...): dense, every pixel (default), or adaptive, coarse to "
-        "fine, re-querying the decoder only where the prediction is uncertain",
+        help="default decoding (requests may pass decode=...): dense, every pixel, or adaptive, coarse to fine, "
+        "re-querying the decoder only where the prediction is uncertain (implicit models only); default: the "
+        "model's (adaptive for FP-LIIF, dense for dense models)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """The settings the flags ask for; a value out of range is a ValueError naming the flag (ServeSettings
+    holds the ranges)."""
+    try:
+        return _settings(args)
+    except ConfigError as e:
+        raise ValueError(f"{FLAGS.get(e.key, '--' + e.key.replace('_', '-'))}: {e.reason}") from None
+
+
+def _settings(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(
         host=args.host,
         port=args.port,

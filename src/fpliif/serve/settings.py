@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
-from ..adaptive import DEFAULT_DECODE
+from ..adaptive import DECODE_MODES
+from ..errors import ConfigError
 from ..limits import default_max_pixels
+from ..validate import MAX_THREADS
 
 DEFAULT_MAX_POINTS = 2**21
 """Decoder queries one request may cost by default: about a 1448 x 1448 aligned output, or 8 large faces."""
@@ -46,7 +49,9 @@ class ServeSettings:
         max_queue: requests allowed to wait for a worker; more get 503.
         tta: default of the ``tta`` query parameter (flip test-time augmentation, 2x the parse cost).
         decode: default of the ``decode`` query parameter: ``"dense"`` (every pixel) or ``"adaptive"``
-            (coarse to fine, re-querying only uncertain pixels; :mod:`fpliif.adaptive`).
+            (coarse to fine, re-querying only uncertain pixels; :mod:`fpliif.adaptive`; implicit models only);
+            None (default): the model's default (:data:`~fpliif.adaptive.DEFAULT_DECODE` for FP-LIIF, dense for
+            dense models such as SegFace and STN-iCNN).
     """
 
     host: str = "127.0.0.1"
@@ -63,15 +68,19 @@ class ServeSettings:
     keep_alive_timeout: float = 5.0
     max_queue: int = 64
     tta: bool = False
-    decode: str = DEFAULT_DECODE
+    decode: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
-            ("max_upload_mb", self.max_upload_mb > 0, "must be > 0"),
+            ("max_upload_mb", 0 < self.max_upload_mb < math.inf, "must be a finite number > 0"),
             ("max_pixels", self.max_pixels >= 1, "must be >= 1"),
             ("max_size", self.max_size >= 8, "must be >= 8"),
-            ("workers", self.workers >= 1, "must be >= 1"),
-            ("torch_threads", self.torch_threads is None or self.torch_threads >= 0, "must be >= 0"),
+            ("workers", 1 <= self.workers <= MAX_THREADS, f"must be in 1..{MAX_THREADS}"),
+            (
+                "torch_threads",
+                self.torch_threads is None or 0 <= self.torch_threads <= MAX_THREADS,
+                f"must be in 0..{MAX_THREADS}",
+            ),
             ("timeout", self.timeout > 0, "must be > 0"),
             ("upload_timeout", self.upload_timeout > 0, "must be > 0"),
             ("header_timeout", self.header_timeout > 0, "must be > 0"),
@@ -79,11 +88,11 @@ class ServeSettings:
             ("max_points", self.max_points >= 1, "must be >= 1"),
             ("max_queue", self.max_queue >= 0, "must be >= 0"),
             ("port", 0 <= self.port <= 65535, "must be in 0..65535"),
-            ("decode", self.decode in ("dense", "adaptive"), "must be 'dense' or 'adaptive'"),
+            ("decode", self.decode in (None, *DECODE_MODES), "must be 'dense', 'adaptive' or None"),
         ]
         for name, ok, msg in checks:
             if not ok:
-                raise ValueError(f"{name}: {msg}, got {getattr(self, name)!r}")
+                raise ConfigError(name, f"{msg}, got {getattr(self, name)!r}")
 
     @property
     def max_upload_bytes(self) -> int:

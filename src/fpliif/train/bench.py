@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from .. import registry
+from ..checkpoint import DEFAULT_INPUT_SIZE
+from ..models import make as make_model
 from ..precision import AMP_DTYPES, resolve_amp
-from .step import StepSettings, TrainStep, objective_of
+from .step import StepSettings, TrainStep, build_optimizer, objective_of
 
 
 def _sync(device: torch.device) -> None:
@@ -34,7 +35,7 @@ def _random_masks(batch: int, size: int, num_classes: int, gen: torch.Generator,
 
 def train_throughput(
     model_spec: dict[str, Any] | str | None = None,
-    size: int = 256,
+    size: int = DEFAULT_INPUT_SIZE,
     batch_size: int = 4,
     amp: str = "none",
     queries: int | None = None,
@@ -73,14 +74,14 @@ def train_throughput(
     requested, amp = amp, resolve_amp(amp, dev)
 
     torch.manual_seed(seed)
-    model = registry.make(model_spec if model_spec is not None else "fpliif").to(dev)
+    model = make_model(model_spec if model_spec is not None else "fpliif").to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     objective = objective_of(model)
     if queries is not None and objective != "queries":
         raise ValueError(f"queries: applies to models trained on sampled queries; this model is trained {objective}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(model, lr=1e-4)
     gen = torch.Generator().manual_seed(seed)
     settings = StepSettings(edge_lambda=edge_lambda, sample_queries=queries, channels_last=channels_last)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")

@@ -22,6 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..checkpoint import DEFAULT_INPUT_SIZE
 from ..errors import ConfigError
 from ..precision import AMP_CHOICES
 
@@ -68,12 +69,12 @@ def _check_augment(value: Any, key: str) -> Any:
 # ------------------------------------------------------------------------------------------------ schema
 @dataclass
 class ModelConfig:
-    name: str = "fpliif"  # a registered architecture (fpliif.registry)
+    name: str = "fpliif"  # a registered architecture (fpliif.models.available())
     args: dict[str, Any] = _field({})  # its constructor's arguments, checked against the signature
 
     @staticmethod
     def check(section: dict[str, Any], key: str) -> None:
-        from ..registry import check_args
+        from ..models import check_args
 
         check_args({"name": section.get("name", ModelConfig.name), "args": section.get("args")}, where=key)
 
@@ -86,7 +87,7 @@ class DataConfig:
     classes: str | list[str] | None = None
     train_split: str = "train"
     val_split: str | None = "val"  # null: no validation
-    size: int = _field(256, ge=1)
+    size: int = _field(DEFAULT_INPUT_SIZE, ge=1)
     # "paper" or a dict of steps: see fpliif.data.build_train_transform
     augment: str | dict[str, Any] | None = _field(None, check=_check_augment)
     workers: int = _field(2, ge=0)
@@ -140,7 +141,8 @@ class TrainConfig:
     max_val_images: int | None = _field(None, ge=0)  # null or 0 = the whole val split
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = _field(None, ge=0)  # torch CPU threads per process; null or 0 = torch's default
-    init_weights: str | None = None  # a .safetensors file to start from (e.g. a shorter run's best weights)
+    # bundled weights name or .safetensors file to start from (matching tensors; other classes: a fresh head)
+    init_weights: str | None = None
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adaptive import is_implicit
 from ..labels import IGNORE_INDEX
 from ..models.base import pixel_centers
 from .loss import fpliif_loss, label_edges
@@ -39,9 +40,47 @@ def objective_of(model: nn.Module) -> str:
     sampled query points) or ``"dense"`` (logits at the mask's size)."""
     if callable(getattr(model, "training_loss", None)):
         return "model"
-    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
-        return "queries"
-    return "dense"
+    return "queries" if is_implicit(model) else "dense"
+
+
+def param_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the model's own ``param_groups(lr)`` where it defines one (a list of
+    ``{"params": [...], "lr": ..., ...}``: e.g. STN-iCNN trains only its stage's networks, some at a lower rate;
+    the first group should run at ``lr``, the rate the trainer logs), else one group of every parameter.
+
+    Parameters the groups leave out are **frozen** (``requires_grad_(False)``): neither the optimizer nor
+    DistributedDataParallel expects a gradient for them. ValueError naming ``param_groups`` for a group without
+    parameters, a parameter in two groups, or one that is not the model's.
+    """
+    hook = getattr(model, "param_groups", None)
+    if not callable(hook):
+        return [{"params": list(model.parameters()), "lr": lr}]
+    where = f"{type(model).__name__}.param_groups"
+    groups = [dict(g) for g in hook(lr)]
+    own = {id(p) for p in model.parameters()}
+    seen: set[int] = set()
+    for i, g in enumerate(groups):
+        params = list(g.get("params") or [])
+        if not params:
+            raise ValueError(f"{where}: group {i} has no parameters")
+        for p in params:
+            if id(p) in seen or id(p) not in own:
+                raise ValueError(
+                    f"{where}: group {i} holds a parameter {'twice' if id(p) in seen else 'of another module'}"
+                )
+            seen.add(id(p))
+        g["params"] = params
+    if not groups:
+        raise ValueError(f"{where}: returned no groups")
+    for p in model.parameters():
+        if id(p) not in seen:
+            p.requires_grad_(False)
+    return groups
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam over :func:`param_groups` (what ``fpliif train`` and ``fpliif bench --train`` step)."""
+    return torch.optim.Adam(param_groups(model, lr), lr=lr, weight_decay=weight_decay)
 
 
 def sample_queries(
@@ -238,6 +277,8 @@ __all__ = [
     "TrainNet",
     "TrainStep",
     "balanced_density",
+    "build_optimizer",
     "objective_of",
+    "param_groups",
     "sample_queries",
 ]

@@ -23,14 +23,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .. import registry
 from ..checkpoint import load_state, save_state
 from ..checkpoint import save as save_weights
 from ..labels import IGNORE_INDEX
+from ..models import make as make_model
 from ..precision import AMP_DTYPES, resolve_amp
 from .config import dump_config
 from .loss import label_edges
-from .step import StepSettings, TrainNet, TrainStep, balanced_density, sample_queries
+from .step import StepSettings, TrainNet, TrainStep, balanced_density, build_optimizer, sample_queries
 
 log = logging.getLogger("fpliif.train")
 CHECKPOINT_VERSION = 1
@@ -71,6 +71,13 @@ class Dist:
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def ddp_options(model: nn.Module) -> dict[str, Any]:
+    """DistributedDataParallel options the model asks for: ``find_unused_parameters`` when its training forward
+    may leave some trained parameter without a gradient (the model's ``find_unused_parameters`` attribute).
+    Parameters outside its optimizer groups need none: :func:`~fpliif.train.step.param_groups` froze them."""
+    return {"find_unused_parameters": bool(getattr(model, "find_unused_parameters", False))}
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -142,21 +149,24 @@ class Trainer:
         self.device = self.dist.device
         self._check_out_dir(resume)
         self._seed_everything(self.t["seed"])
-        self.model = registry.make(cfg["model"]).to(self.device)
-        if self.t["init_weights"]:
-            from ..checkpoint import load
+        self.model = make_model(cfg["model"]).to(self.device)
+        if self.t["init_weights"]:  # matching tensors; other classes: the head starts fresh (fine-tuning)
+            from .warmstart import init_weights
 
-            self.model.load_state_dict(load(self.t["init_weights"]).state_dict())
+            started = init_weights(self.model, self.t["init_weights"])
+            if self.dist.main:
+                log.info("%s", started.summary())
         if self.t["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._build_data()
+        # before DDP wraps the model: parameters outside the model's param groups are frozen here
+        self.optimizer = build_optimizer(self.model, self.t["lr"], self.t["weight_decay"])
         net: nn.Module = TrainNet(self.model)
         if self.dist.world > 1:
             net = nn.parallel.DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None, **ddp_options(self.model)
             )
         self.net = net
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t["lr"], weight_decay=self.t["weight_decay"])
         sched = self.t["schedule"]
         milestones = sched.get("milestones", []) if sched["type"] == "multistep" else []
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=sched.get("gamma", 0.1))
@@ -444,12 +454,21 @@ class Trainer:
 
     @torch.no_grad()
     def _validate(self, model: nn.Module) -> dict[str, Any]:
+        """Metrics of ``model`` on the validation set: each process scores every ``world``-th image from its
+        rank on (no padding, unlike a DistributedSampler, so every image counts once), in order."""
+        from ..data import make_loader
         from ..eval.evaluate import evaluate
 
         assert self.val_set is not None
         shard = Subset(self.val_set, range(self.dist.rank, len(self.val_set), self.dist.world))
-        loader = DataLoader(
-            shard, batch_size=self.t["val_batch_size"], shuffle=False, num_workers=int(self.cfg["data"]["workers"])
+        loader = make_loader(
+            shard,
+            self.t["val_batch_size"],
+            shuffle=False,
+            num_workers=int(self.cfg["data"]["workers"]),
+            seed=self.t["seed"],
+            epoch=self.epoch,
+            pin_memory=self.device.type == "cuda",
         )
         size = self.cfg["data"]["size"]
         with torch.autocast(

@@ -1,0 +1,87 @@
+"""Start training from existing weights (``train.init_weights``): a bundled name or a ``.safetensors`` file,
+also for a model with other classes (fine-tuning to a user's own label set).
+
+Every tensor of the file whose name and shape match the new model's is copied. The class-dependent tensors
+(the head: those whose shape depends on the number of classes, found by building the file's model on the meta
+device with two other class counts) are copied only when the file's class list is the model's, in the same
+order; otherwise they keep the new model's fresh initialisation. Tensors of other shapes (another width or
+depth) are skipped too. What was not copied is returned, and printed by the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIN_SHARE = 0.5
+"""Least share of the model's parameter elements the file must fill (else it is another architecture)."""
+
+
+@dataclass
+class WarmStart:
+    """What :func:`init_weights` copied: the file, and the model tensors it did not fill (with the reason)."""
+
+    path: Path
+    copied: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line, plus one line per skipped tensor."""
+        head = f"init_weights {self.path}: {len(self.copied)} tensors copied, {len(self.skipped)} re-initialised"
+        return "\n".join([head, *(f"  re-initialised {k}: {why}" for k, why in sorted(self.skipped.items()))])
+
+
+def class_dependent(spec: dict[str, Any]) -> set[str]:
+    """Names of the tensors of ``spec``'s model whose shape depends on its number of classes (empty if the model
+    takes no ``classes`` argument)."""
+    import inspect
+
+    import torch
+
+    from .. import registry
+
+    if "classes" not in inspect.signature(registry.constructor(spec["name"])).parameters:
+        return set()
+    shapes = []
+    for n in (3, 4):
+        with torch.device("meta"):
+            model = registry.make(spec, classes=[f"class{i}" for i in range(n)])
+        shapes.append({k: tuple(v.shape) for k, v in model.state_dict().items()})
+    return {k for k in shapes[0] if shapes[0][k] != shapes[1].get(k)}
+
+
+def init_weights(model: Any, weights: str | Path) -> WarmStart:
+    """Copy the matching tensors of ``weights`` (a bundled name or a ``.safetensors`` file written by fpliif, checked
+    as :func:`fpliif.checkpoint.load` does) into ``model``; ValueError if they fill less than :data:`MIN_SHARE` of
+    its parameters."""
+    import torch
+
+    from ..checkpoint import load
+
+    source = load(weights)
+    meta = source.weights_metadata
+    same_classes = tuple(source.label_set.classes) == tuple(model.label_set.classes)
+    head = set() if same_classes else class_dependent(meta.spec)
+    own, theirs = model.state_dict(), source.state_dict()
+    state = {k: v for k, v in theirs.items() if k not in head and k in own and own[k].shape == v.shape}
+    report = WarmStart(Path(meta.path))
+    classes = f"head: other classes ({len(source.label_set.classes)} in the file, {len(model.label_set.classes)} here)"
+    for k, v in own.items():
+        if k in head:
+            report.skipped[k] = classes
+        elif k in theirs and k not in state:
+            report.skipped[k] = f"shape {list(theirs[k].shape)} in the file, {list(v.shape)} here"
+        elif k not in theirs:
+            report.skipped[k] = "not in the file"
+    params = dict(model.named_parameters())
+    share = sum(params[k].numel() for k in state if k in params) / max(sum(p.numel() for p in params.values()), 1)
+    if share < MIN_SHARE:
+        raise ValueError(
+            f"init_weights {meta.path}: only {100 * share:.0f} % of the model's parameters match the file's "
+            f"(another architecture? its spec: {meta.spec})"
+        )
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)
+    report.copied = sorted(state)
+    return report

@@ -1,0 +1,114 @@
+"""Inference precision (issue 12, part 3): ``auto`` picks bf16 only on CPUs with native bf16 (faked capabilities),
+and the int8 option (dynamically quantised decoder MLP) keeps the weights, restores exactly, and stays CPU-only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fpliif
+from conftest import TINY_SPEC
+from fpliif import precision
+from fpliif.infer.torch_backend import TorchBackend
+from fpliif.models import pixel_centers
+from fpliif.quantize import int8_decoder, set_int8_decoder
+
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+X86_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+ARM_PLAIN = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\n"
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return fpliif.make(TINY_SPEC).eval()
+
+
+def fake_cpu(monkeypatch: pytest.MonkeyPatch, machine: str, cpuinfo: str) -> None:
+    monkeypatch.setattr(precision.platform, "machine", lambda: machine)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: precision.parse_cpu_flags(cpuinfo))
+
+
+@pytest.mark.parametrize(
+    "machine, cpuinfo, expected",
+    [("x86_64", X86_AVX2, "none"), ("x86_64", X86_AMX, "bf16"), ("aarch64", ARM_BF16, "bf16"),
+     ("aarch64", ARM_PLAIN, "none"), ("x86_64", "", "none")],
+)  # fmt: skip
+def test_auto_inference_precision_follows_the_cpu(monkeypatch, machine, cpuinfo, expected):
+    """The torch inference backend under ``auto``: bf16 autocast only where the (faked) CPU has native bf16; an
+    AVX2-only or unreadable CPU runs fp32 (its latents stay float32)."""
+    fake_cpu(monkeypatch, machine, cpuinfo)
+    backend = TorchBackend(tiny(), amp="auto")
+    assert backend.amp == expected
+    latent = backend.encode(np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32))[0]
+    assert latent.cells.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+
+
+def test_parse_cpu_flags_and_other_devices(monkeypatch):
+    assert {"avx2", "fma"} <= precision.parse_cpu_flags(X86_AVX2) and "bf16" in precision.parse_cpu_flags(ARM_BF16)
+    assert precision.parse_cpu_flags("model name\t: something\n") == frozenset()
+    fake_cpu(monkeypatch, "x86_64", X86_AMX)
+    assert precision.native_bf16("cpu") and not precision.native_bf16("mps")  # mps: never assumed
+
+
+def test_int8_decoder_quantises_the_hidden_layers_and_restores_exactly():
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    image = torch.rand(1, 3, 32, 32)
+    coords = pixel_centers(24, 24)[None]
+    with torch.inference_mode():
+        grid = model.prepare(model.encode(image))
+        fp32 = model.decode_prepared(grid, coords)
+        with int8_decoder(model):
+            int8 = model.decode_prepared(grid, coords)
+        assert model.quantized_tail is None
+        assert torch.equal(model.decode_prepared(grid, coords), fp32)  # restored: the fp32 decoder again
+    assert not torch.equal(int8, fp32) and (int8 - fp32).abs().max() < 0.05 * fp32.abs().max()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # weights untouched
+
+
+def test_int8_backend_option_and_its_errors():
+    backend = TorchBackend(tiny(), amp="int8")
+    assert backend.amp == "int8" and backend.autocast_dtype is None
+    relu, hidden, _, last = backend.model.quantized_tail  # the tiny MLP's tail: ReLU, 16 x 16, ReLU, logits
+    assert isinstance(hidden, torch.ao.nn.quantized.dynamic.Linear) and hidden.weight().dtype == torch.qint8
+    assert isinstance(relu, nn.ReLU) and type(last) is nn.Linear  # class logits stay fp32
+    assert "quantized_tail" not in "".join(backend.model.state_dict())  # never saved with the weights
+    with pytest.raises(ValueError, match="CPU only"):
+        precision.resolve_amp("int8", "cuda", inference=True)
+    with pytest.raises(ValueError, match="int8 is an inference option"):
+        precision.resolve_amp("int8", "cpu")  # training precisions: no int8
+    with pytest.raises(ValueError, match="decoder MLP"):
+        set_int8_decoder(nn.Linear(2, 2))
+
+
+def test_compile_needs_a_cpp_compiler_and_an_fpliif_model(monkeypatch):
+    from fpliif import compiled
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
+    model = tiny()
+    with pytest.raises(ValueError, match="C\\+\\+ compiler"):
+        compiled.compile_model(model)
+    assert "query" not in vars(model)  # nothing compiled
+    with pytest.raises(ValueError, match="encoder and decoder"):
+        compiled.compile_model(nn.Linear(2, 2))
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: f"/usr/bin/{name}" if name == "clang++" else None)
+    assert compiled.cpp_compiler() == "/usr/bin/clang++"
+
+
+def test_bench_int8_counts_fp32_macs_and_restores_the_model():
+    from fpliif.bench import run_bench
+
+    n = torch.get_num_threads()
+    try:
+        model = tiny()
+        kw = {"sizes": (16,), "input_size": 32, "runs": 1, "threads": 1, "decode": ["dense"]}
+        fp32, int8 = run_bench(model, **kw), run_bench(model, amp="int8", **kw)
+    finally:
+        torch.set_num_threads(n)
+    assert (fp32["amp"], int8["amp"], int8["compile"]) == ("none", "int8", False)
+    assert int8["macs_executed"] == fp32["macs_executed"] and int8["points"] == fp32["points"]
+    assert model.quantized_tail is None  # the int8 layers lived only for the timed runs
