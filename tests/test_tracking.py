@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fpliif.cli import main
-from fpliif.infer.tracking import FaceTracker, OneEuro, box_iou
+from fpliif.infer.detect import box_overlap as box_iou
+from fpliif.infer.tracking import FaceTracker, OneEuro
 from fpliif.infer.video import is_stream, read_frames
 
 BOX = np.array([100.0, 100.0, 200.0, 200.0])  # a 100 px face

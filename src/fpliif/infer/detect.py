@@ -190,16 +190,18 @@ def suppress_nested(dets: Sequence[Detection], overlap: float = 0.3) -> list[Det
     ``overlap`` of the smaller box's area (Haar often adds small boxes on a chin or neck inside a face)."""
     kept: list[Detection] = []
     for box, score in sorted(dets, key=lambda d: -d[1]):
-        if all(_overlap_small(box, k[0]) <= overlap for k in kept):
+        if all(box_overlap(box, k[0], "min") <= overlap for k in kept):
             kept.append((box, score))
     return kept
 
 
-def _overlap_small(a: Box, b: Box) -> float:
+def box_overlap(a: Sequence[float], b: Sequence[float], mode: str = "union") -> float:
+    """Overlap of two ``(x1, y1, x2, y2)`` boxes: intersection over union, or over the smaller box (``"min"``)."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / small if small > 0 else 0.0
+    area_a, area_b = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+    denom = min(area_a, area_b) if mode == "min" else area_a + area_b - iw * ih
+    return iw * ih / denom if denom > 0 else 0.0
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .detect import box_overlap
+
 SmoothDetection = tuple[tuple[float, float, float, float], float, "np.ndarray | None"]
 
 
@@ -65,15 +67,6 @@ class OneEuro:
         a = self._alpha(self.min_cutoff + self.beta * float(np.sqrt(np.mean(self.speed**2))), dt)
         self.value = a * x + (1 - a) * self.value
         return self.value.copy()
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class _Track:
@@ -131,7 +124,7 @@ class FaceTracker:
         the same faces, in the same order, with smoothed boxes and landmarks."""
         dets = [_parts(d) for d in detections]
         pairs = sorted(
-            ((box_iou(t.box, d[0]), ti, di) for ti, t in enumerate(self.tracks) for di, d in enumerate(dets)),
+            ((box_overlap(t.box, d[0]), ti, di) for ti, t in enumerate(self.tracks) for di, d in enumerate(dets)),
             reverse=True,
         )
         track_of: dict[int, _Track] = {}
