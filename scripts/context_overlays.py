@@ -22,7 +22,6 @@ from PIL import Image
 
 from fpliif import FaceParser
 from fpliif.infer.cli import example_image
-from fpliif.infer.framing import CONTEXT_FEATHER
 from fpliif.infer.geometry import Window
 from fpliif.infer.images import load_image
 
@@ -72,13 +71,14 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parsers = [FaceParser.from_pretrained(feather=f) for f in (0.0, CONTEXT_FEATHER)]
+    parser = FaceParser.from_pretrained()
     astronaut = load_image(example_image())
     for name, photo, vertical in (("astronaut", astronaut, False), ("group", group_photo(astronaut), True)):
-        results = [parsers[0](photo, context=False), parsers[0](photo), parsers[1](photo)]
+        results = [parser(photo, context=False), parser(photo, feather=0.0), parser(photo)]
         changed = [(r.labels != results[2].labels).mean() for r in results[:2]]
         print(name, [len(r.faces) for r in results], [f.context for f in results[2].faces], "changed", changed)
-        save_small(side_by_side([r.overlay(0.5) for r in results], vertical), out / f"context_{name}.png")
+        panels = side_by_side([r.overlay(0.5) for r in results], vertical)
+        save_small(panels, out / f"context_{name}.png", max_side=900 if name == "astronaut" else 640)
         if name == "astronaut":
             seam = [seam_view(r, results[2].faces[0]) for r in results[1:]]
             save_small(side_by_side(seam), out / "context_seam.png")

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fpliif.checkpoint import input_size_of, load
 from fpliif.data.layouts import list_samples
 from fpliif.infer.geometry import Window, extract_crop, feather_weights, model_input
 from fpliif.labels import CELEBAMASK_HQ
-from fpliif.pretrained import resolve_weights
+from fpliif.models.checkpoint import input_size_of, load
+from fpliif.models.pretrained import resolve_weights
 
 torch.set_num_threads(1)
 N, F, S = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])

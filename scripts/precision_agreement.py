@@ -24,14 +24,14 @@ from typing import Any
 import torch
 
 from fpliif.adaptive import check_decode_mode
-from fpliif.bench import _autocast
-from fpliif.checkpoint import input_size_of, load
+from fpliif.bench.inference import _autocast
 from fpliif.eval.evaluate import summarize
 from fpliif.eval.metrics import ConfusionMatrix
 from fpliif.labels import IGNORE_INDEX
 from fpliif.models import pixel_centers
+from fpliif.models.checkpoint import input_size_of, load
+from fpliif.models.pretrained import resolve_weights
 from fpliif.precision import resolve_amp
-from fpliif.pretrained import resolve_weights
 from fpliif.quantize import int8_decoder
 from fpliif.validate import parse_int_list
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 import fpliif
-from fpliif.checkpoint import WRITTEN_KEYS
-from fpliif.pretrained import DEFAULT_NAME, WEIGHTS_DIR
-from fpliif.train.trainer import code_version
+from fpliif.models.checkpoint import WRITTEN_KEYS
+from fpliif.models.pretrained import DEFAULT_NAME, WEIGHTS_DIR
+from fpliif.train.provenance import code_version
 
 
 def main() -> int:

@@ -325,7 +325,7 @@ def test_cli_parse_decode(tmp_path, capsys):
 
 
 def test_bench_decode_modes(tmp_path, capsys):
-    from fpliif.bench import run_bench
+    from fpliif.bench.inference import run_bench
 
     n = torch.get_num_threads()
     try:

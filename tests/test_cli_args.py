@@ -25,6 +25,7 @@ ZERO_MEANS_SOMETHING = {
     ("parse", "--max-points"),
     ("parse", "--max-decode-size"),  # 0: never downsample the decoding
     ("parse", "--alpha"),  # a transparent overlay
+    ("parse", "--feather"),  # a hard switch at the face window's edge
     ("eval", "--workers"),  # load in the main process
     ("bench", "--warmup"),
     ("serve", "--port"),  # any free port

@@ -1,4 +1,4 @@
-"""``fpliif info`` and ``fpliif bench`` (fpliif.cli_model) through ``fpliif.cli.main``."""
+"""``fpliif info`` and ``fpliif bench`` (fpliif.bench.cli) through ``fpliif.cli.main``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fpliif import models
-from fpliif.checkpoint import save
 from fpliif.cli import main
+from fpliif.models.checkpoint import save
 
 
 @pytest.fixture(autouse=True)

@@ -186,7 +186,7 @@ def test_duplicate_image_names_are_bad(tmp_path):
 
 def test_cli_data_check_folder(tmp_path, capsys):
     make_folder(tmp_path, n=6)
-    assert main(["data", "check", str(tmp_path), "--layout", "folder", "--workers", "0", "--json"]) == 0
+    assert main(["data", "check", "--data", str(tmp_path), "--layout", "folder", "--workers", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert sum(report["splits"].values()) == 6 and report["samples"] == 6 and report["bad"] == []
     assert len(report["classes"]) == 19
@@ -194,19 +194,19 @@ def test_cli_data_check_folder(tmp_path, capsys):
     assert max(c["images"] for c in report["classes"]) <= 6
     # a bad file: exit code 1 and the file listed with its reason; text output; auto layout detection
     (tmp_path / "images" / "face002.png").write_bytes(b"")
-    assert main(["data", "check", str(tmp_path), "--workers", "1", "--no-progress"]) == 1
+    assert main(["data", "check", "--data", str(tmp_path), "--workers", "1", "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "face002.png: empty image file (0 bytes)" in out
     assert "layout   folder" in out and "skin" in out and "pixels %" in out
 
 
 def test_cli_user_errors(tmp_path, capsys):
-    assert main(["data", "check", str(tmp_path / "missing"), "--layout", "lapa"]) == 2
+    assert main(["data", "check", "--data", str(tmp_path / "missing"), "--layout", "lapa"]) == 2
     assert "does not exist" in capsys.readouterr().err
     make_folder(tmp_path, n=2)
-    assert main(["data", "prepare", str(tmp_path)]) == 0
+    assert main(["data", "prepare", "--data", str(tmp_path)]) == 0
     assert "nothing to prepare" in capsys.readouterr().out
-    assert main(["data", "check", str(tmp_path), "--layout", "folder", "--split", "test"]) == 2
+    assert main(["data", "check", "--data", str(tmp_path), "--layout", "folder", "--split", "test"]) == 2
     assert "no split 'test'" in capsys.readouterr().err
 
 
@@ -292,17 +292,17 @@ def test_cli_data_check_several_roots(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     make_folder(a, n=5)
     make_folder(b, n=3)
-    assert main(["data", "check", str(a), str(b), "--workers", "0", "--json"]) == 0
+    assert main(["data", "check", "--data", str(a), "--data", str(b), "--workers", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["root"] == [str(a), str(b)] and report["samples"] == 8 and report["checked_ok"] == 8
     assert [sum(r["splits"].values()) for r in report["per_root"]] == [5, 3]
     assert sum(report["splits"].values()) == 8
     (b / "images" / "face001.png").write_bytes(b"")
-    assert main(["data", "check", str(a), str(b), "--workers", "0", "--no-progress"]) == 1
+    assert main(["data", "check", "--data", str(a), "--data", str(b), "--workers", "0", "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert f"root     {a}" in out and f"root     {b}" in out and "face001.png: empty image file" in out
     make_lapa(tmp_path / "lapa")
-    assert main(["data", "check", str(a), str(tmp_path / "lapa")]) == 2
+    assert main(["data", "check", "--data", str(a), "--data", str(tmp_path / "lapa")]) == 2
     assert "different layouts" in capsys.readouterr().err
 
 

@@ -157,8 +157,8 @@ def test_corrupt_part_png_reported(celeba):
     with pytest.raises(DataError, match="00001_nose.png"):
         FaceParsingDataset(root, "celebamask-hq", "train")
     assert len(FaceParsingDataset(root, "celebamask-hq", "train", skip_bad=True)) == 2
-    assert main(["data", "prepare", str(root), "--no-progress"]) == 1
-    assert main(["data", "prepare", str(root), "--no-progress", "--skip-bad"]) == 0
+    assert main(["data", "prepare", "--data", str(root), "--no-progress"]) == 1
+    assert main(["data", "prepare", "--data", str(root), "--no-progress", "--skip-bad"]) == 0
 
 
 def test_unwritable_root_uses_user_cache_dir(celeba, tmp_path, monkeypatch):
@@ -180,13 +180,13 @@ def test_auto_prepare(celeba):
 def test_cli_prepare_and_check(celeba, tmp_path, capsys):
     root, _ = celeba
     cache = tmp_path / "my-cache"
-    assert main(["data", "prepare", str(root), "--cache", str(cache), "--workers", "2", "--no-progress"]) == 0
+    assert main(["data", "prepare", "--data", str(root), "--cache", str(cache), "--workers", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert str(cache) in out and f"{len(CELEBA_SPLIT)} merged" in out
     assert (cache / "manifest.json").is_file() and not (root / "fpliif-cache").exists()
-    assert main(["data", "prepare", str(root), "--cache", str(cache), "--no-progress"]) == 0
+    assert main(["data", "prepare", "--data", str(root), "--cache", str(cache), "--no-progress"]) == 0
     assert "0 merged" in capsys.readouterr().out
-    argv = ["data", "check", str(root), "--layout", "celebamask-hq", "--cache", str(cache), "--json"]
+    argv = ["data", "check", "--data", str(root), "--layout", "celebamask-hq", "--cache", str(cache), "--json"]
     assert main([*argv, "--no-progress"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["splits"] == {"train": 3, "val": 2, "test": 1}
@@ -194,7 +194,7 @@ def test_cli_prepare_and_check(celeba, tmp_path, capsys):
     shares = {c["name"]: c for c in report["classes"]}
     assert shares["hair"]["images"] == 6 and shares["l_eye"]["images"] == 3 and shares["hat"]["images"] == 0
     # without a cache the check merges the parts itself
-    assert main(["data", "check", str(root), "--layout", "celebamask-hq", "--json", "--no-progress"]) == 0
+    assert main(["data", "check", "--data", str(root), "--layout", "celebamask-hq", "--json", "--no-progress"]) == 0
     assert "on the fly" in json.loads(capsys.readouterr().out)["masks_from"]
     # expected merged map sanity: the checker's pixel shares match the fixture's
     exp = np.stack([celeba_expected(i) for i in CELEBA_SPLIT])

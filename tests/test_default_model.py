@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fpliif
-from fpliif.pretrained import default_weights_path
+from fpliif.models.pretrained import default_weights_path
 from test_data_helpers import mini_data_dir
 
 EXAMPLE = Path(fpliif.__file__).parent / "assets" / "astronaut.jpg"

@@ -375,8 +375,8 @@ def test_cli_eval_with_stand_in_data(tmp_path, tiny_weights, monkeypatch, capsys
 
 
 def test_cli_eval_errors(tmp_path, tiny_weights, monkeypatch, capsys):
-    from fpliif import pretrained
     from fpliif.cli import main
+    from fpliif.models import pretrained
 
     write_folder_dataset(tmp_path / "ds")
     monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module(label_set=LAPA))

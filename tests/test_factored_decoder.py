@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 import fpliif
-from fpliif.flops import count_macs
+from fpliif.bench.flops import count_macs
 from fpliif.models import pixel_centers
-from fpliif.pretrained import default_weights_path
+from fpliif.models.pretrained import default_weights_path
 
 TINY = {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]}
 SWITCHES = [

@@ -24,9 +24,10 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import fpliif  # noqa: E402
-from fpliif import checkpoint, limits  # noqa: E402
+from fpliif import limits  # noqa: E402
 from fpliif.cli import main  # noqa: E402
 from fpliif.infer.images import load_image  # noqa: E402
+from fpliif.models import checkpoint  # noqa: E402
 
 TINY = {"name": "fpliif", "args": {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]}}
 FUZZ = settings(
@@ -81,6 +82,118 @@ def test_weight_metadata_gives_a_model_or_a_clear_error(tiny_file, tmp_path, cha
     else:
         assert model.num_parameters() == fpliif.load(tiny_file).num_parameters()
     assert time.perf_counter() - t0 < 30  # a spec that allocated terabytes would not get here
+
+
+metadata_text = (
+    st.text(max_size=16)
+    | json_values.map(lambda v: json.dumps(v, allow_nan=True))
+    | st.sampled_from(["1", "0", "-1", "1e400", "nan", "[0.5, 0.5, 0.5]", "[1, 2]", '{"a": 1}', '{"name": 3}'])
+)
+
+
+@FUZZ
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(["spec", "input_size", "mean", "std", "epoch", "val_mean_f1", "config", "label_set", "x"]),
+        metadata_text,
+        min_size=1,
+        max_size=3,
+    ),
+    corrupt=st.none() | st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e30]),
+)
+def test_any_weight_metadata_field_or_tensor_value_gives_a_model_or_a_clear_error(tiny_file, tmp_path, fields, corrupt):
+    """Every field a weights file's header may carry, as arbitrary text, and non-finite tensor values."""
+    with safe_open(tiny_file, "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(tiny_file)
+    if corrupt is not None:
+        first = next(iter(k for k, v in tensors.items() if v.is_floating_point()))
+        tensors[first].view(-1)[0] = corrupt
+    path = tmp_path / "fuzzed.safetensors"
+    save_file(tensors, str(path), metadata={**meta, **fields})
+    try:
+        model = checkpoint.load(path)
+    except ValueError as e:
+        assert str(path) in str(e) and "\n" not in str(e).strip()
+    else:
+        assert corrupt is None or np.isfinite(corrupt)  # NaN / inf weights are refused at load
+        assert model.num_parameters() == fpliif.load(tiny_file).num_parameters()
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def _config_keys() -> list[str]:
+    """Every key path of the training config schema (``train.schedule.gamma``, ...)."""
+    from fpliif.train.config import DEFAULTS
+
+    def walk(d: dict, prefix: str) -> list[str]:
+        out = []
+        for k, v in d.items():
+            out.append(prefix + k)
+            if isinstance(v, dict) and k != "args":
+                out += walk(v, f"{prefix}{k}.")
+        return out
+
+    return walk(DEFAULTS, "")
+
+
+config_keys = st.sampled_from(_config_keys()) | st.sampled_from(["model.args.width", "model.args.depths"])
+yaml_text = st.text(max_size=12) | json_values.map(lambda v: json.dumps(v, allow_nan=True))
+
+
+@FUZZ
+@given(
+    changes=st.dictionaries(config_keys | st.text(max_size=8), json_values, max_size=3),
+    overrides=st.lists(st.tuples(config_keys | st.text(max_size=6), yaml_text), max_size=2),
+)
+def test_generated_configs_load_or_fail_clearly(tmp_path, changes, overrides):
+    """A valid config with values replaced at any key path (in the file and as ``key=value`` overrides): either
+    it loads, and its resolved form loads back to itself, or a one-line ValueError names the key."""
+    yaml = pytest.importorskip("yaml")
+    from fpliif.errors import ConfigError
+    from fpliif.train.config import dump_config, load_config
+
+    cfg: dict = {"data": {"root": "data", "size": 32}, "train": {"epochs": 1}, "model": {"args": dict(TINY["args"])}}
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
+        node[last] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    argv = [f"{k}={v}" for k, v in overrides]
+    try:
+        resolved = load_config(path, argv)
+    except ValueError as e:  # ConfigError, and not-YAML / not-a-mapping texts
+        text = str(e)
+        assert text and "\n" not in text.strip(), text
+        assert not isinstance(e, ConfigError) or text.startswith((str(path), e.key)), text
+    else:
+        again = tmp_path / "resolved.yaml"
+        again.write_text(dump_config(resolved))
+        assert load_config(again) == resolved
+
+
+@settings(FUZZ, max_examples=8)
+@given(changes=st.dictionaries(config_keys, json_values, max_size=2))
+def test_train_dry_run_on_generated_configs_never_tracebacks(tmp_path, capsys, changes):
+    """``fpliif train --dry-run``: exit 0 or a usage error (2) with a one-line message; nothing is written."""
+    yaml = pytest.importorskip("yaml")
+    cfg: dict = {"data": {"root": str(tmp_path / "data"), "size": 32}, "train": {"epochs": 1}}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest and isinstance(cfg.get(head, {}), dict):
+            cfg.setdefault(head, {})[rest] = value
+        else:
+            cfg[head] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    run = tmp_path / "run"
+    code = main(["train", "--config", str(path), "--out", str(run), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err
+    assert (code == 0) == (not err.strip()), err
+    assert not run.exists()
 
 
 # ---------------------------------------------------------------------------------------------- images

@@ -1,6 +1,6 @@
 """Model tests.
 
-``TestArchitecture`` is run for every architecture in :func:`fpliif.registry.available` (in the style of
+``TestArchitecture`` is run for every architecture in :func:`fpliif.models.registry.available` (in the style of
 segmentation_models_pytorch's model tests): a new model plugs in by adding a small, fast configuration to
 ``ARCH_CONFIGS``. The rest of the file tests FP-LIIF specifics: dense vs point decoding, the local ensemble,
 the paper's parameter and MAC numbers, ablation switches, input validation, checkpoints and the registry.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import warnings
 
 import pytest
 import torch
@@ -19,11 +18,11 @@ import torch.nn.functional as F
 
 import fpliif
 import fpliif.models.fpliif as fpliif_module
-from fpliif import registry
-from fpliif.checkpoint import load, read_metadata, save
-from fpliif.flops import count_macs
+from fpliif.adaptive import is_implicit
+from fpliif.bench.flops import count_macs
 from fpliif.labels import get_label_set
-from fpliif.models import SegmentationModel, pixel_centers
+from fpliif.models import SegmentationModel, pixel_centers, registry
+from fpliif.models.checkpoint import load, read_metadata, save
 from fpliif.models.fpliif import ensemble_weights
 
 # Small, fast constructor arguments per registered architecture (the full-size models are for the
@@ -39,8 +38,6 @@ ARCH_CONFIGS: dict[str, dict] = {
     },
     "segface_mnv3": {"width_mult": 0.1, "dim": 16, "depth": 1, "heads": 2, "mlp_dim": 16},
 }
-# Architectures whose ONNX export has its own tests (reason); the others export ``model(image, size=S)`` as is.
-ONNX_OWN_TESTS = {"fpliif": "split encoder/decoder export: tests/test_onnx.py"}
 ARCHS = registry.available()
 INNER_PARTS_ONLY = {"stn_icnn"}  # architectures that need the eight inner face-part classes in their label set
 
@@ -118,17 +115,6 @@ def biases_cancelled_by_norm(model: torch.nn.Module) -> set[str]:
             ):
                 names.add(f"{prefix}.{name}.bias" if prefix else f"{name}.bias")
     return names
-
-
-class AtSize(torch.nn.Module):
-    """``model(image, size=size)`` as a one-input module (what the ONNX test exports)."""
-
-    def __init__(self, model: torch.nn.Module, size: tuple[int, int]):
-        super().__init__()
-        self.model, self.size = model, size
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image, size=self.size)
 
 
 def cancelled_by_batch_statistics(model: torch.nn.Module, name: str, x: torch.Tensor, size: tuple[int, int]) -> bool:
@@ -306,19 +292,26 @@ class TestArchitecture:
         with pytest.raises(ValueError, match=match):
             make_model(arch)(bad())
 
-    def test_onnx_export_matches_torch(self, arch, tmp_path):
-        if arch in ONNX_OWN_TESTS:
-            pytest.skip(ONNX_OWN_TESTS[arch])
+    @pytest.mark.parametrize("dynamic", [False, True])
+    def test_onnx_export_matches_torch(self, arch, dynamic, tmp_path):
+        """What ``fpliif export onnx`` writes (:func:`export_onnx`) runs on onnxruntime as the model in torch:
+        FP-LIIF's encoder + decoder pair at another output size (:class:`OnnxModel`), a dense model's one graph
+        image -> logits at the input size; ``dynamic``: a batch of 2 through a graph traced with 2."""
         ort = pytest.importorskip("onnxruntime")
-        model, x = make_model(arch), images(1, 48, 64)
-        expected = model(x, size=(24, 40))
-        path = tmp_path / f"{arch}.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings: the input checks become constants in the graph
-            # eval(): export restores the wrapper's mode recursively afterwards (batch norms must stay in eval)
-            graph = AtSize(model, (24, 40)).eval()
-            torch.onnx.export(graph, (x,), str(path), input_names=["image"], dynamo=False)
-        (out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+        from fpliif.infer.onnx_backend import OnnxModel
+        from fpliif.infer.onnx_export import export_onnx
+
+        model, x = make_model(arch), images(2 if dynamic else 1, 48, 48)
+        implicit = is_implicit(model)
+        size = (24, 40) if implicit else (48, 48)
+        expected = model(x, size=size)
+        path = export_onnx(model, tmp_path / f"{arch}.onnx", input_size=48, dynamic=dynamic)
+        if implicit:
+            out = OnnxModel(path)(x.numpy(), size)
+        else:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            assert [i.name for i in session.get_inputs()] == ["image"], "a dense export is one image -> logits graph"
+            (out,) = session.run(["logits"], {"image": x.numpy()})
         torch.testing.assert_close(torch.from_numpy(out), expected, atol=1e-4, rtol=1e-4)
         assert not model.training
 

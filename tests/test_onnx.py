@@ -182,7 +182,7 @@ print("RC", rc)
 
 
 def test_bench_covers_the_onnxruntime_backend(tiny, exported):
-    from fpliif.bench import run_bench
+    from fpliif.bench.inference import run_bench
     from fpliif.infer.onnx_backend import OnnxModel
 
     onnx_model = OnnxModel(exported["dynamic"], threads=1)
@@ -356,3 +356,21 @@ def test_service_on_onnxruntime_stops_work_at_the_deadline(exported):
         while client.get("/healthz").json()["busy"] and time.perf_counter() - waited < 60:
             time.sleep(0.05)
         assert 0 < len(calls) < 64  # stopped near the 1.5 s deadline (about 30 chunks), not after all 128
+
+
+def test_int8_decoder_export_quantises_the_hidden_layers_of_every_ensemble_member(tiny, exported, tmp_path):
+    """``export_onnx(int8=True)``: the decoder's hidden MLP layer (one in the tiny model) is a MatMulInteger in all
+    4 local-ensemble members; the position part of the first layer and the class logits stay fp32 MatMuls; the
+    pair loads and decodes close to the fp32 export; a single graph refuses the option."""
+    import onnx
+
+    path = export_onnx(tiny, tmp_path / "int8.onnx", input_size=64, dynamic=True, int8=True)
+    ops = [n.op_type for n in onnx.load(str(path.with_name("int8.decoder.onnx"))).graph.node]
+    assert ops.count("MatMulInteger") == 4 and ops.count("MatMul") == 8
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    int8, fp32 = OnnxModel(path)(x, size=40), OnnxModel(exported["dynamic"])(x, size=40)
+    assert int8.shape == fp32.shape and not np.array_equal(int8, fp32)
+    assert np.abs(int8 - fp32).max() < 0.05 * np.abs(fp32).max()
+    assert OnnxModel(path).metadata.get("fpliif_int8")
+    with pytest.raises(ValueError, match="int8: quantises the decoder graph"):
+        export_onnx(tiny, tmp_path / "single.onnx", input_size=64, split=False, int8=True)

@@ -16,7 +16,7 @@ from fpliif.cli import main
 from fpliif.infer.cli import example_image
 from fpliif.infer.detect import HaarDetector
 from fpliif.infer.framing import CONTEXT_SCALE, DEFAULT_FRAMING, Framing
-from fpliif.infer.geometry import Canvas, feather_weights, grid_coords, pixel_centers
+from fpliif.infer.geometry import Canvas, feather_weights, grid_coords, pixel_centers, softmax
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
 from fpliif.infer.tta import flip_channels
@@ -105,6 +105,56 @@ def test_canvas_more_confident_face_wins():
     assert (c.labels[:, :2] == 1).all() and (c.labels[:, 2:4] == 1).all() and (c.labels[:, 4:] == 2).all()
     assert np.allclose(c.probs.sum(0), 1)
     assert np.allclose(c.confidence()[:, 4:], 0.95)
+
+
+def dense_merge(height: int, width: int, pastes: list) -> tuple[np.ndarray, np.ndarray]:
+    """Reference for Canvas: labels and confidence of the pastes merged with full-image float buffers."""
+    labels, best = np.zeros((height, width), np.uint8), np.full((height, width), -1.0, np.float32)
+    have = np.zeros((height, width), np.int8)
+    for ya, xa, probs, inside, level in pastes:
+        h, w = probs.shape[:2]
+        conf, lab = probs.max(-1), probs.argmax(-1).astype(np.uint8)
+        b, lv = best[ya : ya + h, xa : xa + w], have[ya : ya + h, xa : xa + w]
+        win = ((lv < level) | ((lv == level) & (conf > b))) & inside
+        b[win], lv[win] = conf[win], level
+        labels[ya : ya + h, xa : xa + w][win] = lab[win]
+    return labels, np.where(best < 0, 1.0, best).astype(np.float32)
+
+
+def test_canvas_merges_exactly_as_full_image_buffers():
+    """Overlapping pastes at three levels, across tile edges, with ties and confidences 1 ulp apart: the tiled
+    uint32 keys give the labels and confidence of comparing float32 confidences in full-image buffers."""
+    rng = np.random.default_rng(0)
+    height, width, pastes = 300, 530, []
+    for k in range(40):
+        h, w = rng.integers(1, 200, 2)
+        ya, xa = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+        logits = rng.normal(0, 2, (h, w, 5)).astype(np.float32)
+        if k % 3 == 0:  # a tie with, or 1 ulp above, the confidences already there
+            logits = np.round(logits)
+        probs = softmax(logits)
+        if k % 5 == 0:
+            probs[0, 0] = np.nextafter(probs[0, 0], 2, dtype=np.float32)
+        inside = rng.random((h, w)) < 0.9 if k % 2 else np.ones((h, w), bool)
+        pastes.append((int(ya), int(xa), probs, inside, int(rng.integers(0, 3))))
+    canvas = Canvas(height, width, 5)
+    for ya, xa, probs, inside, level in pastes:
+        canvas.paste(ya, xa, probs, None if inside.all() else inside, level)
+    labels, conf = dense_merge(height, width, pastes)
+    assert np.array_equal(canvas.labels, labels) and np.array_equal(canvas.confidence(), conf)
+
+
+def test_canvas_memory_follows_the_faces_not_the_image():
+    import tracemalloc
+
+    tracemalloc.start()
+    canvas = Canvas(8000, 5000, 19)  # 40 MP
+    probs = np.full((300, 300, 19), 1 / 19, np.float32)
+    canvas.paste(4000, 2000, probs)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # the label map, the pasted probabilities and key tiles near the face: not 4-5 bytes for each of 40 MP
+    assert peak < canvas.labels.nbytes + 3 * probs.nbytes, peak
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -600,10 +650,20 @@ def test_context_work_counts_against_the_budget(tiny_weights, astronaut):
             FaceParser.from_pretrained(tiny_weights, feather=bad)
 
 
-def test_cli_no_context(tiny_weights, tmp_path, capsys):
-    for flags, has in (([], True), (["--no-context"], False)):
-        out = tmp_path / ("on" if has else "off")
+def test_cli_context_and_feather(tiny_weights, tmp_path, capsys):
+    """--no-context drops the context window; --feather reaches the parser (a band of 0 and of 1 blend the two
+    windows differently); a --feather that is not a number in [0, 1] is a usage error naming it."""
+    labels = {}
+    for name, flags in (("on", []), ("off", ["--no-context"]), ("f0", ["--feather", "0"]), ("f1", ["--feather", "1"])):
+        out = tmp_path / name
         args = ["parse", "--example", "--out", str(out), "--weights", str(tiny_weights), "--format", "json"]
         assert main(args + flags) == 0
         face = json.loads((out / "astronaut.json").read_text())["faces"][0]
-        assert ("context" in face) is has
+        assert ("context" in face) is (name != "off")
+        labels[name] = np.asarray(Image.open(out / "astronaut_labels.png"))
+    assert not np.array_equal(labels["f0"], labels["f1"])
+    for bad in ("-0.1", "1.5", "nan", "wide"):
+        with pytest.raises(SystemExit) as e:
+            main(["parse", "--example", "--out", str(tmp_path / "bad"), "--feather", bad])
+        assert e.value.code == 2 and "argument --feather: expected a finite number in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fpliif.checkpoint import save
 from fpliif.cli import main
 from fpliif.infer.geometry import model_input
 from fpliif.infer.parser import FaceParser
 from fpliif.infer.tta import flip_channels
 from fpliif.models import make
+from fpliif.models.checkpoint import save
 
 DENSE = {
     "segface_mnv3": {"width_mult": 0.1, "dim": 16, "depth": 1, "heads": 2, "mlp_dim": 16},

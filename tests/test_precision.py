@@ -100,7 +100,7 @@ def test_compile_needs_a_cpp_compiler_and_an_fpliif_model(monkeypatch):
 
 
 def test_bench_int8_counts_fp32_macs_and_restores_the_model():
-    from fpliif.bench import run_bench
+    from fpliif.bench.inference import run_bench
 
     n = torch.get_num_threads()
     try:
@@ -112,3 +112,33 @@ def test_bench_int8_counts_fp32_macs_and_restores_the_model():
     assert (fp32["amp"], int8["amp"], int8["compile"]) == ("none", "int8", False)
     assert int8["macs_executed"] == fp32["macs_executed"] and int8["points"] == fp32["points"]
     assert model.quantized_tail is None  # the int8 layers lived only for the timed runs
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    """``compile_model`` (TorchInductor, dynamic shapes) on a tiny FP-LIIF: dense and adaptive logits equal eager's
+    within 1e-5, at two query counts (the adaptive passes query a different number of points each)."""
+    from fpliif import compiled
+
+    reason = compiled.compile_unavailable("cpu")
+    if reason is not None:
+        pytest.skip(f"torch.compile cannot run here: {reason}")
+    model = tiny()
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    coords = pixel_centers(24, 24)[None]
+
+    def run() -> list[torch.Tensor]:
+        with torch.inference_mode():
+            grid = model.prepare(model.encode(image))
+            return [model.decode_prepared(grid, coords), model.decode_prepared(grid, coords[:, :100])]
+
+    eager = run()
+    with torch.inference_mode():
+        eager.append(model.decode_adaptive(model.encode(image), 24)[0])
+    compiled.compile_model(model)
+    out = run()
+    with torch.inference_mode():
+        out.append(model.decode_adaptive(model.encode(image), 24)[0])
+    assert "query" in vars(model)  # the compiled decoder is the one that ran
+    for a, b in zip(out, eager, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=0)

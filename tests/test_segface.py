@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fpliif import registry
-from fpliif.flops import count_macs_of
+from fpliif.bench.flops import count_macs_of
+from fpliif.models import registry
 from fpliif.models.mobilenetv3 import LARGE, MobileNetV3Large, make_divisible
 from fpliif.models.segface import SegFaceMNV3
 

@@ -156,9 +156,8 @@ def test_model_info(client, parser):
 def test_openapi_docs_page_and_static(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/parse"]["post"]
-    assert {p["name"] for p in op["parameters"]} == {
-        "size", "aligned", "format", "overlay", "rle", "alpha", "legend", "tta", "decode", "labels", "mask", "context"
-    }
+    names = "size aligned format overlay rle alpha legend tta decode labels mask context feather"
+    assert {p["name"] for p in op["parameters"]} == set(names.split())
     assert "multipart/form-data" in op["requestBody"]["content"]
     assert {"413", "415", "422", "504"} <= set(op["responses"])
     assert "/v1/model" in spec["paths"] and "/healthz" in spec["paths"]
@@ -279,6 +278,20 @@ def test_decode_query_parameter_and_server_default(client, parser, monkeypatch):
         ServeSettings(decode="fast")
 
 
+def test_feather_query_parameter(client, parser):
+    """``feather`` reaches the parser per request: the labels are the parser's with that band, and the band matters."""
+    head = np.asarray(Image.open(example_image()).convert("RGB").crop((100, 0, 400, 300)).resize((160, 160)))
+    got = {}
+    for band in (0.0, 1.0):
+        resp = post(client, encode(head), params=f"?feather={band}")
+        assert resp.status_code == 200 and resp.headers["x-fpliif-faces"] == "1"
+        got[band] = png_labels(resp.content)
+        np.testing.assert_array_equal(got[band], parser(head, feather=band).labels)
+    assert (got[0.0] != got[1.0]).any()
+    with pytest.raises(ValueError, match="feather"):
+        parser(head, feather=2)
+
+
 def test_overlay_png(client):
     data = encode(noise(32, 40))
     plain = post(client, data, params="?aligned=true&overlay=true&alpha=0.7")
@@ -375,6 +388,8 @@ def test_request_shape_errors(client):
         ("?path=/etc/passwd", "path"),
         ("?tta=maybe", "tta"),
         ("?decode=fast", "decode"),
+        ("?feather=1.5", "feather"),
+        ("?feather=-0.1", "feather"),
     ],
 )
 def test_bad_query_parameters(client, params, text):

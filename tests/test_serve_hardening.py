@@ -172,9 +172,9 @@ def test_no_exception_reaches_the_client_without_json(weights, monkeypatch):
         body = assert_json_error(post(client, png(24, 24), "?aligned=true"), 500, "internal_error")
         assert "boom" not in body["detail"]  # internals are logged, not sent
         assert_json_error(post(client, png(24, 24)), 422, "unprocessable_image")
-        import fpliif.serve.app as app_module
+        import fpliif.serve.routes as routes
 
-        monkeypatch.setattr(app_module, "open_upload", lambda *a: {}["no such key"])  # outside the engine
+        monkeypatch.setattr(routes, "open_upload", lambda *a: {}["no such key"])  # outside the engine
         assert_json_error(post(client, png(24, 24)), 500, "internal_error")
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fpliif import registry
-from fpliif.checkpoint import load, save
 from fpliif.labels import CELEBAMASK_HQ, IGNORE_INDEX, INNER, remap_confusion, remap_labels
+from fpliif.models import registry
+from fpliif.models.checkpoint import load, save
 from fpliif.models.stn_icnn import (
     LOG_FLOOR,
     PARTS,
@@ -304,3 +304,29 @@ def test_eval_scores_on_the_inner_classes_as_remapped_label_maps():
     assert set(got["merged_f1"]) == {"eyes", "brows", "mouth", "overall"}
     full = evaluate(model, loader(mask), CELEBAMASK_HQ, **args)
     assert all(full["per_class_f1"][c] == pytest.approx(got["per_class_f1"][c]) for c in INNER.classes[1:])
+
+
+def test_cli_exports_a_dense_model_as_one_onnx_graph(tmp_path, capsys):
+    """``fpliif export onnx`` of a dense model: one file (no decoder graph), image -> logits at the input size,
+    its crops as ONNX GridSample; the command checks onnxruntime against torch and says so."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from fpliif.cli import main
+
+    weights = save(tiny(), tmp_path / "stn.safetensors")
+    out = tmp_path / "stn.onnx"
+    assert main(["export", "onnx", "--out", str(out), "--weights", str(weights), "--size", "32", "--dynamic"]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stn.onnx", "stn.safetensors"]
+    diff = float(printed.rsplit("max |logit diff| ", 1)[1])
+    assert diff < 1e-4, printed
+    proto = onnx.load(str(out))
+    assert "GridSample" in {n.op_type for n in proto.graph.node}
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["fpliif_part"] == "dense" and props["fpliif_input_size"] == "32"
+    assert main(["export", "onnx", "--out", str(out), "--weights", str(weights), "--size", "32"]) == 2  # exists
+    from fpliif.infer.onnx_backend import OnnxModel
+
+    with pytest.raises(ValueError, match="dense model's export"):  # the onnxruntime parser runs FP-LIIF exports
+        OnnxModel(out)

@@ -103,3 +103,75 @@ def test_read_frames_stops_at_max_frames(tmp_path):
     w.release()
     frames, fps, count = read_frames(path, max_frames=3)
     assert fps == 10 and count == 3 and len(list(frames)) == 3
+
+
+# ---------------------------------------------------------------------------------------------- videos, end to end
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    import torch
+
+    import fpliif
+    from conftest import TINY_SPEC
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    fpliif.save(fpliif.make(TINY_SPEC), path, metadata={"input_size": "32"})  # small input: fast tests
+    return path
+
+
+@pytest.fixture(scope="module")
+def shaky_clip(tmp_path_factory):
+    """12 frames (160 x 160, 25 fps) of the astronaut's head shaken by 1-2 px and +-1 % scale, plus pixel noise."""
+    import cv2
+
+    from fpliif.infer.cli import example_image
+    from fpliif.infer.images import load_image
+
+    head = cv2.resize(load_image(example_image())[0:300, 100:400], (160, 160), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(3)
+    path = tmp_path_factory.mktemp("v") / "shaky.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 160))
+    for _ in range(12):
+        dx, dy = rng.choice([-1, 1], 2) * rng.uniform(1, 2, 2)
+        m = cv2.getRotationMatrix2D((80, 80), 0, 1 + rng.uniform(-0.01, 0.01))
+        m[:, 2] += (dx, dy)
+        frame = cv2.warpAffine(head, m, (160, 160), borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        frame = np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def parse_clip(clip, out, weights, *extra) -> list[dict]:
+    """``fpliif parse --video`` with JSON output: the per-frame records."""
+    import json
+
+    args = ["parse", str(clip), "--video", "--out", str(out), "--weights", str(weights), "--format", "json"]
+    assert main([*args, "--no-context", *extra]) == 0
+    return json.loads((out / f"{clip.stem}.json").read_text())["frames"]
+
+
+def test_smoothing_reduces_box_jitter_on_a_shaky_video(shaky_clip, tiny_weights, tmp_path):
+    """Boxes of a still face shaken by 1-2 px: the smoothed boxes move less from frame to frame than the raw ones
+    (jitter: RMS frame-to-frame change of the box coordinates, in px)."""
+    jitter = {}
+    for name, extra in (("raw", ["--no-smooth"]), ("smooth", [])):
+        frames = parse_clip(shaky_clip, tmp_path / name, tiny_weights, *extra)
+        assert [len(f["faces"]) for f in frames] == [1] * 12
+        boxes = np.array([f["faces"][0]["box"] for f in frames])
+        jitter[name] = float(np.sqrt((np.diff(boxes, axis=0) ** 2).mean()))
+    assert jitter["raw"] > 0.5  # the shake reaches the detector
+    assert jitter["smooth"] < 0.7 * jitter["raw"], jitter
+
+
+def test_max_frames(shaky_clip, tiny_weights, tmp_path, capsys):
+    frames = parse_clip(shaky_clip, tmp_path / "five", tiny_weights, "--max-frames", "5")
+    assert [f["frame"] for f in frames] == list(range(5))
+    assert len(list((tmp_path / "five" / f"{shaky_clip.stem}_labels").glob("*.png"))) == 5
+    capsys.readouterr()
+    for bad in ("0", "-3", "two"):
+        with pytest.raises(SystemExit) as e:  # argparse: usage error
+            main(["parse", str(shaky_clip), "--video", "--out", str(tmp_path / "x"), "--max-frames", bad])
+        assert e.value.code == 2 and "argument --max-frames: expected an integer >= 1" in capsys.readouterr().err
+    assert main(["parse", str(shaky_clip), "--out", str(tmp_path / "x"), "--max-frames", "5"]) == 2
+    assert "--max-frames limits the frames of --video inputs" in capsys.readouterr().err

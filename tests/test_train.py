@@ -30,7 +30,9 @@ from fpliif.models.base import pixel_centers
 from fpliif.train import fpliif_loss, label_edges, load_config
 from fpliif.train.config import DEFAULTS
 from fpliif.train.loss import dice_loss
-from fpliif.train.trainer import Trainer, WeightEMA, balanced_density, class_weight_vector, sample_queries
+from fpliif.train.state import WeightEMA
+from fpliif.train.step import balanced_density, sample_queries
+from fpliif.train.trainer import Trainer, class_weight_vector
 from test_data_helpers import save_image, save_mask
 
 TINY_ARGS = "{classes: celebamask-hq, width: 8, depths: [1, 1, 1], reduce_mlp: [16, 8], decoder_mlp: [16, 16]}"
@@ -416,6 +418,20 @@ def test_amp_bf16_cpu_one_step(tmp_path, data_root, restore_threads):
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 master weights
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_without_native_bf16_is_warned(tmp_path, data_root, monkeypatch, caplog, native):
+    import fpliif.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "native_bf16", lambda device: native)
+    with caplog.at_level("WARNING", logger="fpliif.train"):
+        _trainer(tmp_path, data_root, "train.amp=bf16", "data.layout=auto")  # auto: the folder layout, detected
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if native:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and "no native bf16" in warned[0] and "train.amp=auto" in warned[0]
+
+
 def test_channels_last_one_step(tmp_path, data_root, restore_threads):
     trainer = _trainer(tmp_path, data_root, "train.channels_last=true")
     seen = []
@@ -549,9 +565,9 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path, data_root, capsys):
     # and rank 0's shard alone would have scored differently, so the reduction is what makes them equal
     from torch.utils.data import DataLoader, Subset
 
-    from fpliif.checkpoint import load
     from fpliif.data import FaceParsingDataset, build_eval_transform
     from fpliif.eval import evaluate
+    from fpliif.models.checkpoint import load
 
     ds = FaceParsingDataset(data_root, "folder", "val", transform=build_eval_transform(32, (32,)))
     model = load(out / "last.safetensors")

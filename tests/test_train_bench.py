@@ -1,4 +1,4 @@
-"""Training-throughput benchmark (fpliif.train.bench, ``fpliif bench --train``): a tiny model, 32², 1 step."""
+"""Training-throughput benchmark (fpliif.bench.training, ``fpliif bench --train``): a tiny model, 32², 1 step."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from fpliif import registry
-from fpliif.checkpoint import save
+from fpliif.bench.training import train_throughput
 from fpliif.cli import main
-from fpliif.train.bench import train_throughput
+from fpliif.models import registry
+from fpliif.models.checkpoint import save
 
 
 @pytest.fixture

@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from fpliif import registry
-from fpliif.checkpoint import load, save
+from fpliif.bench.training import train_throughput
 from fpliif.cli import main
 from fpliif.labels import IGNORE_INDEX
-from fpliif.models import SegmentationModel
+from fpliif.models import SegmentationModel, registry
+from fpliif.models.checkpoint import load, save
 from fpliif.train import fpliif_loss, label_edges, load_config
-from fpliif.train.bench import train_throughput
+from fpliif.train.distributed import ddp_options
 from fpliif.train.step import StepSettings, TrainStep, build_optimizer, objective_of, param_groups
-from fpliif.train.trainer import Trainer, ddp_options
+from fpliif.train.trainer import Trainer
 from test_train import (  # noqa: F401 - data_root is a fixture
     SUBPROCESS_TIMEOUT,
     data_root,
@@ -70,10 +70,10 @@ class ObjectiveModel(SegmentationModel):
 
     def __init__(self, classes: str = "celebamask-hq"):
         super().__init__()
-        from fpliif.models.base import resolve_classes
+        from fpliif.labels import resolve_label_set
 
         self.spec = {"name": "objective-test-model", "args": {"classes": classes}}
-        self.label_set = resolve_classes(classes)
+        self.label_set = resolve_label_set(classes)
         self.conv = torch.nn.Conv2d(3, self.num_classes, 1)
         self.calls: list[tuple[torch.dtype, tuple[int, ...], bool]] = []
 
@@ -234,7 +234,8 @@ def test_torchrun_ddp_trains_a_stage_that_leaves_networks_out(tmp_path, data_roo
     cfg = write_config(tmp_path / "c.yaml", data_root, epochs=1, amp="none")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     cmd = [*torchrun, *train_cmd(cfg, tmp_path / "ddp", *stn_overrides(stage))[1:]]
-    r = subprocess.run(cmd, env=sub_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    # two processes (and torchrun) import torch and fpliif on the same cores: twice the single-process allowance
+    r = subprocess.run(cmd, env=sub_env(), capture_output=True, text=True, timeout=2 * SUBPROCESS_TIMEOUT)
     assert r.returncode == 0, r.stdout + r.stderr
     (row,) = metrics(tmp_path / "ddp")
     assert math.isfinite(row["loss"]) and load(tmp_path / "ddp" / "last.safetensors").stage == stage

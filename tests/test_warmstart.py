@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import fpliif
-from fpliif.checkpoint import load, read_metadata
+from fpliif.models.checkpoint import load, read_metadata
 from fpliif.train import load_config
 from fpliif.train.trainer import Trainer
 from fpliif.train.warmstart import class_dependent, init_weights

@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "FaceParser": "fpliif.infer.parser",
-    "load": "fpliif.checkpoint",
-    "save": "fpliif.checkpoint",
-    "read_metadata": "fpliif.checkpoint",
-    "WeightsMetadata": "fpliif.checkpoint",
+    "load": "fpliif.models.checkpoint",
+    "save": "fpliif.models.checkpoint",
+    "read_metadata": "fpliif.models.checkpoint",
+    "WeightsMetadata": "fpliif.models.checkpoint",
     "make": "fpliif.models",
     "available": "fpliif.models",
     "models": "fpliif.models",

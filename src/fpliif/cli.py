@@ -16,7 +16,7 @@ __all__ = ["UserError", "build_parser", "check_output_path", "input_size_arg", "
 
 # Modules that define ``add_commands(subparsers)``; each command sets ``func(args) -> int``.
 COMMAND_MODULES = (
-    "fpliif.cli_model",
+    "fpliif.bench.cli",
     "fpliif.data.cli",
     "fpliif.train.cli",
     "fpliif.eval.cli",
@@ -35,8 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:  # not written yet
-                continue
             if e.name and e.name.split(".")[0] in ("torch", "fastapi", "uvicorn"):
                 continue  # optional dependency missing (e.g. an onnxruntime-only install): skip those commands
             raise
@@ -51,8 +49,8 @@ def print_json(obj: object) -> None:
 
 def input_size_arg(text: str) -> int:
     """argparse ``type`` of a model input size (``--input-size``, ``export --size``): an integer in the range a
-    weight file's ``input_size`` may hold (:data:`fpliif.checkpoint.MIN_INPUT_SIZE` .. ``MAX_INPUT_SIZE``)."""
-    from .checkpoint import MAX_INPUT_SIZE, MIN_INPUT_SIZE  # when the option is given: no torch for --help
+    weight file's ``input_size`` may hold (:data:`fpliif.models.checkpoint.MIN_INPUT_SIZE` .. ``MAX_INPUT_SIZE``)."""
+    from .models.checkpoint import MAX_INPUT_SIZE, MIN_INPUT_SIZE  # when the option is given: no torch for --help
 
     return int_arg(MIN_INPUT_SIZE, MAX_INPUT_SIZE)(text)
 

@@ -16,7 +16,7 @@ import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["MAX_THREADS", "check_size", "float_arg", "int_arg", "parse_int_list", "positive_ints"]
+__all__ = ["MAX_THREADS", "check_int", "check_size", "float_arg", "int_arg", "parse_int_list", "positive_ints"]
 
 MAX_THREADS = 1024
 """Most CPU threads or worker processes an option may ask for (torch's thread count is a C int; more than this
@@ -52,6 +52,20 @@ def parse_int_list(text: str, name: str, allow_empty: bool = False) -> list[int]
     except ValueError:
         raise ValueError(f"{name}: expected comma-separated integers, got {text!r:.200}") from None
     return positive_ints(values, name, allow_empty)
+
+
+def check_int(
+    value: Any, name: str, low: int | None = None, high: int | None = None, allow_none: bool = False
+) -> int | None:
+    """``value`` as an int in [``low``, ``high``] (None: unbounded): an integral number, not a bool, 2.5 or "3";
+    None passes only with ``allow_none``. ValueError naming ``name`` otherwise."""
+    if value is None and allow_none:
+        return None
+    v = _integer(value)
+    if v is None or (low is not None and v < low) or (high is not None and v > high):
+        accepted = _bounds("an integer", low, high) + (" or None" if allow_none else "")
+        raise ValueError(f"{name}: expected {accepted}, got {value!r:.100}")
+    return v
 
 
 def check_size(size: Any, name: str = "size") -> tuple[int, int]:

@@ -43,6 +43,7 @@ _LAZY: dict[str, tuple[str, str]] = {
             "folder_split_of",
             "label_set_for",
             "list_samples",
+            "resolve_layout",
         )
     },
     **{name: ("transforms", name) for name in ("PAPER_AUGMENT", "build_eval_transform", "build_train_transform")},

@@ -5,7 +5,7 @@ scans the dataset; this module merges what the scan finds.
 
 Cache
 -----
-Merging 18 part PNGs per sample every epoch is too slow, so ``fpliif data prepare ROOT`` (:func:`prepare`)
+Merging 18 part PNGs per sample every epoch is too slow, so ``fpliif data prepare --data ROOT`` (:func:`prepare`)
 merges them once (:func:`fpliif.data.io.merge_parts`: class order, later classes win overlaps, as
 ``g_mask.py``) into ``CACHE/masks/<id>.png`` (palette PNG, pixel = class index) and writes
 ``CACHE/manifest.json`` holding: the format version, the dataset root, for every sample the output's file

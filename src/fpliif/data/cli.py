@@ -1,33 +1,49 @@
-"""``fpliif data prepare`` and ``fpliif data check``."""
+"""``fpliif data prepare`` and ``fpliif data check``, and the dataset options every command that reads a dataset
+shares (:func:`dataset_options`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .layouts import LAYOUTS, SPLITS, detect_layout
+from ..validate import MAX_THREADS, int_arg
+from .layouts import LAYOUTS, SPLITS, resolve_layout
 
 
-def _layout(args: argparse.Namespace) -> str:
-    roots = args.root if isinstance(args.root, list) else [args.root]
-    if args.layout != "auto":
-        return args.layout
-    found = {str(r): detect_layout(r) for r in roots}
-    if len(set(found.values())) > 1:
-        raise ValueError(f"the roots have different layouts ({found}); pass --layout or check them one by one")
-    return next(iter(found.values()))
+def dataset_options() -> argparse.ArgumentParser:
+    """Parent parser of the commands that read a dataset: ``--data ROOT`` (repeatable: several roots read as
+    one dataset), ``--layout`` (default ``auto``: detected from the folders, :func:`.layouts.resolve_layout`),
+    ``--workers N`` (processes that read the data; 0: this process; default, as the library's: min(2, CPUs))
+    and ``--no-progress``."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        metavar="ROOT",
+        help="dataset root folder; repeat it to read several roots as one dataset (same layout and classes)",
+    )
+    p.add_argument(
+        "--layout", choices=("auto", *LAYOUTS), default="auto", help="dataset layout (default: auto, detected)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int_arg(0, MAX_THREADS),
+        default=None,
+        help="processes that read the data (0: this process; default: min(2, CPUs))",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
+    return p
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ..cli import print_json
     from .check import check_dataset, format_report
 
-    layout = _layout(args)
+    layout = resolve_layout(args.data, args.layout)
     splits = [s.strip() for s in args.split.split(",") if s.strip()] if args.split else None
-    if args.workers is not None and args.workers < 0:
-        raise ValueError("--workers must be >= 0")
     report = check_dataset(
-        args.root,
+        args.data,
         layout,
         splits=splits,
         classes=args.classes,
@@ -43,19 +59,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    """Prepare each ``--data`` root; exit 1 if any has bad samples (0 with ``--skip-bad``)."""
+    layout = resolve_layout(args.data, args.layout)
+    if layout != "celebamask-hq":
+        print(f"{', '.join(args.data)}: layout {layout}: nothing to prepare (only celebamask-hq needs merged masks)")
+        return 0
+    return max(_prepare_root(root, args) for root in args.data)
+
+
+def _prepare_root(root: str, args: argparse.Namespace) -> int:
     from .celebamask import prepare
 
-    layout = _layout(args)
-    if layout != "celebamask-hq":
-        print(f"{args.root}: layout {layout}: nothing to prepare (only celebamask-hq needs merged masks)")
-        return 0
-    if args.workers is not None and args.workers < 0:
-        raise ValueError("--workers must be >= 0")
-    result = prepare(args.root, cache=args.cache, workers=args.workers, progress=not args.no_progress)
+    result = prepare(root, cache=args.cache, workers=args.workers, progress=not args.no_progress)
     print(f"cache    {result.cache_dir}")
-    print(
-        f"masks    {result.total} samples: {result.built} merged, {result.reused} reused from a valid cache"
-    )
+    print(f"masks    {result.total} samples: {result.built} merged, {result.reused} reused from a valid cache")
     if result.bad:
         print(f"bad ({len(result.bad)}):", file=sys.stderr)
         for path, reason in result.bad:
@@ -74,12 +91,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Prepare (CelebAMask-HQ merged masks) and check face-parsing datasets.",
     )
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    layouts = ("auto", *LAYOUTS)
     all_splits = sorted({s for v in SPLITS.values() for s in v})
+    parent = dataset_options()
 
-    p = dsub.add_parser("check", help="decode every pair; class statistics and bad files (exit 1 if any)")
-    p.add_argument("root", nargs="+", help="dataset root folder(s): several roots are checked as one dataset")
-    p.add_argument("--layout", choices=layouts, default="auto", help="dataset layout (default: detect)")
+    p = dsub.add_parser(
+        "check", parents=[parent], help="decode every pair; class statistics and bad files (exit 1 if any)"
+    )
     p.add_argument(
         "--split",
         default=None,
@@ -92,22 +109,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(default ROOT/classes.txt, else celebamask-hq)",
     )
     p.add_argument("--cache", default=None, help="celebamask-hq: merged-mask cache folder if not the default")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default min(2, CPUs))")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
 
-    p = dsub.add_parser("prepare", help="CelebAMask-HQ: merge the part PNGs into cached index masks once")
-    p.add_argument("root", help="dataset root folder")
-    p.add_argument("--layout", choices=layouts, default="auto", help="dataset layout (default: detect)")
+    p = dsub.add_parser(
+        "prepare", parents=[parent], help="CelebAMask-HQ: merge the part PNGs into cached index masks once"
+    )
     p.add_argument(
         "--cache",
         default=None,
         help="cache folder (default ROOT/fpliif-cache if writable, else the user cache dir)",
     )
-    p.add_argument("--workers", type=int, default=None, help="merging processes (default min(2, CPUs))")
     p.add_argument(
         "--skip-bad", action="store_true", help="exit 0 even if some samples' parts cannot be merged (listed)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)

@@ -79,7 +79,7 @@ class FaceParsingDataset(Dataset):
     instead, so training never sees a mis-aligned pair. Run ``fpliif data check`` to find all bad files up
     front.
 
-    CelebAMask-HQ needs the merged-mask cache of ``fpliif data prepare ROOT`` (``cache``: its folder if not in
+    CelebAMask-HQ needs the merged-mask cache of ``fpliif data prepare --data ROOT`` (``cache``: its folder if not in
     a default place). Without a valid cache the constructor raises FileNotFoundError saying to run it, unless
     ``auto_prepare=True`` (prepare now; not for several DDP ranks at once) or ``cache=False`` (merge the part
     PNGs on every read: correct but slow).
@@ -152,7 +152,7 @@ class FaceParsingDataset(Dataset):
         if found is None:
             raise FileNotFoundError(
                 f"no valid CelebAMask-HQ merged-mask cache for {root} ({'; '.join(reasons)}). "
-                f"Run `fpliif data prepare {root}` once (add --cache DIR if you pass cache=DIR), "
+                f"Run `fpliif data prepare --data {root}` once (add --cache DIR if you pass cache=DIR), "
                 "or pass auto_prepare=True"
             )
         self.cache_dirs[root] = found.dir
@@ -223,7 +223,7 @@ class FaceParsingDataset(Dataset):
                     stale = [r for r, c in self.cache_dirs.items() if e.path and Path(e.path).is_relative_to(c)]
                     if stale:
                         raise DataError(
-                            f"{e} (run `fpliif data prepare {stale[0]}` to rebuild the cache)", e.path
+                            f"{e} (run `fpliif data prepare --data {stale[0]}` to rebuild the cache)", e.path
                         ) from None
                     raise
                 self.num_skipped += 1

@@ -438,3 +438,14 @@ def detect_layout(root: str | Path) -> str:
     raise FileNotFoundError(
         f"cannot tell the layout of {root} (contains: {_listing(root)}); pass --layout ({', '.join(LAYOUTS)})"
     )
+
+
+def resolve_layout(roots: str | Path | list[str | Path], layout: str) -> str:
+    """``layout``; for ``auto``, the layout :func:`detect_layout` finds in every one of ``roots`` (ValueError
+    when they differ). What ``--layout auto`` and a config's ``data.layout: auto`` mean."""
+    if layout != "auto":
+        return check_layout(layout)
+    found = {str(r): detect_layout(r) for r in (roots if isinstance(roots, (list, tuple)) else [roots])}
+    if len(set(found.values())) > 1:
+        raise ValueError(f"the roots have different layouts ({found}); pass --layout or check them one by one")
+    return next(iter(found.values()))

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
-from ..checkpoint import DEFAULT_INPUT_SIZE
 from ..labels import IGNORE_INDEX, LabelSet
+from ..models.checkpoint import DEFAULT_INPUT_SIZE
 
 PAPER_AUGMENT: dict[str, Any] = {
     "rotation": 30.0,

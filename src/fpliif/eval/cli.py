@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..validate import MAX_THREADS, int_arg, parse_int_list
+from ..validate import int_arg, parse_int_list
 
 if TYPE_CHECKING:  # torch is imported when the command runs, not by argument parsing
     import torch
@@ -18,8 +17,8 @@ if TYPE_CHECKING:  # torch is imported when the command runs, not by argument pa
 
 def model_input_size(model: Any, override: int | None) -> int:
     """--input-size, else the ``input_size`` the weights were trained at (file metadata), else
-    :data:`~fpliif.checkpoint.DEFAULT_INPUT_SIZE`."""
-    from ..checkpoint import input_size_of
+    :data:`~fpliif.models.checkpoint.DEFAULT_INPUT_SIZE`."""
+    from ..models.checkpoint import input_size_of
 
     if override is not None:  # range-checked by argparse (fpliif.cli.input_size_arg)
         return override
@@ -32,7 +31,7 @@ def default_split(layout: str) -> str:
 
 
 def _load_model(weights: str | None, device: str) -> tuple[torch.nn.Module, str]:
-    from ..checkpoint import load
+    from ..models.checkpoint import load
 
     model = load(weights, device=device)
     return model, str(model.weights_metadata.path)
@@ -50,46 +49,29 @@ def _data_module() -> Any:
     return data
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
+def check_data_args(args: argparse.Namespace) -> None:
+    """Check ``--data`` folders and ``--classes``, and resolve ``--layout auto`` in place."""
+    from ..data.layouts import resolve_layout
 
-    from ..adaptive import default_decode
-    from ..checkpoint import DEFAULT_INPUT_SIZE  # the paper's 256: where low-res rows are upsampled to
-    from ..cli import check_output_path, print_json
-    from ..labels import get_label_set
-    from .evaluate import evaluate, format_table, trivial_baseline
-
-    sizes = parse_int_list(args.sizes, "--sizes", allow_empty=True)
-    lowres = parse_int_list(args.lowres, "--lowres", allow_empty=True)
-    if not sizes and not lowres:
-        raise ValueError("--sizes and --lowres are both empty: nothing to evaluate")
-    if args.out is not None:
-        check_output_path(args.out, "--out", folder=False)
-    if args.score_labels:
-        try:
-            get_label_set(args.score_labels)
-        except ValueError as e:
-            raise ValueError(f"--score-labels: {e}") from None
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use --device cpu)")
-    if args.classes and args.layout != "folder":
-        raise ValueError(f"--classes applies to the folder layout only ({args.layout!r} has fixed classes)")
     for root in args.data:
         if not Path(root).is_dir():
             raise FileNotFoundError(f"--data: dataset folder not found: {root}")
+    args.layout = resolve_layout(list(args.data), args.layout)
+    if args.classes and args.layout != "folder":
+        raise ValueError(f"--classes applies to the folder layout only ({args.layout!r} has fixed classes)")
+
+
+def dataset_for(
+    args: argparse.Namespace, model: Any, weights: str, split: str, input_size: int, mask_sizes: list[int]
+) -> tuple[Any, Any, str]:
+    """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``: (dataset, label set,
+    roots as text); ValueError / FileNotFoundError naming the argument when it does not fit the model."""
     data_roots = args.data[0] if len(args.data) == 1 else list(args.data)
     data_text = ", ".join(args.data)
-
-    model, weights = _load_model(args.weights, args.device)
-    decode = args.decode or ("adaptive" if args.compare_dense else default_decode(model))
     data = _data_module()
-    split = args.split or default_split(args.layout)
-    input_size = model_input_size(model, args.input_size)
-    mask_sizes = sorted(set(sizes) | ({DEFAULT_INPUT_SIZE} if lowres else set()))
     transform = data.build_eval_transform(size=input_size, mask_sizes=mask_sizes)
     extra = {"classes": args.classes} if args.classes else {}
     ds = data.FaceParsingDataset(data_roots, args.layout, split, transform=transform, **extra)
-
     label_set = getattr(ds, "label_set", None) or model.label_set
     if label_set.num_classes != model.num_classes:
         hint = ""
@@ -106,8 +88,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"dataset's {list(label_set.classes)}; scoring by index", file=sys.stderr)
     if len(ds) == 0:
         raise ValueError(f"split {split!r} of {data_text} ({args.layout}) has no images")
+    return ds, label_set, data_text
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..adaptive import default_decode
+    from ..cli import check_output_path, print_json
+    from ..labels import get_label_set
+    from ..models.checkpoint import DEFAULT_INPUT_SIZE  # the paper's 256: where low-res rows are upsampled to
+    from .evaluate import evaluate, format_table, trivial_baseline
+
+    sizes = parse_int_list(args.sizes, "--sizes", allow_empty=True)
+    lowres = parse_int_list(args.lowres, "--lowres", allow_empty=True)
+    if not sizes and not lowres:
+        raise ValueError("--sizes and --lowres are both empty: nothing to evaluate")
+    if args.out is not None:
+        check_output_path(args.out, "--out", folder=False)
+    if args.score_labels:
+        try:
+            get_label_set(args.score_labels)
+        except ValueError as e:
+            raise ValueError(f"--score-labels: {e}") from None
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (use --device cpu)")
+    check_data_args(args)
+    model, weights = _load_model(args.weights, args.device)
+    decode = args.decode or ("adaptive" if args.compare_dense else default_decode(model))
+    split = args.split or default_split(args.layout)
+    input_size = model_input_size(model, args.input_size)
+    mask_sizes = sorted(set(sizes) | ({DEFAULT_INPUT_SIZE} if lowres else set()))
+    ds, label_set, data_text = dataset_for(args, model, weights, split, input_size, mask_sizes)
     if args.limit is not None and args.limit < len(ds):
         ds = torch.utils.data.Subset(ds, range(args.limit))
+    data = _data_module()
     loader = data.make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
 
     result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
@@ -147,12 +162,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..cli import check_output_path, print_json
+    from ..models.checkpoint import WRITTEN_KEYS, save
+    from .calibrate import apply_offsets, collect_logits, fit_offsets, strided
+
+    check_output_path(args.out, "--out", folder=False)
+    if Path(args.out).exists() and not args.overwrite:
+        raise ValueError(f"--out: {args.out} exists (pass --overwrite to replace it)")
+    if args.weights and Path(args.weights).resolve() == Path(args.out).resolve():
+        raise ValueError("--out: must differ from --weights (the input weights are kept)")
+    check_data_args(args)
+    model, weights = _load_model(args.weights, "cpu")
+    input_size = model_input_size(model, None)
+    ds, label_set, _ = dataset_for(args, model, weights, args.split, input_size, [args.size])
+    ds = torch.utils.data.Subset(ds, strided(len(ds), args.images))
+    loader = _data_module().make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
+    logits, labels = collect_logits(model, loader, args.size)
+    result = fit_offsets(logits, labels, label_set, images=len(ds))
+    meta = {k: v for k, v in model.weights_metadata.items() if k not in WRITTEN_KEYS}
+    meta.update(apply_offsets(model, result.offsets))
+    meta["calibration"] = json.dumps({"split": args.split, "images": len(ds), "size": args.size,
+                                      "train_mean_f1_before": round(result.mean_f1_before, 3),
+                                      "train_mean_f1_after": round(result.mean_f1_after, 3)})
+    save(model, args.out, metadata=meta)
+    report = {"weights": weights, "out": args.out, **result.to_json()}
+    if args.json:
+        print_json(report)
+    else:
+        moved = {c: v for c, v in result.offsets.items() if v}
+        print(f"{len(ds)} {args.split} images at {args.size}: mean F1 {result.mean_f1_before:.2f} -> "
+              f"{result.mean_f1_after:.2f} with offsets {moved or 'none'}; wrote {args.out}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from ..adaptive import DEFAULT_DECODE
     from ..cli import input_size_arg
+    from ..data.cli import dataset_options
 
     p = sub.add_parser(
         "eval",
+        parents=[dataset_options()],
         help="F1 / IoU table (paper Tables 1-3) on a dataset split",
         description="Evaluate a model on a dataset split at several output resolutions: rows '256' "
                     "(native) and '512' decode the 256x256 input at that size; rows '64→256' etc. decode at "
@@ -162,9 +215,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", help="a .safetensors weight file or bundled weights name "
                                      "(default: the bundled default model)")
-    p.add_argument("--data", required=True, action="append",
-                   help="dataset root folder; repeat it to evaluate several roots as one dataset (same layout)")
-    p.add_argument("--layout", required=True, help="dataset layout (e.g. folder, celebamask-hq, lapa, helen)")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default=None,
                    help="split to evaluate (default: test for the official layouts, val for 'folder')")
     p.add_argument("--classes", default=None,
@@ -182,8 +232,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=input_size_arg, default=None,
                    help="model input resolution (default: the size the weights were trained at, else 256)")
     p.add_argument("--batch-size", type=int_arg(1), default=16)
-    p.add_argument("--workers", type=int_arg(0, MAX_THREADS), default=min(4, os.cpu_count() or 1),
-                   help="data loader workers")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--limit", type=int_arg(1), default=None, help="evaluate only the first N images of the split")
     p.add_argument("--tta", action="store_true",
@@ -198,5 +246,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "dense scores (the accuracy check of adaptive querying)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (only JSON on stdout)")
     p.add_argument("--out", help="also write the JSON results to this file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     p.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser(
+        "calibrate",
+        parents=[dataset_options()],
+        help="fit per-class logit offsets on training images and write calibrated weights",
+        description="Decode evenly spaced images of a split (default: train) densely and fit one logit offset "
+                    "per class that maximises their mean F1 (coordinate ascent); the offsets are added to the "
+                    "decoder's final bias, so every decoding path uses them. Corrects the label prior that "
+                    "class-balanced query sampling shifts (docs/training.md). Never calibrate on val.",
+    )
+    c.add_argument("--weights", help="a .safetensors weight file or bundled weights name (default: bundled)")
+    c.add_argument("--out", required=True, help="calibrated weight file to write (.safetensors)")
+    c.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    c.add_argument("--split", choices=["train", "val", "test", "all"], default="train",
+                   help="split to fit on (default: train; fitting on the split you report scores on is leakage)")
+    c.add_argument("--classes", default=None, help="folder layout only: label-set name or class list")
+    c.add_argument("--images", type=int_arg(1), default=320, help="images used, evenly spaced (default 320)")
+    c.add_argument("--size", type=int_arg(8, 1024), default=256, help="output size decoded (default 256)")
+    c.add_argument("--batch-size", type=int_arg(1), default=8)
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.set_defaults(func=cmd_calibrate)

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode, is_implicit
-from ..checkpoint import DEFAULT_INPUT_SIZE
 from ..labels import IGNORE_INDEX, LabelSet, get_label_set, remap_confusion
+from ..models.checkpoint import DEFAULT_INPUT_SIZE
 from ..validate import positive_ints
 from .metrics import ConfusionMatrix
 

@@ -7,7 +7,7 @@ Modules (torch is imported only by ``torch_backend`` and ``onnx_export``):
   masks by name, label-set remaps);
 * :mod:`~fpliif.infer.detect`: :class:`MTCNNDetector` (default: boxes + 5 landmarks, on OpenCV DNN),
   :class:`HaarDetector` (OpenCV Haar cascades, fallback; any callable works); docs/detection.md;
-* :mod:`~fpliif.infer.framing`: the measured CelebAMask-HQ crop framing (``python -m fpliif.infer.framing``);
+* :mod:`~fpliif.infer.framing`: the measured CelebAMask-HQ crop framing (``scripts/measure_framing.py``);
 * :mod:`~fpliif.infer.geometry`: crop windows (rolled to level the eyes), query coordinates, paste-back (numpy);
 * :mod:`~fpliif.infer.tta`: flip test-time augmentation (``FaceParser(tta=True)``, ``fpliif eval --tta``);
 * :mod:`~fpliif.infer.images`, :mod:`~fpliif.infer.video`: file input/output;

@@ -25,8 +25,9 @@ message. Exit code: 0 if every input was parsed, 1 if any failed or was refused,
 Videos (``--video``): ``<stem>_overlay.mp4`` (overlay video) plus per-frame labels in ``<stem>_labels/``
 (``000000.png`` or ``.npy``) and with ``--format json`` one ``<stem>.json`` with per-frame faces. Inputs may
 also be a camera index (``--video 0``: stem ``camera0``) or a stream URL OpenCV can open (stem: the URL with
-other characters than ``A-Za-z0-9._-`` as ``_``); a live source runs until it ends or Ctrl-C. Face boxes and
-landmarks are smoothed over time (:class:`~fpliif.infer.tracking.FaceTracker`; ``--no-smooth``: raw).
+other characters than ``A-Za-z0-9._-`` as ``_``); a live source runs until it ends or Ctrl-C; ``--max-frames N``
+parses at most the first N frames of each. Face boxes and landmarks are smoothed over time
+(:class:`~fpliif.infer.tracking.FaceTracker`; ``--no-smooth``: raw).
 
 This module imports torch only for the torch backend, so ``--backend onnxruntime`` runs on onnxruntime.
 """
@@ -46,6 +47,7 @@ from ..cli import check_output_path, input_size_arg
 from ..labels import LABEL_SETS, LabelSet, get_label_set
 from ..limits import LimitError
 from ..validate import MAX_THREADS, float_arg, int_arg
+from .framing import CONTEXT_FEATHER
 from .images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_image_files, load_image
 from .video import is_stream
 
@@ -164,6 +166,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         detector=detector,
         align=not args.no_align,
         context=not args.no_context,
+        feather=args.feather,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
@@ -222,6 +225,8 @@ def _check_args(args: argparse.Namespace) -> None:
     check_output_path(args.out, "--out", folder=True)
     if args.video and args.aligned:
         raise ValueError("--video and --aligned cannot be combined")
+    if args.max_frames is not None and not args.video:
+        raise ValueError("--max-frames limits the frames of --video inputs; add --video")
     if args.labels is not None:
         try:
             get_label_set(args.labels)
@@ -438,7 +443,7 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
     from .tracking import FaceTracker
     from .video import VideoWriter, read_frames
 
-    frames, fps, count = read_frames(job.source or job.path)
+    frames, fps, count = read_frames(job.source or job.path, max_frames=args.max_frames)
     tracker = None if args.no_smooth else FaceTracker(fps)
     frame_dir = paths["frames"]
     frame_dir.mkdir(parents=True, exist_ok=True)
@@ -472,35 +477,27 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
 
 # ---------------------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..checkpoint import input_size_of, load
-    from .onnx_export import decoder_path, export_onnx
+    from ..models.checkpoint import input_size_of, load
+    from .onnx_export import export_files, export_onnx, onnx_max_diff
 
     if args.format != "onnx":
         raise ValueError(f"export: unknown format {args.format!r}; supported: onnx")
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out: expected a .onnx file name, got {out}")
-    files = [out] if args.single_graph else [out, decoder_path(out)]
+    model = load(args.weights)
+    files = export_files(model, out, split=not args.single_graph)
     existing = [str(f) for f in files if f.exists()]
     if existing and not args.overwrite:
         raise ValueError(f"{', '.join(existing)} already exists (pass --overwrite to replace)")
-    model = load(args.weights)
     size = args.size or input_size_of(model)
-    export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset, split=not args.single_graph)
+    split = not args.single_graph
+    export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset, split=split, int8=args.int8)
     shape = "dynamic" if args.dynamic else f"{size}x{size}"
     written = " + ".join(f"{f} ({f.stat().st_size / 1e6:.1f} MB)" for f in files)
     msg = f"wrote {written}; input {shape}"
     try:
-        import torch
-
-        from .onnx_backend import OnnxModel
-
-        om = OnnxModel(out)
-        x = torch.rand(1, 3, size, size)
-        with torch.inference_mode():
-            ref = model(x, size=(64, 64)).numpy()
-        diff = float(np.abs(om(x.numpy(), (64, 64)) - ref).max())
-        msg += f"; onnxruntime vs torch max |logit diff| {diff:.2e}"
+        msg += f"; onnxruntime vs torch max |logit diff| {onnx_max_diff(model, out, size):.2e}"
     except ImportError:
         msg += "; onnxruntime not installed, not verified"
     print(msg)
@@ -561,6 +558,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-smooth", action="store_true", help="videos: raw detections per frame (default: smoothed over time)"
     )
+    p.add_argument(
+        "--max-frames",
+        type=int_arg(1),
+        default=None,
+        metavar="N",
+        help="videos: parse at most the first N frames of each (default: all; live sources: until Ctrl-C)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
         "--backend",
@@ -587,6 +591,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="labels end at each face's crop window (by default a second window, 1.5 times as large, labels hair, "
         "hat, neck and clothes beyond it; it costs one more encoder pass and counts against --max-points)",
+    )
+    p.add_argument(
+        "--feather",
+        type=float_arg(0, 1),
+        default=CONTEXT_FEATHER,
+        help="with the context window: the width of the face window's outer band, in half-sides of the window, "
+        f"where its labels are blended into the context window's (0 to 1; default {CONTEXT_FEATHER}; 0: a hard "
+        "switch at the window's edge)",
     )
     p.add_argument(
         "--profile-faces",
@@ -640,11 +652,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "export",
-        help="export the model (encoder + implicit decoder) to ONNX",
+        help="export the model (encoder + implicit decoder; dense models: one graph) to ONNX",
         description="Export to ONNX as two graphs: OUT (encoder: image (B,3,H,W) in [0,1] -> cells, the latent "
         "grid) and OUT's NAME.decoder.onnx (cells + coords (B,Q,2) (x, y) in [-1,1] -> logits (B,Q,C)); the "
         "encoder runs once per face, Q is dynamic, so the pair serves any output size. Load the pair by "
-        "OUT (--onnx OUT). --single-graph writes one graph image + coords -> logits instead.",
+        "OUT (--onnx OUT). --single-graph writes one graph image + coords -> logits instead. Dense models "
+        "(SegFace, STN-iCNN) export as one graph image (B,3,N,N) -> logits (B,C,N,N) at the input size N "
+        "(--dynamic: the batch only).",
     )
     p.add_argument("format", choices=["onnx"], help="export format")
     p.add_argument("--out", required=True, help="output .onnx file (the decoder goes beside it)")
@@ -653,6 +667,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and input height/width")
     p.add_argument(
         "--single-graph", action="store_true", help="one graph image + coords -> logits (re-encodes per call)"
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantise the decoder graph's hidden MLP layers to int8 (onnxruntime dynamic quantisation; "
+        "accuracy and speed: docs/performance.md)",
     )
     p.add_argument("--opset", type=int_arg(7), default=17, help="ONNX opset version (17)")
     p.add_argument("--overwrite", action="store_true")

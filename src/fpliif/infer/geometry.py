@@ -230,18 +230,65 @@ CONTEXT_LEVEL = 1
 """Canvas priority of context-window labels (outside the face windows): any face window's labels beat them."""
 
 
+_CONF_BITS = 30
+"""A confidence's float32 bit pattern fits in this many bits (any float in [0, 2) does)."""
+MAX_LEVEL = 3
+"""Highest :class:`Canvas` priority (levels 0..3 and a confidence share one uint32 key)."""
+
+
+def priority_keys(conf: np.ndarray, level: int) -> np.ndarray:
+    """uint32 keys that order (level, confidence) pairs as :class:`Canvas` merges them: a higher ``level`` (0 to
+    :data:`MAX_LEVEL`) beats any confidence of a lower one, and within a level the keys compare exactly as the
+    float32 confidences (the bit pattern of a non-negative float grows with its value). Every key is above 0, the
+    key of a pixel nothing was pasted on. NaN and negative confidences count as 0, any above 1.9 as 1.9."""
+    if isinstance(level, bool) or level not in range(MAX_LEVEL + 1):
+        raise ValueError(f"level: expected an integer in [0, {MAX_LEVEL}], got {level!r}")
+    c = np.asarray(conf, np.float32)
+    bits = np.where(c > 0, np.minimum(c, np.float32(1.9)), np.float32(0)).view(np.uint32)
+    return bits + np.uint32((level << _CONF_BITS) + 1)
+
+
+def key_confidence(keys: np.ndarray) -> np.ndarray:
+    """float32 confidence of :func:`priority_keys` (1.0 where the key is 0, nothing pasted: one-hot background)."""
+    conf = ((keys - np.uint32(1)) & np.uint32((1 << _CONF_BITS) - 1)).view(np.float32)
+    return np.where(keys == 0, np.float32(1), conf)
+
+
 class Canvas:
     """Whole-image merge of per-face predictions: the higher priority ``level`` wins (a face window over a context
-    window), and where crops of the same level overlap, the more confident face wins."""
+    window), and where crops of the same level overlap, the more confident face wins.
+
+    Memory: the (H, W) uint8 label map, plus one uint32 key per pixel (:func:`priority_keys`: level and confidence
+    in one number, compared exactly) only in the :attr:`TILE` x :attr:`TILE` tiles some window reached, plus the
+    (C, H, W) float32 probabilities only with ``keep_probs``. A photo with one face thus costs about its label map,
+    not 6 bytes for every pixel of the photo."""
+
+    TILE = 256
 
     def __init__(self, height: int, width: int, num_classes: int, keep_probs: bool = False):
         self.labels = np.zeros((height, width), np.uint8)
-        self.best = np.full((height, width), -1.0, np.float32)
-        self.level = np.zeros((height, width), np.int8)
+        self._keys: dict[tuple[int, int], np.ndarray] = {}
         self.probs = None
         if keep_probs:
             self.probs = np.zeros((num_classes, height, width), np.float32)
             self.probs[0] = 1.0
+
+    def _tiles(self, ya: int, xa: int, h: int, w: int) -> Iterator[tuple[np.ndarray, slice, slice]]:
+        """The key tiles under the rectangle (ya, xa, h, w) (created, all unset, on first use), each with the
+        rectangle's rows and cols it holds: (tile's part, rows, cols) in rectangle coordinates."""
+        t, (height, width) = self.TILE, self.labels.shape
+        if h <= 0 or w <= 0:
+            return
+        for ty in range(ya // t, (ya + h - 1) // t + 1):
+            for tx in range(xa // t, (xa + w - 1) // t + 1):
+                tile = self._keys.get((ty, tx))
+                if tile is None:
+                    shape = (min(t, height - ty * t), min(t, width - tx * t))
+                    tile = self._keys[ty, tx] = np.zeros(shape, np.uint32)
+                y0, x0 = max(ya, ty * t), max(xa, tx * t)
+                y1, x1 = min(ya + h, (ty + 1) * t), min(xa + w, (tx + 1) * t)
+                part = tile[y0 - ty * t : y1 - ty * t, x0 - tx * t : x1 - tx * t]
+                yield part, slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa)
 
     def paste(
         self, ya: int, xa: int, probs: np.ndarray, inside: np.ndarray | None = None, level: int = FACE_LEVEL
@@ -249,16 +296,18 @@ class Canvas:
         """Merge (h, w, C) probabilities at (ya, xa), only where ``inside`` (h, w) is true if given (a rotated
         window's pixels), with priority ``level``; return this face's own labels there (h, w) uint8 (0 outside)."""
         h, w = probs.shape[:2]
-        conf = probs.max(axis=-1)
+        keys = priority_keys(probs.max(axis=-1), level)
         lab = probs.argmax(axis=-1).astype(np.uint8)
-        best = self.best[ya : ya + h, xa : xa + w]
-        have = self.level[ya : ya + h, xa : xa + w]
-        win = (have < level) | ((have == level) & (conf > best))
+        win = np.zeros((h, w), bool)
+        for old, rows, cols in self._tiles(ya, xa, h, w):
+            new = keys[rows, cols]
+            won = new > old
+            if inside is not None:
+                won &= inside[rows, cols]
+            old[won] = new[won]
+            win[rows, cols] = won
         if inside is not None:
-            win &= inside
             lab[~inside] = 0
-        best[win] = conf[win]
-        have[win] = level
         self.labels[ya : ya + h, xa : xa + w][win] = lab[win]
         if self.probs is not None:
             ys, xs = np.nonzero(win)
@@ -267,4 +316,8 @@ class Canvas:
 
     def confidence(self) -> np.ndarray:
         """Max probability per pixel (1.0 where no face was parsed: one-hot background)."""
-        return np.where(self.best < 0, 1.0, self.best).astype(np.float32)
+        out = np.ones(self.labels.shape, np.float32)
+        t = self.TILE
+        for (ty, tx), keys in self._keys.items():
+            out[ty * t : ty * t + keys.shape[0], tx * t : tx * t + keys.shape[1]] = key_confidence(keys)
+        return out

@@ -107,13 +107,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def to_float(image: np.ndarray) -> np.ndarray:
-    """RGB array (uint8 or float in [0, 1]) -> float32 in [0, 1]."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    return np.clip(image.astype(np.float32), 0, 1)
-
-
 def is_torch_tensor(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 

@@ -53,7 +53,7 @@ class OnnxModel(HasLabelSet):
             raise ImportError(
                 "the onnxruntime backend needs onnxruntime: pip install 'fpliif[onnx]'"
             ) from None
-        from ..checkpoint import WeightsMetadata
+        from ..models.checkpoint import WeightsMetadata
 
         path = Path(path)
         if not path.is_file():
@@ -78,6 +78,8 @@ class OnnxModel(HasLabelSet):
         self.chunk_size = int(chunk_size)
         if not (self.temperature is None or self.temperature > 0):
             raise ValueError(f"{path}: metadata fpliif_temperature: expected a positive number, got {self.temperature}")
+        if meta.get("fpliif_part") == "dense":
+            raise ValueError(f"{path}: a dense model's export (image -> logits); this backend runs FP-LIIF exports")
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.decoder: Any = None
         if set(inputs) == {"cells", "coords"}:
@@ -99,7 +101,7 @@ class OnnxModel(HasLabelSet):
     def _check_input_side(self) -> None:
         """A static input side within the weight files' bounds, equal to the metadata's ``fpliif_input_size``
         (the side the parser resizes crops to; taken from the graph where the metadata has none)."""
-        from ..checkpoint import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+        from ..models.checkpoint import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
         if self.static_hw is None:
             return
@@ -278,7 +280,7 @@ def _dims(shape: Any) -> str:
 def _encoder_stride(path: Path, spec_json: str | None, input_size: int | None) -> int | None:
     """Stride of the exported FP-LIIF encoder (2 ** (groups - 1)) from the ``fpliif_spec`` metadata (None
     without one); ValueError naming the file for a spec that is not one or whose stride leaves no latent cell."""
-    from ..checkpoint import MAX_INPUT_SIZE
+    from ..models.checkpoint import MAX_INPUT_SIZE
 
     if spec_json is None:
         return None
@@ -294,23 +296,3 @@ def _encoder_stride(path: Path, spec_json: str | None, input_size: int | None) -
             f"most the input side, got {spec_json!r:.120}"
         )
     return stride
-
-
-def onnx_available() -> tuple[bool, str]:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as e:
-        return False, str(e)
-    return True, ""
-
-
-def describe(model: Any) -> dict[str, Any]:
-    return {
-        "path": str(model.path),
-        "classes": list(model.classes),
-        "temperature": model.temperature,
-        "input_size": model.input_size,
-        "static_hw": model.static_hw,
-        "static_batch": model.static_batch,
-        "graphs": "split" if model.split else "single",
-    }

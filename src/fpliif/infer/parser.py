@@ -35,8 +35,8 @@ import numpy as np
 
 from .. import limits
 from ..adaptive import DEFAULT_DECODE, AdaptiveOptions, adaptive_decode, check_decode_mode
-from ..checkpoint import DEFAULT_INPUT_SIZE
-from ..validate import check_size
+from ..models.checkpoint import DEFAULT_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from ..validate import MAX_THREADS, check_int, check_size
 from .detect import make_detector, roll_degrees
 from .framing import CONTEXT_CLASSES, CONTEXT_FEATHER, CONTEXT_SCALE, DEFAULT_FRAMING, Framing
 from .geometry import (
@@ -82,6 +82,22 @@ class _Job(NamedTuple):
     ctx: Window | None
 
 
+INT_OPTIONS: dict[str, tuple[int, int | None, bool]] = {
+    "batch_size": (1, None, False),
+    "input_size": (MIN_INPUT_SIZE, MAX_INPUT_SIZE, True),
+    "max_decode_size": (8, None, True),
+    "threads": (1, MAX_THREADS, True),
+    "max_queries": (1, None, False),
+}
+"""The integer arguments of :class:`FaceParser`: (lowest, highest or None, whether None is accepted)."""
+
+
+def check_int_options(**values: Any) -> dict[str, int | None]:
+    """Those of ``values`` that are :data:`INT_OPTIONS`, checked (others are left out); ValueError naming the
+    argument for a value of the wrong type or out of range (``threads=-1``, ``batch_size=0``, ``input_size=0``)."""
+    return {k: check_int(v, k, *INT_OPTIONS[k]) for k, v in values.items() if k in INT_OPTIONS}
+
+
 def check_context(context: Any) -> float:
     """The ``context`` option as a window scale: True -> :data:`~fpliif.infer.framing.CONTEXT_SCALE`, False /
     None / 0 -> 0.0 (off), or a number in (1, 4]; ValueError naming ``context`` otherwise."""
@@ -125,7 +141,7 @@ class FaceParser:
         device: ``"cpu"`` or ``"cuda"``.
         batch_size: face crops encoded at once.
         input_size: side of the square model input (default: the weights' ``input_size`` metadata, else
-            :data:`~fpliif.checkpoint.DEFAULT_INPUT_SIZE`).
+            :data:`~fpliif.models.checkpoint.DEFAULT_INPUT_SIZE`).
         max_decode_size: crops larger than this (in original pixels) are decoded on a grid of this size and
             the logits resampled bilinearly to the original pixels (bounds the cost on huge photos); None
             decodes every original pixel.
@@ -181,6 +197,13 @@ class FaceParser:
         context: bool | float = True,
         feather: float = CONTEXT_FEATHER,
     ):
+        ints = check_int_options(
+            batch_size=batch_size,
+            input_size=input_size,
+            max_decode_size=max_decode_size,
+            threads=threads,
+            max_queries=max_queries,
+        )
         if isinstance(model, (str, Path)):
             model = _load_model(model, device=device, threads=threads)
         from .onnx_backend import OnnxModel
@@ -193,21 +216,17 @@ class FaceParser:
             from .torch_backend import TorchBackend
 
             self.backend = TorchBackend(model, device=device, threads=threads, amp=amp)
-        if batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
         if pad not in ("edge", "zero"):
             raise ValueError(f"pad: expected 'edge' or 'zero', got {pad!r}")
-        if max_decode_size is not None and max_decode_size < 8:
-            raise ValueError(f"max_decode_size: must be >= 8 or None, got {max_decode_size}")
         self.model = model
         self.detector = make_detector(detector) if isinstance(detector, str) else detector
         self._framing = framing
         self.align = bool(align)
-        self.batch_size = int(batch_size)
-        self.input_size = int(input_size or self.backend.input_size or DEFAULT_INPUT_SIZE)
-        self.max_decode_size = max_decode_size
+        self.batch_size = ints["batch_size"]
+        self.input_size = int(ints["input_size"] or self.backend.input_size or DEFAULT_INPUT_SIZE)
+        self.max_decode_size = ints["max_decode_size"]
         self.pad = pad
-        self.max_queries = int(max_queries)
+        self.max_queries = ints["max_queries"]
         self.tta = bool(tta)
         self.decode = self._decode_mode(decode, DEFAULT_DECODE if self.implicit else "dense")
         self.adaptive = AdaptiveOptions.of(adaptive)
@@ -226,15 +245,16 @@ class FaceParser:
         cls, weights: str | Path | None = None, device: str = "cpu", **kwargs: Any
     ) -> FaceParser:
         """Load the bundled default weights (None), a bundled name, a ``.safetensors`` or ``.onnx`` file."""
-        threads = kwargs.get("threads")
+        threads = check_int_options(**kwargs).get("threads")  # bad arguments refused before loading anything
         return cls(_load_model(weights, device=device, threads=threads), device=device, **kwargs)
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> FaceParser:
         """Parser on onnxruntime for a file written by ``fpliif export onnx`` (no torch needed)."""
+        threads = check_int_options(**kwargs).get("threads")  # bad arguments refused before loading anything
         from .onnx_backend import OnnxModel
 
-        return cls(OnnxModel(path, device=device, threads=kwargs.get("threads")), device=device, **kwargs)
+        return cls(OnnxModel(path, device=device, threads=threads), device=device, **kwargs)
 
     @property
     def label_set(self):
@@ -282,6 +302,7 @@ class FaceParser:
         tta: bool | None = None,
         decode: str | None = None,
         context: bool | float | None = None,
+        feather: float | None = None,
     ) -> ParseResult | list[ParseResult]:
         """Parse photo(s): a path, PIL image, (H, W, 3) uint8 RGB array, torch tensor (3, H, W) /
         (B, 3, H, W) (float in [0, 1] or uint8), or a list of these.
@@ -291,14 +312,16 @@ class FaceParser:
         images: one list (or None = detect) per image). ``tta``: flip test-time
         augmentation (default: the parser's ``tta``). ``decode``: ``"dense"`` or ``"adaptive"`` (default: the
         parser's ``decode``). ``context``: label beyond each face window from a wider one (default: the parser's
-        ``context``). Returns one :class:`ParseResult` for a single image, else a list.
+        ``context``). ``feather``: the band where the face window is blended into the context window (default: the
+        parser's ``feather``). Returns one :class:`ParseResult` for a single image, else a list.
         """
         decode = self._decode_mode(decode)
         scale = self.context if context is None else check_context(context)
+        band = self.feather if feather is None else check_feather(feather)
         items, single = _as_images(images, limits.effective("max_pixels", self.max_pixels))
         per_image_boxes = _normalise_boxes(boxes, len(items), single)
         tta = self.tta if tta is None else bool(tta)
-        return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale)
+        return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale, band)
 
     @property
     def implicit(self) -> bool:
@@ -316,7 +339,7 @@ class FaceParser:
             )
         return mode
 
-    def _parse(self, items, per_image_boxes, return_probs, single, tta=False, decode="dense", context=0.0):
+    def _parse(self, items, per_image_boxes, return_probs, single, tta=False, decode="dense", context=0.0, feather=0.0):
         canvases = [Canvas(*img.shape[:2], len(self.classes), keep_probs=return_probs) for img, _ in items]
         jobs, messages = self._plan(items, per_image_boxes, context)
         self._check_work(jobs, items, tta)
@@ -332,7 +355,7 @@ class FaceParser:
                 limits.check_deadline()
                 zc = next(ctx_latents) if job.ctx is not None else None
                 faces[job.image].append(
-                    self._parse_face(job, z, zm, zc, items[job.image][0], canvases[job.image], decode)
+                    self._parse_face(job, z, zm, zc, items[job.image][0], canvases[job.image], decode, feather)
                 )
         results = []
         for i, (img, source) in enumerate(items):
@@ -382,13 +405,16 @@ class FaceParser:
             messages.append(msg)
         return jobs, messages
 
-    def _parse_face(self, job: _Job, z: Any, zm: Any, zc: Any, image: np.ndarray, canvas: Canvas, decode: str) -> Face:
-        """Decode one face's window (and its context window, with ``zc`` its latents) into ``canvas``."""
+    def _parse_face(
+        self, job: _Job, z: Any, zm: Any, zc: Any, image: np.ndarray, canvas: Canvas, decode: str, feather: float
+    ) -> Face:
+        """Decode one face's window (and its context window, with ``zc`` its latents, blended over a band
+        ``feather`` half-sides wide) into ``canvas``."""
         h, w = image.shape[:2]
         win, ctx = job.win, job.ctx
         inner = win.region(w, h)
         around_src = None if ctx is None else self._source(*zc, ctx, decode)
-        labels = self._decode_window(self._source(z, zm, win, decode), inner, canvas, blend=around_src)
+        labels = self._decode_window(self._source(z, zm, win, decode), inner, canvas, blend=around_src, band=feather)
         region = inner
         if ctx is not None:
             region = ctx.region(w, h)
@@ -509,6 +535,7 @@ class FaceParser:
         canvas: Canvas,
         context_of: Window | None = None,
         blend: _Source | None = None,
+        band: float = 0.0,
     ) -> np.ndarray:
         """Decode one window at the original pixels of ``region`` that lie inside it (possibly rotated) and merge
         them into ``canvas``; returns its own labels over ``region`` (0 outside the window).
@@ -518,7 +545,7 @@ class FaceParser:
 
         ``context_of``: ``src`` is the context window of this face window: only its pixels outside the face
         window are labelled, with the context classes only, at the canvas's lower context priority.
-        ``blend``: the context window of this face window: in the face window's outer band (``feather``
+        ``blend``: the context window of this face window: in the face window's outer band (``band``
         half-sides wide) the face's probabilities are blended with the context's (all classes), their weight
         falling linearly from 1 to 0 at the edge (:func:`~fpliif.infer.geometry.feather_weights`): no seam."""
         xa, ya, xb, yb = region
@@ -536,7 +563,7 @@ class FaceParser:
             else:
                 probs = softmax(logits, self.backend.temperature)
             if blend is not None:
-                self._feather(probs, blend, coords, inside, row_idx, col_idx)
+                self._feather(probs, blend, coords, inside, row_idx, col_idx, band)
             mask = None if inside.all() else inside.reshape(r1 - r0, cols)
             level = FACE_LEVEL if context_of is None else CONTEXT_LEVEL
             labels[r0:r1] = canvas.paste(ya + r0, xa, probs.reshape(r1 - r0, cols, -1), mask, level)
@@ -550,10 +577,11 @@ class FaceParser:
         inside: np.ndarray,
         rows: np.ndarray,
         cols: np.ndarray,
+        width: float,
     ) -> None:
-        """Blend a face window's (P, C) ``probs`` in place with its context window's over the outer band (there with
-        all classes: the face core may reach the band; measured in docs/detection.md)."""
-        weight = feather_weights(coords, self.feather)
+        """Blend a face window's (P, C) ``probs`` in place with its context window's over the outer band ``width``
+        half-sides wide (there with all classes: the face core may reach the band; measured in docs/detection.md)."""
+        weight = feather_weights(coords, width)
         band = inside & (weight < 1)
         if not band.any():
             return
@@ -677,7 +705,7 @@ def _load_model(weights: str | Path | None, device: str = "cpu", threads: int | 
         from .onnx_backend import OnnxModel
 
         return OnnxModel(weights, device=device, threads=threads)
-    from ..checkpoint import load
+    from ..models.checkpoint import load
 
     return load(weights)
 

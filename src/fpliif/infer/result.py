@@ -245,8 +245,13 @@ def render_overlay(
     alpha: float = 0.5,
     legend: bool = False,
     boxes: Any = (),
+    strip_pixels: int = 1 << 18,
 ) -> Any:
-    """Blend label colours over ``image`` (black canvas if None); optional legend panel and face boxes."""
+    """Blend label colours over ``image`` (black canvas if None); optional legend panel and face boxes.
+
+    Built in row strips of about ``strip_pixels`` straight into the one output image, so the peak memory is that
+    image plus one strip's temporaries: no full-size copy of the input (in numpy or in Pillow) on the way.
+    """
     from PIL import Image, ImageDraw
 
     from .images import to_uint8
@@ -254,33 +259,43 @@ def render_overlay(
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
     h, w = labels.shape
-    base = np.zeros((h, w, 3), np.uint8) if image is None else to_uint8(image)
-    if base.shape[:2] != (h, w):
-        raise ValueError(f"overlay: image size {base.shape[:2]} does not match the labels {labels.shape}")
-    img = Image.fromarray(blend_labels(base, labels, label_set.color_array(), alpha))
-    draw = ImageDraw.Draw(img)
+    if image is not None and image.shape[:2] != (h, w):
+        raise ValueError(f"overlay: image size {image.shape[:2]} does not match the labels {labels.shape}")
+    panel = _legend_panel(labels, label_set, h) if legend else None
+    out = Image.new("RGB", (w + (panel.width if panel is not None else 0), h))
+    colors = label_set.color_array()
+    step = max(1, int(strip_pixels) // max(w, 1))
+    for r0 in range(0, h, step):
+        lab = labels[r0 : r0 + step]
+        base = np.zeros((*lab.shape, 3), np.uint8) if image is None else to_uint8(image[r0 : r0 + step])
+        out.paste(Image.fromarray(blend_labels(base, lab, colors, alpha, strip_pixels)), (0, r0))
+    draw = ImageDraw.Draw(out)
     lw = max(1, round(min(h, w) / 300))
     for x1, y1, x2, y2 in boxes:
         draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=(255, 255, 255), width=lw)
-    if not legend:
-        return img
-    present = [i for i in np.unique(labels).tolist() if i != 0 and i < label_set.num_classes]
+    if panel is not None:
+        out.paste(panel, (w, 0))  # also covers any box outline drawn past the image's right edge
+    return out
+
+
+def _legend_panel(labels: np.ndarray, label_set: LabelSet, h: int) -> Any:
+    """The legend: an h pixels high PIL image with a colour swatch and the name of each class present."""
+    from PIL import Image, ImageDraw
+
+    shares = class_share(labels, label_set.classes).values()
+    present = [i for i, share in enumerate(shares) if i != 0 and share > 0]
     row = int(np.clip(h / (max(len(present), 1) + 2), 12, 28))
     font = _font(max(9, int(row * 0.7)))
-    width = (
-        row * 2 + max([int(draw.textlength(label_set.classes[i], font=font)) for i in present] or [60]) + row
-    )
-    panel = Image.new("RGB", (w + width, h), (32, 32, 32))
-    panel.paste(img, (0, 0))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    names = [int(measure.textlength(label_set.classes[i], font=font)) for i in present]
+    panel = Image.new("RGB", (row * 2 + max(names or [60]) + row, h), (32, 32, 32))
     pd = ImageDraw.Draw(panel)
     if not present:
-        pd.text((w + row // 2, row // 2), "no face", fill=(255, 255, 255), font=font)
+        pd.text((row // 2, row // 2), "no face", fill=(255, 255, 255), font=font)
     for k, i in enumerate(present):
         y = row // 2 + k * row
         pd.rectangle(
-            [w + row // 2, y + 2, w + row // 2 + row - 5, y + row - 3],
-            fill=tuple(label_set.colors[i]),
-            outline=(255, 255, 255),
+            [row // 2, y + 2, row // 2 + row - 5, y + row - 3], fill=tuple(label_set.colors[i]), outline=(255, 255, 255)
         )
-        pd.text((w + row * 2 - row // 3, y + row // 8), label_set.classes[i], fill=(255, 255, 255), font=font)
+        pd.text((row * 2 - row // 3, y + row // 8), label_set.classes[i], fill=(255, 255, 255), font=font)
     return panel

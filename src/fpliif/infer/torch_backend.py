@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..adaptive import is_implicit
-from ..checkpoint import input_size_of
+from ..models.checkpoint import input_size_of
 from .geometry import bilinear_points
 
 

@@ -1,15 +1,27 @@
-"""Models: importing this package registers every built-in architecture in :mod:`fpliif.registry`.
+"""Models: the architectures, the factory over :mod:`.registry`, weight files (:mod:`.checkpoint`) and bundled
+weights (:mod:`.pretrained`).
 
-The factory is here, not in the registry (which imports no model, as timm's): ``make``, ``available``,
-``constructor``, ``check_args`` and ``check_name`` are the registry's functions, and importing them from this
-package guarantees the built-ins are registered.
+Importing this package imports no torch (the ONNX Runtime path reads weight metadata through
+:mod:`.checkpoint`). The built-in architectures are imported, and so registered, on the registry's first lookup:
+``make``, ``available``, ``constructor``, ``check_args`` and ``check_name`` (the registry's functions) always see
+them, as does naming a class here (``fpliif.models.FPLIIF``).
 """
 
-from ..registry import available, check_args, check_name, constructor, make
-from .base import SegmentationModel, pixel_centers
-from .fpliif import FPLIIF
-from .segface import SegFaceMNV3
-from .stn_icnn import STNiCNN
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import registry
+from .registry import available, check_args, check_name, constructor, make
+
+_LAZY = {
+    "FPLIIF": "fpliif",
+    "SegFaceMNV3": "segface",
+    "STNiCNN": "stn_icnn",
+    "SegmentationModel": "base",
+    "pixel_centers": "base",
+}
 
 __all__ = [
     "FPLIIF",
@@ -23,3 +35,16 @@ __all__ = [
     "make",
     "pixel_centers",
 ]
+
+
+def _import_builtins() -> None:
+    from . import fpliif, segface, stn_icnn  # noqa: F401 - each module registers its architecture
+
+
+registry.on_first_lookup(_import_builtins)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from ..labels import HasLabelSet, LabelSet
-from ..labels import resolve_label_set as resolve_classes  # noqa: F401 - the one label-set resolver
 from ..validate import check_size  # noqa: F401 - the one output-size check
 
 MAX_CLASSES = 1024
@@ -82,8 +81,9 @@ class SegmentationModel(nn.Module, HasLabelSet):
     """Common interface: ``model(image, size=(H, W))`` -> logits (B, C, H, W).
 
     Images are float RGB in [0, 1], shape (B, 3, H, W). Subclasses implement ``forward`` and are
-    registered in :mod:`fpliif.registry`; ``spec`` records how to rebuild them. Weight files are written
-    and read by :func:`fpliif.checkpoint.save` / :func:`~fpliif.checkpoint.load` (the model imports neither).
+    registered in :mod:`fpliif.models.registry`; ``spec`` records how to rebuild them. Weight files are written
+    and read by :func:`fpliif.models.checkpoint.save` / :func:`~fpliif.models.checkpoint.load` (the model
+    imports neither).
     """
 
     spec: dict[str, Any]
@@ -91,7 +91,7 @@ class SegmentationModel(nn.Module, HasLabelSet):
     temperature: float = 1.0
     find_unused_parameters: bool = False
     """True for a model whose training forward may leave a parameter it trains without a gradient: DDP then
-    searches the graph every step (:func:`fpliif.train.trainer.ddp_options`). Parameters it does not train
+    searches the graph every step (:func:`fpliif.train.distributed.ddp_options`). Parameters it does not train
     belong in no group of its ``param_groups(lr)`` hook instead (the trainer freezes them)."""
 
     def num_parameters(self) -> int:

@@ -16,17 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..adaptive import AdaptiveOptions, AdaptiveStats, adaptive_decode
+from ..labels import resolve_label_set
 from ..limits import check_deadline
-from ..registry import register
-from .base import (
-    SegmentationModel,
-    check_classes_spec,
-    check_coords,
-    check_image,
-    check_size,
-    pixel_centers,
-    resolve_classes,
-)
+from .base import SegmentationModel, check_classes_spec, check_coords, check_image, check_size, pixel_centers
+from .registry import register
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -275,7 +268,7 @@ class FPLIIF(SegmentationModel):
             raise ValueError(f"width: must be positive, got {width}")
         if not depths or any(int(d) < 0 for d in depths):
             raise ValueError(f"depths: expected non-negative resblock counts per group, got {list(depths)}")
-        self.label_set = resolve_classes(classes)
+        self.label_set = resolve_label_set(classes)
         self.temperature = float(temperature)
         self.chunk_size = int(chunk_size)
         self.unfold = unfold

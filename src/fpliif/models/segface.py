@@ -58,10 +58,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import register
-from .base import SegmentationModel, check_classes_spec, check_image, check_size, pixel_centers, resolve_classes
+from ..labels import resolve_label_set
+from .base import SegmentationModel, check_classes_spec, check_image, check_size, pixel_centers
 from .fpliif import mlp
 from .mobilenetv3 import MobileNetV3Large
+from .registry import register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,10 +77,11 @@ class LayerNorm2d(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
+        self.channels, self.eps = channels, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        # (channels,) as an int, not x.shape[1:2]: a traced size is no constant for ONNX export with dynamic axes
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
 
@@ -212,7 +214,7 @@ class SegFaceMNV3(SegmentationModel):
             },
         }
         _check_dims(dim, depth, heads, mlp_dim, attn_downsample)
-        self.label_set = resolve_classes(classes)
+        self.label_set = resolve_label_set(classes)
         self.backbone = MobileNetV3Large(width_mult)
         self.proj = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in self.backbone.channels)
         self.fuse = nn.Conv2d(len(self.proj) * dim, dim, 1, bias=False)

@@ -77,9 +77,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..labels import IGNORE_INDEX, LabelSet
-from ..registry import register
-from .base import SegmentationModel, check_classes_spec, check_image, check_size, resolve_classes
+from ..labels import IGNORE_INDEX, LabelSet, resolve_label_set
+from .base import SegmentationModel, check_classes_spec, check_image, check_size
+from .registry import register
 
 STAGES = ("coarse", "parts", "end2end")
 MIN_SIDE = 8
@@ -327,7 +327,7 @@ class STNiCNN(SegmentationModel):
             },
         }
         self.check_spec_args(self.spec["args"])
-        self.label_set = resolve_classes(classes)
+        self.label_set = resolve_label_set(classes)
         self.stage = stage
         self.coarse_size = coarse_size
         self.patch_size = patch_size

@@ -5,8 +5,10 @@ RLE masks), ``GET /v1/model``, ``GET /healthz``, the OpenAPI schema at ``/openap
 and the page at ``/`` (files in ``static/``; no build step). Needs the ``serve`` extra
 (``pip install 'fpliif[serve]'``).
 
-Modules: :mod:`~fpliif.serve.app` (:func:`create_app`), :mod:`~fpliif.serve.settings`
-(:class:`ServeSettings`), :mod:`~fpliif.serve.upload` (bounded multipart reading),
+Modules: :mod:`~fpliif.serve.app` (:func:`create_app`: middleware, error handlers), :mod:`~fpliif.serve.routes`
+(the routes), :mod:`~fpliif.serve.engine` (the parser, its worker threads and the concurrency gate),
+:mod:`~fpliif.serve.settings` (:class:`ServeSettings`, whose fields are the ``fpliif serve`` flags),
+:mod:`~fpliif.serve.upload` (bounded multipart reading),
 :mod:`~fpliif.serve.imaging` (type sniffing, decoding with limits, PNG and RLE outputs),
 :mod:`~fpliif.serve.protocol` (uvicorn's HTTP protocol with a request-head timeout, and the server's
 connection options), :mod:`~fpliif.serve.cli` (the ``fpliif serve`` command).

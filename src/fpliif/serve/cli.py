@@ -7,20 +7,17 @@ FastAPI and uvicorn are imported only when the command runs, so the rest of the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import sys
+import typing
 
 from ..errors import ConfigError
-from ..limits import DEFAULT_MAX_PIXELS, default_max_pixels
 from ..validate import float_arg
 from .settings import ServeSettings
 
-FLAGS = {"workers": "--workers-threads"}
-"""Settings whose flag is not ``--`` + the field's name with dashes."""
-
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    d = ServeSettings(max_pixels=DEFAULT_MAX_PIXELS)  # not from the environment: a bad value must not break --help
     p = sub.add_parser(
         "serve",
         help="web service + page for face parsing (POST /v1/parse, GET /v1/model, page at /)",
@@ -28,112 +25,52 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "GET /healthz, OpenAPI at /docs, and a web page at /. Needs: pip install 'fpliif[serve]'. "
         "There is no authentication: the default host 127.0.0.1 accepts local connections only.",
     )
-    p.add_argument("--host", default=d.host, help="interface to bind (default %(default)s: this machine only)")
-    p.add_argument("--port", type=int, default=d.port, help="TCP port (default %(default)s)")
     p.add_argument(
         "--weights", default=None, help="bundled weights name or a .safetensors/.onnx file (default: bundled)"
     )
-    p.add_argument(
-        "--max-upload-mb",
-        type=float_arg(),
-        default=d.max_upload_mb,
-        help="largest image file, MiB (413; default %(default)s)",
-    )
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        help=f"largest image in pixels (413; default $FPLIIF_MAX_PIXELS or {DEFAULT_MAX_PIXELS}, as fpliif parse)",
-    )
-    p.add_argument(
-        "--max-size",
-        type=int,
-        default=d.max_size,
-        help="largest output side: the 'size' parameter, and an aligned upload's own size (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-points",
-        type=int,
-        default=d.max_points,
-        help="most work per request, in decoder queries: output pixels of each face, x2 with TTA; "
-        "checked before the work starts (413/422; default %(default)s)",
-    )
-    p.add_argument(
-        "--workers-threads",
-        type=int,
-        default=d.workers,
-        help="parses running at once, each on its own thread (default %(default)s)",
-    )
-    p.add_argument(
-        "--torch-threads", type=int, default=None, help="CPU threads per parse (default: CPUs // --workers-threads)"
-    )
-    p.add_argument(
-        "--timeout",
-        type=float_arg(),
-        default=d.timeout,
-        help="seconds per request: wait + parse (504; default %(default)s)",
-    )
-    p.add_argument(
-        "--upload-timeout",
-        type=float_arg(),
-        default=d.upload_timeout,
-        help="seconds allowed for receiving an upload (408; default %(default)s)",
-    )
-    p.add_argument(
-        "--header-timeout",
-        type=float_arg(),
-        default=d.header_timeout,
-        help="seconds allowed for a request's line and headers (408, connection closed; default %(default)s)",
-    )
-    p.add_argument(
-        "--max-queue",
-        type=int,
-        default=d.max_queue,
-        help="requests allowed to wait for a worker (503; default %(default)s)",
-    )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="flip test-time augmentation by default (requests may still pass tta=false)",
-    )
-    p.add_argument(
-        "--decode",
-        choices=["dense", "adaptive"],
-        default=d.decode,
-        help="default decoding (requests may pass decode=...): dense, every pixel, or adaptive, coarse to fine, "
-        "re-querying the decoder only where the prediction is uncertain (implicit models only); default: the "
-        "model's (adaptive for FP-LIIF, dense for dense models)",
-    )
+    add_settings_flags(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
 
+def flag_of(f: dataclasses.Field) -> str:
+    """The ``fpliif serve`` flag of a :class:`ServeSettings` field."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_settings_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`ServeSettings` field, as its metadata says (help, flag, choices), with the field's
+    default (None for a default computed when the settings are made: ``--max-pixels`` reads the environment
+    then, so a bad value there cannot break ``--help``)."""
+    hints = typing.get_type_hints(ServeSettings)
+    for f in dataclasses.fields(ServeSettings):
+        default = None if f.default is dataclasses.MISSING else f.default
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+        if kind is bool:
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            p.add_argument(flag_of(f), dest=f.name, action=action, default=default, help=f.metadata["help"])
+            continue
+        p.add_argument(
+            flag_of(f),
+            dest=f.name,
+            metavar=flag_of(f)[2:].upper().replace("-", "_"),
+            type=float_arg() if kind is float else kind,
+            default=default,
+            choices=f.metadata.get("choices"),
+            help=f.metadata["help"],
+        )
+
+
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
-    """The settings the flags ask for; a value out of range is a ValueError naming the flag (ServeSettings
-    holds the ranges)."""
+    """The settings the flags ask for (a flag left at None: the field's default); a value out of range is a
+    ValueError naming the flag (ServeSettings holds the ranges)."""
+    fields = dataclasses.fields(ServeSettings)
+    values = {f.name: getattr(args, f.name) for f in fields}
     try:
-        return _settings(args)
+        return ServeSettings(**{k: v for k, v in values.items() if v is not None})
     except ConfigError as e:
-        raise ValueError(f"{FLAGS.get(e.key, '--' + e.key.replace('_', '-'))}: {e.reason}") from None
-
-
-def _settings(args: argparse.Namespace) -> ServeSettings:
-    return ServeSettings(
-        host=args.host,
-        port=args.port,
-        max_upload_mb=args.max_upload_mb,
-        max_pixels=default_max_pixels() if args.max_pixels is None else args.max_pixels,
-        max_size=args.max_size,
-        max_points=args.max_points,
-        workers=args.workers_threads,
-        torch_threads=args.torch_threads,
-        timeout=args.timeout,
-        upload_timeout=args.upload_timeout,
-        header_timeout=args.header_timeout,
-        max_queue=args.max_queue,
-        tta=args.tta,
-        decode=args.decode,
-    )
+        flag = next((flag_of(f) for f in fields if f.name == e.key), e.key)
+        raise ValueError(f"{flag}: {e.reason}") from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,18 +1,34 @@
-"""Settings of the web service (``fpliif serve`` flags). No FastAPI here."""
+"""Settings of the web service. No FastAPI here.
+
+Each field is a ``fpliif serve`` flag (:func:`fpliif.serve.cli.add_settings_flags` builds them): ``--`` + the
+field's name with dashes unless its metadata names a ``flag``; its metadata ``help`` is the flag's help
+(``%(default)s``: the field's default) and ``choices`` its choices.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..adaptive import DECODE_MODES
 from ..errors import ConfigError
-from ..limits import default_max_pixels
+from ..limits import DEFAULT_MAX_PIXELS, default_max_pixels
 from ..validate import MAX_THREADS
 
+DEVICES = ("cpu", "cuda")
 DEFAULT_MAX_POINTS = 2**21
 """Decoder queries one request may cost by default: about a 1448 x 1448 aligned output, or 8 large faces."""
+
+
+def option(default: Any = None, *, help: str, factory: Any = None, **flag: Any) -> Any:
+    """A settings field with its flag's ``help`` (and ``flag``/``choices``); ``factory``: a default computed when
+    the settings are made (the flag then defaults to None, meaning that)."""
+    meta = {"help": help, **flag}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def cpu_count() -> int:
@@ -39,6 +55,8 @@ class ServeSettings:
             explicit ``size`` asks for more, 413 when the upload implies it.
         workers: parses run at the same time (threads; each gets ``torch_threads`` CPU threads).
         torch_threads: CPU threads per parse (None: CPUs // workers; 0: leave torch's setting alone).
+        device: where the model runs, ``cpu`` or ``cuda`` (the weights the service loads; a parser passed to
+            :func:`~fpliif.serve.app.create_app` keeps its own).
         timeout: seconds a request may wait for a worker plus parse before it gets 504.
         upload_timeout: seconds allowed for receiving the whole upload (408 beyond), so that a client
             sending very slowly cannot hold a connection and its buffer open indefinitely.
@@ -54,21 +72,43 @@ class ServeSettings:
             dense models such as SegFace and STN-iCNN).
     """
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_upload_mb: float = 20.0
-    max_pixels: int = field(default_factory=default_max_pixels)
-    max_size: int = 2048
-    max_points: int = DEFAULT_MAX_POINTS
-    workers: int = 1
-    torch_threads: int | None = None
-    timeout: float = 60.0
-    upload_timeout: float = 30.0
-    header_timeout: float = 10.0
-    keep_alive_timeout: float = 5.0
-    max_queue: int = 64
-    tta: bool = False
-    decode: str | None = None
+    host: str = option("127.0.0.1", help="interface to bind (default %(default)s: this machine only)")
+    port: int = option(8000, help="TCP port (default %(default)s)")
+    max_upload_mb: float = option(20.0, help="largest image file, MiB (413; default %(default)s)")
+    max_pixels: int = option(
+        factory=default_max_pixels,
+        help=f"largest image in pixels (413; default $FPLIIF_MAX_PIXELS or {DEFAULT_MAX_PIXELS}, as fpliif parse)",
+    )
+    max_size: int = option(
+        2048, help="largest output side: the 'size' parameter, and an aligned upload's own size (default %(default)s)"
+    )
+    max_points: int = option(
+        DEFAULT_MAX_POINTS,
+        help="most work per request, in decoder queries: output pixels of each face, x2 with TTA; "
+        "checked before the work starts (413/422; default %(default)s)",
+    )
+    workers: int = option(
+        1, flag="--workers-threads", help="parses running at once, each on its own thread (default %(default)s)"
+    )
+    torch_threads: int | None = option(None, help="CPU threads per parse (default: CPUs // --workers-threads)")
+    device: str = option("cpu", choices=DEVICES, help="where the model runs (default %(default)s)")
+    timeout: float = option(60.0, help="seconds per request: wait + parse (504; default %(default)s)")
+    upload_timeout: float = option(30.0, help="seconds allowed for receiving an upload (408; default %(default)s)")
+    header_timeout: float = option(
+        10.0, help="seconds allowed for a request's line and headers (408, connection closed; default %(default)s)"
+    )
+    keep_alive_timeout: float = option(
+        5.0, help="seconds an idle keep-alive connection is kept open between requests (default %(default)s)"
+    )
+    max_queue: int = option(64, help="requests allowed to wait for a worker (503; default %(default)s)")
+    tta: bool = option(False, help="flip test-time augmentation by default (requests may still pass tta=false)")
+    decode: str | None = option(
+        None,
+        choices=DECODE_MODES,
+        help="default decoding (requests may pass decode=...): dense, every pixel, or adaptive, coarse to fine, "
+        "re-querying the decoder only where the prediction is uncertain (implicit models only); default: the "
+        "model's (adaptive for FP-LIIF, dense for dense models)",
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +129,7 @@ class ServeSettings:
             ("max_queue", self.max_queue >= 0, "must be >= 0"),
             ("port", 0 <= self.port <= 65535, "must be in 0..65535"),
             ("decode", self.decode in (None, *DECODE_MODES), "must be 'dense', 'adaptive' or None"),
+            ("device", self.device in DEVICES, f"must be one of {', '.join(DEVICES)}"),
         ]
         for name, ok, msg in checks:
             if not ok:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+
+from ..data.layouts import LAYOUTS
+from ..validate import MAX_THREADS, int_arg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -15,6 +19,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"out={args.out}")
+    if args.data:  # JSON is YAML: any path survives the override parser
+        overrides.append(f"data.root={json.dumps(args.data[0] if len(args.data) == 1 else args.data)}")
+    if args.layout:
+        overrides.append(f"data.layout={args.layout}")
+    if args.workers is not None:
+        overrides.append(f"data.workers={args.workers}")
     cfg = load_config(args.config, overrides)
     if args.dry_run:
         from .config import dump_config
@@ -42,6 +52,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="YAML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10 data.root=/data/x")
     p.add_argument("--out", help="run directory (same as out=DIR)")
+    p.add_argument(
+        "--data", action="append", metavar="ROOT", help="dataset root, repeatable (same as data.root=ROOT or [A,B])"
+    )
+    p.add_argument("--layout", choices=("auto", *LAYOUTS), help="dataset layout (same as data.layout=...)")
+    p.add_argument("--workers", type=int_arg(0, MAX_THREADS), help="data loader processes (same as data.workers=N)")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory from last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(

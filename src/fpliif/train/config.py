@@ -4,7 +4,7 @@ The schema is the dataclasses below: every key, its type, its default (:data:`DE
 them) and its range. It is strict at every depth: an unknown key anywhere, a value of the wrong type or out
 of range is a :class:`~fpliif.errors.ConfigError` naming the full key path (and the closest valid key),
 raised by :func:`load_config` before anything is written. The free-form parts are checked by their owners:
-``model.args`` against the registered constructor's signature (:func:`fpliif.registry.check_args`; nothing
+``model.args`` against the registered constructor's signature (:func:`fpliif.models.registry.check_args`; nothing
 is built) and ``data.augment`` by :func:`fpliif.data.transforms.check_augment`. Configs stay plain dicts:
 the YAML format, ``config.yaml`` of a run and the config inside checkpoints are unchanged.
 """
@@ -22,8 +22,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..checkpoint import DEFAULT_INPUT_SIZE
 from ..errors import ConfigError
+from ..models.checkpoint import DEFAULT_INPUT_SIZE
 from ..precision import AMP_CHOICES
 
 
@@ -40,8 +40,8 @@ def _field(default: Any = None, **rules: Any) -> Any:
 def _check_layout(value: str, key: str) -> str:
     from ..data.layouts import LAYOUTS
 
-    if value not in LAYOUTS:
-        raise ConfigError(key, f"unknown dataset layout {value!r}; known layouts: {', '.join(LAYOUTS)}")
+    if value != "auto" and value not in LAYOUTS:
+        raise ConfigError(key, f"unknown dataset layout {value!r}; known layouts: auto, {', '.join(LAYOUTS)}")
     return value
 
 
@@ -82,7 +82,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     root: str | list[str] | None = _field(None, nonempty=True)  # one dataset root or several; required
-    layout: str = _field("folder", check=_check_layout)
+    layout: str = _field("folder", check=_check_layout)  # or auto: detected from the root's folders
     # folder layout only: label-set name or list; None = the dataset's default
     classes: str | list[str] | None = None
     train_split: str = "train"
@@ -328,6 +328,11 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _one_line(error: Exception) -> str:
+    """PyYAML's error text (several lines, pointing at the spot) on one line."""
+    return " ".join(str(error).split())
+
+
 def apply_override(cfg: dict[str, Any], text: str) -> None:
     """Apply one ``a.b.c=value`` override; ``value`` is parsed as YAML (numbers, lists, null...)."""
     if "=" not in text:
@@ -338,7 +343,7 @@ def apply_override(cfg: dict[str, Any], text: str) -> None:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ConfigError(key.strip(), f"override value {raw!r} is not valid YAML ({e})") from None
+        raise ConfigError(key.strip(), f"override value {raw!r} is not valid YAML ({_one_line(e)})") from None
     node = cfg
     for p in parts[:-1]:
         if not isinstance(node.get(p), dict):
@@ -359,7 +364,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML ({e})") from None
+            raise ValueError(f"{path}: not valid YAML ({_one_line(e)})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
         try:

@@ -5,6 +5,9 @@ is trained (:func:`~fpliif.train.step.objective_of`): FP-LIIF (``encode``/``deco
 any other model densely, ``model(image, size=mask.shape[-2:])``, with the same loss on every pixel; and a model
 that defines ``training_loss(self, image: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]`` (mask
 (B, H, W) int64, 255 = ignore) with that objective instead of the trainer's loss (docs/training.md).
+
+Beside it: :mod:`.distributed` (rank, device, DDP options), :mod:`.state` (RNG and EMA state a resume restores),
+:mod:`.provenance` (the code version recorded in the weights).
 """
 
 from __future__ import annotations
@@ -12,113 +15,29 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..checkpoint import load_state, save_state
-from ..checkpoint import save as save_weights
 from ..labels import IGNORE_INDEX
 from ..models import make as make_model
-from ..precision import AMP_DTYPES, resolve_amp
+from ..models.checkpoint import load_state, save_state
+from ..models.checkpoint import save as save_weights
+from ..precision import AMP_DTYPES, native_bf16, resolve_amp
 from .config import dump_config
-from .loss import label_edges
-from .step import StepSettings, TrainNet, TrainStep, balanced_density, build_optimizer, sample_queries
+from .distributed import Dist, ddp_options
+from .provenance import code_version
+from .state import CHECKPOINT_VERSION, WeightEMA, rng_state, seed_everything, set_rng_state
+from .step import StepSettings, TrainNet, TrainStep, build_optimizer
 
 log = logging.getLogger("fpliif.train")
-CHECKPOINT_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------- distributed
-class Dist:
-    """Rank/world of this process; initialises torch.distributed when launched by torchrun."""
-
-    def __init__(self, device_pref: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
-        if device_pref == "cuda" and not torch.cuda.is_available():
-            raise ValueError("train.device: cuda requested but CUDA is not available")
-        self.device = torch.device(f"cuda:{self.local_rank}" if use_cuda else "cpu")
-        if use_cuda:
-            torch.cuda.set_device(self.device)
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t.item()) / self.world
-
-    def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def ddp_options(model: nn.Module) -> dict[str, Any]:
-    """DistributedDataParallel options the model asks for: ``find_unused_parameters`` when its training forward
-    may leave some trained parameter without a gradient (the model's ``find_unused_parameters`` attribute).
-    Parameters outside its optimizer groups need none: :func:`~fpliif.train.step.param_groups` froze them."""
-    return {"find_unused_parameters": bool(getattr(model, "find_unused_parameters", False))}
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class WeightEMA:
-    """Exponential moving average of a model's weights (decay warmed up as ``min(decay, (1+n)/(10+n))``)."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        import copy
-
-        self.decay = decay
-        self.updates = 0
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, cur in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
-            if avg.dtype.is_floating_point:
-                avg.lerp_(cur.detach(), 1.0 - d)
-            else:
-                avg.copy_(cur)
-
-
 def class_weight_vector(dataset: Any, num_classes: int, max_images: int = 400) -> torch.Tensor:
     """Inverse square-root class frequency over (up to ``max_images``) training masks, mean-normalised."""
     counts = torch.zeros(num_classes, dtype=torch.float64)
@@ -148,7 +67,7 @@ class Trainer:
             torch.set_num_threads(int(self.t["threads"]))
         self.device = self.dist.device
         self._check_out_dir(resume)
-        self._seed_everything(self.t["seed"])
+        seed_everything(self.t["seed"])
         self.model = make_model(cfg["model"]).to(self.device)
         if self.t["init_weights"]:  # matching tensors; other classes: the head starts fresh (fine-tuning)
             from .warmstart import init_weights
@@ -177,6 +96,12 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES[self.amp]
         if self.dist.main:
             log.info("precision: amp %s resolved to %s on %s", self.t["amp"], self.amp, self.device)
+            if self.amp == "bf16" and not native_bf16(self.device):
+                log.warning(
+                    "train.amp=bf16 on %s, which has no native bf16 (AMX/AVX512-BF16): emulated, many times "
+                    "slower than fp32; train.amp=auto picks fp32 here",
+                    self.device,
+                )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.class_weights = None
         self.sampling_weights = None
@@ -218,22 +143,16 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self.dist.barrier()
 
-    def _seed_everything(self, seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
     def _build_data(self) -> None:
         from .. import data as fdata
 
         d = self.cfg["data"]
+        layout = fdata.resolve_layout(d["root"], d["layout"])
         kwargs: dict[str, Any] = {"skip_bad": d["skip_bad"]}
         if d.get("classes") is not None:
             kwargs["classes"] = d["classes"]
         train_tf = fdata.build_train_transform(size=d["size"], augment=d["augment"], label_set=self.model.label_set)
-        self.train_set = fdata.FaceParsingDataset(
-            d["root"], d["layout"], d["train_split"], transform=train_tf, **kwargs
-        )
+        self.train_set = fdata.FaceParsingDataset(d["root"], layout, d["train_split"], transform=train_tf, **kwargs)
         if self.train_set.label_set.num_classes != self.model.num_classes:
             raise ValueError(
                 f"model has {self.model.num_classes} classes but dataset {d['root']} has "
@@ -242,7 +161,7 @@ class Trainer:
         self.val_set = None
         if d["val_split"]:
             val_tf = fdata.build_eval_transform(size=d["size"], mask_sizes=(d["size"],))
-            self.val_set = fdata.FaceParsingDataset(d["root"], d["layout"], d["val_split"], transform=val_tf, **kwargs)
+            self.val_set = fdata.FaceParsingDataset(d["root"], layout, d["val_split"], transform=val_tf, **kwargs)
             if self.t["max_val_images"] and self.t["max_val_images"] < len(self.val_set):
                 # a fixed subset spread evenly over the split (several roots: every root is represented)
                 n, k = len(self.val_set), int(self.t["max_val_images"])
@@ -481,23 +400,6 @@ class Trainer:
         return result
 
 
-def code_version() -> str:
-    """``git describe``-style id of the training code (commit, '+dirty' with local changes), or 'unknown'."""
-    import subprocess
-
-    src = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "."], cwd=src.parent, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if commit.returncode != 0:
-        return "unknown"
-    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg``; returns the last epoch's record."""
     trainer = Trainer(cfg, resume=resume, progress=progress)
@@ -507,4 +409,4 @@ def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> d
         trainer.dist.close()
 
 
-__all__ = ["Trainer", "balanced_density", "label_edges", "sample_queries", "train"]
+__all__ = ["Trainer", "class_weight_vector", "train"]

@@ -53,11 +53,11 @@ def class_dependent(spec: dict[str, Any]) -> set[str]:
 
 def init_weights(model: Any, weights: str | Path) -> WarmStart:
     """Copy the matching tensors of ``weights`` (a bundled name or a ``.safetensors`` file written by fpliif, checked
-    as :func:`fpliif.checkpoint.load` does) into ``model``; ValueError if they fill less than :data:`MIN_SHARE` of
-    its parameters."""
+    as :func:`fpliif.models.checkpoint.load` does) into ``model``; ValueError if they fill less than
+    :data:`MIN_SHARE` of its parameters."""
     import torch
 
-    from ..checkpoint import load
+    from ..models.checkpoint import load
 
     source = load(weights)
     meta = source.weights_metadata

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .checkpoint import DEFAULT_INPUT_SIZE
+from ..models.checkpoint import DEFAULT_INPUT_SIZE
 
 
 @contextmanager

@@ -1,8 +1,8 @@
 """One registry for every model: ``name -> constructor``; a spec ``{"name": ..., "args": {...}}`` builds one.
 
-It imports no model (as timm's ``_registry``): each architecture registers itself when its module is imported,
-so the functions here see what has been imported. Importing :mod:`fpliif.models` registers every built-in
-architecture; use its ``make``/``available``/``constructor``/``check_args``/``check_name`` (these functions).
+It imports no model (as timm's ``_registry``): each architecture registers itself when its module is imported.
+The :mod:`fpliif.models` package (imported before this module, as its parent) hands the import of the built-in
+architectures to :func:`on_first_lookup`, so every lookup here sees them and importing stays free of torch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,23 @@ from collections.abc import Callable
 from typing import Any
 
 _MODELS: dict[str, Callable[..., Any]] = {}
+_LOADERS: list[Callable[[], None]] = []
+
+
+def on_first_lookup(load: Callable[[], None]) -> None:
+    """Run ``load`` before the next lookup (``make``, ``available``, ``constructor``, ``check_*``).
+
+    :mod:`fpliif.models` hands the import of its built-in architectures here, so importing the package (or this
+    module) imports no model and no torch, and every lookup sees the built-ins.
+    """
+    _LOADERS.append(load)
+
+
+def _registered() -> dict[str, Callable[..., Any]]:
+    """The registered constructors, after running the pending :func:`on_first_lookup` loaders."""
+    while _LOADERS:
+        _LOADERS.pop(0)()
+    return _MODELS
 
 
 def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -47,7 +64,7 @@ def check_args(spec: dict[str, Any] | str, where: str = "model") -> None:
     """
     import inspect
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if isinstance(spec, str):
         spec = {"name": spec, "args": {}}
@@ -73,7 +90,7 @@ def check_args(spec: dict[str, Any] | str, where: str = "model") -> None:
 def check_name(name: Any, key: str = "model") -> str:
     """``name`` if it is a registered model, else :class:`~fpliif.errors.ConfigError` naming ``key``, the
     closest registered name and all of them."""
-    from .errors import ConfigError, closest
+    from ..errors import ConfigError, closest
 
     if name not in available():
         close = closest(name, available()) if isinstance(name, str) else None
@@ -84,12 +101,11 @@ def check_name(name: Any, key: str = "model") -> str:
 
 def available() -> list[str]:
     """Names of all registered models."""
-    return sorted(_MODELS)
+    return sorted(_registered())
 
 
 def constructor(name: str) -> Callable[..., Any]:
     """The constructor registered under ``name`` (KeyError listing the registered ones if none)."""
-    if name not in _MODELS:
-        hint = "" if _MODELS else " (importing fpliif.models registers the built-in architectures)"
-        raise KeyError(f"unknown model {name!r}; registered: {available()}{hint}")
+    if name not in _registered():
+        raise KeyError(f"unknown model {name!r}; registered: {available()}")
     return _MODELS[name]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,30 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
-from .checkpoint import DEFAULT_INPUT_SIZE
+from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode
+from ..models.checkpoint import DEFAULT_INPUT_SIZE
+from ..precision import AMP_DTYPES, resolve_amp
+from ..quantize import int8_decoder, swapped_tail
 from .flops import count_macs, count_macs_of
-from .precision import AMP_DTYPES, resolve_amp
-from .quantize import int8_decoder, swapped_tail
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from .runner import bench_device, device_name, time_calls
 
 
 def measure_onnx_fps(model: Any, input_size: int, output_size: int, runs: int, warmup: int = 2) -> float:
     """Median frames/s of an :class:`~fpliif.infer.onnx_backend.OnnxModel` (numpy in, numpy out)."""
-    import numpy as np
-
     image = np.random.default_rng(0).random((1, 3, input_size, input_size), dtype=np.float32)
-    times = []
-    for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        model(image, size=output_size)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return 1.0 / statistics.median(times)
+    return 1.0 / time_calls(lambda: model(image, size=output_size), runs, warmup).median
 
 
 def measure_fps(
@@ -59,24 +45,16 @@ def measure_fps(
     if image is None:
         image = torch.rand(1, 3, input_size, input_size)
     image = image.to(device)
-    times = []
     with torch.inference_mode():
-        for i in range(warmup + runs):
-            _sync(device)
-            t0 = time.perf_counter()
-            model(image, size=output_size)
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return 1.0 / statistics.median(times)
+        return 1.0 / time_calls(lambda: model(image, size=output_size), runs, warmup, device).median
 
 
 def bench_image(input_size: int) -> np.ndarray:
     """(1, 3, n, n) float32 model input: the bundled example photo's face, framed as the parser frames it."""
-    from .infer.cli import example_image
-    from .infer.detect import make_detector, roll_degrees
-    from .infer.geometry import extract_crop, model_input
-    from .infer.images import load_image
+    from ..infer.cli import example_image
+    from ..infer.detect import make_detector, roll_degrees
+    from ..infer.geometry import extract_crop, model_input
+    from ..infer.images import load_image
 
     photo = load_image(example_image())
     detector = make_detector()
@@ -99,7 +77,7 @@ def decode_once(model: torch.nn.Module, image: torch.Tensor, size: int, mode: st
 
 
 def _pixel_grid(size: int, image: torch.Tensor) -> torch.Tensor:
-    from .models import pixel_centers
+    from ..models import pixel_centers
 
     return pixel_centers(size, size, device=image.device).unsqueeze(0).expand(image.shape[0], -1, -1)
 
@@ -120,18 +98,6 @@ def onnx_decode_once(model: Any, image: np.ndarray, size: int, mode: str, option
     return image.shape[0] * size * size
 
 
-def _timed(fn: Any, device: torch.device, runs: int, warmup: int = 2) -> float:
-    times = []
-    for i in range(warmup + runs):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return 1.0 / statistics.median(times)
-
-
 def bench_decode_modes(
     model: torch.nn.Module,
     modes: Sequence[str],
@@ -142,7 +108,8 @@ def bench_decode_modes(
     onnx_model: Any = None,
     options: AdaptiveOptions | None = None,
 ) -> dict[str, Any]:
-    """``fps``, ``macs_executed`` and ``points`` as {mode: {size: value}} on :func:`bench_image`.
+    """``fps``, ``macs_executed``, ``points`` and ``first_call_s`` (seconds of the first, untimed call: with
+    ``torch.compile`` it includes compiling) as {mode: {size: value}} on :func:`bench_image`.
 
     MACs and points are counted on the PyTorch model (the same network and queries as ``onnx_model``).
     """
@@ -152,9 +119,10 @@ def bench_decode_modes(
     fps: dict[str, dict[str, float]] = {}
     macs: dict[str, dict[str, int]] = {}
     points: dict[str, dict[str, int]] = {}
+    first: dict[str, dict[str, float]] = {}
     with torch.inference_mode():
         for mode in modes:
-            fps[mode], macs[mode], points[mode] = {}, {}, {}
+            fps[mode], macs[mode], points[mode], first[mode] = {}, {}, {}, {}
             for s in sizes:
                 run = functools.partial(decode_once, model, image, s, mode, options)
                 counted: list[int] = []
@@ -163,8 +131,9 @@ def bench_decode_modes(
                 points[mode][str(s)] = counted[0]
                 if onnx_model is not None:
                     run = functools.partial(onnx_decode_once, onnx_model, array, s, mode, options)
-                fps[mode][str(s)] = _timed(run, device, runs)
-    return {"fps": fps, "macs_executed": macs, "points": points}
+                timing = time_calls(run, runs, 2, device)
+                fps[mode][str(s)], first[mode][str(s)] = 1.0 / timing.median, timing.first
+    return {"fps": fps, "macs_executed": macs, "points": points, "first_call_s": first}
 
 
 @contextlib.contextmanager
@@ -197,14 +166,15 @@ def run_bench(
 
     With ``onnx_model`` (an :class:`~fpliif.infer.onnx_backend.OnnxModel` of the same network) the FPS are
     measured on ONNX Runtime (CPU); MACs and parameters are the network's, counted on ``model``. ``macs`` are
-    the architecture's MACs as the paper counts them (:func:`fpliif.flops.count_macs`).
+    the architecture's MACs as the paper counts them (:func:`fpliif.bench.flops.count_macs`).
 
     ``decode`` (modes ``"dense"``/``"adaptive"``): ``fps`` becomes {mode: {size: FPS}} measured on the example
     photo's face (:func:`bench_image`), with ``macs_executed`` (MACs the model ran) and ``points`` (query
     points decoded) of the same shape (:func:`bench_decode_modes`; ``adaptive``: its options).
 
     ``compile``: time the model under ``torch.compile`` (:func:`fpliif.compiled.compile_model`; compilation
-    happens in the warm-up runs and is not timed); recorded as ``compile``.
+    happens in the warm-up runs and is not in ``fps``; with ``decode``, ``first_call_s`` has the first call's
+    seconds, compilation included); recorded as ``compile``.
     """
     if input_size <= 0:
         raise ValueError(f"--input-size: must be positive, got {input_size}")
@@ -221,7 +191,7 @@ def run_bench(
     if compile:
         if onnx_model is not None:
             raise ValueError("--compile: applies to the torch backend, not onnxruntime")
-        from .compiled import compile_model
+        from ..compiled import compile_model
 
         compile_model(model, dev)
     extra: dict[str, Any] = {}
@@ -246,27 +216,21 @@ def run_bench(
         "fps": fps,
         **extra,
         **({"decode": modes, "adaptive_options": asdict(AdaptiveOptions.of(adaptive))} if modes is not None else {}),
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "device": device_name(dev),
         "threads": threads if onnx_model is not None and threads else torch.get_num_threads(),
         "backend": "onnxruntime" if onnx_model is not None else "torch",
         "amp": amp,
         "compile": bool(compile),
+        "runs": runs,
         "torch": torch.__version__,
     }
 
 
 def _bench_device(device: str, runs: int, threads: int | None) -> torch.device:
-    """Check the common options and set the thread count; the torch device to run on."""
-    if threads is not None and threads <= 0:
-        raise ValueError(f"--threads: must be positive, got {threads}")
+    """Check ``--runs``, set the thread count; the torch device to run on (:func:`.runner.bench_device`)."""
     if runs <= 0:
         raise ValueError(f"--runs: must be positive, got {runs}")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available on this machine")
-    return dev
+    return bench_device(device, threads)
 
 
 def _autocast(dev: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -278,7 +242,7 @@ def _autocast(dev: torch.device, amp: str) -> contextlib.AbstractContextManager:
 def check_model_names(names: Sequence[str], option: str = "--models") -> list[str]:
     """Registered model names, in order without repeats; ValueError naming ``option``, the closest name and
     the registered ones for an unknown name."""
-    from .models import available, check_name
+    from ..models import available, check_name
 
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
     if not names:
@@ -299,10 +263,10 @@ def bench_models(
 
     Each model is built with its default (paper) arguments and fresh weights; each size N is the **input and
     the output** side (N x N in, N x N logits out), every model gets the same seeded (1, 3, N, N) input, one
-    process, one thread setting. ``macs`` are :func:`fpliif.flops.count_macs` (FP-LIIF: as its paper counts
+    process, one thread setting. ``macs`` are :func:`fpliif.bench.flops.count_macs` (FP-LIIF: as its paper counts
     them). Returns ``{"models": {name: {"params", "macs": {N: ...}, "fps": {N: ...}}}, ...}`` and the settings.
     """
-    from .models import make
+    from ..models import make
 
     names = check_model_names(names)
     dev = _bench_device(device, runs, threads)
@@ -320,7 +284,7 @@ def bench_models(
         "models": models,
         "sizes": list(sizes),
         "runs": runs,
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "device": device_name(dev),
         "threads": torch.get_num_threads(),
         "amp": amp,
         "torch": torch.__version__,
@@ -329,7 +293,7 @@ def bench_models(
 
 def photo_files(items: Sequence[str]) -> list[Path]:
     """Image files named by ``items`` (files, or folders searched recursively), in order, without repeats."""
-    from .infer.images import iter_image_files
+    from ..infer.images import iter_image_files
 
     files: list[Path] = []
     for item in items:
@@ -357,13 +321,9 @@ def bench_photos(parser: Any, photos: Sequence[Path], modes: Sequence[str], runs
         row: dict[str, Any] = {"photo": str(path), "seconds": {}}
         labels = {}
         for mode in modes:
-            times = []
-            for i in range(warmup + runs):
-                t0 = time.perf_counter()
-                result = parser(str(path), decode=mode)
-                if i >= warmup:
-                    times.append(time.perf_counter() - t0)
-            row["seconds"][mode] = statistics.median(times)
+            timing = time_calls(functools.partial(parser, str(path), decode=mode), runs, warmup)
+            result = timing.last
+            row["seconds"][mode] = timing.median
             row["size"] = list(result.labels.shape)
             row["faces"] = len(result.faces)
             labels[mode] = result.labels

@@ -9,21 +9,15 @@ label maps, made once).
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
 import torch
 
-from ..checkpoint import DEFAULT_INPUT_SIZE
 from ..models import make as make_model
+from ..models.checkpoint import DEFAULT_INPUT_SIZE
 from ..precision import AMP_DTYPES, resolve_amp
-from .step import StepSettings, TrainStep, build_optimizer, objective_of
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from ..train.step import StepSettings, TrainStep, build_optimizer, objective_of
+from .runner import bench_device, device_name, time_calls
 
 
 def _random_masks(batch: int, size: int, num_classes: int, gen: torch.Generator, block: int = 16) -> torch.Tensor:
@@ -64,13 +58,7 @@ def train_throughput(
             raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
     if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries <= 0):
         raise ValueError(f"queries: expected a positive integer or None (full grid), got {queries!r}")
-    if threads is not None:
-        if threads <= 0:
-            raise ValueError(f"threads: must be positive, got {threads}")
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda: CUDA is not available on this machine")
+    dev = bench_device(device, threads)
     requested, amp = amp, resolve_amp(amp, dev)
 
     torch.manual_seed(seed)
@@ -92,16 +80,8 @@ def train_throughput(
         image = image.contiguous(memory_format=torch.channels_last)
     batch = {"image": image, "mask": _random_masks(batch_size, size, model.num_classes, gen)}
 
-    times: list[float] = []
-    loss_value = float("nan")
-    for i in range(warmup + steps):
-        _sync(dev)
-        t0 = time.perf_counter()
-        loss_value = step_fn(batch)
-        _sync(dev)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    step = statistics.median(times)
+    timing = time_calls(lambda: step_fn(batch), steps, warmup, dev)
+    step = timing.median
     return {
         "model": model.spec.get("name", type(model).__name__),
         "params": sum(p.numel() for p in model.parameters()),
@@ -116,8 +96,8 @@ def train_throughput(
         "warmup": warmup,
         "step_seconds": step,
         "img_per_s": batch_size / step,
-        "loss": loss_value,
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "loss": timing.last,
+        "device": device_name(dev),
         "threads": torch.get_num_threads(),
     }
 

@@ -3,7 +3,7 @@
 The one place that reads and writes weights and what they say about themselves:
 
 * :func:`load` / :func:`save`: a model from / to a weight file (a path, a bundled name from
-  :mod:`fpliif.pretrained`, or None for the bundled default);
+  :mod:`fpliif.models.pretrained`, or None for the bundled default);
 * :func:`read_metadata`: the header as a typed, frozen :class:`WeightsMetadata` (no tensor is read);
   :func:`input_size_of` the input side a loaded model was trained at;
 * :func:`onnx_metadata` / :meth:`WeightsMetadata.from_onnx`: the metadata of an ONNX export (written, read);
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
+from ..labels import LabelSet, resolve_label_set
 from . import registry
-from .labels import LabelSet, resolve_label_set
 
 if TYPE_CHECKING:
     import torch
@@ -242,9 +242,7 @@ def _json(text: str, where: str, kind: type) -> Any:
 def _checked_spec(text: str, where: str) -> dict[str, Any]:
     """The model spec JSON, checked without building anything: ``{"name", "args"}`` naming a registered model,
     only arguments its constructor has, and the constructor's own ``check_spec_args``. Every path that reads
-    a spec comes here first, so this registers the built-in architectures for :mod:`.registry`'s lookups."""
-    from . import models  # noqa: F401 - registers the built-in architectures (imports torch)
-
+    a spec comes here first (the registry's lookups import the built-in architectures, and so torch)."""
     where = f"{where}: spec"
     try:
         spec = json.loads(text)

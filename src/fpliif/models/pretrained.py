@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
 DEFAULT_NAME = "fpliif-celebamask-mini"
 
 

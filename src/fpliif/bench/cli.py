@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cli import input_size_arg, print_json
-from .precision import AMP_CHOICES
-from .validate import MAX_THREADS, int_arg, parse_int_list
+from ..cli import input_size_arg, print_json
+from ..precision import AMP_CHOICES
+from ..validate import MAX_THREADS, int_arg, parse_int_list
 
 if TYPE_CHECKING:  # torch is imported by the commands that run, not by argument parsing
     import torch
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # torch is imported by the commands that run, not by argument
 def weights_for(weights: str | None, model: str = "fpliif") -> str | None:
     """The weight file a command uses: --weights (a path or bundled name), else the bundled default for
     the default architecture, else None (a freshly initialised model)."""
-    from .pretrained import default_weights_path, resolve_weights
+    from ..models.pretrained import default_weights_path, resolve_weights
 
     if weights:
         return str(resolve_weights(weights))
@@ -27,15 +27,16 @@ def weights_for(weights: str | None, model: str = "fpliif") -> str | None:
 
 def load_model(weights: str | None, model: str = "fpliif") -> torch.nn.Module:
     """The model of :func:`weights_for`, or a fresh registered ``model`` when there is no weight file."""
-    from .checkpoint import load
-    from .models import make
+    from ..models import make
+    from ..models.checkpoint import load
 
     path = weights_for(weights, model)
     return load(path) if path is not None else make(model)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .models import available
+    from ..models import available
+    from ..models.checkpoint import input_size_of
 
     model = load_model(args.weights, args.model)
     info = {
@@ -44,6 +45,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "classes": list(model.classes),
         "label_set": model.label_set.name,
         "temperature": model.temperature,
+        "input_size": input_size_of(model),
         "weights": weights_for(args.weights, args.model),
         "spec": model.spec,
         "registered_models": available(),
@@ -53,6 +55,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         print(f"model      {info['model']}  ({info['params']:,} parameters)")
         print(f"weights    {info['weights'] or 'none (randomly initialised)'}")
+        print(f"input      {info['input_size']}² (the size it was trained at)")
         print(f"classes    {len(info['classes'])}: {', '.join(info['classes'])}")
         print(f"registered {', '.join(info['registered_models'])}")
     return 0
@@ -62,7 +65,7 @@ def parse_decode_modes(text: str | None) -> list[str] | None:
     """``--decode dense,adaptive`` -> ["dense", "adaptive"] (None when not given)."""
     if text is None:
         return None
-    from .adaptive import check_decode_mode
+    from ..adaptive import check_decode_mode
 
     modes = [check_decode_mode(m.strip(), "--decode") for m in text.split(",") if m.strip()]
     if not modes:
@@ -79,19 +82,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return cmd_bench_train(args)
     if args.photos:
         return cmd_bench_photos(args)
-    from .bench import run_bench
+    from .inference import run_bench
 
     modes = parse_decode_modes(args.decode)
     model = load_model(args.weights, args.model)
     if args.input_size is None:
-        from .checkpoint import input_size_of
+        from ..models.checkpoint import input_size_of
 
         args.input_size = input_size_of(model)
     onnx_model = None
     if args.backend == "onnxruntime" or args.onnx:
         if not args.onnx:
             raise ValueError("--backend onnxruntime: pass --onnx FILE (write one with `fpliif export onnx --dynamic`)")
-        from .infer.onnx_backend import OnnxModel
+        from ..infer.onnx_backend import OnnxModel
 
         onnx_model = OnnxModel(args.onnx, threads=args.threads, chunk_size=1 << 20)
     result = run_bench(
@@ -133,7 +136,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_bench_models(args: argparse.Namespace) -> int:
     """``fpliif bench --models a,b``: several registered models side by side, each size as input and output."""
-    from .bench import bench_models
+    from .inference import bench_models
 
     clash = [
         opt
@@ -176,8 +179,8 @@ def cmd_bench_photos(args: argparse.Namespace) -> int:
     """``fpliif bench --photos``: the whole photo path, per photo and decode mode."""
     import torch
 
-    from .bench import bench_photos, photo_files
-    from .infer.parser import FaceParser
+    from ..infer.parser import FaceParser
+    from .inference import bench_photos, photo_files
 
     if args.train or args.backend != "torch" or args.onnx or args.compile:
         raise ValueError("--photos: times the torch FaceParser; drop --train/--backend/--onnx/--compile")
@@ -205,11 +208,11 @@ def cmd_bench_photos(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    """``fpliif bench --train``: training img/s for each (amp, queries) setting (see fpliif.train.bench)."""
-    from .checkpoint import DEFAULT_INPUT_SIZE
-    from .models import make
-    from .train.bench import train_throughput
-    from .train.step import objective_of
+    """``fpliif bench --train``: training img/s for each (amp, queries) setting (see fpliif.bench.training)."""
+    from ..models import make
+    from ..models.checkpoint import input_size_of
+    from ..train.step import objective_of
+    from .training import train_throughput
 
     args.amp = args.amp or "none,auto"
     amps = [a.strip() for a in args.amp.split(",") if a.strip()]
@@ -221,15 +224,16 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         queries.append(None if q == "full" else parse_int_list(q, "--queries")[0])
     if not queries:
         raise ValueError(f"--queries: expected 'full' and/or positive integers, got {args.queries!r}")
-    spec = load_model(args.weights, args.model).spec if args.weights else args.model
-    if objective_of(make(spec)) != "queries":
+    model = load_model(args.weights, args.model) if args.weights else make(args.model)
+    spec, size = model.spec, args.input_size or input_size_of(model)  # the weights' own size, as inference
+    if objective_of(model) != "queries":
         queries = [None]  # a dense model (or its own objective) trains on every pixel: --queries does not apply
     rows = []
     for amp in amps:
         for q in queries:
             r = train_throughput(
                 spec,
-                size=args.input_size or DEFAULT_INPUT_SIZE,
+                size=size,
                 batch_size=args.batch_size,
                 amp=amp,
                 queries=q,
