@@ -13,11 +13,13 @@ that sum to one, so an offset on the last bias is exactly an offset on the logit
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from ..labels import LabelSet
 from .evaluate import _Decoder, _mask, summarize
@@ -43,7 +45,7 @@ class Calibration:
     pixels: int
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 def final_linear(model: torch.nn.Module) -> torch.nn.Linear:
@@ -60,7 +62,7 @@ def final_linear(model: torch.nn.Module) -> torch.nn.Linear:
 
 
 def collect_logits(
-    model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], size: int
+    model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], size: int, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense logits (pixels, C) as float16 and labels (pixels,) at ``size`` output, ignored pixels dropped.
 
@@ -71,7 +73,7 @@ def collect_logits(
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in loader:
+            for batch in tqdm(loader, desc="calibrate", unit="batch", file=sys.stderr, disable=not progress):
                 image = batch["image"]
                 out = _Decoder(model, image, model.label_set, decode="dense")(size)
                 target = _mask(batch, size).reshape(-1)
@@ -155,8 +157,8 @@ def apply_offsets(model: torch.nn.Module, offsets: Mapping[str, float]) -> dict[
     delta = torch.tensor([float(offsets.get(c, 0.0)) for c in classes], dtype=layer.bias.dtype)
     with torch.no_grad():
         layer.bias.add_(delta.to(layer.bias.device))
-    meta = getattr(model, "weights_metadata", None)
-    previous = json.loads(meta.get(OFFSETS_KEY, "{}")) if meta is not None and hasattr(meta, "get") else {}
+    meta = getattr(model, "weights_metadata", None) or {}
+    previous = json.loads(meta.get(OFFSETS_KEY, "{}"))
     total = {c: round(float(previous.get(c, 0.0)) + float(offsets.get(c, 0.0)), 6) for c in classes}
     return {OFFSETS_KEY: json.dumps(total)}
 

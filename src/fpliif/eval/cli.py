@@ -84,7 +84,7 @@ def dataset_for(
             f"{', '.join(label_set.classes)}){hint}"
         )
     if tuple(label_set.classes) != tuple(model.classes):
-        print(f"fpliif eval: warning: model classes {list(model.classes)} differ in name/order from the "
+        print(f"fpliif {args.command}: warning: model classes {list(model.classes)} differ in name/order from the "
               f"dataset's {list(label_set.classes)}; scoring by index", file=sys.stderr)
     if len(ds) == 0:
         raise ValueError(f"split {split!r} of {data_text} ({args.layout}) has no images")
@@ -180,7 +180,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     ds, label_set, _ = dataset_for(args, model, weights, args.split, input_size, [args.size])
     ds = torch.utils.data.Subset(ds, strided(len(ds), args.images))
     loader = _data_module().make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
-    logits, labels = collect_logits(model, loader, args.size)
+    logits, labels = collect_logits(model, loader, args.size, progress=not args.no_progress)
     result = fit_offsets(logits, labels, label_set, images=len(ds))
     meta = {k: v for k, v in model.weights_metadata.items() if k not in WRITTEN_KEYS}
     meta.update(apply_offsets(model, result.offsets))
