@@ -110,6 +110,9 @@ def make_files(d: Path) -> dict[str, Path]:
     (d / "twins").mkdir(exist_ok=True)
     for name in ("photo.jpg", "photo.JPG"):
         Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(d / "twins" / name, format="JPEG")
+    (d / "long").mkdir(exist_ok=True)
+    for name in ("ok.png", "y" * 245 + ".png"):  # a valid name; its outputs' names are too long
+        Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(d / "long" / name)
     return f
 
 
@@ -188,7 +191,22 @@ def cli_cases(d: Path, f: dict[str, Path]) -> list[tuple[str, Callable[[], str],
         ("bench --runs 0", lambda: cli("bench", "--runs", "0"), "exit 2"),
         ("parse --out path longer than the OS allows", lambda: cli(*parse[:4], out + "/" + "x" * 300, face), "exit"),
         ("parse float TIFF in [0, 1]", lambda: cli(*parse, str(d / "float.tif"), "--aligned"), "exit 0"),
-        ("parse folder with photo.jpg + photo.JPG", lambda: cli(*parse, str(d / "twins"), "--aligned"), "exit"),
+        ("parse folder with photo.jpg + photo.JPG", lambda: cli(*parse, str(d / "twins"), "--aligned"), "exit 0"),
+        (
+            "parse folder, one output name too long",
+            lambda: cli(*parse, str(d / "long"), "--aligned", "--out", str(d / "twins")),  # --out exists
+            "exit 1",
+        ),
+        (
+            "eval --out name longer than the OS allows",
+            lambda: cli("eval", "--data", str(d), "--out", "x" * 300),
+            "exit 2",
+        ),
+        (
+            "eval --sizes 100000",
+            lambda: cli("eval", "--data", str(d), "--layout", "folder", "--sizes", "100000"),
+            "exit 2",
+        ),
     ]
     cases += [
         (name, lambda p=p: cli(*parse[:1], "--weights", str(p), *parse[3:], face), "exit 2")

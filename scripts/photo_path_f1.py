@@ -1,10 +1,11 @@
 """Mean F1 of the photo path (detect -> align -> parse -> paste back) against the aligned path (issue #14).
 
     nice -n 19 env OMP_NUM_THREADS=1 python scripts/photo_path_f1.py [--data ../shared/data/celebamask-mini]
-        [--images 12] [--size 512] [--weights NAME_OR_FILE]
+        [--data ../shared/data/celebamask-extra] [--images 12] [--size 512] [--weights NAME_OR_FILE]
 
-For the first N val images (folder layout, folder split) of a CelebAMask-HQ folder, resized to ``--size``
-(image: area, mask: nearest; default: the native 512), parses each image twice with the same model:
+For the first N val images (folder layout, folder split) of CelebAMask-HQ folders (their val splits in order),
+resized to ``--size`` (image: area, mask: nearest; default: the native 512), parses each image twice with the same
+model:
 
 * **aligned**: ``FaceParser.parse_aligned`` (the image is a CelebAMask-HQ crop: the training framing);
 * **photo**: ``FaceParser(image)``: MTCNN, the crop window from the measured framing rolled by the eye
@@ -52,12 +53,14 @@ def summary(cm: ConfusionMatrix, classes: tuple[str, ...]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="../shared/data/celebamask-mini", help="CelebAMask-HQ folder (folder layout)")
+    data_help = "CelebAMask-HQ folder (folder layout), repeatable: their val splits in order (default: the mini set)"
+    p.add_argument("--data", action="append", help=data_help)
     p.add_argument("--images", type=int_arg(1), default=12, help="first N val images (default 12)")
     p.add_argument("--size", type=int_arg(32, 4096), default=None, help="resize to SIZE x SIZE (default: native)")
     p.add_argument("--weights", default=None, help="bundled name or weights file (default: the bundled model)")
     args = p.parse_args(argv)
-    samples = list_samples(args.data, "folder", "val")[: args.images]
+    roots = args.data or ["../shared/data/celebamask-mini"]
+    samples = [s for root in roots for s in list_samples(root, "folder", "val")][: args.images]
     parser = FaceParser.from_pretrained(args.weights)
     n = len(parser.classes)
     cms = {"aligned": ConfusionMatrix(n), "photo": ConfusionMatrix(n)}

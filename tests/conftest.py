@@ -21,3 +21,15 @@ TINY_SPEC = {
 def tiny_spec() -> dict:
     """Spec of a tiny FP-LIIF (same structure as the paper's, a few thousand parameters): fast on CPU."""
     return copy.deepcopy(TINY_SPEC)
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory) -> str:
+    """Path of a tiny FP-LIIF weights file (:data:`TINY_SPEC`, seed 0, ``input_size`` 32), one per test module.
+    Modules that need other metadata define their own ``tiny_file``."""
+    import fpliif
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    fpliif.save(fpliif.make(TINY_SPEC), path, metadata={"input_size": "32"})
+    return str(path)

@@ -142,3 +142,56 @@ def test_eval_out_is_checked_before_the_model_loads(tmp_path, capsys, monkeypatc
     assert main(["eval", "--data", "DIR", "--layout", "folder", "--out", out]) == 2
     err = capsys.readouterr().err
     assert "fpliif eval: error: --out" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- shared options
+def _subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command words, parser) of every (sub)command under ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (*path, name), child
+                yield from _subcommands(child, (*path, name))
+
+
+def test_shared_options_mean_the_same_in_every_command():
+    """--device, --threads, --workers, --no-progress and --weights: one definition (fpliif.cli's parents), so the
+    same name, default, choices and range wherever a command takes them."""
+    found: dict[str, dict[str, argparse.Action]] = {}
+    for path, p in _subcommands(build_parser()):
+        for a in p._actions:
+            if a.option_strings and a.option_strings[0] in ("--device", "--threads", "--workers", "--no-progress"):
+                found.setdefault(a.option_strings[0], {})[" ".join(path)] = a
+    assert {"parse", "eval", "bench", "serve"} <= set(found["--device"])
+    assert {"parse", "bench"} <= set(found["--threads"])
+    assert {"data check", "data prepare", "eval", "calibrate", "train"} <= set(found["--workers"])
+    assert {"data check", "data prepare", "eval", "calibrate", "train", "parse"} <= set(found["--no-progress"])
+    for flag, actions in found.items():
+        shapes = {
+            cmd: (a.dest, a.default, tuple(a.choices or ()), type(a).__name__, _accepts(a))
+            for cmd, a in actions.items()
+        }
+        assert len(set(shapes.values())) == 1, (flag, shapes)
+
+
+def _accepts(action: argparse.Action) -> tuple[bool, ...]:
+    """Which of a few values the action's ``type`` accepts (its range, compared across commands)."""
+    if action.type in (None, str):  # serve's flags are made with type=str
+        return ()
+    out = []
+    for value in ("-1", "0", "1", str(MAX_THREADS), str(MAX_THREADS + 1)):
+        try:
+            action.type(value)
+            out.append(True)
+        except argparse.ArgumentTypeError:
+            out.append(False)
+    return tuple(out)
+
+
+def test_parse_documents_no_progress_and_keeps_quiet_as_a_hidden_alias():
+    parse = dict(_subcommands(build_parser()))[("parse",)]
+    text = parse.format_help()
+    assert "--no-progress" in text and "--quiet" not in text
+    assert parse.parse_args(["--out", "o"]).no_progress is False
+    assert parse.parse_args(["--out", "o", "--no-progress"]).no_progress is True
+    assert parse.parse_args(["--out", "o", "--quiet"]).no_progress is True  # scripts written for the old name

@@ -91,10 +91,11 @@ def test_slots_that_cannot_be_filled_are_errors(old, new, match):
 
 def test_the_repository_page_has_only_slots_the_script_fills():
     doc = (ROOT / "docs" / "comparison.md").read_text()
-    if "‹run›" not in doc:
+    slots = [line for line in doc.split("\n") if line.startswith(("| ", "#", "Run:")) and "‹run›" in line]
+    if not slots:  # (prose may still name the slot marker)
         pytest.skip("docs/comparison.md is already filled")
     run = facts()
-    names = [line.split("|")[1].strip() for line in doc.split("\n") if line.startswith("| ") and "‹run›" in line]
+    names = [line.split("|")[1].strip() for line in slots if line.startswith("| ")]
     for m in run["models"].values():  # every class row of the page's per-class table
         m["per_class_f1"] = {n: 1.0 for n in names if n not in MODELS}
     filled = fill_comparison.fill(doc, run)

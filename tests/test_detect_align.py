@@ -20,6 +20,11 @@ from fpliif.infer.parser import FaceParser
 from oracle import CODE, Oracle
 
 MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "celebamask-mini"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+try:
+    from measure_detection import non_faces
+finally:
+    sys.path.pop(0)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,7 @@ def test_mtcnn_finds_the_astronaut_with_landmarks(mtcnn, astronaut):
     assert abs(roll_degrees(lm)) < 8  # nearly upright
     # the same face through the parser's API: (box, score, landmarks), passable back as boxes
     parser = FaceParser(Oracle(), input_size=64)
-    (box, score, lm2), = parser.detect(astronaut)
+    ((box, score, lm2),) = parser.detect(astronaut)
     assert np.allclose(lm2, lm) and parser.framing == MTCNN_FRAMING
 
 
@@ -72,6 +77,8 @@ def test_mtcnn_finds_no_face_in_non_faces(mtcnn):
     chess = np.kron((np.indices((8, 8)).sum(0) % 2).astype(np.uint8) * 255, np.ones((40, 40), np.uint8))
     for image in (noise, gradient, np.repeat(chess[..., None], 3, axis=2)):
         assert mtcnn(image) == []
+    for kind, (image,) in non_faces(1).items():  # noise, blurred noise, a chessboard, a synthetic landscape
+        assert mtcnn(image) == [], kind
 
 
 @pytest.mark.parametrize("degrees", [25, -25])
@@ -136,7 +143,7 @@ def test_detector_names_framing_and_align_option(astronaut):
 
 
 def test_cli_detector_options(tmp_path, capsys, monkeypatch):
-    import fpliif.infer.cli as infer_cli
+    import fpliif.infer.cli_parse as cli_parse
 
     built = []
 
@@ -146,7 +153,7 @@ def test_cli_detector_options(tmp_path, capsys, monkeypatch):
         p.align = not args.no_align
         return p
 
-    monkeypatch.setattr(infer_cli, "build_parser_from_args", fake_build)
+    monkeypatch.setattr(cli_parse, "build_parser_from_args", fake_build)
     base = ["parse", str(example_image()), "--out", str(tmp_path), "--quiet", "--overwrite"]
     assert main(base) == 0 and built[-1] == ("mtcnn", False, False)
     assert main([*base, "--detector", "haar", "--profile-faces", "--no-align"]) == 0
@@ -205,8 +212,14 @@ def synthetic_mask(n: int) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "degrees,max_decode,band_px,decode",
-    [(25, None, 2, "dense"), (-40, None, 2, "dense"), (25, 64, 3, "dense"), (0, None, 2, "dense"),
-     (25, None, 2, "adaptive"), (-40, 64, 3, "adaptive")],
+    [
+        (25, None, 2, "dense"),
+        (-40, None, 2, "dense"),
+        (25, 64, 3, "dense"),
+        (0, None, 2, "dense"),
+        (25, None, 2, "adaptive"),
+        (-40, 64, 3, "adaptive"),
+    ],
 )
 def test_paste_back_of_a_rotated_crop_round_trips(degrees, max_decode, band_px, decode):
     """Labels painted in a rolled face frame come back on the original pixels through the inverse rotation."""

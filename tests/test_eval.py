@@ -1,10 +1,8 @@
-"""evaluate(), trivial_baseline(), format_table() and ``fpliif eval`` (with an in-memory dataset)."""
+"""evaluate(), trivial_baseline(), format_table() (in-memory datasets) and ``fpliif eval`` (tiny folder datasets)."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import fpliif
+from fpliif.data.layouts import folder_split_of
 from fpliif.eval import evaluate, format_table, trivial_baseline
+from fpliif.eval.calibrate import final_linear
 from fpliif.labels import CELEBAMASK_HQ, HELEN, IGNORE_INDEX, LAPA
 
 TINY = {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]}
@@ -30,8 +30,9 @@ def resize_nearest(label: torch.Tensor, size: int) -> torch.Tensor:
 class LabelDataset(Dataset):
     """Images that encode their label map in the red channel (label / 255) + masks at several sizes."""
 
-    def __init__(self, labels: list[torch.Tensor], mask_sizes: tuple[int, ...],
-                 ignore: list[torch.Tensor] | None = None):
+    def __init__(
+        self, labels: list[torch.Tensor], mask_sizes: tuple[int, ...], ignore: list[torch.Tensor] | None = None
+    ):
         self.labels, self.mask_sizes, self.ignore = labels, mask_sizes, ignore
 
     def __len__(self) -> int:
@@ -90,10 +91,10 @@ def block_labels(size: int, n: int = 3) -> list[torch.Tensor]:
     for i in range(n):
         lab = torch.zeros(size, size, dtype=torch.long)
         q = size // 4
-        lab[q: 2 * q] = 1
-        lab[2 * q: 3 * q, : size // 2] = 2
-        lab[2 * q: 3 * q, size // 2:] = 3 if i % 2 == 0 else 1
-        lab[3 * q:, q: 3 * q] = 4
+        lab[q : 2 * q] = 1
+        lab[2 * q : 3 * q, : size // 2] = 2
+        lab[2 * q : 3 * q, size // 2 :] = 3 if i % 2 == 0 else 1
+        lab[3 * q :, q : 3 * q] = 4
         out.append(lab)
     return out
 
@@ -142,8 +143,9 @@ def constant_case(k: int):
 
 def test_constant_model_matches_hand_computation():
     ds = constant_case(1)
-    res = evaluate(Constant(LAPA.num_classes, 1), loader(ds), LAPA, sizes=(16, 32), lowres=(8,), lowres_to=16,
-                   progress=False)
+    res = evaluate(
+        Constant(LAPA.num_classes, 1), loader(ds), LAPA, sizes=(16, 32), lowres=(8,), lowres_to=16, progress=False
+    )
     assert list(res["rows"]) == ["16", "32", "8→16"]
     # per image: N = 240 counted pixels; n0 = 112, n1 = 64, n2 = 64; prediction = class 1 everywhere
     f1_1 = 100 * 2 * 64 / (240 + 64)
@@ -181,12 +183,22 @@ def test_helen_merged_f1_and_json_structure():
         lab[:4, :4] = HELEN.index("l_eye")
         lab[:4, -4:] = HELEN.index("r_eye")
     ds = LabelDataset(labels, (32,))
-    res = evaluate(Oracle(HELEN.num_classes), loader(ds), HELEN, sizes=(32,), lowres=(16,), lowres_to=32,
-                   progress=False)
+    res = evaluate(
+        Oracle(HELEN.num_classes), loader(ds), HELEN, sizes=(32,), lowres=(16,), lowres_to=32, progress=False
+    )
     text = json.dumps(res)  # JSON-serialisable
     back = json.loads(text)
-    assert set(back) >= {"mean_f1", "mean_iou", "pixel_acc", "per_class_f1", "per_class_iou", "rows",
-                         "merged_f1", "images", "absent_classes"}
+    assert set(back) >= {
+        "mean_f1",
+        "mean_iou",
+        "pixel_acc",
+        "per_class_f1",
+        "per_class_iou",
+        "rows",
+        "merged_f1",
+        "images",
+        "absent_classes",
+    }
     assert list(back["per_class_f1"]) == list(HELEN.classes)
     assert list(back["merged_f1"]) == list(HELEN.merged_f1)
     assert back["merged_f1"]["eyes"] == pytest.approx(100.0)
@@ -194,8 +206,15 @@ def test_helen_merged_f1_and_json_structure():
     assert back["merged_f1"]["brows"] == pytest.approx(100.0)
     assert back["merged_f1"]["mouth"] is None  # no lip / mouth pixel anywhere: undefined
     for row in back["rows"].values():
-        assert set(row) >= {"mean_f1", "mean_iou", "pixel_acc", "per_class_f1", "per_class_iou",
-                            "absent_classes", "merged_f1"}
+        assert set(row) >= {
+            "mean_f1",
+            "mean_iou",
+            "pixel_acc",
+            "per_class_f1",
+            "per_class_iou",
+            "absent_classes",
+            "merged_f1",
+        }
 
 
 def test_fpliif_encode_once_matches_forward_path(monkeypatch):
@@ -276,8 +295,9 @@ def test_evaluate_errors():
 
 def test_format_table():
     ds = constant_case(1)
-    res = evaluate(Constant(LAPA.num_classes, 1), loader(ds), LAPA, sizes=(16,), lowres=(8,), lowres_to=16,
-                   progress=False)
+    res = evaluate(
+        Constant(LAPA.num_classes, 1), loader(ds), LAPA, sizes=(16,), lowres=(8,), lowres_to=16, progress=False
+    )
     table = format_table(res, LAPA)
     lines = table.splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -290,8 +310,9 @@ def test_format_table():
     assert lines[3].split("|")[1].strip() == "8→16"
     assert "absent classes (16): r_brow" in table
     assert "images: 2" in table
-    helen = format_table({"rows": {"256": {"per_class_f1": {}, "mean_f1": None, "mean_iou": None,
-                                           "merged_f1": {"eyes": 91.23}}}}, HELEN)
+    helen = format_table(
+        {"rows": {"256": {"per_class_f1": {}, "mean_f1": None, "mean_iou": None, "merged_f1": {"eyes": 91.23}}}}, HELEN
+    )
     assert "overall" in helen.splitlines()[0] and "91.2" in helen
 
 
@@ -304,44 +325,22 @@ def write_folder_dataset(root: Path, n: int = 4, size: int = 64, max_label: int 
         image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         Image.fromarray(image).save(root / "images" / f"f{i}.png")
         mask = np.zeros((size, size), dtype=np.uint8)
-        mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1 + i % max_label
+        mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1 + i % max_label
         Image.fromarray(mask, mode="L").save(root / "masks" / f"f{i}.png")
 
 
-def fake_data_module(label_set=CELEBAMASK_HQ) -> types.ModuleType:
-    """A stand-in for fpliif.data with the same three names, over images/ + masks/ folders."""
-
-    class FaceParsingDataset(Dataset):
-        def __init__(self, root, layout, split, transform):
-            self.files = sorted((Path(root) / "images").glob("*.png"))
-            self.root, self.transform, self.label_set = Path(root), transform, label_set
-            self.split = split
-
-        def __len__(self):
-            return len(self.files)
-
-        def __getitem__(self, i):
-            f = self.files[i]
-            mask = Image.open(self.root / "masks" / f.name)
-            return self.transform(Image.open(f).convert("RGB"), mask, f.stem)
-
-    def build_eval_transform(size, mask_sizes):
-        def tf(img, mask, name):
-            image = torch.from_numpy(np.array(img.resize((size, size), Image.BICUBIC)))
-            image = image.permute(2, 0, 1).float() / 255
-            masks = {s: torch.from_numpy(np.array(mask.resize((s, s), Image.NEAREST))).long()
-                     for s in mask_sizes}
-            return {"image": image, "masks": masks, "name": name}
-
-        return tf
-
-    def make_loader(ds, batch_size, shuffle=False, num_workers=0):
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)
-
-    mod = types.ModuleType("fpliif.data")
-    mod.FaceParsingDataset, mod.build_eval_transform, mod.make_loader = (
-        FaceParsingDataset, build_eval_transform, make_loader)
-    return mod
+def constant_weights(path: Path, logits: dict[str, float]) -> Path:
+    """Tiny FP-LIIF weights whose logits are ``logits`` (class -> value, others 0) at every pixel: the final
+    layer's weights are zero and its bias holds them."""
+    torch.manual_seed(0)
+    model = fpliif.make({"name": "fpliif", "args": TINY})
+    layer = final_linear(model)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
+        for cls, value in logits.items():
+            layer.bias[model.classes.index(cls)] = value
+    return fpliif.save(model, path)
 
 
 @pytest.fixture
@@ -351,64 +350,60 @@ def tiny_weights(tmp_path) -> Path:
     return fpliif.save(model, tmp_path / "tiny.safetensors")
 
 
-def test_cli_eval_with_stand_in_data(tmp_path, tiny_weights, monkeypatch, capsys):
+def eval_cli(weights: Path | None, data: Path, options: str = "", *more: str) -> int:
+    """``fpliif eval`` of ``weights`` (None: the default) on ``data`` with no loader workers, then ``options``
+    (split on spaces) and ``more``; returns the exit status."""
     from fpliif.cli import main
 
-    write_folder_dataset(tmp_path / "ds")
-    monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module())
-    base = ["eval", "--weights", str(tiny_weights), "--data", str(tmp_path / "ds"), "--layout", "folder",
-            "--workers", "0", "--batch-size", "2"]
+    weights_args = ["--weights", str(weights)] if weights else []
+    return main(["eval", *weights_args, "--data", str(data), "--workers", "0", *options.split(), *more])
+
+
+def test_cli_eval_folder_dataset_json_and_table(tmp_path, capsys):
+    write_folder_dataset(tmp_path / "ds")  # f0: skin square, f1: nose square, each 1/4 of the image
+    skin = constant_weights(tmp_path / "skin.safetensors", {"skin": 10.0})
     out_file = tmp_path / "out" / "res.json"
-    rc = main([*base, "--sizes", "256", "--lowres", "64", "--limit", "2", "--json", "--out", str(out_file)])
+    options = "--layout folder --split all --sizes 256 --lowres 64 --batch-size 2 --limit 2 --json --out"
+    rc = eval_cli(skin, tmp_path / "ds", options, str(out_file))
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     res = json.loads(cap.out)  # nothing but JSON on stdout
     assert res == json.loads(out_file.read_text())
     assert list(res["rows"]) == ["256", "64→256"] and res["images"] == 2
-    assert res["split"] == "val" and res["label_set"] == "celebamask-hq"
+    assert res["split"] == "all" and res["layout"] == "folder" and res["label_set"] == "celebamask-hq"
+    row = res["rows"]["256"]  # skin predicted on all 2 x 256² pixels, right on f0's 128² square only
+    assert row["pixels"] == 2 * 256 * 256
+    assert row["pixel_acc"] == pytest.approx(12.5) and row["per_class_iou"]["skin"] == pytest.approx(12.5)
+    assert row["per_class_f1"]["skin"] == pytest.approx(100 * 2 * 1 / (2 * 1 + 7))  # TP 1, FP 7 (in 128²)
+    assert row["per_class_f1"]["nose"] == 0.0 and row["per_class_f1"]["background"] == 0.0
+    assert row["mean_f1"] == pytest.approx(row["per_class_f1"]["skin"] / 2)
+    assert row["absent_classes"] == list(CELEBAMASK_HQ.classes[3:])
+    assert res["rows"]["64→256"] == row  # constant logits upsample to the same prediction
 
-    rc = main([*base, "--sizes", "256", "--lowres", "", "--limit", "1", "--no-progress"])
+    val = [f"f{i}" for i in range(4) if folder_split_of(f"f{i}") == "val"]  # the default split of 'folder'
+    assert val
+    rc = eval_cli(skin, tmp_path / "ds", "--layout auto --sizes 32 --no-progress", "--lowres", "")
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "| Setting" in cap.out and "→" not in cap.out.split("\n\n")[1].split("F1 (%)")[0]
-    assert "images: 1" in cap.out and "(folder, split val, 1 images)" in cap.out
+    assert f"images: {len(val)}" in cap.out and f"(folder, split val, {len(val)} images)" in cap.out
 
 
 def test_cli_eval_errors(tmp_path, tiny_weights, monkeypatch, capsys):
-    from fpliif.cli import main
     from fpliif.models import pretrained
 
     write_folder_dataset(tmp_path / "ds")
-    monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module(label_set=LAPA))
-    base = ["eval", "--data", str(tmp_path / "ds"), "--layout", "folder", "--workers", "0", "--no-progress"]
-    assert main([*base, "--weights", str(tiny_weights)]) == 2
-    assert "label sets differ" in capsys.readouterr().err
+    ds, options = tmp_path / "ds", "--layout folder --split all --no-progress"
+    assert eval_cli(tiny_weights, ds, options, "--classes", "lapa") == 2
+    err = capsys.readouterr().err
+    assert "label sets differ" in err and "predicts 19 classes" in err and "has 11 (lapa" in err
     monkeypatch.setattr(pretrained, "default_weights_path", lambda: None)
-    assert main(base) == 2
+    assert eval_cli(None, ds, options) == 2
     assert "--weights" in capsys.readouterr().err
-    assert main([*base, "--weights", str(tiny_weights), "--sizes", "", "--lowres", ""]) == 2
+    assert eval_cli(tiny_weights, ds, options, "--sizes", "", "--lowres", "") == 2
     assert "nothing to evaluate" in capsys.readouterr().err
-    missing = str(tmp_path / "nope")
-    assert main(["eval", "--weights", str(tiny_weights), "--data", missing, "--layout", "folder"]) == 2
-    assert "not found" in capsys.readouterr().err
-
-
-def test_cli_eval_end_to_end_with_data_module(tmp_path, tiny_weights, capsys):
-    data = pytest.importorskip("fpliif.data")
-    if not all(hasattr(data, a) for a in ("FaceParsingDataset", "build_eval_transform", "make_loader")):
-        pytest.skip("fpliif.data is not finished yet")
-    from fpliif.cli import main
-
-    write_folder_dataset(tmp_path / "ds")
-    rc = main(["eval", "--weights", str(tiny_weights), "--data", str(tmp_path / "ds"), "--layout", "folder",
-               "--split", "all", "--sizes", "256", "--lowres", "64", "--workers", "0", "--batch-size", "2",
-               "--limit", "2", "--json"])  # 512 rows are covered by the in-memory tests (and slow on CPU)
-    cap = capsys.readouterr()
-    assert rc == 0, cap.err
-    res = json.loads(cap.out)
-    assert list(res["rows"]) == ["256", "64→256"]
-    assert res["images"] == 2
-    assert 0 <= res["pixel_acc"] <= 100
+    assert eval_cli(tiny_weights, tmp_path / "nope", "--layout folder") == 2
+    assert f"--data: dataset folder not found: {tmp_path / 'nope'}" in capsys.readouterr().err
 
 
 def test_evaluate_under_single_rank_process_group(tmp_path):
@@ -428,57 +423,55 @@ def test_evaluate_under_single_rank_process_group(tmp_path):
     assert res == ref and base["images"] == 2
 
 
-def test_cli_eval_tta(tmp_path, tiny_weights, monkeypatch, capsys):
-    from fpliif.cli import main
-
-    write_folder_dataset(tmp_path / "ds", n=2)
-    monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module())
-    base = ["eval", "--weights", str(tiny_weights), "--data", str(tmp_path / "ds"), "--layout", "folder",
-            "--workers", "0", "--input-size", "32", "--sizes", "32", "--lowres", "", "--no-progress"]
-    assert main([*base, "--tta", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert res["tta"] is True and res["images"] == 2
-    assert main([*base, "--tta"]) == 0
+def test_cli_eval_tta(tmp_path, capsys):
+    write_folder_dataset(tmp_path / "ds", n=2)  # f0: skin square, f1: nose square, each 1/4 of the image
+    # l_eye everywhere; with flip TTA l_eye's probability is shared with its mirror twin r_eye and skin wins
+    weights = constant_weights(tmp_path / "eye.safetensors", {"l_eye": 10.0, "skin": 9.9})
+    options = "--layout folder --split all --input-size 32 --sizes 32 --no-progress"
+    assert eval_cli(weights, tmp_path / "ds", options + " --json", "--lowres", "") == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["tta"] is False and plain["images"] == 2
+    assert plain["rows"]["32"]["pixel_acc"] == 0.0 and plain["rows"]["32"]["per_class_f1"]["l_eye"] == 0.0
+    assert eval_cli(weights, tmp_path / "ds", options + " --tta --json", "--lowres", "") == 0
+    tta = json.loads(capsys.readouterr().out)
+    assert tta["tta"] is True and tta["images"] == 2
+    row = tta["rows"]["32"]
+    assert row["pixel_acc"] == pytest.approx(12.5) and row["per_class_f1"]["l_eye"] is None
+    assert row["per_class_f1"]["skin"] == pytest.approx(100 * 2 * 1 / (2 * 1 + 7))  # TP 1, FP 7 (in 16²)
+    assert eval_cli(weights, tmp_path / "ds", options + " --tta", "--lowres", "") == 0
     assert "flip TTA" in capsys.readouterr().out
-    assert main([*base, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["tta"] is False
 
 
-def test_cli_eval_baseline_row_and_input_size(tmp_path, tiny_weights, monkeypatch, capsys):
-    from fpliif.cli import main
-
-    write_folder_dataset(tmp_path / "ds")
-    monkeypatch.setitem(sys.modules, "fpliif.data", fake_data_module())
-    rc = main(["eval", "--weights", str(tiny_weights), "--data", str(tmp_path / "ds"), "--layout", "folder",
-               "--workers", "0", "--batch-size", "2", "--sizes", "256", "--lowres", "", "--limit", "2",
-               "--baseline", "--input-size", "64", "--json"])
+def test_cli_eval_baseline_row_and_input_size(tmp_path, capsys):
+    write_folder_dataset(tmp_path / "ds")  # background: 3/4 of every mask
+    weights = constant_weights(tmp_path / "bg.safetensors", {"background": 10.0})
+    options = "--layout folder --split all --batch-size 2 --sizes 256 --limit 2 --baseline --input-size 64 --json"
+    rc = eval_cli(weights, tmp_path / "ds", options, "--lowres", "")
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     res = json.loads(cap.out)
     assert res["input_size"] == 64
-    row = res["baseline"]["row"]
-    assert row.startswith("baseline:") and row.endswith("@256") and row in res["rows"]
-    cls = res["baseline"]["predicted_class"]
-    # the constant prediction scores 0 on every other present class
-    assert all(v in (0.0, None) for k, v in res["rows"][row]["per_class_f1"].items() if k not in (cls, "background"))
+    assert res["baseline"]["predicted_class"] == "background" and res["baseline"]["row"] == "baseline:background@256"
+    row = res["rows"]["baseline:background@256"]
+    assert row["pixel_acc"] == pytest.approx(75.0)
+    assert row["per_class_f1"]["background"] == pytest.approx(100 * 2 * 0.75 / 1.75)
+    assert row["per_class_f1"]["skin"] == row["per_class_f1"]["nose"] == row["mean_f1"] == 0.0
+    assert {k: res["rows"]["256"][k] for k in row} == row  # the model predicts background everywhere too
 
 
 def test_cli_eval_several_roots(tmp_path, tiny_weights, capsys):
-    from fpliif.cli import main
-
     write_folder_dataset(tmp_path / "a")
     write_folder_dataset(tmp_path / "b")
     for p in sorted((tmp_path / "b").rglob("*.png")):  # distinct names in the second root
         p.rename(p.with_name("b_" + p.name))
-    common = ["eval", "--weights", str(tiny_weights), "--layout", "folder", "--split", "all", "--sizes", "64",
-              "--lowres", "", "--workers", "0", "--batch-size", "2", "--json"]
+    options = "--layout folder --split all --sizes 64 --batch-size 2 --json"
     counts = []
     for roots in (["a"], ["b"], ["a", "b"]):
-        data = [arg for r in roots for arg in ("--data", str(tmp_path / r))]
-        assert main([*common, *data]) == 0
+        more = [arg for r in roots[1:] for arg in ("--data", str(tmp_path / r))]
+        assert eval_cli(tiny_weights, tmp_path / roots[0], options, "--lowres", "", *more) == 0
         res = json.loads(capsys.readouterr().out)
         counts.append(res["images"])
     assert counts[2] == counts[0] + counts[1] > 0
     assert res["data"] == f"{tmp_path / 'a'}, {tmp_path / 'b'}"
-    assert main([*common, "--data", str(tmp_path / "a"), "--data", str(tmp_path / "nope")]) == 2
+    assert eval_cli(tiny_weights, tmp_path / "a", options, "--lowres", "", "--data", str(tmp_path / "nope")) == 2
     assert "nope" in capsys.readouterr().err

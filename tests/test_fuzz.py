@@ -260,6 +260,71 @@ def test_parse_options_give_a_result_or_a_clear_error(tiny_file, tmp_path, capsy
     assert time.perf_counter() - t0 < 60
 
 
+def mostly(valid: st.SearchStrategy, bad: st.SearchStrategy) -> st.SearchStrategy:
+    """``valid`` four times in five, else ``bad`` (so generated runs also get past the option checks)."""
+    return st.integers(0, 4).flatmap(lambda k: bad if k == 0 else valid)
+
+
+def _joined(values: list[int]) -> str:
+    return ",".join(map(str, values))
+
+
+size_lists = mostly(
+    st.lists(st.integers(1, 48), min_size=1, max_size=2).map(_joined),
+    st.lists(st.integers(-2, 48) | st.sampled_from([100_000, 5000]), max_size=3).map(_joined)
+    | st.sampled_from(["", "abc", "16,,8", " 16 ", "1e3", "-0"]),
+)
+eval_options = st.fixed_dictionaries(
+    {"--sizes": size_lists, "--lowres": size_lists},  # always given: the defaults (256, 512) are slow here
+    optional={
+        "--batch-size": mostly(st.integers(1, 4), st.sampled_from([-1, 0, 10**6])),
+        "--limit": mostly(st.integers(1, 3), st.integers(-1, 0)),
+        "--split": mostly(st.sampled_from(["all", "train"]), st.sampled_from(["val", "test", "x"])),
+        "--input-size": mostly(st.integers(8, 64), st.sampled_from([-1, 7, 10**5])),
+        "--decode": mostly(st.sampled_from(["dense", "adaptive"]), st.just("sparse")),
+        "--classes": st.sampled_from(["celebamask-hq", "lapa", "a,b", "nope"]),
+        "--out": mostly(st.just("r.json"), st.sampled_from(["", "DS/", "x" * 300 + ".json", "DS/images/a.png/r"])),
+    },
+)
+
+
+def test_eval_options_give_a_result_or_a_clear_error(tiny_file, tmp_path, capsys, monkeypatch):
+    """``fpliif eval`` on a 2-image folder dataset with generated option values: exit 0 with results, or a
+    one-line usage error (2); never a traceback, and bounded work (oversized rows are refused up front)."""
+    monkeypatch.chdir(tmp_path)
+    ds = tmp_path / "DS"
+    (ds / "images").mkdir(parents=True)
+    (ds / "masks").mkdir()
+    for name in ("a", "b"):
+        rgb = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(ds / "images" / f"{name}.png")
+        Image.fromarray((rgb[..., 0] > 128).astype(np.uint8), mode="L").save(ds / "masks" / f"{name}.png")
+    base = ["eval", "--data", "DS", "--layout", "folder", "--split", "all", "--weights", tiny_file, "--workers", "0"]
+    seen: set[int] = set()
+
+    @settings(FUZZ, max_examples=12)
+    @given(opts=eval_options, tta=st.booleans(), baseline=st.booleans())
+    def check(opts, tta, baseline):
+        argv = [*base, "--no-progress", *(["--tta"] if tta else []), *(["--baseline"] if baseline else [])]
+        argv += [f"{key}={value}" for key, value in opts.items()]  # "=": a value may start with "-"
+        t0 = time.perf_counter()
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+        out, err = capsys.readouterr()
+        seen.add(code)
+        assert code in (0, 2) and "Traceback" not in err, (argv, err[-500:])
+        if code:
+            assert err.strip().splitlines()[-1].startswith("fpliif eval: error:"), err[-500:]
+        else:
+            assert "| Setting" in out, out[-500:]
+        assert time.perf_counter() - t0 < 60
+
+    check()
+    assert seen == {0, 2}  # the generated runs reached results and refusals
+
+
 # ---------------------------------------------------------------------------------------------- the service
 @pytest.fixture(scope="module")
 def api(tiny_file):

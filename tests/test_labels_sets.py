@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fpliif.cli import main
-from fpliif.infer import cli as infer_cli
+from fpliif.infer import cli_parse
 from fpliif.infer.parser import FaceParser
 from fpliif.infer.result import Face, ParseResult
 from fpliif.labels import (
@@ -201,7 +201,7 @@ def coded(tmp_path, monkeypatch):
     Image.fromarray(np.repeat((truth * CODE)[..., None], 3, axis=2)).save(path)
     built = []
     monkeypatch.setattr(
-        infer_cli, "build_parser_from_args", lambda args: built.append(1) or FaceParser(Oracle(), input_size=64)
+        cli_parse, "build_parser_from_args", lambda args: built.append(1) or FaceParser(Oracle(), input_size=64)
     )
     return path, truth, built
 
@@ -266,6 +266,16 @@ def test_cli_bad_names_are_usage_errors_before_any_work(coded, tmp_path, capsys,
     assert not out.exists()  # nothing written
     if "--labels" in extra and "coarse" not in extra and "helen" not in extra:
         assert not built  # a bad set name is caught before the model is even loaded
+
+
+def test_cli_no_progress_silences_the_summary_and_quiet_is_its_old_name(coded, tmp_path, capsys):
+    path, _, _ = coded
+    base = ["parse", str(path), "--aligned", "--overwrite", "--out", str(tmp_path / "out")]
+    assert main(base) == 0
+    assert "fpliif parse: 1 image(s) parsed into" in capsys.readouterr().err
+    for flag in ("--no-progress", "--quiet"):
+        assert main([*base, flag]) == 0
+        assert capsys.readouterr().err == "", flag
 
 
 # ---------------------------------------------------------------------------------------------- service

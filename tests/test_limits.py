@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import fpliif
+from conftest import TINY_SPEC
 from fpliif import limits
 from fpliif.cli import main
 from fpliif.infer.images import load_image
@@ -25,19 +26,6 @@ from fpliif.infer.parser import FaceParser
 from fpliif.infer.result import blend_labels, class_share, render_overlay
 from fpliif.labels import CELEBAMASK_HQ
 from fpliif.models import checkpoint
-
-TINY_SPEC = {
-    "name": "fpliif",
-    "args": {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("limits") / "tiny.safetensors"
-    fpliif.save(fpliif.make(TINY_SPEC), path, metadata={"input_size": "32"})
-    return str(path)
 
 
 @pytest.fixture(scope="module")

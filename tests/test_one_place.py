@@ -333,6 +333,29 @@ def test_layout_auto_is_resolved_in_one_place(tmp_path):
     assert load_config(None, [f"data.root={tmp_path / 'a'}", "data.layout=auto"])["data"]["layout"] == "auto"
 
 
+def test_shared_cli_options_are_defined_once():
+    """The options several commands take are added in one module (fpliif.cli's parent parsers); commands list
+    them as ``parents``. (``serve --weights`` is its own: it also takes an .onnx file.)"""
+    import ast
+
+    shared = {"--weights", "--device", "--threads", "--workers", "--no-progress", "--quiet"}
+    where: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "src" / "fpliif").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument" and node.args:
+                flag = node.args[0].value if isinstance(node.args[0], ast.Constant) else None
+                if flag in shared:
+                    where.setdefault(flag, set()).add(path.relative_to(ROOT / "src").as_posix())
+    assert where == {
+        "--weights": {"fpliif/cli.py", "fpliif/serve/cli.py"},
+        "--device": {"fpliif/cli.py"},
+        "--threads": {"fpliif/cli.py"},
+        "--workers": {"fpliif/cli.py"},
+        "--no-progress": {"fpliif/cli.py"},
+        "--quiet": {"fpliif/infer/cli_parse.py"},  # parse's hidden old name of --no-progress
+    }
+
+
 def test_data_commands_share_the_dataset_options():
     import argparse
 

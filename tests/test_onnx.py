@@ -141,9 +141,7 @@ def test_flip_tta_on_onnxruntime_matches_torch(tiny, exported):
 def test_cli_export_then_parse_with_onnxruntime(tmp_path, tiny, capsys):
     w = fpliif.save(tiny, tmp_path / "tiny.safetensors")
     model = tmp_path / "model.onnx"
-    assert (
-        main(["export", "onnx", "--out", str(model), "--weights", str(w), "--size", "64", "--dynamic"]) == 0
-    )
+    assert main(["export", "onnx", "--out", str(model), "--weights", str(w), "--size", "64", "--dynamic"]) == 0
     assert "max |logit diff|" in capsys.readouterr().out
     assert main(["export", "onnx", "--out", str(model), "--weights", str(w)]) == 2  # exists
     assert (tmp_path / "model.decoder.onnx").is_file()
@@ -152,6 +150,25 @@ def test_cli_export_then_parse_with_onnxruntime(tmp_path, tiny, capsys):
     rc = main(["parse", str(example_image()), "--out", str(out), "--onnx", str(model), "--format", "json"])
     assert rc == 0
     assert len(json.loads((out / "astronaut.json").read_text())["faces"]) == 1
+
+
+def test_cli_export_size_defaults_to_the_weights_input_size(tmp_path, tiny, capsys):
+    """Without --size the export traces the input size the weights record (here 48, not the paper's 256); the
+    help names that metadata, not a number."""
+    from fpliif.models.checkpoint import read_metadata
+
+    w = fpliif.save(tiny, tmp_path / "tiny48.safetensors", metadata={"input_size": "48"})
+    assert read_metadata(w).input_size == 48
+    model = tmp_path / "m.onnx"
+    assert main(["export", "onnx", "--out", str(model), "--weights", str(w)]) == 0
+    assert "input 48x48" in capsys.readouterr().out
+    assert OnnxModel(model).input_size == 48
+    assert export_onnx(tiny, tmp_path / "api.onnx", split=False) and OnnxModel(tmp_path / "api.onnx").input_size == 256
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--size SIZE input image size N (default: the input size the weights record in their metadata" in help_text
+    assert "256" not in help_text
 
 
 def test_onnxruntime_path_does_not_import_torch(exported, tmp_path):

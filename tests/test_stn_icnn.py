@@ -234,6 +234,18 @@ def test_parts_stage_keeps_the_coarse_network_frozen_in_eval_mode():
     assert torch.equal(model.coarse.inputs[0][1].running_mean, before)
 
 
+def test_parts_stage_pulls_back_a_scale_below_the_crop_clamp():
+    # A scale that Adam pushes below the 0.01 clamp must still get the Smooth-L1 gradient (Eq. 12): clamping before
+    # the loss froze such scales at 0.01 for good (every crop a single pixel), which sank a 1-epoch training run.
+    model = tiny("parts").train()
+    with torch.no_grad():
+        model.localizer.fc.weight.zero_()
+        model.localizer.fc.bias.view(len(PARTS), 4)[:, :2] = -0.5
+    model.training_loss(*face_batch())[0].backward()
+    scale_grad = model.localizer.fc.bias.grad.view(len(PARTS), 4)[:, :2]
+    assert (scale_grad < 0).all()  # descending the loss raises every scale towards the target window
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_overfits_a_tiny_batch(stage):
     model = tiny(stage).train()

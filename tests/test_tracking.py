@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +14,12 @@ from fpliif.cli import main
 from fpliif.infer.detect import box_overlap as box_iou
 from fpliif.infer.tracking import FaceTracker, OneEuro
 from fpliif.infer.video import is_stream, read_frames
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+try:
+    import measure_video
+finally:
+    sys.path.pop(0)
 
 BOX = np.array([100.0, 100.0, 200.0, 200.0])  # a 100 px face
 LM = np.array([[130, 140], [170, 140], [150, 160], [135, 180], [165, 180]], np.float64)
@@ -93,16 +104,65 @@ def test_live_sources_fail_with_a_clear_error(tmp_path, capsys):
     assert "failed 99: camera 99: OpenCV cannot open it" in capsys.readouterr().err
 
 
-def test_read_frames_stops_at_max_frames(tmp_path):
+def flat_clip(path):
+    """A 5-frame 10 fps MJPG clip of flat grey frames (32 x 24) at ``path``."""
     import cv2
 
-    path = tmp_path / "clip.avi"
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
     for i in range(5):
         w.write(np.full((24, 32, 3), 40 * i, np.uint8))
     w.release()
-    frames, fps, count = read_frames(path, max_frames=3)
+    return path
+
+
+def test_read_frames_stops_at_max_frames(tmp_path):
+    frames, fps, count = read_frames(flat_clip(tmp_path / "clip.avi"), max_frames=3)
     assert fps == 10 and count == 3 and len(list(frames)) == 3
+
+
+@pytest.fixture
+def http_clip(tmp_path):
+    """(URL, port) of :func:`flat_clip` served over HTTP on localhost: a stream OpenCV's FFmpeg backend opens."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    flat_clip(tmp_path / "clip.avi")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    yield f"http://127.0.0.1:{port}/clip.avi", port
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_stream_url_is_read_and_parsed(http_clip, tiny_weights, tmp_path):
+    url, port = http_clip
+    frames, fps, count = read_frames(url)
+    assert count == -1 and fps == 10 and len(list(frames)) == 5  # a stream: its length is not asked for
+    out = tmp_path / "out"
+    args = ["parse", "--video", url, "--out", str(out), "--weights", str(tiny_weights), "--format", "json"]
+    assert main([*args, "--max-frames", "3", "--quiet"]) == 0
+    stem = f"http_127.0.0.1_{port}_clip.avi"  # the URL, characters other than A-Za-z0-9._- as "_"
+    assert len(list((out / f"{stem}_labels").glob("*.png"))) == 3 and (out / f"{stem}_overlay.mp4").is_file()
+    doc = json.loads((out / f"{stem}.json").read_text())
+    assert doc["video"] == url and [f["frame"] for f in doc["frames"]] == [0, 1, 2]
+
+
+def test_a_digit_name_is_a_camera_unless_such_a_file_exists(tmp_path, monkeypatch):
+    from fpliif.infer.cli_files import plan_jobs
+
+    monkeypatch.chdir(tmp_path)
+    (job,), errors = plan_jobs(["3"], tmp_path / "out", video=True)
+    assert not errors and job.source == "3" and job.key.name == "camera3"
+    flat_clip(tmp_path / "clip.avi").rename(tmp_path / "3")  # a video file named "3"
+    (job,), errors = plan_jobs(["3"], tmp_path / "out", video=True)
+    assert not errors and job.source is None and job.path.name == "3"
+    assert plan_jobs(["7"], tmp_path / "out", video=False) == ([], ["7: no such file or folder"])  # images: no camera
 
 
 # ---------------------------------------------------------------------------------------------- videos, end to end
@@ -175,3 +235,53 @@ def test_max_frames(shaky_clip, tiny_weights, tmp_path, capsys):
         assert e.value.code == 2 and "argument --max-frames: expected an integer >= 1" in capsys.readouterr().err
     assert main(["parse", str(shaky_clip), "--out", str(tmp_path / "x"), "--max-frames", "5"]) == 2
     assert "--max-frames limits the frames of --video inputs" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- scripts/measure_video.py
+def camera_frames(mats: list, ref: dict, noise: float = 0.0) -> list[dict]:
+    """Per-frame records of a face that moves exactly with the camera (plus Gaussian noise on every coordinate)."""
+    rng = np.random.default_rng(1)
+    frames = []
+    for m in mats:
+        lm = measure_video.apply(m, ref["landmarks"]) + rng.normal(0, noise, (5, 2))
+        (cx, cy), side = measure_video.apply(m, ref["centre"]), math.sqrt(np.linalg.det(m[:2, :2])) * ref["side"]
+        box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]) + rng.normal(0, noise, 4)
+        frames.append({"faces": [{"box": box.tolist(), "landmarks": lm.tolist()}]})
+    return frames
+
+
+def test_video_measurement_undoes_the_known_camera_motion():
+    photo, frame = (512, 400), (160, 120)
+    mats = measure_video.camera_path(photo, np.array([200.0, 100.0, 300.0, 200.0]), frame, 48, 48)
+    assert all(measure_video.inside(m, photo, frame) for m in mats)
+    rolls = [math.degrees(math.atan2(m[1, 0], m[0, 0])) for m in mats]
+    assert rolls[0] == pytest.approx(0, abs=1e-9) and max(rolls) == pytest.approx(measure_video.ROLL)
+    # landmarks and boxes that move with the camera: no error, no jitter; noisy ones: about the noise
+    ref = {"landmarks": LM + 100, "centre": np.array([250.0, 150.0]), "side": 100.0}
+    exact = measure_video.track_errors(camera_frames(mats, ref), mats, ref)
+    assert np.abs(exact["landmarks"]).max() < 1e-9 and np.abs(exact["box"]).max() < 1e-9
+    noisy = camera_frames(mats, ref, noise=1.0)
+    back = measure_video.reference(noisy, mats)
+    assert np.abs(back["landmarks"] - ref["landmarks"]).max() < 2.0 and abs(back["side"] - 100) < 3
+    jitter = measure_video.rms(np.diff(measure_video.track_errors(noisy, mats, ref)["landmarks"], axis=0))
+    assert 0.8 < jitter / math.sqrt(2) < 1.2  # frame-to-frame change of unit noise: sqrt(2)
+    # labels that move with the camera flicker only by resampling; labels that slide 2 px a frame, far more
+    src = np.zeros(photo[::-1], np.uint8)
+    src[80:260, 190:310] = 1
+    src[130:160, 210:290] = 2
+    steady = [measure_video.warp_labels(src, m, frame) for m in mats]
+    sliding = [np.roll(s, 2 * t, axis=1) for t, s in enumerate(steady)]
+    floor = measure_video.flicker(steady, mats)
+    assert floor < 0.05 and measure_video.flicker(sliding, mats) > 3 * floor
+
+
+def test_video_measurement_end_to_end(tiny_weights, tmp_path, capsys):
+    """A 12-frame clip of the astronaut under the slow camera, parsed both ways by the real command."""
+    args = ["--seconds", "0.48", "--period", "3", "--width", "160", "--height", "120", "--no-context"]
+    assert measure_video.main([*args, "--weights", str(tiny_weights), "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames"] == 12 and "| smooth | 12/12 |" in capsys.readouterr().out
+    raw, smooth = summary["raw"], summary["smooth"]
+    assert raw["one_face"] == smooth["one_face"] == 12
+    assert smooth["landmark_jitter"] < raw["landmark_jitter"], (raw, smooth)
+    assert 0 <= summary["floor_flicker"] < 0.1 and raw["fps_wall"] > 0

@@ -94,8 +94,11 @@ class AdaptiveOptions:
 
     def __post_init__(self) -> None:
         checks = [
-            ("min_coarse", self.min_coarse is None or (_is_int(self.min_coarse) and self.min_coarse >= 1),
-             "None or an integer >= 1"),
+            (
+                "min_coarse",
+                self.min_coarse is None or (_is_int(self.min_coarse) and self.min_coarse >= 1),
+                "None or an integer >= 1",
+            ),
             ("max_levels", _is_int(self.max_levels) and self.max_levels >= 0, "an integer >= 0"),
             ("margin", _is_number(self.margin) and 0.0 <= self.margin <= 1.0, "a number in [0, 1]"),
             ("radius", _is_int(self.radius) and self.radius >= 0, "an integer >= 0"),
@@ -115,9 +118,7 @@ class AdaptiveOptions:
         if isinstance(value, Mapping):
             unknown = sorted(set(value) - set(cls.__dataclass_fields__))
             if unknown:
-                raise ValueError(
-                    f"adaptive options: unknown {unknown}; known: {sorted(cls.__dataclass_fields__)}"
-                )
+                raise ValueError(f"adaptive options: unknown {unknown}; known: {sorted(cls.__dataclass_fields__)}")
             return cls(**value)
         raise ValueError(f"adaptive options: expected AdaptiveOptions, a dict or None, got {type(value).__name__}")
 
@@ -199,6 +200,7 @@ def adaptive_decode(
     like: Any = None,
     chunk: int | None = None,
     latent_size: tuple[int, int] | None = None,
+    roi: np.ndarray | None = None,
 ) -> tuple[Any, AdaptiveStats]:
     """Logits (B, H, W, C) at every pixel centre of an H x W grid, by coarse-to-fine querying.
 
@@ -212,6 +214,9 @@ def adaptive_decode(
         like: a torch tensor to work in torch on its device; anything else (None, numpy) works in numpy.
         chunk: at most this many points per ``decode`` call (None: one call per step).
         latent_size: the model's latent grid (h, w), the default ``min_coarse`` (:func:`level_sizes`).
+        roi: (H, W) bool numpy array of the output pixels that are wanted (None: all). Only the pixels that can
+            change them are decoded (:func:`roi_levels`); the logits there are what decoding without ``roi``
+            gives, the others are left interpolated or 0.
 
     Returns the logits (float32, numpy or torch like ``like``) and :class:`AdaptiveStats`.
     """
@@ -237,14 +242,15 @@ def adaptive_decode(
             stats.calls += 1
         return outs[0] if len(outs) == 1 else ops.cat(outs)
 
+    allowed = [None] * len(stats.levels) if roi is None else roi_levels(roi, stats.levels, opts)
     h0, w0 = stats.levels[0]
-    logits = run(ops.coords_at(ops.all_indices(batch, h0 * w0), h0, w0))
-    stats.points.append(batch * h0 * w0)
-    logits = logits.reshape(batch, h0, w0, -1)
-    for lh, lw in stats.levels[1:]:
+    logits = _coarse(run, ops, batch, h0, w0, allowed[0], stats)
+    for (lh, lw), allow in zip(stats.levels[1:], allowed[1:], strict=True):
         flat = ops.resize(logits, lh, lw).reshape(batch, lh * lw, -1)
         labels, margin = ops.labels_margin(flat, temperature)
         need = ops.nonuniform(labels.reshape(batch, lh, lw), opts.radius).reshape(batch, -1) | (margin < opts.margin)
+        if allow is not None:
+            need &= ops.mask(allow, batch)
         done = need
         points = 0
         for p in range(opts.passes + 1):
@@ -257,10 +263,77 @@ def adaptive_decode(
                 break
             labels = ops.argmax(flat)
             need = ops.nonuniform(labels.reshape(batch, lh, lw), opts.radius).reshape(batch, -1) & ~done
+            if allow is not None:
+                need &= ops.mask(allow, batch)
             done = done | need
         stats.points.append(points)
         logits = flat.reshape(batch, lh, lw, -1)
     return logits, stats
+
+
+def _coarse(run: Callable[[Any], Any], ops: _Ops, batch: int, h: int, w: int, allow: Any, stats: AdaptiveStats) -> Any:
+    """(B, h, w, C) logits of the coarse level: every pixel, or only those ``allow`` marks (the others 0)."""
+    if allow is None:
+        stats.points.append(batch * h * w)
+        return run(ops.coords_at(ops.all_indices(batch, h * w), h, w)).reshape(batch, h, w, -1)
+    idx, counts = ops.select(ops.mask(allow, batch))
+    if idx is None:  # nothing wanted: one point tells the number of classes
+        first = np.zeros((h, w), bool)
+        first[0, 0] = True
+        idx, counts = ops.select(ops.mask(first, batch))
+    values = run(ops.coords_at(idx, h, w))
+    stats.points.append(batch * idx.shape[1])
+    flat = ops.zeros(batch, h * w, values.shape[-1])
+    ops.scatter(flat, idx, counts, values)
+    return flat.reshape(batch, h, w, -1)
+
+
+def roi_levels(
+    roi: np.ndarray, levels: list[tuple[int, int]], options: AdaptiveOptions | Mapping[str, Any] | None = None
+) -> list[np.ndarray]:
+    """Per level of :func:`adaptive_decode` (coarse to fine), the (h, w) bool pixels it may decode so that the
+    wanted output pixels ``roi`` (H, W) get exactly the logits of decoding without a region: at each level the
+    pixels within ``radius * (passes + 1)`` of the wanted ones (whether a pixel is re-queried depends on the labels
+    that far away), and at the level below the bilinear taps of those (the coarse level: only the taps)."""
+    opts = AdaptiveOptions.of(options)
+    roi = np.asarray(roi, bool)
+    if roi.shape != tuple(levels[-1]):
+        raise ValueError(f"roi: expected a bool mask of the output size {tuple(levels[-1])}, got shape {roi.shape}")
+    reach = opts.radius * (opts.passes + 1)
+    wanted = roi
+    out: list[np.ndarray] = []
+    for k in range(len(levels) - 1, -1, -1):
+        wanted = _dilate(wanted, reach) if k > 0 else wanted
+        out.insert(0, wanted)
+        if k > 0:
+            wanted = _taps(wanted, levels[k - 1])
+    return out
+
+
+def _dilate(mask: np.ndarray, d: int) -> np.ndarray:
+    """``mask`` grown by ``d`` pixels (Chebyshev distance)."""
+    if d <= 0 or not mask.any():
+        return mask
+    import cv2
+
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * d + 1, 2 * d + 1), np.uint8)).astype(bool)
+
+
+def _taps(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pixels of the ``size`` grid whose logits the bilinear upsampling (:meth:`_NumpyOps.resize`) to ``mask``'s
+    grid reads at ``mask``'s pixels."""
+
+    def tap_matrix(n_src: int, n_dst: int) -> np.ndarray:
+        src = np.clip((np.arange(n_dst) + 0.5) * (n_src / n_dst) - 0.5, 0, n_src - 1)
+        i0 = np.floor(src).astype(np.int64)
+        m = np.zeros((n_src, n_dst), np.float32)
+        m[i0, np.arange(n_dst)] = 1
+        m[np.minimum(i0 + 1, n_src - 1), np.arange(n_dst)] = 1
+        return m
+
+    rows = tap_matrix(size[0], mask.shape[0])
+    cols = tap_matrix(size[1], mask.shape[1])
+    return (rows @ mask.astype(np.float32) @ cols.T) > 0
 
 
 # ---------------------------------------------------------------------------------------------- array ops
@@ -281,6 +354,8 @@ class _Ops:
     def nonuniform(self, labels: Any, radius: int) -> Any: ...
     def select(self, need: Any) -> tuple[Any, list[int]]: ...
     def scatter(self, flat: Any, idx: Any, counts: list[int], values: Any) -> None: ...
+    def mask(self, allow: np.ndarray, batch: int) -> Any: ...
+    def zeros(self, batch: int, n: int, c: int) -> Any: ...
 
 
 class _NumpyOps(_Ops):
@@ -288,10 +363,9 @@ class _NumpyOps(_Ops):
         return np.broadcast_to(np.arange(n, dtype=np.int64), (batch, n))
 
     def coords_at(self, idx: np.ndarray, h: int, w: int) -> np.ndarray:
-        # the arithmetic of fpliif.models.pixel_centers / infer.geometry.grid_coords: float64, then float32
-        y = ((idx // w).astype(np.float64) * 2 + 1) / h - 1
-        x = ((idx % w).astype(np.float64) * 2 + 1) / w - 1
-        return np.stack([x, y], axis=-1).astype(np.float32)
+        from .infer.geometry import index_coords  # the arithmetic of fpliif.models.pixel_centers
+
+        return index_coords(idx, h, w)
 
     def float32(self, x: Any) -> np.ndarray:
         return np.asarray(x, dtype=np.float32)
@@ -342,6 +416,12 @@ class _NumpyOps(_Ops):
     def scatter(self, flat: np.ndarray, idx: np.ndarray, counts: list[int], values: np.ndarray) -> None:
         for b, n in enumerate(counts):
             flat[b, idx[b, :n]] = values[b, :n]
+
+    def mask(self, allow: np.ndarray, batch: int) -> np.ndarray:
+        return np.broadcast_to(allow.reshape(1, -1), (batch, allow.size))
+
+    def zeros(self, batch: int, n: int, c: int) -> np.ndarray:
+        return np.zeros((batch, n, c), np.float32)
 
 
 class _TorchOps(_Ops):
@@ -402,3 +482,9 @@ class _TorchOps(_Ops):
         for b, n in enumerate(counts):
             if n:
                 flat[b, idx[b, :n]] = values[b, :n].to(flat.dtype)
+
+    def mask(self, allow: np.ndarray, batch: int) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(allow).reshape(1, -1)).to(self.device).expand(batch, -1)
+
+    def zeros(self, batch: int, n: int, c: int) -> Any:
+        return self.torch.zeros((batch, n, c), dtype=self.torch.float32, device=self.device)

@@ -5,14 +5,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UserError
-from .validate import int_arg
+from .validate import MAX_THREADS, int_arg
 
-__all__ = ["UserError", "build_parser", "check_output_path", "input_size_arg", "main", "print_json"]
+__all__ = [
+    "UserError",
+    "build_parser",
+    "check_output_path",
+    "device_options",
+    "input_size_arg",
+    "main",
+    "print_json",
+    "progress_options",
+    "threads_options",
+    "weights_options",
+    "workers_options",
+]
 
 # Modules that define ``add_commands(subparsers)``; each command sets ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -42,6 +55,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---------------------------------------------------------------------------------------------- shared options
+# Parent parsers (``add_parser(..., parents=[...])``) of the options several commands take: one definition of
+# each flag's name, type, range and meaning. Commands that read a dataset also share fpliif.data.cli's
+# ``dataset_options`` (built on these).
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def weights_options() -> argparse.ArgumentParser:
+    """``--weights``: a bundled weights name or a .safetensors file (default: the bundled model)."""
+    p = _parent()
+    p.add_argument("--weights", help="bundled weights name or .safetensors file (default: the bundled model)")
+    return p
+
+
+def device_options() -> argparse.ArgumentParser:
+    """``--device cpu|cuda`` (default cpu): where the model runs."""
+    p = _parent()
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs (default: cpu)")
+    return p
+
+
+def threads_options() -> argparse.ArgumentParser:
+    """``--threads N``: CPU threads of the model (1 .. MAX_THREADS; default None: the library's choice)."""
+    p = _parent()
+    p.add_argument(
+        "--threads",
+        type=int_arg(1, MAX_THREADS),
+        default=None,
+        help="CPU threads for torch / onnxruntime (default: the library's choice)",
+    )
+    return p
+
+
+def workers_options(default: str = "min(2, CPUs)") -> argparse.ArgumentParser:
+    """``--workers N``: processes that read the data (0: this process; default None, described by ``default``)."""
+    p = _parent()
+    p.add_argument(
+        "--workers",
+        type=int_arg(0, MAX_THREADS),
+        default=None,
+        help=f"processes that read the data (0: this process; default: {default})",
+    )
+    return p
+
+
+def progress_options(what: str = "progress bars") -> argparse.ArgumentParser:
+    """``--no-progress`` (dest ``no_progress``): silences ``what`` on stderr; errors are still printed."""
+    p = _parent()
+    p.add_argument("--no-progress", action="store_true", help=f"no {what} on stderr (errors are still printed)")
+    return p
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -56,19 +122,36 @@ def input_size_arg(text: str) -> int:
 
 
 def check_output_path(text: str, flag: str, folder: bool) -> Path:
-    """An output path option, checked before any work: not empty, and not an existing file where a folder is
-    meant (or a folder where a file is); ValueError naming ``flag``. Returns it as a Path."""
+    """An output path option, checked before any work: not empty, no name longer than the file system allows,
+    not an existing file where a folder is meant (or a folder where a file is), and its nearest existing folder
+    writable; ValueError naming ``flag``. Returns it as a Path."""
     if not text or not text.strip():
         raise ValueError(f"{flag}: expected {'a folder' if folder else 'a file'} name, got an empty string")
     path = Path(text)
-    if folder and path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {text}: exists and is not a folder")
-    if not folder and (path.is_dir() or text.endswith(("/", "\\"))):
-        raise ValueError(f"{flag} {text}: is a folder; expected a file name")
-    blocker = next((a for a in path.parents if a.exists()), None)
-    if blocker is not None and not blocker.is_dir():
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise ValueError(f"{flag} {text}: exists and is not a folder")
+        if not folder and (path.is_dir() or text.endswith(("/", "\\"))):
+            raise ValueError(f"{flag} {text}: is a folder; expected a file name")
+        blocker = next((a for a in path.parents if a.exists()), Path("."))
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise ValueError(f"{flag} {text:.80}: {e.strerror}") from None
+    if not blocker.is_dir():
         raise ValueError(f"{flag} {text}: {blocker} is a file, not a folder")
+    longest = max(len(os.fsencode(part)) for part in path.parts)
+    if longest > _name_max(blocker):
+        raise ValueError(f"{flag} {text:.80}: a name of {longest} bytes, longer than the file system allows")
+    if not os.access(blocker, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {text}: cannot write into {blocker} (permission denied)")
     return path
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` allows (255 where it does not say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        return 255
 
 
 def _take_late_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
@@ -95,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+    except (UserError, ValueError, OSError, KeyError) as e:  # OSError: a file system refusal (full, read-only)
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"fpliif {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -128,11 +128,12 @@ def check_pixels(width: int, height: int, limit: int | None, what: str, hint: st
         )
 
 
-def check_points(points: int, limit: int | None, what: str, hint: str = "") -> None:
-    """OverBudget naming ``what`` if ``points`` decoder queries exceed ``limit`` (None: no limit)."""
+def check_points(points: int, limit: int | None, what: str, hint: str = "", per: str = "image") -> None:
+    """OverBudget naming ``what`` if ``points`` decoder queries exceed ``limit`` (None: no limit) ``per`` image
+    (or batch, ...)."""
     if limit is not None and points > limit:
         raise OverBudget(
-            f"{what} needs {points:,} decoder queries, more than the limit of {limit:,} per image"
+            f"{what} needs {points:,} decoder queries, more than the limit of {limit:,} per {per}"
             + (f" ({hint})" if hint else ""),
             "max_points",
             points,

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cli import input_size_arg, print_json
+from ..cli import device_options, input_size_arg, print_json, threads_options, weights_options
 from ..precision import AMP_CHOICES
-from ..validate import MAX_THREADS, int_arg, parse_int_list
+from ..validate import int_arg, parse_int_list
 
 if TYPE_CHECKING:  # torch is imported by the commands that run, not by argument parsing
     import torch
@@ -279,22 +279,20 @@ def _torch_version() -> str:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="describe the default model (or --weights)")
-    p.add_argument("--weights", help="a .safetensors weight file (default: the bundled model)")
+    p = sub.add_parser("info", parents=[weights_options()], help="describe the default model (or --weights)")
     p.add_argument("--model", default="fpliif", help="registered architecture when no weights are given")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("bench", help="parameters, MACs and FPS per output size")
-    p.add_argument("--weights")
+    p = sub.add_parser(
+        "bench",
+        parents=[weights_options(), device_options(), threads_options()],
+        help="parameters, MACs and FPS per output size",
+    )
     p.add_argument("--model", default="fpliif")
     p.add_argument("--sizes", default="64,96,128,192,256", help="output sizes (comma-separated)")
     p.add_argument("--input-size", type=input_size_arg, default=None, help="model input N (default: the weights' own)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--runs", type=int_arg(1), default=5, help="timed runs per size (median reported)")
-    p.add_argument(
-        "--threads", type=int_arg(1, MAX_THREADS), default=None, help="torch CPU threads (default: torch's choice)"
-    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"], help="inference backend")
     p.add_argument("--onnx", help="ONNX file for --backend onnxruntime (from `fpliif export onnx --dynamic`)")

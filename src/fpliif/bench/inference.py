@@ -51,7 +51,7 @@ def measure_fps(
 
 def bench_image(input_size: int) -> np.ndarray:
     """(1, 3, n, n) float32 model input: the bundled example photo's face, framed as the parser frames it."""
-    from ..infer.cli import example_image
+    from ..infer.cli_files import example_image
     from ..infer.detect import make_detector, roll_degrees
     from ..infer.geometry import extract_crop, model_input
     from ..infer.images import load_image

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..validate import MAX_THREADS, int_arg
+from ..cli import progress_options, workers_options
 from .layouts import LAYOUTS, SPLITS, resolve_layout
 
 
@@ -14,7 +14,7 @@ def dataset_options() -> argparse.ArgumentParser:
     """Parent parser of the commands that read a dataset: ``--data ROOT`` (repeatable: several roots read as
     one dataset), ``--layout`` (default ``auto``: detected from the folders, :func:`.layouts.resolve_layout`),
     ``--workers N`` (processes that read the data; 0: this process; default, as the library's: min(2, CPUs))
-    and ``--no-progress``."""
+    and ``--no-progress`` (those two from :mod:`fpliif.cli`'s shared parents)."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--data",
@@ -26,14 +26,7 @@ def dataset_options() -> argparse.ArgumentParser:
     p.add_argument(
         "--layout", choices=("auto", *LAYOUTS), default="auto", help="dataset layout (default: auto, detected)"
     )
-    p.add_argument(
-        "--workers",
-        type=int_arg(0, MAX_THREADS),
-        default=None,
-        help="processes that read the data (0: this process; default: min(2, CPUs))",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
-    return p
+    return argparse.ArgumentParser(add_help=False, parents=[p, workers_options(), progress_options()])
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -351,7 +351,8 @@ def report_bad(bad: list[tuple[str, str]], skip_bad: bool, what: str) -> None:
     if not skip_bad:
         path, reason = bad[0]
         more = f" (and {len(bad) - 1} more bad files; `fpliif data check` lists them)" if len(bad) > 1 else ""
-        raise DataError(f"{path}: {reason}{more}; pass skip_bad=True / --skip-bad to skip bad pairs", path)
+        skip = "fix or remove it, or skip bad pairs with skip_bad=True (fpliif train: data.skip_bad=true)"
+        raise DataError(f"{path}: {reason}{more}; {skip}", path)
     for path, reason in bad:
         log.warning("skipping bad pair %s: %s", path, reason)
     log.warning("%s: skipped %d bad pair(s)", what, len(bad))

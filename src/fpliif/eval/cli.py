@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -37,18 +36,6 @@ def _load_model(weights: str | None, device: str) -> tuple[torch.nn.Module, str]
     return model, str(model.weights_metadata.path)
 
 
-def _data_module() -> Any:
-    from ..errors import UserError
-
-    try:
-        data = importlib.import_module("fpliif.data")
-        for attr in ("FaceParsingDataset", "build_eval_transform", "make_loader"):
-            getattr(data, attr)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"the data module (fpliif.data) is not available in this installation: {e}") from None
-    return data
-
-
 def check_data_args(args: argparse.Namespace) -> None:
     """Check ``--data`` folders and ``--classes``, and resolve ``--layout auto`` in place."""
     from ..data.layouts import resolve_layout
@@ -66,12 +53,13 @@ def dataset_for(
 ) -> tuple[Any, Any, str]:
     """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``: (dataset, label set,
     roots as text); ValueError / FileNotFoundError naming the argument when it does not fit the model."""
+    from ..data import FaceParsingDataset, build_eval_transform
+
     data_roots = args.data[0] if len(args.data) == 1 else list(args.data)
     data_text = ", ".join(args.data)
-    data = _data_module()
-    transform = data.build_eval_transform(size=input_size, mask_sizes=mask_sizes)
+    transform = build_eval_transform(size=input_size, mask_sizes=mask_sizes)
     extra = {"classes": args.classes} if args.classes else {}
-    ds = data.FaceParsingDataset(data_roots, args.layout, split, transform=transform, **extra)
+    ds = FaceParsingDataset(data_roots, args.layout, split, transform=transform, **extra)
     label_set = getattr(ds, "label_set", None) or model.label_set
     if label_set.num_classes != model.num_classes:
         hint = ""
@@ -84,11 +72,26 @@ def dataset_for(
             f"{', '.join(label_set.classes)}){hint}"
         )
     if tuple(label_set.classes) != tuple(model.classes):
-        print(f"fpliif {args.command}: warning: model classes {list(model.classes)} differ in name/order from the "
-              f"dataset's {list(label_set.classes)}; scoring by index", file=sys.stderr)
+        print(
+            f"fpliif {args.command}: warning: model classes {list(model.classes)} differ in name/order from the "
+            f"dataset's {list(label_set.classes)}; scoring by index",
+            file=sys.stderr,
+        )
     if len(ds) == 0:
         raise ValueError(f"split {split!r} of {data_text} ({args.layout}) has no images")
     return ds, label_set, data_text
+
+
+def check_batch_work(sizes: list[int], batch_size: int, tta: bool) -> None:
+    """Before the model loads: each row decodes a whole batch at once, ``batch_size`` x size² decoder queries (x2
+    with TTA), with their float32 logits; at most :data:`fpliif.limits.DEFAULT_MAX_POINTS` (about 1.3 GB of
+    logits for 19 classes). OverBudget (a ValueError) naming the options otherwise."""
+    from ..limits import DEFAULT_MAX_POINTS, check_points
+
+    for s in sizes:
+        what = f"--sizes/--lowres {s} with --batch-size {batch_size}{' and --tta' if tta else ''}"
+        hint = "lower --batch-size or the size"
+        check_points(batch_size * s * s * (2 if tta else 1), DEFAULT_MAX_POINTS, what, hint, per="batch")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -96,14 +99,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ..adaptive import default_decode
     from ..cli import check_output_path, print_json
+    from ..data import make_loader
     from ..labels import get_label_set
     from ..models.checkpoint import DEFAULT_INPUT_SIZE  # the paper's 256: where low-res rows are upsampled to
-    from .evaluate import evaluate, format_table, trivial_baseline
+    from .evaluate import evaluate, trivial_baseline
 
     sizes = parse_int_list(args.sizes, "--sizes", allow_empty=True)
     lowres = parse_int_list(args.lowres, "--lowres", allow_empty=True)
     if not sizes and not lowres:
         raise ValueError("--sizes and --lowres are both empty: nothing to evaluate")
+    check_batch_work(sizes + lowres, args.batch_size, args.tta)
     if args.out is not None:
         check_output_path(args.out, "--out", folder=False)
     if args.score_labels:
@@ -122,23 +127,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ds, label_set, data_text = dataset_for(args, model, weights, split, input_size, mask_sizes)
     if args.limit is not None and args.limit < len(ds):
         ds = torch.utils.data.Subset(ds, range(args.limit))
-    data = _data_module()
-    loader = data.make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
+    loader = make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
 
-    result = evaluate(model, loader, label_set, sizes=sizes, lowres=lowres, device=args.device,
-                      progress=not args.no_progress, lowres_to=DEFAULT_INPUT_SIZE, tta=args.tta, decode=decode,
-                      compare_dense=args.compare_dense, score_as=args.score_labels)
+    result = evaluate(
+        model,
+        loader,
+        label_set,
+        sizes=sizes,
+        lowres=lowres,
+        device=args.device,
+        progress=not args.no_progress,
+        lowres_to=DEFAULT_INPUT_SIZE,
+        tta=args.tta,
+        decode=decode,
+        compare_dense=args.compare_dense,
+        score_as=args.score_labels,
+    )
     if args.score_labels:
         label_set = get_label_set(args.score_labels)  # the table's classes
-    result.update({"weights": weights, "data": data_text, "layout": args.layout, "split": split,
-                   "input_size": input_size})
+    result.update(
+        {"weights": weights, "data": data_text, "layout": args.layout, "split": split, "input_size": input_size}
+    )
     if args.baseline:
         base_size = sizes[0] if sizes else DEFAULT_INPUT_SIZE
         base = trivial_baseline(loader, label_set, size=base_size, device=args.device)
         base_row = f"baseline:{base['predicted_class']}@{base_size}"
         result["baseline"] = {"row": base_row, **base}
-        result["rows"][base_row] = {k: base[k] for k in ("mean_f1", "mean_iou", "pixel_acc", "per_class_f1",
-                                                         "per_class_iou") if k in base}
+        result["rows"][base_row] = {
+            k: base[k] for k in ("mean_f1", "mean_iou", "pixel_acc", "per_class_f1", "per_class_iou") if k in base
+        }
 
     if args.out:
         out = Path(args.out)
@@ -147,25 +164,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"weights {weights}")
-        print(f"data    {data_text} ({args.layout}, split {split}, {result['images']} images)")
-        print(f"input   {input_size}x{input_size} (outputs decoded from it at each row's size)"
-              + ("; flip TTA" if args.tta else "") + ("; adaptive decoding" if decode == "adaptive" else ""))
-        print()
-        print(format_table(result, label_set))
-        for name, agree in result.get("agreement_with_dense", {}).items():
-            dense = result["dense_rows"][name]["mean_f1"]
-            print(f"row {name}: {agree:.3f}% of pixels as dense decoding labels them; dense mean F1 "
-                  f"{dense:.2f} (adaptive {result['rows'][name]['mean_f1']:.2f})")
-        if args.out:
-            print(f"results written to {args.out}")
+        _print_report(result, args, decode, label_set)
     return 0
+
+
+def _print_report(result: dict[str, Any], args: argparse.Namespace, decode: str, label_set: Any) -> None:
+    """``fpliif eval``'s text output: what was evaluated, the table, adaptive decoding's agreement with dense."""
+    from .evaluate import format_table
+
+    size = result["input_size"]
+    print(f"weights {result['weights']}")
+    print(f"data    {result['data']} ({args.layout}, split {result['split']}, {result['images']} images)")
+    print(
+        f"input   {size}x{size} (outputs decoded from it at each row's size)"
+        + ("; flip TTA" if args.tta else "")
+        + ("; adaptive decoding" if decode == "adaptive" else "")
+    )
+    print()
+    print(format_table(result, label_set))
+    for name, agree in result.get("agreement_with_dense", {}).items():
+        dense = result["dense_rows"][name]["mean_f1"]
+        print(
+            f"row {name}: {agree:.3f}% of pixels as dense decoding labels them; dense mean F1 "
+            f"{dense:.2f} (adaptive {result['rows'][name]['mean_f1']:.2f})"
+        )
+    if args.out:
+        print(f"results written to {args.out}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     from ..cli import check_output_path, print_json
+    from ..data import make_loader
     from ..models.checkpoint import WRITTEN_KEYS, save
     from .calibrate import apply_offsets, collect_logits, fit_offsets, strided
 
@@ -179,89 +210,138 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     input_size = model_input_size(model, None)
     ds, label_set, _ = dataset_for(args, model, weights, args.split, input_size, [args.size])
     ds = torch.utils.data.Subset(ds, strided(len(ds), args.images))
-    loader = _data_module().make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
+    loader = make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
     logits, labels = collect_logits(model, loader, args.size, progress=not args.no_progress)
     result = fit_offsets(logits, labels, label_set, images=len(ds))
     meta = {k: v for k, v in model.weights_metadata.items() if k not in WRITTEN_KEYS}
     meta.update(apply_offsets(model, result.offsets))
-    meta["calibration"] = json.dumps({"split": args.split, "images": len(ds), "size": args.size,
-                                      "train_mean_f1_before": round(result.mean_f1_before, 3),
-                                      "train_mean_f1_after": round(result.mean_f1_after, 3)})
+    meta["calibration"] = json.dumps(
+        {
+            "split": args.split,
+            "images": len(ds),
+            "size": args.size,
+            "train_mean_f1_before": round(result.mean_f1_before, 3),
+            "train_mean_f1_after": round(result.mean_f1_after, 3),
+        }
+    )
     save(model, args.out, metadata=meta)
     report = {"weights": weights, "out": args.out, **result.to_json()}
     if args.json:
         print_json(report)
     else:
         moved = {c: v for c, v in result.offsets.items() if v}
-        print(f"{len(ds)} {args.split} images at {args.size}: mean F1 {result.mean_f1_before:.2f} -> "
-              f"{result.mean_f1_after:.2f} with offsets {moved or 'none'}; wrote {args.out}")
+        print(
+            f"{len(ds)} {args.split} images at {args.size}: mean F1 {result.mean_f1_before:.2f} -> "
+            f"{result.mean_f1_after:.2f} with offsets {moved or 'none'}; wrote {args.out}"
+        )
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``fpliif eval`` and ``fpliif calibrate``."""
+    _add_eval(sub)
+    _add_calibrate(sub)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     from ..adaptive import DEFAULT_DECODE
-    from ..cli import input_size_arg
+    from ..cli import device_options, input_size_arg, weights_options
     from ..data.cli import dataset_options
 
     p = sub.add_parser(
         "eval",
-        parents=[dataset_options()],
+        parents=[dataset_options(), weights_options(), device_options()],
         help="F1 / IoU table (paper Tables 1-3) on a dataset split",
         description="Evaluate a model on a dataset split at several output resolutions: rows '256' "
-                    "(native) and '512' decode the 256x256 input at that size; rows '64→256' etc. decode at "
-                    "the low resolution and upsample the logits bilinearly to 256. Mean F1 / mIoU exclude "
-                    "background; classes absent from both ground truth and prediction are undefined ('-') "
-                    "and left out of the means.",
+        "(native) and '512' decode the 256x256 input at that size; rows '64→256' etc. decode at "
+        "the low resolution and upsample the logits bilinearly to 256. Mean F1 / mIoU exclude "
+        "background; classes absent from both ground truth and prediction are undefined ('-') "
+        "and left out of the means.",
     )
-    p.add_argument("--weights", help="a .safetensors weight file or bundled weights name "
-                                     "(default: the bundled default model)")
-    p.add_argument("--split", choices=["train", "val", "test", "all"], default=None,
-                   help="split to evaluate (default: test for the official layouts, val for 'folder')")
-    p.add_argument("--classes", default=None,
-                   help="folder layout only: label-set name, comma-separated class names or a classes.txt "
-                        "(default: ROOT/classes.txt, else celebamask-hq)")
-    p.add_argument("--score-labels", metavar="SET", default=None,
-                   help="score in another label set, the confusion matrices remapped from the dataset's (e.g. "
-                        "inner: background + the eight inner parts, Helen's merged groups; how STN-iCNN is scored)")
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        default=None,
+        help="split to evaluate (default: test for the official layouts, val for 'folder')",
+    )
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="folder layout only: label-set name, comma-separated class names or a classes.txt "
+        "(default: ROOT/classes.txt, else celebamask-hq)",
+    )
+    p.add_argument(
+        "--score-labels",
+        metavar="SET",
+        default=None,
+        help="score in another label set, the confusion matrices remapped from the dataset's (e.g. "
+        "inner: background + the eight inner parts, Helen's merged groups; how STN-iCNN is scored)",
+    )
     p.add_argument("--sizes", default="256,512", help="native output sizes, one row each (default: 256,512)")
-    p.add_argument("--lowres", default="64,96,128,192",
-                   help="low output sizes upsampled to 256, one row each; '' disables "
-                        "(default: 64,96,128,192)")
-    p.add_argument("--baseline", action="store_true",
-                   help="add the trivial baseline row: every pixel = the split's most frequent class")
-    p.add_argument("--input-size", type=input_size_arg, default=None,
-                   help="model input resolution (default: the size the weights were trained at, else 256)")
+    p.add_argument(
+        "--lowres",
+        default="64,96,128,192",
+        help="low output sizes upsampled to 256, one row each; '' disables (default: 64,96,128,192)",
+    )
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="add the trivial baseline row: every pixel = the split's most frequent class",
+    )
+    p.add_argument(
+        "--input-size",
+        type=input_size_arg,
+        default=None,
+        help="model input resolution (default: the size the weights were trained at, else 256)",
+    )
     p.add_argument("--batch-size", type=int_arg(1), default=16)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--limit", type=int_arg(1), default=None, help="evaluate only the first N images of the split")
-    p.add_argument("--tta", action="store_true",
-                   help="flip test-time augmentation: average the probabilities of each image and its mirror "
-                        "(left/right classes swapped back); 2x the cost")
-    p.add_argument("--decode", choices=["dense", "adaptive"], default=None,
-                   help="dense: the implicit decoder at every output pixel (exact); adaptive: coarse to fine, "
-                        f"re-querying only near part boundaries (see docs/performance.md); default: {DEFAULT_DECODE} "
-                        "for models with an implicit decoder, dense for dense models (SegFace)")
-    p.add_argument("--compare-dense", action="store_true",
-                   help="with --decode adaptive: also decode densely and report the pixel agreement and the "
-                        "dense scores (the accuracy check of adaptive querying)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="flip test-time augmentation: average the probabilities of each image and its mirror "
+        "(left/right classes swapped back); 2x the cost",
+    )
+    p.add_argument(
+        "--decode",
+        choices=["dense", "adaptive"],
+        default=None,
+        help="dense: the implicit decoder at every output pixel (exact); adaptive: coarse to fine, "
+        f"re-querying only near part boundaries (see docs/performance.md); default: {DEFAULT_DECODE} "
+        "for models with an implicit decoder, dense for dense models (SegFace)",
+    )
+    p.add_argument(
+        "--compare-dense",
+        action="store_true",
+        help="with --decode adaptive: also decode densely and report the pixel agreement and the "
+        "dense scores (the accuracy check of adaptive querying)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON (only JSON on stdout)")
     p.add_argument("--out", help="also write the JSON results to this file")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from ..cli import weights_options
+    from ..data.cli import dataset_options
+
     c = sub.add_parser(
         "calibrate",
-        parents=[dataset_options()],
+        parents=[dataset_options(), weights_options()],
         help="fit per-class logit offsets on training images and write calibrated weights",
         description="Decode evenly spaced images of a split (default: train) densely and fit one logit offset "
-                    "per class that maximises their mean F1 (coordinate ascent); the offsets are added to the "
-                    "decoder's final bias, so every decoding path uses them. Corrects the label prior that "
-                    "class-balanced query sampling shifts (docs/training.md). Never calibrate on val.",
+        "per class that maximises their mean F1 (coordinate ascent); the offsets are added to the "
+        "decoder's final bias, so every decoding path uses them. Corrects the label prior that "
+        "class-balanced query sampling shifts (docs/training.md). Never calibrate on val.",
     )
-    c.add_argument("--weights", help="a .safetensors weight file or bundled weights name (default: bundled)")
     c.add_argument("--out", required=True, help="calibrated weight file to write (.safetensors)")
     c.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    c.add_argument("--split", choices=["train", "val", "test", "all"], default="train",
-                   help="split to fit on (default: train; fitting on the split you report scores on is leakage)")
+    c.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        default="train",
+        help="split to fit on (default: train; fitting on the split you report scores on is leakage)",
+    )
     c.add_argument("--classes", default=None, help="folder layout only: label-set name or class list")
     c.add_argument("--images", type=int_arg(1), default=320, help="images used, evenly spaced (default 320)")
     c.add_argument("--size", type=int_arg(8, 1024), default=256, help="output size decoded (default 256)")

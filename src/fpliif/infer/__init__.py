@@ -12,6 +12,8 @@ Modules (torch is imported only by ``torch_backend`` and ``onnx_export``):
 * :mod:`~fpliif.infer.tta`: flip test-time augmentation (``FaceParser(tta=True)``, ``fpliif eval --tta``);
 * :mod:`~fpliif.infer.images`, :mod:`~fpliif.infer.video`: file input/output;
 * :mod:`~fpliif.infer.onnx_export` / :mod:`~fpliif.infer.onnx_backend`: ONNX export and :class:`OnnxModel`.
+* :mod:`~fpliif.infer.cli`: the ``parse`` and ``export`` commands (``cli_parse``, ``cli_video``, ``cli_files``,
+  ``cli_export``).
 """
 
 from __future__ import annotations

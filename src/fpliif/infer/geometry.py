@@ -32,6 +32,15 @@ def grid_coords(rows: np.ndarray, cols: np.ndarray, h: float, w: float) -> np.nd
     return np.stack([gx, gy], axis=-1).reshape(-1, 2).astype(np.float32)
 
 
+def index_coords(idx: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(..., 2) float32 (x, y) coordinates of the pixel centres with flat indices ``idx`` (row-major) of an h x w
+    grid: the arithmetic of :func:`grid_coords` (float64, then float32)."""
+    idx = np.asarray(idx)
+    y = ((idx // w).astype(np.float64) * 2 + 1) / h - 1
+    x = ((idx % w).astype(np.float64) * 2 + 1) / w - 1
+    return np.stack([x, y], axis=-1).astype(np.float32)
+
+
 def visible_region(x0: int, y0: int, side: int, width: int, height: int) -> tuple[int, int, int, int]:
     """The part of the window inside a width x height image: (xa, ya, xb, yb), end-exclusive (maybe empty)."""
     return max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
@@ -205,17 +214,35 @@ def bilinear_rows_cols(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -
     return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
 
 
-def bilinear_points(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
-    """Sample an (M, N, C) grid at (P,) fractional row/col positions (pixel units, clamped): (P, C)."""
-    m, n = grid.shape[:2]
+def _point_taps(m: int, n: int, src_y: np.ndarray, src_x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows y0, y1, cols x0, x1 and float32 weights wy, wx of bilinear taps at fractional positions (clamped)."""
     sy = np.clip(np.asarray(src_y, np.float64), 0, m - 1)
     sx = np.clip(np.asarray(src_x, np.float64), 0, n - 1)
     y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
     y1, x1 = np.minimum(y0 + 1, m - 1), np.minimum(x0 + 1, n - 1)
-    wy, wx = (sy - y0).astype(np.float32)[:, None], (sx - x0).astype(np.float32)[:, None]
+    return y0, y1, x0, x1, (sy - y0).astype(np.float32), (sx - x0).astype(np.float32)
+
+
+def bilinear_points(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
+    """Sample an (M, N, C) grid at (P,) fractional row/col positions (pixel units, clamped): (P, C)."""
+    y0, y1, x0, x1, wy, wx = _point_taps(*grid.shape[:2], src_y, src_x)
+    wy, wx = wy[:, None], wx[:, None]
     top = grid[y0, x0] * (1 - wx) + grid[y0, x1] * wx
     bottom = grid[y1, x0] * (1 - wx) + grid[y1, x1] * wx
     return top * (1 - wy) + bottom * wy
+
+
+def mark_taps(mask: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> None:
+    """Set the pixels of an (M, N) bool ``mask`` that :func:`bilinear_points` reads at these positions."""
+    y0, y1, x0, x1, _, _ = _point_taps(*mask.shape, src_y, src_x)
+    for ys in (y0, y1):
+        for xs in (x0, x1):
+            mask[ys, xs] = True
+
+
+def grid_positions(coords: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional (row, col) positions on a g x g crop grid (pixel centres) of crop ``coords`` (P, 2) (x, y)."""
+    return (coords[:, 1] + 1) * (g / 2) - 0.5, (coords[:, 0] + 1) * (g / 2) - 0.5
 
 
 def strips(rows: int, cols: int, max_pixels: int) -> list[tuple[int, int]]:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..adaptive import is_implicit
-from ..models.checkpoint import DEFAULT_INPUT_SIZE, onnx_metadata
+from ..models.checkpoint import input_size_of, onnx_metadata
 from .onnx_backend import EXPORT_ID
 
 OPSET = 17
@@ -82,7 +82,7 @@ def decoder_path(path: str | Path) -> Path:
 def export_onnx(
     model: nn.Module,
     path: str | Path,
-    input_size: int = DEFAULT_INPUT_SIZE,
+    input_size: int | None = None,
     dynamic: bool = False,
     opset: int = OPSET,
     check: bool = True,
@@ -91,12 +91,16 @@ def export_onnx(
 ) -> Path:
     """Write ``model`` as ONNX to ``path`` (fp32, CPU) with fpliif metadata; returns the path.
 
+    ``input_size``: the image side traced (None: the weights' own, :func:`~fpliif.models.checkpoint.input_size_of`).
+
     ``split`` (default) also writes the decoder graph to :func:`decoder_path` (``path`` holds the encoder);
     ``int8`` quantises that graph's hidden MLP layers (:func:`quantize_decoder`; needs onnxruntime).
     A dense model is written by :func:`_export_dense` (one graph; ``split`` does not apply).
     """
     if int8 and not (split and is_implicit(model)):
         raise ValueError("int8: quantises the decoder graph of an FP-LIIF split export (not --single-graph)")
+    if input_size is None:
+        input_size = input_size_of(model)
     if not is_implicit(model):
         return _export_dense(model, path, input_size, dynamic, opset, check)
     for attr in ("encoder", "prepare", "query", "mlp"):

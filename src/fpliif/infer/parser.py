@@ -48,6 +48,9 @@ from .geometry import (
     extract_crop,
     feather_weights,
     grid_coords,
+    grid_positions,
+    index_coords,
+    mark_taps,
     model_input,
     softmax,
     strips,
@@ -241,9 +244,7 @@ class FaceParser:
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(
-        cls, weights: str | Path | None = None, device: str = "cpu", **kwargs: Any
-    ) -> FaceParser:
+    def from_pretrained(cls, weights: str | Path | None = None, device: str = "cpu", **kwargs: Any) -> FaceParser:
         """Load the bundled default weights (None), a bundled name, a ``.safetensors`` or ``.onnx`` file."""
         threads = check_int_options(**kwargs).get("threads")  # bad arguments refused before loading anything
         return cls(_load_model(weights, device=device, threads=threads), device=device, **kwargs)
@@ -284,14 +285,22 @@ class FaceParser:
         self._framing = value
 
     # ------------------------------------------------------------------------------------------ detection
-    def detect(
-        self, image: np.ndarray
-    ) -> list[tuple[tuple[float, float, float, float], float, np.ndarray | None]]:
+    def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float, np.ndarray | None]]:
         """Faces ``[((x1, y1, x2, y2), score, landmarks or None), ...]`` of an (H, W, 3) uint8 RGB image
         (landmarks: (5, 2) float32, :data:`~fpliif.infer.detect.LANDMARKS`); can be passed back as ``boxes``."""
         if self.detector is None:
             self.detector = make_detector("mtcnn")
         return [_detection(d, "detector") for d in self.detector(image)]
+
+    def windows(self, image: Any, boxes: Any = None, context: bool | float | None = None) -> list[tuple[Window, Any]]:
+        """Where one photo would be parsed, without parsing it: per face, its crop :class:`Window` and its context
+        window (None without context), as :meth:`__call__` frames them (``boxes``, ``context``: as there)."""
+        scale = self.context if context is None else check_context(context)
+        items, single = _as_images(image, limits.effective("max_pixels", self.max_pixels))
+        if not single:
+            raise ValueError("image: windows() takes one photo")
+        jobs, _ = self._plan(items, _normalise_boxes(boxes, 1, True), scale)
+        return [(j.win, j.ctx) for j in jobs]
 
     # ------------------------------------------------------------------------------------------ photos
     def __call__(
@@ -413,11 +422,11 @@ class FaceParser:
         h, w = image.shape[:2]
         win, ctx = job.win, job.ctx
         inner = win.region(w, h)
-        around_src = None if ctx is None else self._source(*zc, ctx, decode)
-        labels = self._decode_window(self._source(z, zm, win, decode), inner, canvas, blend=around_src, band=feather)
-        region = inner
+        region = inner if ctx is None else ctx.region(w, h)
+        around_src = None if ctx is None else self._source(*zc, ctx, decode, region, face=win, band=feather)
+        face_src = self._source(z, zm, win, decode, inner)
+        labels = self._decode_window(face_src, inner, canvas, blend=around_src, band=feather)
         if ctx is not None:
-            region = ctx.region(w, h)
             around = self._decode_window(around_src, region, canvas, context_of=win)
             sub = around[inner[1] - region[1] : inner[3] - region[1], inner[0] - region[0] : inner[2] - region[0]]
             np.maximum(sub, labels, out=sub)  # disjoint: the context labels are 0 inside the window, these outside
@@ -484,8 +493,9 @@ class FaceParser:
             return self.backend.decode(z, coords)
         return flip_tta_logits(self.backend.decode, z, zm, coords, self._flip_channels, self.backend.temperature)
 
-    def _adaptive_logits(self, z: Any, zm: Any, h: int, w: int) -> np.ndarray:
-        """(h, w, C) logits at the pixel centres of an h x w crop grid by coarse-to-fine querying."""
+    def _adaptive_logits(self, z: Any, zm: Any, h: int, w: int, roi: np.ndarray | None = None) -> np.ndarray:
+        """(h, w, C) logits at the pixel centres of an h x w crop grid by coarse-to-fine querying (exact at the
+        pixels ``roi`` marks, where given; :func:`~fpliif.adaptive.adaptive_decode`)."""
         logits, _ = adaptive_decode(
             lambda c: self._logits(z, zm, c[0])[None],
             (h, w),
@@ -493,40 +503,89 @@ class FaceParser:
             options=self.adaptive,
             chunk=self.max_queries,
             latent_size=self.backend.latent_size(z),
+            roi=roi,
         )
         return logits[0]
 
-    def _source(self, z: Any, zm: Any, win: Window, decode: str = "dense") -> _Source:
+    def _source(
+        self,
+        z: Any,
+        zm: Any,
+        win: Window,
+        decode: str = "dense",
+        region: tuple[int, int, int, int] | None = None,
+        face: Window | None = None,
+        band: float = 0.0,
+    ) -> _Source:
         """A window ready to be queried at any of its pixels: its latents, and its logits on a regular crop grid
-        when it is decoded that way (crops larger than ``max_decode_size``, and adaptive decoding), else None."""
+        when it is decoded that way (crops larger than ``max_decode_size``, and adaptive decoding), else None.
+
+        ``region``: the image pixels it will be queried at (None: all of the grid is decoded); then only the grid
+        pixels that sampling there reads are decoded (:meth:`_grid_roi`; ``face``/``band``: ``win`` is the
+        context window of that face window), with the same values there as decoding the whole grid."""
         exact = self.max_decode_size is None or win.side <= self.max_decode_size
         if decode != "adaptive" and exact:
             return _Source(z, zm, win, None)
         g = win.side if exact else int(self.max_decode_size)
+        roi = None if region is None else self._grid_roi(win, g, region, face, band)
         if decode == "adaptive":
-            return _Source(z, zm, win, self._adaptive_logits(z, zm, g, g))
+            return _Source(z, zm, win, self._adaptive_logits(z, zm, g, g, roi))
+        if roi is not None:
+            idx = np.flatnonzero(roi)
+            grid = np.zeros((g * g, len(self.classes)), np.float32)
+            for s in range(0, idx.size, self.max_queries):
+                part = idx[s : s + self.max_queries]
+                grid[part] = self._logits(z, zm, index_coords(part, g, g))
+            return _Source(z, zm, win, grid.reshape(g, g, -1))
         grid = [
             self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(g), g, g))
             for r0, r1 in strips(g, g, self.max_queries)
         ]
         return _Source(z, zm, win, np.concatenate(grid).reshape(g, g, -1))
 
+    def _grid_roi(
+        self, win: Window, g: int, region: tuple[int, int, int, int], face: Window | None, band: float
+    ) -> np.ndarray:
+        """(g, g) bool: the pixels of ``win``'s g x g crop grid that bilinear sampling reads at the pixels of
+        ``region`` that use it: those inside ``win``, and for a context window (``face``: its face window) only
+        where the face window's :func:`~fpliif.infer.geometry.feather_weights` are below 1 (its band, outside it)."""
+        roi = np.zeros((g, g), bool)
+        xa, ya, xb, yb = region
+        cols = np.arange(xa, xb)
+        for r0, r1 in strips(yb - ya, xb - xa, self.max_queries):
+            rows = np.arange(ya + r0, ya + r1)
+            coords, inside = win.crop_coords(rows, cols)
+            if face is not None:
+                inside &= feather_weights(face.crop_coords(rows, cols)[0], band) < 1
+            mark_taps(roi, *grid_positions(coords[inside], g))
+        return roi
+
     def _source_logits(self, src: _Source, coords: np.ndarray, want: np.ndarray) -> np.ndarray:
         """(P, C) logits of ``src`` at crop ``coords`` (P, 2): decoded there, or sampled bilinearly from its grid;
         points where ``want`` is false may be left at 0 (they are not decoded)."""
-        if src.grid is not None:
-            g = src.grid.shape[0]
-            return bilinear_points(src.grid, (coords[:, 1] + 1) * (g / 2) - 0.5, (coords[:, 0] + 1) * (g / 2) - 0.5)
         if want.all():
-            return self._logits(src.z, src.zm, coords)
+            return self._window_logits(src, coords)
         logits = np.zeros((coords.shape[0], len(self.classes)), np.float32)
         if want.any():
-            logits[want] = self._logits(src.z, src.zm, coords[want])
+            logits[want] = self._window_logits(src, coords[want])
         return logits
 
-    def _context_probs(self, logits: np.ndarray) -> np.ndarray:
-        """Probabilities of a context window's logits over the context classes only (the others get 0)."""
-        return softmax(np.where(self._context_classes, logits, -np.inf), self.backend.temperature)
+    def _window_logits(self, src: _Source, coords: np.ndarray) -> np.ndarray:
+        """(P, C) logits of ``src`` at crop ``coords`` (P, 2): sampled bilinearly from its grid, or decoded there."""
+        if src.grid is None:
+            return self._logits(src.z, src.zm, coords)
+        return bilinear_points(src.grid, *grid_positions(coords, src.grid.shape[0]))
+
+    def _probs(self, logits: np.ndarray, want: np.ndarray, context: bool = False) -> np.ndarray:
+        """(P, C) probabilities of (P, C) ``logits`` where ``want`` is true (0 elsewhere); ``context``: of a
+        context window, over the context classes only (the others get 0)."""
+        if context:
+            logits = np.where(self._context_classes, logits, np.float32(-np.inf))
+        if want.all():
+            return softmax(logits, self.backend.temperature)
+        probs = np.zeros(logits.shape, np.float32)
+        probs[want] = softmax(logits[want], self.backend.temperature)
+        return probs
 
     def _decode_window(
         self,
@@ -558,10 +617,7 @@ class FaceParser:
             if context_of is not None:
                 inside &= ~context_of.crop_coords(row_idx, col_idx)[1]
             logits = self._source_logits(src, coords, inside)
-            if context_of is not None:
-                probs = self._context_probs(logits)
-            else:
-                probs = softmax(logits, self.backend.temperature)
+            probs = self._probs(logits, inside, context=context_of is not None)
             if blend is not None:
                 self._feather(probs, blend, coords, inside, row_idx, col_idx, band)
             mask = None if inside.all() else inside.reshape(r1 - r0, cols)
@@ -585,10 +641,10 @@ class FaceParser:
         band = inside & (weight < 1)
         if not band.any():
             return
-        logits = self._source_logits(ctx, ctx.win.crop_coords(rows, cols)[0], band)
-        ctx_probs = softmax(logits, self.backend.temperature)
+        ctx_logits = self._window_logits(ctx, ctx.win.crop_coords(rows, cols)[0][band])
+        ctx_probs = softmax(ctx_logits, self.backend.temperature)
         w = weight[band, None]
-        probs[band] = w * probs[band] + (1 - w) * ctx_probs[band]
+        probs[band] = w * probs[band] + (1 - w) * ctx_probs
 
     # ------------------------------------------------------------------------------------------ aligned crops
     def parse_aligned(

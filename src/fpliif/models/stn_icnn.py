@@ -201,6 +201,11 @@ def scale_shift_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.stack([gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)], dim=-1)
 
 
+def clamp_scales(theta: torch.Tensor) -> torch.Tensor:
+    """θ (..., 4) with its scales (s_x, s_y) clamped to >= 0.01 (a crop needs a positive, non-degenerate scale)."""
+    return torch.cat([theta[..., :2].clamp_min(0.01), theta[..., 2:]], dim=-1)
+
+
 def inverse_theta(theta: torch.Tensor) -> torch.Tensor:
     """θ⁻¹ of scale-translation θ (..., 4): x_t = (x_s - t) / s."""
     s, t = theta[..., :2], theta[..., 2:]
@@ -351,10 +356,14 @@ class STNiCNN(SegmentationModel):
         )
         return self.coarse(small)
 
+    def raw_thetas(self, coarse_logits: torch.Tensor) -> torch.Tensor:
+        """L's output θ (B, 6, 4) = (s_x, s_y, t_x, t_y) per part from the rough mask (Eq. 2), unclamped: what the
+        Smooth-L1 of the parts stage (Eq. 12) is computed on, so a scale that strays below the clamp is pulled back."""
+        return self.localizer(torch.softmax(coarse_logits, dim=1)).float()  # fp32 sampling grids under AMP
+
     def thetas(self, coarse_logits: torch.Tensor) -> torch.Tensor:
-        """θ (B, 6, 4) = (s_x, s_y, t_x, t_y) per part from the rough mask (Eq. 2); scales clamped to >= 0.01."""
-        theta = self.localizer(torch.softmax(coarse_logits, dim=1)).float()  # fp32 sampling grids under AMP
-        return torch.cat([theta[..., :2].clamp_min(0.01), theta[..., 2:]], dim=-1)
+        """θ of :meth:`raw_thetas` with the scales clamped to >= 0.01 (what the crops are sampled at)."""
+        return clamp_scales(self.raw_thetas(coarse_logits))
 
     def part_logits(self, image: torch.Tensor, theta: torch.Tensor) -> list[torch.Tensor]:
         """Each part network's logits on its crop (Eqs. 3-4): a list of 6 (B, 1 + k, P, P)."""
@@ -417,7 +426,7 @@ class STNiCNN(SegmentationModel):
         if self.stage == "parts":
             with torch.no_grad():
                 rough = self.coarse_logits(image)
-            theta = self.thetas(rough)
+            theta = self.raw_thetas(rough)  # the clamp would stop the gradient of a scale below it for good
             target, present = part_targets(inner, self.window)
             loc = F.smooth_l1_loss(theta[present], target[present]) if present.any() else theta.sum() * 0
             parts = self._parts_ce(image, inner, target, present)

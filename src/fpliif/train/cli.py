@@ -8,8 +8,8 @@ import logging
 import os
 import sys
 
+from ..cli import progress_options, workers_options
 from ..data.layouts import LAYOUTS
-from ..validate import MAX_THREADS, int_arg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -48,7 +48,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML config (torchrun-aware)")
+    p = sub.add_parser(
+        "train",
+        parents=[workers_options("the config's data.workers"), progress_options()],
+        help="train a model from a YAML config (torchrun-aware)",
+    )
     p.add_argument("--config", required=True, help="YAML config (see configs/)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10 data.root=/data/x")
     p.add_argument("--out", help="run directory (same as out=DIR)")
@@ -56,9 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--data", action="append", metavar="ROOT", help="dataset root, repeatable (same as data.root=ROOT or [A,B])"
     )
     p.add_argument("--layout", choices=("auto", *LAYOUTS), help="dataset layout (same as data.layout=...)")
-    p.add_argument("--workers", type=int_arg(0, MAX_THREADS), help="data loader processes (same as data.workers=N)")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory from last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--dry-run",
         action="store_true",

@@ -1,0 +1,76 @@
+"""``fpliif export onnx``: the model as ONNX (encoder + implicit decoder graphs; dense models: one graph)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import input_size_arg, weights_options
+from ..validate import int_arg
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the ONNX file(s) of ``--weights`` at ``--size`` (default: the weights' ``input_size`` metadata),
+    then check them against torch where onnxruntime is installed."""
+    from ..models.checkpoint import input_size_of, load
+    from .onnx_export import export_files, export_onnx, onnx_max_diff
+
+    if args.format != "onnx":
+        raise ValueError(f"export: unknown format {args.format!r}; supported: onnx")
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":
+        raise ValueError(f"--out: expected a .onnx file name, got {out}")
+    model = load(args.weights)
+    files = export_files(model, out, split=not args.single_graph)
+    existing = [str(f) for f in files if f.exists()]
+    if existing and not args.overwrite:
+        raise ValueError(f"{', '.join(existing)} already exists (pass --overwrite to replace)")
+    size = args.size or input_size_of(model)
+    split = not args.single_graph
+    export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset, split=split, int8=args.int8)
+    shape = "dynamic" if args.dynamic else f"{size}x{size}"
+    written = " + ".join(f"{f} ({f.stat().st_size / 1e6:.1f} MB)" for f in files)
+    msg = f"wrote {written}; input {shape}"
+    try:
+        msg += f"; onnxruntime vs torch max |logit diff| {onnx_max_diff(model, out, size):.2e}"
+    except ImportError:
+        msg += "; onnxruntime not installed, not verified"
+    print(msg)
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``fpliif export``."""
+    p = sub.add_parser(
+        "export",
+        parents=[weights_options()],
+        help="export the model (encoder + implicit decoder; dense models: one graph) to ONNX",
+        description="Export to ONNX as two graphs: OUT (encoder: image (B,3,H,W) in [0,1] -> cells, the latent "
+        "grid) and OUT's NAME.decoder.onnx (cells + coords (B,Q,2) (x, y) in [-1,1] -> logits (B,Q,C)); the "
+        "encoder runs once per face, Q is dynamic, so the pair serves any output size. Load the pair by "
+        "OUT (--onnx OUT). --single-graph writes one graph image + coords -> logits instead. Dense models "
+        "(SegFace, STN-iCNN) export as one graph image (B,3,N,N) -> logits (B,C,N,N) at the input size N "
+        "(--dynamic: the batch only).",
+    )
+    p.add_argument("format", choices=["onnx"], help="export format")
+    p.add_argument("--out", required=True, help="output .onnx file (the decoder goes beside it)")
+    p.add_argument(
+        "--size",
+        type=input_size_arg,
+        default=None,
+        help="input image size N (default: the input size the weights record in their metadata, the size they "
+        "were trained at; `fpliif info` prints it)",
+    )
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch and input height/width")
+    p.add_argument(
+        "--single-graph", action="store_true", help="one graph image + coords -> logits (re-encodes per call)"
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantise the decoder graph's hidden MLP layers to int8 (onnxruntime dynamic quantisation; "
+        "accuracy and speed: docs/performance.md)",
+    )
+    p.add_argument("--opset", type=int_arg(7), default=17, help="ONNX opset version (17)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,146 @@
+"""Decoding only the wanted pixels (issue 12, photo path): adaptive decoding restricted to a region of interest
+gives the whole grid's logits there; the parser decodes a window's grid only where its pixels are sampled (the
+context window outside the face window's core, any window inside the image), with the same labels and
+probabilities as decoding the whole grid, and fewer decoder queries."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fpliif.adaptive import AdaptiveOptions, adaptive_decode, roi_levels
+from fpliif.infer.framing import Framing
+from fpliif.infer.geometry import Window, bilinear_points, mark_taps
+from fpliif.infer.parser import FaceParser
+from oracle import CODE, Oracle
+
+SMALL = AdaptiveOptions(min_coarse=8)
+
+
+def wavy_logits(coords):
+    """Three classes with many curved boundaries and wide low-margin zones (stresses the region's reach)."""
+    lib = torch if isinstance(coords, torch.Tensor) else np
+    x, y = coords[..., 0], coords[..., 1]
+    return lib.stack([lib.sin(9 * x + 4 * y), lib.cos(7 * y - 3 * x), 0.2 + 0 * x], -1)
+
+
+def frame_roi(h: int, w: int, width: int) -> np.ndarray:
+    """A frame ``width`` pixels wide along the border, and a few isolated pixels inside."""
+    roi = np.ones((h, w), bool)
+    roi[width:-width, width:-width] = False
+    roi[h // 2, w // 3] = roi[h // 3, w // 2] = True
+    return roi
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("size", [(97, 120), (64, 64)])
+def test_adaptive_roi_gives_the_whole_grids_logits_at_the_wanted_pixels(lib, size):
+    like = torch.zeros(1) if lib == "torch" else None
+    roi = frame_roi(*size, 9)
+    full, sf = adaptive_decode(wavy_logits, size, options=SMALL, like=like)
+    part, sp = adaptive_decode(wavy_logits, size, options=SMALL, like=like, roi=roi)
+    full, part = np.asarray(full[0]), np.asarray(part[0])
+    np.testing.assert_array_equal(part[roi], full[roi])
+    assert len(np.unique(full[roi].argmax(-1))) == 3 and sp.levels == sf.levels
+    assert sp.total < 0.8 * sf.total  # the centre is not decoded
+
+
+def test_roi_levels_reach_and_empty_or_bad_regions():
+    levels = [(16, 16), (32, 32), (64, 64)]
+    roi = np.zeros((64, 64), bool)
+    roi[30, 40] = True
+    allowed = roi_levels(roi, levels, AdaptiveOptions(radius=1, passes=2))
+    assert [a.shape for a in allowed] == levels
+    ys, xs = np.nonzero(allowed[-1])
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (27, 33, 37, 43)  # radius * (passes + 1) = 3 around it
+    assert all(0 < a.sum() < a.size / 2 for a in allowed)  # coarser levels: the taps, around them too
+    logits, stats = adaptive_decode(wavy_logits, (64, 64), options=SMALL, roi=np.zeros((64, 64), bool))
+    assert stats.total == 1 and logits.shape == (1, 64, 64, 3)  # nothing wanted: one point (the classes)
+    with pytest.raises(ValueError, match="roi: expected a bool mask of the output size"):
+        adaptive_decode(wavy_logits, (64, 64), options=SMALL, roi=np.ones((32, 64), bool))
+
+
+def test_mark_taps_marks_what_bilinear_sampling_reads():
+    rng = np.random.default_rng(0)
+    grid = rng.standard_normal((20, 30, 4)).astype(np.float32)
+    sy, sx = rng.uniform(-2, 21, 50), rng.uniform(-2, 31, 50)
+    taps = np.zeros((20, 30), bool)
+    mark_taps(taps, sy, sx)
+    changed = grid.copy()
+    changed[~taps] = 1e6  # what is not marked must not matter
+    np.testing.assert_array_equal(bilinear_points(changed, sy, sx), bilinear_points(grid, sy, sx))
+    assert taps.sum() < 4 * 50
+
+
+def _scene(shape: tuple[int, int], win: Window) -> np.ndarray:
+    """Grey-coded classes (Oracle): background with a cloth block below the face, hair around it, a skin disc."""
+    truth = np.zeros(shape, np.uint8)
+    cx, cy = win.centre
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    truth[np.hypot(xx - cx, yy - cy) < win.side * 0.9] = 13
+    truth[yy > cy + win.side * 0.6] = 18
+    truth[np.hypot(xx - cx, yy - cy) < win.side * 0.35] = 1
+    return np.repeat((truth * CODE)[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize(
+    "degrees,decode,max_decode,at",
+    [
+        (0, "dense", 40, (60, 50)),
+        (25, "dense", 40, (5, 70)),
+        (-20, "adaptive", None, (60, 50)),
+        (10, "adaptive", 40, (0, 0)),
+    ],
+)
+def test_parser_decodes_only_the_sampled_grid_pixels_with_the_same_result(monkeypatch, degrees, decode, max_decode, at):
+    """Grids restricted to the sampled pixels (context window outside the face core, windows inside the image,
+    also past the photo's border) give exactly the labels and probabilities of whole grids, with fewer queries."""
+    shape, side = (150, 170), 60
+    win = Window(at[0], at[1], side, float(degrees))
+    image = _scene(shape, win)
+    cx, cy = win.centre
+    a = np.radians(degrees)
+    lm = [[cx, cy], [cx + 10 * np.cos(a), cy + 10 * np.sin(a)], [cx, cy + 5], [cx - 3, cy + 9], [cx + 3, cy + 9]]
+    det = ((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, lm)
+    parser = FaceParser(
+        Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode, max_decode_size=max_decode
+    )
+    ours = parser(image, boxes=[det], return_probs=True)
+    points = parser.points_decoded
+    monkeypatch.setattr(FaceParser, "_grid_roi", lambda self, win, g, *a: np.ones((g, g), bool))
+    parser.points_decoded = 0
+    whole = parser(image, boxes=[det], return_probs=True)
+    assert ours.faces[0].crop == whole.faces[0].crop == [at[0], at[1], at[0] + side, at[1] + side]
+    np.testing.assert_array_equal(ours.labels, whole.labels)
+    np.testing.assert_array_equal(ours.probs, whole.probs)
+    assert {13, 18} <= set(np.unique(ours.labels).tolist())
+    assert points < parser.points_decoded
+
+
+def test_windows_are_where_the_parse_puts_them_and_the_context_edge_is_measured():
+    """``FaceParser.windows`` frames without parsing; scripts/context_edges.py: a context window past every border
+    has no edge in the photo, one inside it cuts the labels that reach its edge."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from context_edges import edge_shares
+    finally:
+        sys.path.pop(0)
+    shape, win = (150, 170), Window(55, 40, 60, 12.0)
+    image = _scene(shape, win)
+    cx, cy = win.centre
+    det = ((cx - 30, cy - 30, cx + 30, cy + 30), 0.99)
+    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=60, align=False)
+    (face, ctx), *rest = parser.windows(image, boxes=[det])
+    result = parser(image, boxes=[det])
+    assert not rest and result.faces[0].crop == [face.x0, face.y0, face.x0 + 60, face.y0 + 60]
+    assert result.faces[0].context == [ctx.x0, ctx.y0, ctx.x0 + ctx.side, ctx.y0 + ctx.side] and ctx.side == 90
+    assert parser.windows(image, boxes=[det], context=False)[0][1] is None
+    shares = edge_shares(ctx, result.labels, shape[1], shape[0])
+    assert shares["inside"] == 1.0 and 0.3 < shares["cut"] < 1  # hair and cloth reach the edge, not everywhere
+    assert edge_shares(Window(-10, -10, 190, 0.0), result.labels, shape[1], shape[0]) == {"inside": 0.0, "cut": 0.0}
+    with pytest.raises(ValueError, match="one photo"):
+        parser.windows([image, image])
