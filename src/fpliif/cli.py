@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UserError
-from .validate import MAX_THREADS, int_arg
+from .validate import DEVICES, MAX_THREADS, int_arg
 
 __all__ = [
     "UserError",
@@ -73,7 +73,7 @@ def weights_options() -> argparse.ArgumentParser:
 def device_options() -> argparse.ArgumentParser:
     """``--device cpu|cuda`` (default cpu): where the model runs."""
     p = _parent()
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs (default: cpu)")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="where the model runs (default: cpu)")
     return p
 
 

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = ["MAX_THREADS", "check_int", "check_size", "float_arg", "int_arg", "parse_int_list", "positive_ints"]
 
 MAX_THREADS = 1024
+DEVICES = ("cpu", "cuda")  # where a model can run: the --device choices of every command and the service
 """Most CPU threads or worker processes an option may ask for (torch's thread count is a C int; more than this
 is a typo, not a machine)."""
 

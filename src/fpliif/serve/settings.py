@@ -15,9 +15,8 @@ from typing import Any
 from ..adaptive import DECODE_MODES
 from ..errors import ConfigError
 from ..limits import DEFAULT_MAX_PIXELS, default_max_pixels
-from ..validate import MAX_THREADS
+from ..validate import DEVICES, MAX_THREADS
 
-DEVICES = ("cpu", "cuda")
 DEFAULT_MAX_POINTS = 2**21
 """Decoder queries one request may cost by default: about a 1448 x 1448 aligned output, or 8 large faces."""
 
