@@ -512,36 +512,30 @@ class FaceParser:
         z: Any,
         zm: Any,
         win: Window,
-        decode: str = "dense",
-        region: tuple[int, int, int, int] | None = None,
+        decode: str,
+        region: tuple[int, int, int, int],
         face: Window | None = None,
         band: float = 0.0,
     ) -> _Source:
         """A window ready to be queried at any of its pixels: its latents, and its logits on a regular crop grid
         when it is decoded that way (crops larger than ``max_decode_size``, and adaptive decoding), else None.
 
-        ``region``: the image pixels it will be queried at (None: all of the grid is decoded); then only the grid
-        pixels that sampling there reads are decoded (:meth:`_grid_roi`; ``face``/``band``: ``win`` is the
-        context window of that face window), with the same values there as decoding the whole grid."""
+        ``region``: the image pixels it will be queried at; only the grid pixels that sampling there reads are
+        decoded (:meth:`_grid_roi`; ``face``/``band``: ``win`` is the context window of that face window), with the
+        same values there as decoding the whole grid."""
         exact = self.max_decode_size is None or win.side <= self.max_decode_size
         if decode != "adaptive" and exact:
             return _Source(z, zm, win, None)
         g = win.side if exact else int(self.max_decode_size)
-        roi = None if region is None else self._grid_roi(win, g, region, face, band)
+        roi = self._grid_roi(win, g, region, face, band)
         if decode == "adaptive":
             return _Source(z, zm, win, self._adaptive_logits(z, zm, g, g, roi))
-        if roi is not None:
-            idx = np.flatnonzero(roi)
-            grid = np.zeros((g * g, len(self.classes)), np.float32)
-            for s in range(0, idx.size, self.max_queries):
-                part = idx[s : s + self.max_queries]
-                grid[part] = self._logits(z, zm, index_coords(part, g, g))
-            return _Source(z, zm, win, grid.reshape(g, g, -1))
-        grid = [
-            self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(g), g, g))
-            for r0, r1 in strips(g, g, self.max_queries)
-        ]
-        return _Source(z, zm, win, np.concatenate(grid).reshape(g, g, -1))
+        idx = np.flatnonzero(roi)
+        grid = np.zeros((g * g, len(self.classes)), np.float32)
+        for s in range(0, idx.size, self.max_queries):
+            part = idx[s : s + self.max_queries]
+            grid[part] = self._logits(z, zm, index_coords(part, g, g))
+        return _Source(z, zm, win, grid.reshape(g, g, -1))
 
     def _grid_roi(
         self, win: Window, g: int, region: tuple[int, int, int, int], face: Window | None, band: float
