@@ -1,13 +1,15 @@
 """How often labels end in a straight line at the context window's outer edge (issue 14, item 3; docs/detection.md).
 
     nice -n 19 env OMP_NUM_THREADS=1 python scripts/context_edges.py [--data ../shared/data/celebamask-mini]
-        [--images 88] [--group] [PHOTO ...]
+        [--images 88] [--group] [--drop D] [PHOTO ...]
 
-The context window (``CONTEXT_SCALE`` times the face window) ends somewhere; its labels can only end in a straight
-line there where its edge lies *inside* the photo (the photo continues beyond it). Per face:
+The context windows (``CONTEXT_SCALE`` times the face window, and below it the lower context window,
+``CONTEXT_DROP`` of its side further down) end somewhere; their labels can only end in a straight line there where
+the edge of their union (a rectangle, rolled with the face) lies *inside* the photo (the photo continues beyond
+it). ``--drop 0``: without the lower window (the parser before it). Per face:
 
-* ``inside``: the share of the context window's edge (its perimeter pixels, one pixel inside the window) that lies
-  inside the photo; 0 when the window reaches past the photo on all four sides (no edge at all);
+* ``inside``: the share of that edge (its perimeter pixels, one pixel inside) that lies inside the photo; 0 when
+  the windows reach past the photo on all four sides (no edge at all);
 * ``cut``: the share of the perimeter where the photo continues and a label ends there (not background just
   inside the window, background just outside it): computed only for faces with ``inside`` > 0, which are parsed
   (all defaults).
@@ -27,33 +29,39 @@ from pathlib import Path
 import numpy as np
 
 from fpliif import FaceParser
+from fpliif.infer import framing
 from fpliif.infer.geometry import Window
 from fpliif.infer.images import load_image
 from fpliif.validate import int_arg
 
 
-def perimeter(win: Window, width: int, height: int, inset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image pixels (rows, cols) along ``win``'s edge, ``inset`` pixels inside it (negative: outside), one per pixel
-    of its sides, and whether each lies inside the ``width`` x ``height`` photo."""
-    n = max(1, int(win.side))
-    t = (np.arange(n) + 0.5) / n * 2 - 1  # along a side, crop coordinates
-    e = np.full(n, 1 - 2 * inset / win.side)
-    u = np.concatenate([t, t, -e, e])
-    v = np.concatenate([-e, e, t, t])
-    (cx, cy), a, h = win.centre, np.radians(win.angle), win.side / 2
-    x = cx + (np.cos(a) * u - np.sin(a) * v) * h
-    y = cy + (np.sin(a) * u + np.cos(a) * v) * h
+def perimeter(
+    win: Window, width: int, height: int, inset: float, drop: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image pixels (rows, cols) along the edge of ``win`` extended ``drop`` of its side downwards (along its roll),
+    ``inset`` pixels inside it (negative: outside), one per pixel of its sides, and whether each lies inside the
+    ``width`` x ``height`` photo."""
+    n, m = max(1, int(win.side)), max(1, int(round(win.side * (1 + drop))))
+    t = (np.arange(n) + 0.5) / n * 2 - 1  # along the top and bottom, crop coordinates
+    s = (np.arange(m) + 0.5) / m * 2 * (1 + drop) - 1  # along the sides
+    e = 1 - 2 * inset / win.side
+    u = np.concatenate([t, t, np.full(m, -e), np.full(m, e)])
+    v = np.concatenate([np.full(n, -e), np.full(n, e + 2 * drop), s, s])
+    x, y = win.image_points(np.stack([u, v], axis=1)).T
     rows, cols = np.floor(y).astype(int), np.floor(x).astype(int)
     return rows, cols, (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
 
 
-def edge_shares(win: Window, labels: np.ndarray | None, width: int, height: int) -> dict[str, float | None]:
-    """``inside`` and ``cut`` of one context window (``cut`` None without labels): a perimeter pixel is cut where
-    the label half a pixel inside the window is not background and the one 1.5 pixels outside (in the photo) is."""
-    rows, cols, inside = perimeter(win, width, height, 0.5)
+def edge_shares(
+    win: Window, labels: np.ndarray | None, width: int, height: int, drop: float = 0.0
+) -> dict[str, float | None]:
+    """``inside`` and ``cut`` of one context window extended ``drop`` of its side down (``cut`` None without labels):
+    a perimeter pixel is cut where the label half a pixel inside is not background and the one 1.5 pixels outside
+    (in the photo) is."""
+    rows, cols, inside = perimeter(win, width, height, 0.5, drop)
     cut = None
     if labels is not None:
-        orows, ocols, out = perimeter(win, width, height, -1.5)
+        orows, ocols, out = perimeter(win, width, height, -1.5, drop)
         both = inside & out
         cut = float(((labels[rows[both], cols[both]] != 0) & (labels[orows[both], ocols[both]] == 0)).sum() / rows.size)
     return {"inside": float(inside.mean()), "cut": cut}
@@ -63,12 +71,13 @@ def measure(parser: FaceParser, name: str, image: np.ndarray, parse: bool) -> li
     """One row per face of ``image``: its context window's shares (parsed when asked or when its edge shows)."""
     h, w = image.shape[:2]
     windows = parser.windows(image)
-    shows = any(edge_shares(ctx, None, w, h)["inside"] > 0 for _, ctx in windows)
+    drop = framing.CONTEXT_DROP
+    shows = any(edge_shares(ctx, None, w, h, drop)["inside"] > 0 for _, ctx in windows)
     labels = parser(image).labels if parse or shows else None
     rows = []
     for k, (_, ctx) in enumerate(windows):
         row = {"photo": name, "face": k, "context": [ctx.x0, ctx.y0, ctx.side, round(ctx.angle, 2)]}
-        row.update(edge_shares(ctx, labels, w, h))
+        row.update(edge_shares(ctx, labels, w, h, drop))
         if row["cut"] is None and row["inside"] == 0:
             row["cut"] = 0.0
         print(json.dumps(row), flush=True)
@@ -82,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="../shared/data/celebamask-mini", help="CelebAMask-HQ folder (folder layout)")
     p.add_argument("--images", type=int_arg(0), default=88, help="first N val images (default 88: all of mini's)")
     p.add_argument("--group", action="store_true", help="also the astronaut and the composed group photo")
+    p.add_argument("--drop", type=float, default=framing.CONTEXT_DROP, help="lower window's drop (0: none)")
     args = p.parse_args(argv)
+    framing.CONTEXT_DROP = args.drop  # read by framing.lower_window at each parse
     parser = FaceParser.from_pretrained()
     rows: list[dict] = []
     if args.images:

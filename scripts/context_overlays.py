@@ -4,11 +4,13 @@
 
 Writes ``context_astronaut.png`` (left to right: ``context=False``; the context window with a hard switch at the
 face window's edge, ``feather=0``; the default, blended over the band) and ``context_group.png`` (the same, top to
-bottom); and ``context_seam.png``: the astronaut's face window (white outline) and its surroundings, enlarged,
-with the hard switch (left) and the blended band (right). The group photo is composed deterministically from
-the bundled astronaut alone (no other face photos ship with the package): three copies of her head and
-shoulders, one mirrored and shrunk, one rolled by 12 degrees, on a grey canvas. Overlays come from
-``ParseResult.overlay``; the bundled model, MTCNN, defaults.
+bottom); ``context_seam.png``: the astronaut's face window (white outline) and its surroundings, enlarged,
+with the hard switch (left) and the blended band (right); and ``context_below_astronaut.png`` /
+``context_below_group.png``: without the lower context window (``CONTEXT_DROP`` = 0, the parser before it; left,
+or above for the group) and with it (the default), the context windows outlined (white: the context window,
+yellow: the lower one). The group photo is composed deterministically from the bundled astronaut alone (no other
+face photos ship with the package): three copies of her head and shoulders, one mirrored and shrunk, one rolled by
+12 degrees, on a grey canvas. Overlays come from ``ParseResult.overlay``; the bundled model, MTCNN, defaults.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from fpliif import FaceParser
+from fpliif.infer import framing
 from fpliif.infer.cli import example_image
 from fpliif.infer.geometry import Window
 from fpliif.infer.images import load_image
@@ -82,6 +85,28 @@ def main() -> None:
         if name == "astronaut":
             seam = [seam_view(r, results[2].faces[0]) for r in results[1:]]
             save_small(side_by_side(seam), out / "context_seam.png")
+        save_small(side_by_side(below_views(parser, photo), vertical), out / f"context_below_{name}.png")
+
+
+def below_views(parser: FaceParser, photo: np.ndarray) -> list[Image.Image]:
+    """Overlays of ``photo`` without and with the lower context window, both windows of each face outlined."""
+    from PIL import ImageDraw
+
+    drop = framing.CONTEXT_DROP
+    views = []
+    for d in (0.0, drop):
+        framing.CONTEXT_DROP = d  # read by framing.lower_window at each parse
+        try:
+            img = parser(photo).overlay(0.5, legend=False)
+        finally:
+            framing.CONTEXT_DROP = drop
+        draw = ImageDraw.Draw(img)
+        for _, ctx in parser.windows(photo):
+            draw.polygon([tuple(p) for p in ctx.corners()], outline=(255, 255, 255))
+            if d:
+                draw.polygon([tuple(p) for p in framing.lower_window(ctx).corners()], outline=(255, 220, 0))
+        views.append(img)
+    return views
 
 
 def seam_view(result, face, margin: float = 0.2, zoom: int = 2) -> Image.Image:

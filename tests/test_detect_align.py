@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from fpliif.cli import main
+from fpliif.infer import framing
 from fpliif.infer.cli import example_image
 from fpliif.infer.detect import HaarDetector, MTCNNDetector, make_detector, roll_degrees
-from fpliif.infer.framing import HAAR_FRAMING, MTCNN_FRAMING, Framing
+from fpliif.infer.framing import HAAR_FRAMING, MTCNN_FRAMING, Framing, lower_window
 from fpliif.infer.geometry import Window, extract_crop, feather_weights, grid_coords, visible_region
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
@@ -320,13 +321,63 @@ def test_context_labels_continue_past_the_window_through_the_inverse_transform(d
     assert (on.labels[core & (truth != 1)] == truth[core & (truth != 1)]).all()  # hair continues, the hat too
     assert (truth[core] == 1).any() and (on.labels[core & (truth == 1)] == 0).all()  # skin: not a context class
     assert not (on.labels[ring] == 1).any()
-    assert (on.labels[~(inner | ring)] == 0).all()  # nothing beyond the context window
+    below = lower_window(wide).crop_coords(np.arange(shape[0]), np.arange(shape[1]))[1].reshape(shape) & ~ring & ~inner
+    assert (on.labels[~(inner | ring | below)] == 0).all()  # nothing beyond the context windows
+    assert (on.labels[below & ~band] == 13).all()  # the hair at the context window's bottom edge goes on below it
     n, _, stats, centroids = cv2.connectedComponentsWithStats((on.labels == 14).astype(np.uint8))
     big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     assert np.hypot(*(centroids[big] - hat)) < 1.5  # the hat disc comes back where it was
     xa, ya, xb, yb = face.region
-    assert face.region == list(wide.region(shape[1], shape[0]))
+    (wa, wb, wc, wd), (la, lb, lc, ld) = wide.region(shape[1], shape[0]), lower_window(wide).region(shape[1], shape[0])
+    assert face.region == [min(wa, la), min(wb, lb), max(wc, lc), max(wd, ld)]  # with the lower context window
     assert np.array_equal(face.labels, on.labels[ya:yb, xa:xb])  # one face: its own labels are the result's
+
+
+def test_lowered_window_moves_down_its_own_axis_and_image_points_invert_crop_coords():
+    for degrees in (0.0, 30.0, -12.0):
+        win = Window(40, 30, 90, degrees)
+        low = win.lowered(1 / 3)
+        a = np.radians(degrees)
+        assert low.side == 90 and low.angle == degrees
+        assert np.allclose(np.subtract(low.centre, win.centre), [-30 * np.sin(a), 30 * np.cos(a)], atol=0.71)
+        coords, _ = win.crop_coords(np.array([31, 77]), np.array([45, 60, 120]))
+        x, y = win.image_points(coords).T  # pixel centres: (col + 0.5, row + 0.5)
+        assert np.allclose(x, np.tile([45.5, 60.5, 120.5], 2), atol=1e-4)
+        assert np.allclose(y, np.repeat([31.5, 77.5], 3), atol=1e-4)
+
+
+@pytest.mark.parametrize("degrees,decode,max_decode", [(0, "dense", None), (20, "dense", 48), (-25, "adaptive", None)])
+def test_clothes_and_hair_continue_below_the_context_window(monkeypatch, degrees, decode, max_decode):
+    """Below the context window the lower context window labels cloth (neck, background), and hair only under the
+    context window's hair at its bottom edge; without it (CONTEXT_DROP = 0: the parser before it) the labels stop
+    in a straight line at the context window's edge."""
+    side, shape = 80, (260, 300)
+    win, _, _, _, det = _context_scene(side, shape, degrees)
+    u, v = (c.reshape(shape) for c in win.crop_coords(np.arange(shape[0]), np.arange(shape[1]))[0].T)
+    truth = np.where(v > 1.2, 18, 13).astype(np.uint8)  # hair above, cloth from below the chin down the photo
+    lock = (v > 1.2) & (np.abs(u - 0.7) < 0.2)  # long hair down over the clothes, across the context window's edge
+    blob = (np.abs(v - 2.05) < 0.25) & (np.abs(u + 0.7) < 0.25)  # a dark patch on the clothes below that edge
+    truth[lock | blob] = 13
+    image = np.repeat((truth * CODE)[..., None], 3, axis=2)
+    wide = win.scaled(1.5)
+    rows, cols = np.arange(shape[0]), np.arange(shape[1])
+    in_wide = wide.crop_coords(rows, cols)[1].reshape(shape)
+    in_low = lower_window(wide).crop_coords(rows, cols)[1].reshape(shape)
+    parser = FaceParser(
+        Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode, max_decode_size=max_decode
+    )
+    on = parser(image, boxes=[det], context=1.5)
+    monkeypatch.setattr(framing, "CONTEXT_DROP", 0.0)
+    before = parser(image, boxes=[det], context=1.5)
+    k = np.ones((7, 7), np.uint8)
+    below = in_low & ~in_wide & ~(cv2.dilate(truth, k) != cv2.erode(truth, k))
+    assert below.sum() > 0.1 * side**2 and (below & lock).sum() > 50 and (below & blob).sum() > 50
+    assert (before.labels[~in_wide] == 0).all()  # before: nothing below the context window
+    assert (on.labels[below & (truth == 18)] == 18).all()  # now the clothes go on
+    assert (on.labels[below & lock] == 13).all()  # and the hair that reaches the context window's edge
+    assert (on.labels[below & blob] == 0).all()  # hair elsewhere below it: not a class there
+    assert (on.labels[~(in_wide | in_low)] == 0).all()  # nothing beyond the lower window
+    assert np.array_equal(on.labels[in_wide], before.labels[in_wide])  # inside the context window: unchanged
 
 
 class ByWindow(Oracle):

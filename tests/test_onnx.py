@@ -110,7 +110,7 @@ def test_dynamic_export_batch_and_spatial(tiny, exported):
 
 
 def test_face_parser_on_onnxruntime_matches_torch(tiny, exported):
-    torch_p = FaceParser(tiny, input_size=64)
+    torch_p = FaceParser(tiny, input_size=64, amp="none")
     onnx_p = FaceParser.from_onnx(exported["static"])
     assert onnx_p.input_size == 64
     a = torch_p(example_image(), return_probs=True)
@@ -124,7 +124,7 @@ def test_face_parser_on_onnxruntime_matches_torch(tiny, exported):
 
 def test_flip_tta_on_onnxruntime_matches_torch(tiny, exported):
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    torch_p = FaceParser(tiny, input_size=64)
+    torch_p = FaceParser(tiny, input_size=64, amp="none")
     for path in (exported["static"], exported["dynamic"]):
         onnx_p = FaceParser.from_onnx(path, tta=True)
         a = torch_p.parse_aligned(img, size=(12, 20), return_probs=True, tta=True)
@@ -212,7 +212,7 @@ def test_bench_covers_the_onnxruntime_backend(tiny, exported):
 def test_adaptive_decoding_on_onnxruntime_matches_torch(tiny, exported):
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     everywhere = {"min_coarse": 8, "margin": 1.0}  # re-queries every pixel: equals dense
-    torch_p = FaceParser(tiny, input_size=64, adaptive=everywhere)
+    torch_p = FaceParser(tiny, input_size=64, adaptive=everywhere, amp="none")
     for path in (exported["static"], exported["dynamic"], exported["single"]):
         onnx_p = FaceParser.from_onnx(path, adaptive=everywhere, decode="adaptive")
         latent = onnx_p.backend.encode(np.zeros((1, 3, 64, 64), np.float32))[0]
@@ -222,7 +222,7 @@ def test_adaptive_decoding_on_onnxruntime_matches_torch(tiny, exported):
             b = onnx_p.parse_aligned(img, size=(37, 90), return_probs=True, tta=tta)
             assert np.abs(dense.probs - b.probs).max() < 1e-4
         default = FaceParser.from_onnx(path, decode="adaptive")
-        a = FaceParser(tiny, input_size=64, decode="adaptive").parse_aligned(img, size=(37, 90))
+        a = FaceParser(tiny, input_size=64, decode="adaptive", amp="none").parse_aligned(img, size=(37, 90))
         assert (default.parse_aligned(img, size=(37, 90)).labels == a.labels).mean() > 0.99
 
 

@@ -15,7 +15,7 @@ import fpliif
 from fpliif.cli import main
 from fpliif.infer.cli import example_image
 from fpliif.infer.detect import HaarDetector
-from fpliif.infer.framing import CONTEXT_SCALE, DEFAULT_FRAMING, Framing
+from fpliif.infer.framing import CONTEXT_SCALE, DEFAULT_FRAMING, Framing, lower_window
 from fpliif.infer.geometry import Canvas, feather_weights, grid_coords, pixel_centers, softmax
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
@@ -585,7 +585,7 @@ def test_amp_autocasts_the_torch_backend(tiny_weights, monkeypatch):
     import fpliif.precision as precision
 
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    fp32 = FaceParser.from_pretrained(tiny_weights)
+    fp32 = FaceParser.from_pretrained(tiny_weights, amp="none")
     bf16 = FaceParser.from_pretrained(tiny_weights, amp="bf16")
     assert fp32.backend.amp == "none" and bf16.backend.amp == "bf16"
     batch = np.random.default_rng(1).random((1, 3, 64, 64), dtype=np.float32)
@@ -596,8 +596,10 @@ def test_amp_autocasts_the_torch_backend(tiny_weights, monkeypatch):
     assert b.probs.dtype == a.probs.dtype and np.abs(a.probs - b.probs).max() < 0.05
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
     assert FaceParser.from_pretrained(tiny_weights, amp="auto").backend.amp == "none"
+    assert FaceParser.from_pretrained(tiny_weights).backend.amp == "none"  # the default is auto
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
     assert FaceParser.from_pretrained(tiny_weights, amp="auto").backend.amp == "bf16"
+    assert FaceParser.from_pretrained(tiny_weights).backend.amp == "bf16"
     with pytest.raises(ValueError, match="amp"):
         FaceParser.from_pretrained(tiny_weights, amp="fp8")
 
@@ -632,15 +634,18 @@ def test_context_work_counts_against_the_budget(tiny_weights, astronaut):
     p(astronaut, boxes=[box], context=False)
     assert p.points_decoded == face_only  # dense, exact: one query per pixel of the window
     wide = win.scaled(CONTEXT_SCALE)
+    low = lower_window(wide)  # inside the photo; upright: it adds the rows below the context window
+    below = low.side * (low.y0 + low.side - wide.y0 - wide.side)
     p.points_decoded = 0
     p(astronaut, boxes=[box])  # + the context window's pixels outside the face window and in its blend band
     band = (feather_weights(pixel_centers(win.side, win.side), p.feather) < 1).sum()
-    assert 0 < band < face_only and p.points_decoded == wide.side**2 + band
+    assert 0 < band < face_only and 0 < below < face_only
+    assert p.points_decoded == wide.side**2 + band + below  # + the lower window's below the context window
     tight = FaceParser.from_pretrained(tiny_weights, max_points=face_only, max_decode_size=None)
     assert tight(astronaut, boxes=[box], context=False).faces
     with pytest.raises(OverBudget, match="context windows") as info:
         tight(astronaut, boxes=[box])
-    assert info.value.value == face_only + wide.side**2
+    assert info.value.value == face_only + wide.side**2 + low.side**2
     with pytest.raises(ValueError, match="context: expected"):
         FaceParser.from_pretrained(tiny_weights, context=0.5)
     with pytest.raises(ValueError, match="context: expected"):

@@ -215,8 +215,9 @@ def adaptive_decode(
         chunk: at most this many points per ``decode`` call (None: one call per step).
         latent_size: the model's latent grid (h, w), the default ``min_coarse`` (:func:`level_sizes`).
         roi: (H, W) bool numpy array of the output pixels that are wanted (None: all). Only the pixels that can
-            change them are decoded (:func:`roi_levels`); the logits there are what decoding without ``roi``
-            gives, the others are left interpolated or 0.
+            change them are interpolated, tested and decoded, per level (:func:`roi_levels`); the logits there
+            are exactly what decoding without ``roi`` gives, the others are 0 (or, near the wanted ones, may
+            differ: a label change beyond the region is not seen there).
 
     Returns the logits (float32, numpy or torch like ``like``) and :class:`AdaptiveStats`.
     """
@@ -243,49 +244,46 @@ def adaptive_decode(
         return outs[0] if len(outs) == 1 else ops.cat(outs)
 
     allowed = [None] * len(stats.levels) if roi is None else roi_levels(roi, stats.levels, opts)
-    h0, w0 = stats.levels[0]
-    logits = _coarse(run, ops, batch, h0, w0, allowed[0], stats)
-    for (lh, lw), allow in zip(stats.levels[1:], allowed[1:], strict=True):
-        flat = ops.resize(logits, lh, lw).reshape(batch, lh * lw, -1)
-        labels, margin = ops.labels_margin(flat, temperature)
-        need = ops.nonuniform(labels.reshape(batch, lh, lw), opts.radius).reshape(batch, -1) | (margin < opts.margin)
-        if allow is not None:
-            need &= ops.mask(allow, batch)
+    size = stats.levels[0]
+    active = ops.active(allowed[0])
+    values = _coarse(run, ops, batch, size, active, stats)
+    for level, allow in zip(stats.levels[1:], allowed[1:], strict=True):
+        grid = ops.expand(values, size, active)
+        size, active = level, ops.active(allow)
+        values = ops.interp(grid, size, active)
+        labels, margin = ops.labels_margin(values, temperature)
+        need = ops.nonuniform(labels, size, active, opts.radius) | (margin < opts.margin)
         done = need
         points = 0
         for p in range(opts.passes + 1):
-            idx, counts = ops.select(need)
-            if idx is None:
+            rows, counts = ops.select(need)
+            if rows is None:
                 break
-            ops.scatter(flat, idx, counts, run(ops.coords_at(idx, lh, lw)))
-            points += batch * idx.shape[1]
+            out = run(ops.coords_at(ops.pixels(rows, active), *size))
+            ops.scatter(values, rows, counts, out)
+            points += batch * rows.shape[1]
             if p == opts.passes:
                 break
-            labels = ops.argmax(flat)
-            need = ops.nonuniform(labels.reshape(batch, lh, lw), opts.radius).reshape(batch, -1) & ~done
-            if allow is not None:
-                need &= ops.mask(allow, batch)
+            ops.scatter(labels, rows, counts, ops.argmax(out))  # only the re-queried pixels' labels change
+            need = ops.nonuniform(labels, size, active, opts.radius) & ~done
             done = done | need
         stats.points.append(points)
-        logits = flat.reshape(batch, lh, lw, -1)
-    return logits, stats
+    return ops.expand(values, size, active), stats
 
 
-def _coarse(run: Callable[[Any], Any], ops: _Ops, batch: int, h: int, w: int, allow: Any, stats: AdaptiveStats) -> Any:
-    """(B, h, w, C) logits of the coarse level: every pixel, or only those ``allow`` marks (the others 0)."""
-    if allow is None:
+def _coarse(
+    run: Callable[[Any], Any], ops: _Ops, batch: int, size: tuple[int, int], active: Any, stats: AdaptiveStats
+) -> Any:
+    """(B, n, C) logits of the coarse level at its ``active`` pixels (:meth:`_Ops.active`; None: all of them)."""
+    h, w = size
+    if active is None:
         stats.points.append(batch * h * w)
-        return run(ops.coords_at(ops.all_indices(batch, h * w), h, w)).reshape(batch, h, w, -1)
-    idx, counts = ops.select(ops.mask(allow, batch))
-    if idx is None:  # nothing wanted: one point tells the number of classes
-        first = np.zeros((h, w), bool)
-        first[0, 0] = True
-        idx, counts = ops.select(ops.mask(first, batch))
-    values = run(ops.coords_at(idx, h, w))
-    stats.points.append(batch * idx.shape[1])
-    flat = ops.zeros(batch, h * w, values.shape[-1])
-    ops.scatter(flat, idx, counts, values)
-    return flat.reshape(batch, h, w, -1)
+        return run(ops.coords_at(ops.all_indices(batch, h * w), h, w))
+    if len(active) == 0:  # nothing wanted: one point tells the number of classes
+        stats.points.append(batch)
+        return run(ops.coords_at(ops.all_indices(batch, 1), h, w))[:, :0]
+    stats.points.append(batch * len(active))
+    return run(ops.coords_at(ops.pixels(ops.all_indices(batch, len(active)), active), h, w))
 
 
 def roi_levels(
@@ -342,23 +340,39 @@ def _is_torch(x: Any) -> bool:
 
 
 class _Ops:
-    """The few array operations :func:`adaptive_decode` needs, for numpy or torch."""
+    """The few array operations :func:`adaptive_decode` needs, for numpy or torch.
 
+    A level's logits are kept only at its *active* pixels: the flat indices (n,) of the pixels its region allows
+    (:meth:`active`), or None for all of them; ``values`` (B, n, C), ``labels``/``need`` (B, n) follow that order.
+    """
+
+    def active(self, allow: np.ndarray | None) -> Any: ...
+    def pixels(self, rows: Any, active: Any) -> Any: ...
     def all_indices(self, batch: int, n: int) -> Any: ...
     def coords_at(self, idx: Any, h: int, w: int) -> Any: ...
     def float32(self, x: Any) -> Any: ...
     def cat(self, xs: list[Any]) -> Any: ...
-    def resize(self, x: Any, h: int, w: int) -> Any: ...
-    def labels_margin(self, flat: Any, temperature: float) -> tuple[Any, Any]: ...
-    def argmax(self, flat: Any) -> Any: ...
-    def nonuniform(self, labels: Any, radius: int) -> Any: ...
+    def expand(self, values: Any, size: tuple[int, int], active: Any) -> Any: ...
+    def interp(self, grid: Any, size: tuple[int, int], active: Any) -> Any: ...
+    def labels_margin(self, values: Any, temperature: float) -> tuple[Any, Any]: ...
+    def argmax(self, values: Any) -> Any: ...
+    def nonuniform(self, labels: Any, size: tuple[int, int], active: Any, radius: int) -> Any: ...
     def select(self, need: Any) -> tuple[Any, list[int]]: ...
-    def scatter(self, flat: Any, idx: Any, counts: list[int], values: Any) -> None: ...
-    def mask(self, allow: np.ndarray, batch: int) -> Any: ...
-    def zeros(self, batch: int, n: int, c: int) -> Any: ...
+    def scatter(self, values: Any, rows: Any, counts: list[int], new: Any) -> None: ...
+
+
+DENSE_SHARE = 0.4
+""":meth:`_NumpyOps.interp` resamples the bounding box of the active pixels as a whole when they fill at least this
+share of it (cheaper than four gathers per pixel there; the same values either way)."""
 
 
 class _NumpyOps(_Ops):
+    def active(self, allow: np.ndarray | None) -> np.ndarray | None:
+        return None if allow is None else np.flatnonzero(allow)
+
+    def pixels(self, rows: np.ndarray, active: np.ndarray | None) -> np.ndarray:
+        return rows if active is None else active[rows]
+
     def all_indices(self, batch: int, n: int) -> np.ndarray:
         return np.broadcast_to(np.arange(n, dtype=np.int64), (batch, n))
 
@@ -373,36 +387,69 @@ class _NumpyOps(_Ops):
     def cat(self, xs: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(xs, axis=1)
 
-    def resize(self, x: np.ndarray, h: int, w: int) -> np.ndarray:
-        from .infer.geometry import bilinear_rows_cols
+    def expand(self, values: np.ndarray, size: tuple[int, int], active: np.ndarray | None) -> np.ndarray:
+        b, _, c = values.shape
+        if active is None:
+            return values.reshape(b, *size, c)
+        out = np.zeros((b, size[0] * size[1], c), np.float32)
+        out[:, active] = values
+        return out.reshape(b, *size, c)
 
-        sh, sw = x.shape[1:3]
+    def interp(self, grid: np.ndarray, size: tuple[int, int], active: np.ndarray | None) -> np.ndarray:
+        """Bilinear upsampling (``align_corners=False``) of (B, h, w, C) ``grid`` at the active pixels of ``size``:
+        the values of :func:`~fpliif.infer.geometry.bilinear_rows_cols` over the whole grid."""
+        from .infer.geometry import bilinear_points, bilinear_rows_cols
+
+        (sh, sw), (h, w), c = grid.shape[1:3], size, grid.shape[-1]
         src_y = (np.arange(h) + 0.5) * (sh / h) - 0.5
         src_x = (np.arange(w) + 0.5) * (sw / w) - 0.5
-        return np.stack([bilinear_rows_cols(g, src_y, src_x) for g in x]).astype(np.float32, copy=False)
+        if active is None:
+            return _stack([bilinear_rows_cols(g, src_y, src_x).reshape(h * w, c) for g in grid])
+        rows, cols = np.divmod(active, w)
+        if not len(active):
+            return np.zeros((grid.shape[0], 0, c), np.float32)
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        if len(active) < DENSE_SHARE * (r1 - r0) * (c1 - c0):
+            return _stack([bilinear_points(g, src_y[rows], src_x[cols], rows_first=True) for g in grid])
+        at = (rows - r0) * (c1 - c0) + (cols - c0)
+        return _stack([bilinear_rows_cols(g, src_y[r0:r1], src_x[c0:c1]).reshape(-1, c)[at] for g in grid])
 
-    def labels_margin(self, flat: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-        from .infer.geometry import softmax
+    def labels_margin(self, values: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and top-2 probability margins: the values of :func:`~fpliif.infer.geometry.softmax` and its two
+        largest entries, without dividing every entry (the largest is ``1 / sum``, the second ``e2 / sum``)."""
+        labels = values.argmax(axis=-1)
+        x = values / np.float32(temperature)
+        x -= np.take_along_axis(x, labels[..., None], axis=-1)  # the largest of x (division keeps the order)
+        np.exp(x, out=x)
+        total = x.sum(axis=-1)
+        np.put_along_axis(x, labels[..., None], np.float32(-1), axis=-1)
+        return labels, np.float32(1) / total - x.max(axis=-1) / total
 
-        p = softmax(flat, temperature)
-        top2 = np.partition(p, p.shape[-1] - 2, axis=-1)[..., -2:]
-        return flat.argmax(axis=-1), top2[..., 1] - top2[..., 0]
+    def argmax(self, values: np.ndarray) -> np.ndarray:
+        return values.argmax(axis=-1)
 
-    def argmax(self, flat: np.ndarray) -> np.ndarray:
-        return flat.argmax(axis=-1)
-
-    def nonuniform(self, labels: np.ndarray, radius: int) -> np.ndarray:
-        if radius == 0:
+    def nonuniform(
+        self, labels: np.ndarray, size: tuple[int, int], active: np.ndarray | None, radius: int
+    ) -> np.ndarray:
+        """Whether another label lies within ``radius`` (Chebyshev) among the active pixels (a min/max filter;
+        pixels outside the grid or not active do not count)."""
+        if radius == 0 or labels.size == 0:
             return np.zeros(labels.shape, bool)
-        hi, lo = labels, labels
-        for axis in (1, 2):
-            pad = [(0, 0)] * 3
-            pad[axis] = (radius, radius)
-            ph, pl = np.pad(hi, pad, mode="edge"), np.pad(lo, pad, mode="edge")
-            n = labels.shape[axis]
-            hi = np.max([np.take(ph, np.arange(k, k + n), axis=axis) for k in range(2 * radius + 1)], axis=0)
-            lo = np.min([np.take(pl, np.arange(k, k + n), axis=axis) for k in range(2 * radius + 1)], axis=0)
-        return hi != lo
+        import cv2
+
+        dtype = np.uint8 if labels.max() < 256 else np.float32
+        kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+        out = np.empty(labels.shape, bool)
+        for b, lab in enumerate(labels.astype(dtype)):
+            if active is None:
+                hi = lo = lab
+            else:  # elsewhere neutral values: 0 never raises a maximum, the dtype's largest never lowers a minimum
+                hi = np.zeros(size[0] * size[1], dtype)
+                lo = np.full(size[0] * size[1], 255 if dtype == np.uint8 else np.inf, dtype)
+                hi[active] = lo[active] = lab
+            differ = (cv2.dilate(hi.reshape(size), kernel) != cv2.erode(lo.reshape(size), kernel)).ravel()
+            out[b] = differ if active is None else differ[active]
+        return out
 
     def select(self, need: np.ndarray) -> tuple[np.ndarray | None, list[int]]:
         rows = [np.flatnonzero(n) for n in need]
@@ -413,15 +460,14 @@ class _NumpyOps(_Ops):
         idx = np.stack([np.pad(r, (0, q - len(r)), mode="edge") if len(r) else np.zeros(q, np.int64) for r in rows])
         return idx.astype(np.int64, copy=False), counts
 
-    def scatter(self, flat: np.ndarray, idx: np.ndarray, counts: list[int], values: np.ndarray) -> None:
+    def scatter(self, values: np.ndarray, rows: np.ndarray, counts: list[int], new: np.ndarray) -> None:
         for b, n in enumerate(counts):
-            flat[b, idx[b, :n]] = values[b, :n]
+            values[b, rows[b, :n]] = new[b, :n]
 
-    def mask(self, allow: np.ndarray, batch: int) -> np.ndarray:
-        return np.broadcast_to(allow.reshape(1, -1), (batch, allow.size))
 
-    def zeros(self, batch: int, n: int, c: int) -> np.ndarray:
-        return np.zeros((batch, n, c), np.float32)
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """``np.stack``, without a copy for one array."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
 
 
 class _TorchOps(_Ops):
@@ -431,6 +477,12 @@ class _TorchOps(_Ops):
 
         self.torch, self.F = torch, F
         self.device = like.device
+
+    def active(self, allow: np.ndarray | None) -> Any:
+        return None if allow is None else self.torch.from_numpy(np.flatnonzero(allow)).to(self.device)
+
+    def pixels(self, rows: Any, active: Any) -> Any:
+        return rows if active is None else active[rows]
 
     def all_indices(self, batch: int, n: int) -> Any:
         return self.torch.arange(n, device=self.device).expand(batch, n)
@@ -447,25 +499,39 @@ class _TorchOps(_Ops):
     def cat(self, xs: list[Any]) -> Any:
         return self.torch.cat(xs, dim=1)
 
-    def resize(self, x: Any, h: int, w: int) -> Any:
-        out = self.F.interpolate(x.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False)
-        return out.permute(0, 2, 3, 1).contiguous()
+    def expand(self, values: Any, size: tuple[int, int], active: Any) -> Any:
+        b, _, c = values.shape
+        if active is None:
+            return values.reshape(b, *size, c)
+        out = self.torch.zeros((b, size[0] * size[1], c), dtype=self.torch.float32, device=self.device)
+        out[:, active] = values
+        return out.reshape(b, *size, c)
 
-    def labels_margin(self, flat: Any, temperature: float) -> tuple[Any, Any]:
-        top2 = self.torch.softmax(flat / temperature, dim=-1).topk(2, dim=-1).values
-        return flat.argmax(dim=-1), top2[..., 0] - top2[..., 1]
+    def interp(self, grid: Any, size: tuple[int, int], active: Any) -> Any:
+        out = self.F.interpolate(grid.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
+        flat = out.permute(0, 2, 3, 1).reshape(grid.shape[0], size[0] * size[1], -1)
+        return flat.contiguous() if active is None else flat[:, active]
 
-    def argmax(self, flat: Any) -> Any:
-        return flat.argmax(dim=-1)
+    def labels_margin(self, values: Any, temperature: float) -> tuple[Any, Any]:
+        top2 = self.torch.softmax(values / temperature, dim=-1).topk(2, dim=-1).values
+        return values.argmax(dim=-1), top2[..., 0] - top2[..., 1]
 
-    def nonuniform(self, labels: Any, radius: int) -> Any:
-        if radius == 0:
-            return self.torch.zeros(labels.shape, dtype=self.torch.bool, device=labels.device)
-        lab = labels.unsqueeze(1).float()  # class indices are exact in float32
-        k = 2 * radius + 1
-        hi = self.F.max_pool2d(lab, k, stride=1, padding=radius)
-        lo = -self.F.max_pool2d(-lab, k, stride=1, padding=radius)
-        return (hi != lo)[:, 0]
+    def argmax(self, values: Any) -> Any:
+        return values.argmax(dim=-1)
+
+    def nonuniform(self, labels: Any, size: tuple[int, int], active: Any, radius: int) -> Any:
+        t = self.torch
+        if radius == 0 or labels.numel() == 0:
+            return t.zeros(labels.shape, dtype=t.bool, device=labels.device)
+        b, k = labels.shape[0], 2 * radius + 1
+        hi = lo = labels.float()  # class indices are exact in float32; max_pool2d pads with -inf (ignored)
+        if active is not None:  # pixels that are not active are ignored too
+            hi = t.full((b, size[0] * size[1]), -t.inf, device=labels.device).index_copy(1, active, hi)
+            lo = t.full((b, size[0] * size[1]), t.inf, device=labels.device).index_copy(1, active, lo)
+        top = self.F.max_pool2d(hi.view(b, 1, *size), k, stride=1, padding=radius)
+        bottom = -self.F.max_pool2d(-lo.view(b, 1, *size), k, stride=1, padding=radius)
+        differ = (top != bottom).view(b, -1)
+        return differ if active is None else differ[:, active]
 
     def select(self, need: Any) -> tuple[Any, list[int]]:
         t = self.torch
@@ -478,13 +544,7 @@ class _TorchOps(_Ops):
         valid = t.arange(q, device=need.device) < t.tensor(counts, device=need.device)[:, None]
         return t.where(valid, order, order[:, :1]), counts
 
-    def scatter(self, flat: Any, idx: Any, counts: list[int], values: Any) -> None:
+    def scatter(self, values: Any, rows: Any, counts: list[int], new: Any) -> None:
         for b, n in enumerate(counts):
             if n:
-                flat[b, idx[b, :n]] = values[b, :n].to(flat.dtype)
-
-    def mask(self, allow: np.ndarray, batch: int) -> Any:
-        return self.torch.from_numpy(np.ascontiguousarray(allow).reshape(1, -1)).to(self.device).expand(batch, -1)
-
-    def zeros(self, batch: int, n: int, c: int) -> Any:
-        return self.torch.zeros((batch, n, c), dtype=self.torch.float32, device=self.device)
+                values[b, rows[b, :n]] = new[b, :n].to(values.dtype)

@@ -19,6 +19,11 @@ INFERENCE_AMP_CHOICES = (*AMP_CHOICES, "int8")
 """Inference also offers ``int8``: fp32 with the decoder MLP's hidden layers dynamically quantised
 (:mod:`fpliif.quantize`, CPU only); ``auto`` never picks it (docs/performance.md)."""
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+DEFAULT_INFERENCE_AMP = "auto"
+"""The precision of ``FaceParser``, ``fpliif parse``, the service and ``fpliif bench --photos`` when none is given:
+bf16 where the device computes it natively, else fp32 (:func:`resolve_amp`). Its labels therefore depend on the
+machine: on the val images bf16 labels 99.84 % of a photo's pixels as fp32 does, within the issue-12 bounds
+(docs/performance.md, "Decisions"); ``amp="none"`` gives fp32 everywhere. ``fpliif eval`` stays fp32."""
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..cli import device_options, input_size_arg, print_json, threads_options, weights_options
-from ..precision import AMP_CHOICES
+from ..precision import AMP_CHOICES, DEFAULT_INFERENCE_AMP
 from ..validate import int_arg, parse_int_list
 
 if TYPE_CHECKING:  # torch is imported by the commands that run, not by argument parsing
@@ -106,7 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         onnx_model=onnx_model,
         decode=modes,
-        amp=args.amp or "none",
+        amp=args.amp or ("none" if onnx_model is not None else DEFAULT_INFERENCE_AMP),
         compile=args.compile,
     )
     if args.json:
@@ -188,7 +188,7 @@ def cmd_bench_photos(args: argparse.Namespace) -> int:
     photos = photo_files(args.photos)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    amp = args.amp or "none"
+    amp = args.amp or DEFAULT_INFERENCE_AMP
     parser = FaceParser.from_pretrained(weights_for(args.weights, args.model), device=args.device, amp=amp)
     result = bench_photos(parser, photos, modes, runs=args.runs)
     result["device"] = args.device
@@ -320,9 +320,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--amp",
         default=None,
-        help="autocast precision (auto = bf16 where the CPU/GPU has it natively): inference, one of "
-        "none (default), auto, bf16, int8 (decoder MLP dynamically quantised, CPU); --train, comma-separated "
-        "settings (default none,auto)",
+        help="autocast precision (auto = bf16 where the CPU/GPU has it natively, else fp32): inference, one of "
+        "none, auto (default, as the parser; none with --models and onnxruntime), bf16, int8 (decoder MLP "
+        "dynamically quantised, CPU); --train, comma-separated settings (default none,auto)",
     )
     p.add_argument(
         "--compile", action="store_true", help="time the torch model under torch.compile (needs a C++ compiler on CPU)"

@@ -27,6 +27,7 @@ import numpy as np
 from .. import limits
 from ..cli import check_output_path, device_options, progress_options, threads_options, weights_options
 from ..labels import LABEL_SETS, LabelSet, get_label_set
+from ..precision import DEFAULT_INFERENCE_AMP
 from ..validate import float_arg, int_arg
 from .cli_files import Job, example_image, mask_file_name, plan_jobs, report, write_image_outputs
 from .cli_video import parse_videos
@@ -454,9 +455,10 @@ def _model_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--amp",
         choices=["none", "auto", "bf16", "int8"],
-        default="none",
-        help="torch precision: none = fp32 (default); bf16 autocast; auto = bf16 where the CPU has it natively; "
-        "int8 = decoder MLP dynamically quantised (CPU)",
+        default=DEFAULT_INFERENCE_AMP,
+        help=f"torch precision: auto = bf16 where the CPU/GPU has it natively, else fp32 (default: "
+        f"{DEFAULT_INFERENCE_AMP}); none = fp32 on every machine; bf16 autocast; int8 = decoder MLP dynamically "
+        "quantised (CPU); the onnxruntime backend runs fp32",
     )
 
 

@@ -85,6 +85,21 @@ CONTEXT_CLASSES = ("background", "hair", "hat", "neck", "neck_l", "cloth", "ear_
 # In the face window's outer band of this width (in half-sides), its probabilities are blended into the context
 # window's (weight falling linearly to 0 at the edge: no seam); measured in docs/detection.md.
 CONTEXT_FEATHER = 0.15
+# Below the context window the body goes on: a lower context window, the context window moved down by this share
+# of its side (the face's centre still inside it: eyes to chin in its upper part, so the model still sees a face
+# crop), labels the pixels below the context window with BELOW_CLASSES, and with BELOW_CONTINUED only in the
+# columns where the context window's own label at its bottom edge is that class (long hair goes on under hair;
+# elsewhere the model takes dark clothes and backdrops below a face for hair); docs/detection.md, "Below the
+# context window".
+CONTEXT_DROP = 1 / 3
+BELOW_CLASSES = ("background", "neck", "cloth")
+BELOW_CONTINUED = ("hair",)
+
+
+def lower_window(context: Window) -> Window:
+    """The lower context window of a context window (:data:`CONTEXT_DROP` of its side further down)."""
+    return context.lowered(CONTEXT_DROP)
+
 
 # Face-core classes for the mask cross-check (CelebAMask-HQ names).
 CORE_CLASSES = ("skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "mouth", "u_lip", "l_lip")

@@ -94,6 +94,20 @@ class Window:
         grow = int(round((float(factor) - 1) * self.side / 2))
         return Window(self.x0 - grow, self.y0 - grow, self.side + 2 * grow, self.angle)
 
+    def lowered(self, share: float) -> Window:
+        """The window moved ``share`` of its side down its own (rolled) vertical axis, same side and angle (the
+        centre rounded to whole pixels)."""
+        c, s = self._cos_sin()
+        step = float(share) * self.side
+        return Window(int(round(self.x0 - s * step)), int(round(self.y0 + c * step)), self.side, self.angle)
+
+    def image_points(self, coords: np.ndarray) -> np.ndarray:
+        """(P, 2) image coordinates (x, y; pixel edges at integers) of crop coordinates ``coords`` (P, 2) in [-1, 1]:
+        the inverse of :meth:`crop_coords`."""
+        (cx, cy), (c, s), h = self.centre, self._cos_sin(), self.side / 2
+        u, v = np.asarray(coords, np.float64).T * h
+        return np.stack([cx + c * u - s * v, cy + s * u + c * v], axis=1)
+
     def crop_coords(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Crop coordinates (len(rows) * len(cols), 2) float32 of image pixels (rows x cols, row-major), and
         whether each lies inside the window (bool; always true for an unrotated window's own pixels)."""
@@ -124,7 +138,8 @@ def feather_weights(coords: np.ndarray, band: float) -> np.ndarray:
     its context window's: 1 inside the inner square ``max(|x|, |y|) <= 1 - band``, falling linearly to 0 at the
     window's edge (and 0 beyond it), so that the labels pass smoothly into the context window's; ``band`` in
     (0, 1] is the width of the blend band in half-sides (0: a hard switch at the edge, all ones inside)."""
-    m = np.abs(np.asarray(coords, np.float32)).max(axis=-1)
+    c = np.abs(np.asarray(coords, np.float32))
+    m = np.maximum(c[..., 0], c[..., 1])
     if band <= 0:
         return (m < 1).astype(np.float32)
     return np.clip((1 - m) / np.float32(band), 0, 1).astype(np.float32)
@@ -191,7 +206,7 @@ def model_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
-    x = logits.astype(np.float32) / np.float32(temperature)
+    x = np.divide(logits, np.float32(temperature), dtype=np.float32)
     x -= x.max(axis=axis, keepdims=True)
     np.exp(x, out=x)
     x /= x.sum(axis=axis, keepdims=True)
@@ -199,19 +214,11 @@ def softmax(logits: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.
 
 
 def bilinear_rows_cols(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
-    """Sample an (M, N, C) grid at all pairs of fractional row/col positions (pixel units, clamped)."""
-    m, n = grid.shape[:2]
-
-    def taps(src: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.clip(src, 0, size - 1)
-        i0 = np.floor(src).astype(np.int64)
-        i1 = np.minimum(i0 + 1, size - 1)
-        return i0, i1, (src - i0).astype(np.float32)
-
-    y0, y1, wy = taps(src_y, m)
-    x0, x1, wx = taps(src_x, n)
-    rows = grid[y0] * (1 - wy)[:, None, None] + grid[y1] * wy[:, None, None]
-    return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+    """Sample an (M, N, C) grid at all pairs of fractional row/col positions (pixel units, clamped): blended along
+    the rows, then the columns."""
+    y0, y1, x0, x1, wy, wx = _point_taps(*grid.shape[:2], src_y, src_x)
+    rows = _blend(np.take(grid, y0, axis=0), np.take(grid, y1, axis=0), wy[:, None, None])
+    return _blend(np.take(rows, x0, axis=1), np.take(rows, x1, axis=1), wx[None, :, None])
 
 
 def _point_taps(m: int, n: int, src_y: np.ndarray, src_x: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -223,13 +230,31 @@ def _point_taps(m: int, n: int, src_y: np.ndarray, src_x: np.ndarray) -> tuple[n
     return y0, y1, x0, x1, (sy - y0).astype(np.float32), (sx - x0).astype(np.float32)
 
 
-def bilinear_points(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
-    """Sample an (M, N, C) grid at (P,) fractional row/col positions (pixel units, clamped): (P, C)."""
-    y0, y1, x0, x1, wy, wx = _point_taps(*grid.shape[:2], src_y, src_x)
-    wy, wx = wy[:, None], wx[:, None]
-    top = grid[y0, x0] * (1 - wx) + grid[y0, x1] * wx
-    bottom = grid[y1, x0] * (1 - wx) + grid[y1, x1] * wx
-    return top * (1 - wy) + bottom * wy
+def bilinear_points(grid: np.ndarray, src_y: np.ndarray, src_x: np.ndarray, rows_first: bool = False) -> np.ndarray:
+    """Sample an (M, N, C) grid at (P,) fractional row/col positions (pixel units, clamped): (P, C).
+
+    ``rows_first``: blend along the rows before the columns, the order (and so the float32 values) of
+    :func:`bilinear_rows_cols`; else the columns first."""
+    m, n = grid.shape[:2]
+    y0, y1, x0, x1, wy, wx = _point_taps(m, n, src_y, src_x)
+    flat = grid.reshape(m * n, -1)
+    (a0, a1, wa), (b0, b1, wb) = ((y0, y1, wy), (x0, x1, wx))[:: 1 if rows_first else -1]
+
+    def tap(ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+        return np.take(flat, ia * n + ib if rows_first else ib * n + ia, axis=0)
+
+    wa, wb = wa[:, None], wb[:, None]
+    near = _blend(tap(a0, b0), tap(a1, b0), wa)
+    far = _blend(tap(a0, b1), tap(a1, b1), wa)
+    return _blend(near, far, wb)
+
+
+def _blend(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``a * (1 - w) + b * w``, in place in ``a`` and ``b`` (the same float32 operations)."""
+    a *= 1 - w
+    b *= w
+    a += b
+    return a
 
 
 def mark_taps(mask: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> None:
@@ -323,8 +348,9 @@ class Canvas:
         """Merge (h, w, C) probabilities at (ya, xa), only where ``inside`` (h, w) is true if given (a rotated
         window's pixels), with priority ``level``; return this face's own labels there (h, w) uint8 (0 outside)."""
         h, w = probs.shape[:2]
-        keys = priority_keys(probs.max(axis=-1), level)
-        lab = probs.argmax(axis=-1).astype(np.uint8)
+        lab = probs.argmax(axis=-1)
+        keys = priority_keys(np.take_along_axis(probs, lab[..., None], axis=-1)[..., 0], level)  # the maximum
+        lab = lab.astype(np.uint8)
         win = np.zeros((h, w), bool)
         for old, rows, cols in self._tiles(ya, xa, h, w):
             new = keys[rows, cols]

@@ -36,9 +36,19 @@ import numpy as np
 from .. import limits
 from ..adaptive import DEFAULT_DECODE, AdaptiveOptions, adaptive_decode, check_decode_mode
 from ..models.checkpoint import DEFAULT_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from ..precision import DEFAULT_INFERENCE_AMP
 from ..validate import MAX_THREADS, check_int, check_size
 from .detect import make_detector, roll_degrees
-from .framing import CONTEXT_CLASSES, CONTEXT_FEATHER, CONTEXT_SCALE, DEFAULT_FRAMING, Framing
+from .framing import (
+    BELOW_CLASSES,
+    BELOW_CONTINUED,
+    CONTEXT_CLASSES,
+    CONTEXT_FEATHER,
+    CONTEXT_SCALE,
+    DEFAULT_FRAMING,
+    Framing,
+    lower_window,
+)
 from .geometry import (
     CONTEXT_LEVEL,
     FACE_LEVEL,
@@ -75,7 +85,8 @@ class _Source(NamedTuple):
 
 
 class _Job(NamedTuple):
-    """One face to parse: its image's index, detection, window and context window (or None)."""
+    """One face to parse: its image's index, detection, window, context window and lower context window (or
+    None: no context)."""
 
     image: int
     box: tuple[float, float, float, float]
@@ -83,6 +94,7 @@ class _Job(NamedTuple):
     landmarks: np.ndarray | None
     win: Window
     ctx: Window | None
+    low: Window | None = None
 
 
 INT_OPTIONS: dict[str, tuple[int, int | None, bool]] = {
@@ -157,12 +169,13 @@ class FaceParser:
             pixels; :func:`fpliif.adaptive.adaptive_decode`; implicit models only); default (None): adaptive for an
             implicit model, dense for a dense one (:func:`fpliif.adaptive.default_decode`); each call may override it.
         adaptive: :class:`~fpliif.adaptive.AdaptiveOptions` (or a dict of them) for ``decode="adaptive"``.
-        amp: precision of the torch backend: ``"none"`` (default, fp32), ``"bf16"`` (autocast), or ``"auto"``
-            (bf16 where the CPU/GPU computes it natively, else fp32); see docs/performance.md.
+        amp: precision of the torch backend: ``"auto"`` (default, :data:`~fpliif.precision.DEFAULT_INFERENCE_AMP`:
+            bf16 where the CPU/GPU computes it natively, else fp32), ``"none"`` (fp32 on every machine), ``"bf16"``
+            (autocast) or ``"int8"``; see docs/performance.md.
         max_pixels: largest image (checked from a file's header before decoding) and largest ``parse_aligned``
             output, in pixels (default: :data:`fpliif.limits.DEFAULT_MAX_PIXELS` or ``$FPLIIF_MAX_PIXELS``;
             0: no limit); beyond it :class:`~fpliif.limits.TooManyPixels` (a ValueError) is raised.
-        max_points: most decoder queries per image (each face's decoded pixels and its context window's, twice
+        max_points: most decoder queries per image (each face's decoded pixels and its context windows', twice
             with ``tta``), checked before decoding (default :data:`fpliif.limits.DEFAULT_MAX_POINTS`; 0: no
             limit); beyond it :class:`~fpliif.limits.OverBudget` (a ValueError). :func:`fpliif.limits.scope` may
             override it and set a deadline.
@@ -170,9 +183,11 @@ class FaceParser:
             True: :data:`~fpliif.infer.framing.CONTEXT_SCALE` times the face window, same centre and roll; a
             number in (1, 4] sets the scale; False: labels end at the face window). Its labels are used only
             outside the face window and only for :data:`~fpliif.infer.framing.CONTEXT_CLASSES` (and blended into
-            the face window's in its outer band, ``feather``); any face window's labels beat them. It costs one
-            more encoder pass, and its decoder queries count against ``max_points``; each call may override it.
-            See docs/detection.md.
+            the face window's in its outer band, ``feather``); any face window's labels beat them. Below it, where
+            the photo goes on, a lower context window (:func:`~fpliif.infer.framing.lower_window`) labels the
+            body: :data:`~fpliif.infer.framing.BELOW_CLASSES`, and hair under the context window's hair. Each costs
+            one more encoder pass, and their decoder queries count against ``max_points``; each call may override
+            it. See docs/detection.md.
         feather: with a context window, the width (in half-sides of the face window) of the face window's outer
             band where its probabilities are blended into the context window's (default
             :data:`~fpliif.infer.framing.CONTEXT_FEATHER`; 0: a hard switch at the window's edge).
@@ -196,7 +211,7 @@ class FaceParser:
         align: bool = True,
         max_pixels: int | None = None,
         max_points: int | None = None,
-        amp: str = "none",
+        amp: str = DEFAULT_INFERENCE_AMP,
         context: bool | float = True,
         feather: float = CONTEXT_FEATHER,
     ):
@@ -241,6 +256,8 @@ class FaceParser:
         self.feather = check_feather(feather)
         names = self.backend.label_set.classes
         self._context_classes = np.array([k == 0 or c in CONTEXT_CLASSES for k, c in enumerate(names)])
+        self._below_classes = np.array([k == 0 or c in BELOW_CLASSES for k, c in enumerate(names)])
+        self._continued = np.array([c in BELOW_CONTINUED for c in names])
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -356,15 +373,15 @@ class FaceParser:
         n = self.input_size
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
-            windows = [(j.image, j.win) for j in chunk] + [(j.image, j.ctx) for j in chunk if j.ctx is not None]
+            windows = [(j.image, j.win) for j in chunk] + [(j.image, w) for j in chunk for w in (j.ctx, j.low) if w]
             batch = np.stack([model_input(extract_crop(items[i][0], w, pad=self.pad), (n, n)) for i, w in windows])
             latents, mirrored = self._encode(batch, tta)
             ctx_latents = iter(zip(latents[len(chunk) :], mirrored[len(chunk) :], strict=True))
             for job, z, zm in zip(chunk, latents[: len(chunk)], mirrored[: len(chunk)], strict=True):
                 limits.check_deadline()
-                zc = next(ctx_latents) if job.ctx is not None else None
+                around = [next(ctx_latents) for w in (job.ctx, job.low) if w is not None]
                 faces[job.image].append(
-                    self._parse_face(job, z, zm, zc, items[job.image][0], canvases[job.image], decode, feather)
+                    self._parse_face(job, z, zm, around, items[job.image][0], canvases[job.image], decode, feather)
                 )
         results = []
         for i, (img, source) in enumerate(items):
@@ -406,7 +423,8 @@ class FaceParser:
                 if xb <= xa or yb <= ya:
                     log.warning("%s: face box %s lies outside the %dx%d image; skipped", source or "image", box, w, h)
                     continue
-                jobs.append(_Job(i, box, score, lm, win, win.scaled(context) if context else None))
+                ctx = win.scaled(context) if context else None
+                jobs.append(_Job(i, box, score, lm, win, ctx, _lower(ctx, w, h)))
             msg = None
             if len(jobs) == found:
                 msg = f"{NO_FACE_MESSAGE} in {source or 'image'} ({w}x{h}); labels are all background"
@@ -415,22 +433,26 @@ class FaceParser:
         return jobs, messages
 
     def _parse_face(
-        self, job: _Job, z: Any, zm: Any, zc: Any, image: np.ndarray, canvas: Canvas, decode: str, feather: float
+        self, job: _Job, z: Any, zm: Any, around: list, image: np.ndarray, canvas: Canvas, decode: str, feather: float
     ) -> Face:
-        """Decode one face's window (and its context window, with ``zc`` its latents, blended over a band
-        ``feather`` half-sides wide) into ``canvas``."""
+        """Decode one face's window and its context windows (``around``: their latents) into ``canvas``: the
+        context window, blended over a band ``feather`` half-sides wide, and below it the lower context window."""
         h, w = image.shape[:2]
-        win, ctx = job.win, job.ctx
+        win, ctx, low = job.win, job.ctx, job.low
         inner = win.region(w, h)
-        region = inner if ctx is None else ctx.region(w, h)
-        around_src = None if ctx is None else self._source(*zc, ctx, decode, region, face=win, band=feather)
-        face_src = self._source(z, zm, win, decode, inner)
-        labels = self._decode_window(face_src, inner, canvas, blend=around_src, band=feather)
+        around_src = None
         if ctx is not None:
-            around = self._decode_window(around_src, region, canvas, context_of=win)
-            sub = around[inner[1] - region[1] : inner[3] - region[1], inner[0] - region[0] : inner[2] - region[0]]
-            np.maximum(sub, labels, out=sub)  # disjoint: the context labels are 0 inside the window, these outside
-            labels = around
+            around_src = self._source(*around[0], ctx, decode, ctx.region(w, h), face=win, band=feather)
+        face_src = self._source(z, zm, win, decode, inner)
+        parts = [(inner, self._decode_window(face_src, inner, canvas, blend=around_src, band=feather))]
+        if ctx is not None:
+            parts.append((ctx.region(w, h), self._decode_window(around_src, ctx.region(w, h), canvas, context_of=win)))
+        if low is not None:  # only its pixels outside the context window: face=ctx, band 0 (see _grid_roi)
+            below = low.region(w, h)
+            low_src = self._source(*around[1], low, decode, below, face=ctx, band=0.0)
+            edge = _edge_labels(ctx, *parts[1])
+            parts.append((below, self._decode_window(low_src, below, canvas, context_of=ctx, below=edge)))
+        region, labels = _merge_labels(parts)
         x0, y0, side = win
         return Face(
             box=[float(v) for v in job.box],
@@ -452,10 +474,10 @@ class FaceParser:
 
     def job_points(self, job: _Job, width: int, height: int) -> int:
         """Decoder queries for one face (one pass, without TTA): :meth:`window_points` of its window, plus those
-        of its context window over the context window's whole region (an upper bound: its pixels inside the
-        face window are not decoded again)."""
+        of its context windows over their whole regions (an upper bound: only the context window's pixels outside
+        the face window and the lower window's below the context window are decoded)."""
         points = 0
-        for win in (job.win, job.ctx):
+        for win in (job.win, job.ctx, job.low):
             if win is not None:
                 xa, ya, xb, yb = win.region(width, height)
                 points += self.window_points(win.side, (xb - xa) * (yb - ya))
@@ -570,11 +592,14 @@ class FaceParser:
             return self._logits(src.z, src.zm, coords)
         return bilinear_points(src.grid, *grid_positions(coords, src.grid.shape[0]))
 
-    def _probs(self, logits: np.ndarray, want: np.ndarray, context: bool = False) -> np.ndarray:
+    def _probs(
+        self, logits: np.ndarray, want: np.ndarray, context: bool = False, classes: np.ndarray | None = None
+    ) -> np.ndarray:
         """(P, C) probabilities of (P, C) ``logits`` where ``want`` is true (0 elsewhere); ``context``: of a
-        context window, over the context classes only (the others get 0)."""
+        context window, over the context classes only (the others get 0), or over ``classes`` ((C,) or (P, C)
+        bool) where given."""
         if context:
-            logits = np.where(self._context_classes, logits, np.float32(-np.inf))
+            logits = np.where(self._context_classes if classes is None else classes, logits, np.float32(-np.inf))
         if want.all():
             return softmax(logits, self.backend.temperature)
         probs = np.zeros(logits.shape, np.float32)
@@ -589,6 +614,7 @@ class FaceParser:
         context_of: Window | None = None,
         blend: _Source | None = None,
         band: float = 0.0,
+        below: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decode one window at the original pixels of ``region`` that lie inside it (possibly rotated) and merge
         them into ``canvas``; returns its own labels over ``region`` (0 outside the window).
@@ -597,7 +623,9 @@ class FaceParser:
         the implicit model is decoded right there (or its grid sampled there, :meth:`_source`).
 
         ``context_of``: ``src`` is the context window of this face window: only its pixels outside the face
-        window are labelled, with the context classes only, at the canvas's lower context priority.
+        window are labelled, with the context classes only, at the canvas's lower context priority; ``below``:
+        ``src`` is the lower context window, ``context_of`` the context window and ``below`` the latter's labels
+        along its bottom edge (:meth:`_lower_classes`).
         ``blend``: the context window of this face window: in the face window's outer band (``band``
         half-sides wide) the face's probabilities are blended with the context's (all classes), their weight
         falling linearly from 1 to 0 at the edge (:func:`~fpliif.infer.geometry.feather_weights`): no seam."""
@@ -608,16 +636,26 @@ class FaceParser:
         for r0, r1 in strips(rows, cols, self.max_queries):
             row_idx = np.arange(ya + r0, ya + r1)
             coords, inside = src.win.crop_coords(row_idx, col_idx)
+            classes = None
             if context_of is not None:
-                inside &= ~context_of.crop_coords(row_idx, col_idx)[1]
+                around, in_around = context_of.crop_coords(row_idx, col_idx)
+                inside &= ~in_around
+                classes = None if below is None else self._lower_classes(below, around[:, 0])
             logits = self._source_logits(src, coords, inside)
-            probs = self._probs(logits, inside, context=context_of is not None)
+            probs = self._probs(logits, inside, context=context_of is not None, classes=classes)
             if blend is not None:
                 self._feather(probs, blend, coords, inside, row_idx, col_idx, band)
             mask = None if inside.all() else inside.reshape(r1 - r0, cols)
             level = FACE_LEVEL if context_of is None else CONTEXT_LEVEL
             labels[r0:r1] = canvas.paste(ya + r0, xa, probs.reshape(r1 - r0, cols, -1), mask, level)
         return labels
+
+    def _lower_classes(self, edge: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """(P, C) bool: the classes a lower context window may give pixels at the context window's crop x ``u`` (P,):
+        :data:`~fpliif.infer.framing.BELOW_CLASSES`, and a :data:`~fpliif.infer.framing.BELOW_CONTINUED` class
+        where the context window's label ``edge`` (one per pixel of its bottom edge) above that pixel is that class."""
+        k = np.clip(((u + 1) / 2 * edge.size).astype(np.int64), 0, edge.size - 1)
+        return self._below_classes | (self._continued & (edge[k, None] == np.arange(self._continued.size)))
 
     def _feather(
         self,
@@ -742,6 +780,42 @@ class _OnnxBackend:
     def latent_size(self, latent: np.ndarray) -> tuple[int, int] | None:
         """(h, w) of the encoder's grid for this latent, None if unknown."""
         return self.model.latent_size(latent)
+
+
+def _lower(ctx: Window | None, width: int, height: int) -> Window | None:
+    """The lower context window of ``ctx`` (None without one), None where it reaches no pixel of the
+    ``width`` x ``height`` photo beyond the context window's bounding box (not worth an encoder pass)."""
+    if ctx is None:
+        return None
+    low = lower_window(ctx)
+    xa, ya, xb, yb = low.region(width, height)
+    ca, cb, cc, cd = ctx.region(width, height)
+    return low if xb > xa and yb > ya and (xa < ca or ya < cb or xb > cc or yb > cd) else None
+
+
+def _edge_labels(win: Window, region: tuple[int, int, int, int], labels: np.ndarray) -> np.ndarray:
+    """(side,) uint8: ``win``'s own ``labels`` (over ``region``) just inside its bottom edge (1.5 pixels in), one
+    per pixel of its side; 0 where that lies outside the region (outside the photo)."""
+    n = win.side
+    u = (np.arange(n) + 0.5) / n * 2 - 1
+    x, y = win.image_points(np.stack([u, np.full(n, 1 - 3 / n)], axis=1)).T
+    col, row = np.floor(x).astype(np.int64) - region[0], np.floor(y).astype(np.int64) - region[1]
+    ok = (row >= 0) & (row < labels.shape[0]) & (col >= 0) & (col < labels.shape[1])
+    out = np.zeros(n, np.uint8)
+    out[ok] = labels[row[ok], col[ok]]
+    return out
+
+
+def _merge_labels(parts: list[tuple[tuple[int, int, int, int], np.ndarray]]) -> tuple[tuple[int, ...], np.ndarray]:
+    """Labels over regions (xa, ya, xb, yb) whose non-zero pixels are disjoint -> their bounding region and the
+    labels over it."""
+    boxes = np.array([r for r, _ in parts])
+    region = (*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist())
+    out = np.zeros((region[3] - region[1], region[2] - region[0]), np.uint8)
+    for (xa, ya, xb, yb), labels in parts:
+        sub = out[ya - region[1] : yb - region[1], xa - region[0] : xb - region[0]]
+        np.maximum(sub, labels, out=sub)
+    return region, out
 
 
 def _model_name(model: Any) -> str:

@@ -10,6 +10,7 @@ import torch
 
 from ..adaptive import is_implicit
 from ..models.checkpoint import input_size_of
+from ..precision import DEFAULT_INFERENCE_AMP
 from .geometry import bilinear_points
 
 
@@ -32,8 +33,8 @@ class TorchBackend:
     size, ``model(batch)``, as an (S, S, C) array, and ``decode`` samples them bilinearly at the coordinates
     (:func:`sample_logits`), as the parser resamples any grid.
 
-    ``amp``: autocast precision of encoding and decoding: ``none`` (fp32), ``bf16``, or ``auto`` (bf16 where the
-    device computes it natively, see :func:`fpliif.precision.resolve_amp`); ``int8``: fp32 with FP-LIIF's
+    ``amp``: autocast precision of encoding and decoding: ``auto`` (default: bf16 where the device computes it
+    natively, see :func:`fpliif.precision.resolve_amp`), ``none`` (fp32) or ``bf16``; ``int8``: fp32 with FP-LIIF's
     decoder MLP dynamically quantised (:mod:`fpliif.quantize`, CPU only; the model's weights are kept).
     ``compile``: run FP-LIIF's encoder and decoder under ``torch.compile`` (:func:`fpliif.compiled.compile_model`).
     """
@@ -45,7 +46,7 @@ class TorchBackend:
         model: Any,
         device: str | torch.device | None = "cpu",
         threads: int | None = None,
-        amp: str = "none",
+        amp: str = DEFAULT_INFERENCE_AMP,
         compile: bool = False,
     ):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "label_set"):
