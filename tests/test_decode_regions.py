@@ -144,3 +144,25 @@ def test_windows_are_where_the_parse_puts_them_and_the_context_edge_is_measured(
     assert edge_shares(Window(-10, -10, 190, 0.0), result.labels, shape[1], shape[0]) == {"inside": 0.0, "cut": 0.0}
     with pytest.raises(ValueError, match="one photo"):
         parser.windows([image, image])
+
+
+@pytest.mark.parametrize("decode", ["dense", "adaptive"])
+def test_pixel_strips_change_the_speed_never_the_result(monkeypatch, decode):
+    """The photo's pixels are sampled, softmaxed and pasted in strips of ``PIXEL_BLOCK`` pixels: one row per
+    strip gives the same labels and probabilities as the whole region in one strip (rolled window, context
+    window, lower window and blend band all crossing strip boundaries)."""
+    import fpliif.infer.parser as parser_module
+
+    shape, side = (150, 170), 50
+    win = Window(55, 30, side, 12.0)
+    image = _scene(shape, win)
+    cx, cy = win.centre
+    det = ((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, None)
+    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode, align=False)
+    monkeypatch.setattr(parser_module, "PIXEL_BLOCK", 1)  # one row per strip
+    rows = parser(image, boxes=[det], return_probs=True)
+    monkeypatch.setattr(parser_module, "PIXEL_BLOCK", 1 << 30)  # the whole region (max_queries) per strip
+    whole = parser(image, boxes=[det], return_probs=True)
+    np.testing.assert_array_equal(rows.labels, whole.labels)
+    np.testing.assert_array_equal(rows.probs, whole.probs)
+    assert {13, 18} <= set(np.unique(rows.labels).tolist())
