@@ -16,12 +16,27 @@ import numpy as np
 from PIL import Image
 
 from fpliif.infer.detect import make_detector, roll_degrees
-from fpliif.infer.framing import CORE_CLASSES
+from fpliif.infer.framing import CORE_CLASSES, nose_offset
 from fpliif.labels import CELEBAMASK_HQ
 
 
 def _iqr(v: np.ndarray) -> str:
     return f"{np.percentile(v, 25):.4f}-{np.percentile(v, 75):.4f}"
+
+
+def _nose_fit(t: np.ndarray) -> dict:
+    """DX against the nose landmark's offset from the box centre (rows ``(offset, DX)``): the least-squares slope
+    ``dx_nose``, the median of what it leaves as ``dx``, and the spread of DX before and after."""
+    slope = float(np.polyfit(t[:, 0], t[:, 1], 1)[0])
+    rest = t[:, 1] - slope * t[:, 0]
+    return {
+        "dx_nose": slope,
+        "dx_with_nose": float(np.median(rest)),
+        "dx_nose_corr": float(np.corrcoef(t[:, 0], t[:, 1])[0, 1]),
+        "dx_iqr_landmarks": _iqr(t[:, 1]),
+        "dx_iqr_after_nose": _iqr(rest),
+        "nose_offset_p1_p99": [float(np.percentile(t[:, 0], q)) for q in (1, 99)],
+    }
 
 
 def measure(root: str | Path, limit: int | None = None, detector: Any = "mtcnn") -> dict:
@@ -35,7 +50,7 @@ def measure(root: str | Path, limit: int | None = None, detector: Any = "mtcnn")
         images = images[:limit]
     detector = make_detector(detector) if isinstance(detector, str) else detector
     core_ids = [CELEBAMASK_HQ.index(c) for c in CORE_CLASSES]
-    rows, core_rows, rolls = [], [], []
+    rows, core_rows, rolls, turned = [], [], [], []
     for path in images:
         img = np.asarray(Image.open(path).convert("RGB"))
         side = img.shape[1]
@@ -48,6 +63,8 @@ def measure(root: str | Path, limit: int | None = None, detector: Any = "mtcnn")
             x1, y1, x2, y2 = box
             w = ((x2 - x1) + (y2 - y1)) / 2
             rows.append([side / w, ((x1 + x2) / 2 - side / 2) / w, ((y1 + y2) / 2 - side / 2) / w])
+            if len(best) > 2 and best[2] is not None:
+                turned.append([nose_offset(box, best[2][2], rolls[-1]), rows[-1][1]])
         mask_path = root / "masks" / (path.stem + ".png")
         if mask_path.is_file():
             mask = np.asarray(Image.open(mask_path))
@@ -71,6 +88,8 @@ def measure(root: str | Path, limit: int | None = None, detector: Any = "mtcnn")
             dy_iqr=_iqr(r[:, 2]),
             box_over_crop=float(np.median(1 / r[:, 0])),
         )
+    if len(turned) > 1:
+        out.update(_nose_fit(np.asarray(turned)))
     if rolls:
         out["roll_abs_median"] = float(np.median(np.abs(rolls)))
         out["roll_abs_p95"] = float(np.percentile(np.abs(rolls), 95))
@@ -96,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write("\n")
     if "scale" in res:
         name = f"{args.detector.upper()}_FRAMING"
-        print(f"\n{name} = Framing(scale={res['scale']:.4f}, dx={res['dx']:.4f}, dy={res['dy']:.4f})")
+        dx = f"dx={res['dx']:.4f}, dy={res['dy']:.4f}"
+        if "dx_nose" in res:
+            dx = f"dx={res['dx_with_nose']:.4f}, dy={res['dy']:.4f}, dx_nose={res['dx_nose']:.4f}"
+        print(f"\n{name} = Framing(scale={res['scale']:.4f}, {dx})")
     return 0
 
 

@@ -116,6 +116,30 @@ def test_rotated_celebamask_faces_are_aligned(mtcnn):
             assert abs(roll_degrees(best[2])) < 6, path.name
 
 
+# The 6 most turned faces of celebamask-mini (mask yaw 0.67-0.76: scripts/measure_turned_faces.py ranks them).
+TURNED = (
+    "3052049e8d45486299f222769833253d",
+    "2ff81b0c7c9a402183435f80edf9c414",
+    "afc4b8d07bad4e629dd16b810adb6d91",
+    "da054dbedc5c41cab927906a3442c0e8",
+    "f1230026d0954e10aaefa7118b2f91dc",
+    "1c82f1d87e1941d99dfd540f43ffcfa8",
+)
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason="celebamask-mini not available")
+def test_turned_faces_are_framed_like_their_celebamask_crops():
+    """A turned head's MTCNN box leans towards its visible cheek (without the nose term the window centre lay
+    0.11-0.15 window sides beside the crop's); the nose landmark brings the window back over the crop."""
+    from PIL import Image
+
+    parser = FaceParser(Oracle())
+    for stem in TURNED:
+        img = np.asarray(Image.open(MINI / "images" / f"{stem}.jpg").convert("RGB").resize((256, 256), Image.BILINEAR))
+        (win, _), *_ = parser.windows(img)
+        assert abs(win.centre[0] - 128) < 0.05 * win.side, stem
+
+
 def test_missing_model_files_and_opencv_give_clear_errors(tmp_path, astronaut, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"MTCNN model files not found.*--detector haar"):
         MTCNNDetector(model_dir=tmp_path)(astronaut)
@@ -175,6 +199,18 @@ def test_unrotated_window_matches_the_axis_aligned_geometry():
     # the warp (rotated path) at a vanishing angle gives the same pixels as the plain crop, padding included
     assert np.array_equal(extract_crop(img, Window(-7, 12, 40, 1e-9)), extract_crop(img, win))
     assert np.array_equal(extract_crop(img, Window(-7, 12, 40, 1e-9), "zero"), extract_crop(img, win, "zero"))
+
+
+@pytest.mark.parametrize("degrees", [0, 90, -30])
+def test_nose_offset_moves_the_window_along_the_rolled_x_axis(degrees):
+    frame, box = Framing(1.5, 0.0, 0.1, dx_nose=-0.5), (100, 100, 200, 200)
+    a = np.radians(degrees)
+    along, across = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+    nose = np.array([150, 150]) + 20 * along + 7 * across  # 0.2 box widths along the face's x axis
+    assert framing.nose_offset(box, nose, degrees) == pytest.approx(0.2)
+    base, turned = np.array(frame.window(box, degrees).centre), np.array(frame.window(box, degrees, nose).centre)
+    assert np.allclose(turned - base, 0.5 * 0.2 * 100 * along, atol=1.01)  # the centre follows the nose halfway
+    assert Framing(1.5, 0.0, 0.1).window(box, degrees, nose) == frame.window(box, degrees)  # dx_nose 0: no shift
 
 
 def test_rotated_window_transform_is_consistent():

@@ -62,7 +62,7 @@ def bench_image(input_size: int) -> np.ndarray:
     crop = photo
     if faces:
         box, _, landmarks = max(faces, key=lambda d: float(d[1]))
-        crop = extract_crop(photo, detector.framing.window(box, roll_degrees(landmarks)))
+        crop = extract_crop(photo, detector.framing.window(box, roll_degrees(landmarks), landmarks[2]))
     return model_input(crop, (input_size, input_size))[None]
 
 

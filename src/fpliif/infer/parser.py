@@ -425,7 +425,7 @@ class FaceParser:
             found = len(jobs)
             for box, score, lm in dets:
                 angle = roll_degrees(lm) if self.align and lm is not None else 0.0
-                win = framing.window(box, angle)
+                win = framing.window(box, angle, None if lm is None else lm[2])
                 xa, ya, xb, yb = win.region(w, h)
                 if xb <= xa or yb <= ya:
                     log.warning("%s: face box %s lies outside the %dx%d image; skipped", source or "image", box, w, h)
