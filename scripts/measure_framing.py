@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fpliif.infer.detect import make_detector, roll_degrees
+from fpliif.infer.detect import make_detector, nose_point, roll_degrees
 from fpliif.infer.framing import CORE_CLASSES, nose_offset
 from fpliif.labels import CELEBAMASK_HQ
 
@@ -64,7 +64,7 @@ def measure(root: str | Path, limit: int | None = None, detector: Any = "mtcnn")
             w = ((x2 - x1) + (y2 - y1)) / 2
             rows.append([side / w, ((x1 + x2) / 2 - side / 2) / w, ((y1 + y2) / 2 - side / 2) / w])
             if len(best) > 2 and best[2] is not None:
-                turned.append([nose_offset(box, best[2][2], rolls[-1]), rows[-1][1]])
+                turned.append([nose_offset(box, nose_point(best[2]), rolls[-1]), rows[-1][1]])
         mask_path = root / "masks" / (path.stem + ".png")
         if mask_path.is_file():
             mask = np.asarray(Image.open(mask_path))

@@ -52,7 +52,7 @@ def measure_fps(
 def bench_image(input_size: int) -> np.ndarray:
     """(1, 3, n, n) float32 model input: the bundled example photo's face, framed as the parser frames it."""
     from ..infer.cli_files import example_image
-    from ..infer.detect import make_detector, roll_degrees
+    from ..infer.detect import make_detector, nose_point, roll_degrees
     from ..infer.geometry import extract_crop, model_input
     from ..infer.images import load_image
 
@@ -62,7 +62,7 @@ def bench_image(input_size: int) -> np.ndarray:
     crop = photo
     if faces:
         box, _, landmarks = max(faces, key=lambda d: float(d[1]))
-        crop = extract_crop(photo, detector.framing.window(box, roll_degrees(landmarks), landmarks[2]))
+        crop = extract_crop(photo, detector.framing.window(box, roll_degrees(landmarks), nose_point(landmarks)))
     return model_input(crop, (input_size, input_size))[None]
 
 

@@ -63,6 +63,13 @@ def roll_degrees(landmarks: Any) -> float:
     return float(math.degrees(math.atan2(dy, dx)))
 
 
+def nose_point(landmarks: Any) -> tuple[float, float]:
+    """The nose landmark (x, y) of landmarks in :data:`LANDMARKS` order (the window's turned-head term,
+    :meth:`fpliif.infer.framing.Framing.window`)."""
+    x, y = np.asarray(landmarks, np.float64).reshape(-1, 2)[LANDMARKS.index("nose")]
+    return float(x), float(y)
+
+
 def make_detector(name: str = "mtcnn", **kwargs: Any) -> Any:
     """A detector by name: ``"mtcnn"`` (:class:`MTCNNDetector`) or ``"haar"`` (:class:`HaarDetector`)."""
     if name == "mtcnn":

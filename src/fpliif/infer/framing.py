@@ -79,7 +79,7 @@ class Framing:
         nose landmark (x, y), or None; its offset from the box centre along the rolled x axis, in box widths,
         times ``dx_nose`` is added to ``dx``."""
         x1, y1, x2, y2 = (float(v) for v in box)
-        w = max(1.0, ((x2 - x1) + (y2 - y1)) / 2)
+        w = box_size(box)
         side = max(8, int(round(self.scale * w)))
         a = math.radians(float(angle))
         c, s = (1.0, 0.0) if angle == 0 else (math.cos(a), math.sin(a))
@@ -94,9 +94,15 @@ def nose_offset(box: tuple[float, float, float, float], nose: tuple[float, float
     rolled x axis (``angle`` degrees), in box widths (mean of width and height); 0 frontal, positive: the nose
     towards the image right."""
     x1, y1, x2, y2 = (float(v) for v in box)
-    w = max(1.0, ((x2 - x1) + (y2 - y1)) / 2)
     a = math.radians(float(angle))
-    return (math.cos(a) * (float(nose[0]) - (x1 + x2) / 2) + math.sin(a) * (float(nose[1]) - (y1 + y2) / 2)) / w
+    shift = math.cos(a) * (float(nose[0]) - (x1 + x2) / 2) + math.sin(a) * (float(nose[1]) - (y1 + y2) / 2)
+    return shift / box_size(box)
+
+
+def box_size(box: tuple[float, float, float, float]) -> float:
+    """A face box's size ``w``: the mean of its width and height (at least 1 pixel)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return max(1.0, ((x2 - x1) + (y2 - y1)) / 2)
 
 
 # Measured constants (see the module docstring for the command and the numbers).

@@ -38,7 +38,7 @@ from ..adaptive import DEFAULT_DECODE, AdaptiveOptions, adaptive_decode, check_d
 from ..models.checkpoint import DEFAULT_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from ..precision import DEFAULT_INFERENCE_AMP
 from ..validate import MAX_THREADS, check_int, check_size
-from .detect import make_detector, roll_degrees
+from .detect import make_detector, nose_point, roll_degrees
 from .framing import (
     BELOW_CLASSES,
     BELOW_CONTINUED,
@@ -425,7 +425,7 @@ class FaceParser:
             found = len(jobs)
             for box, score, lm in dets:
                 angle = roll_degrees(lm) if self.align and lm is not None else 0.0
-                win = framing.window(box, angle, None if lm is None else lm[2])
+                win = framing.window(box, angle, None if lm is None else nose_point(lm))
                 xa, ya, xb, yb = win.region(w, h)
                 if xb <= xa or yb <= ya:
                     log.warning("%s: face box %s lies outside the %dx%d image; skipped", source or "image", box, w, h)
@@ -447,13 +447,14 @@ class FaceParser:
         h, w = image.shape[:2]
         win, ctx, low = job.win, job.ctx, job.low
         inner = win.region(w, h)
-        around_src = None
+        around_src = outer = None
         if ctx is not None:
-            around_src = self._source(*around[0], ctx, decode, ctx.region(w, h), face=win, band=feather)
+            outer = ctx.region(w, h)
+            around_src = self._source(*around[0], ctx, decode, outer, face=win, band=feather)
         face_src = self._source(z, zm, win, decode, inner)
         parts = [(inner, self._decode_window(face_src, inner, canvas, blend=around_src, band=feather))]
         if ctx is not None:
-            parts.append((ctx.region(w, h), self._decode_window(around_src, ctx.region(w, h), canvas, context_of=win)))
+            parts.append((outer, self._decode_window(around_src, outer, canvas, context_of=win)))
         if low is not None:  # only its pixels outside the context window: face=ctx, band 0 (see _grid_roi)
             below = low.region(w, h)
             low_src = self._source(*around[1], low, decode, below, face=ctx, band=0.0)
@@ -604,14 +605,11 @@ class FaceParser:
             return self._logits(src.z, src.zm, coords)
         return bilinear_points(src.grid, *grid_positions(coords, src.grid.shape[0]))
 
-    def _probs(
-        self, logits: np.ndarray, want: np.ndarray, context: bool = False, classes: np.ndarray | None = None
-    ) -> np.ndarray:
-        """(P, C) probabilities of (P, C) ``logits`` where ``want`` is true (0 elsewhere); ``context``: of a
-        context window, over the context classes only (the others get 0), or over ``classes`` ((C,) or (P, C)
-        bool) where given."""
-        if context:
-            logits = np.where(self._context_classes if classes is None else classes, logits, np.float32(-np.inf))
+    def _probs(self, logits: np.ndarray, want: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+        """(P, C) probabilities of (P, C) ``logits`` where ``want`` is true (0 elsewhere); ``classes`` ((C,) or
+        (P, C) bool, e.g. a context window's classes): over those classes only (the others get 0)."""
+        if classes is not None:
+            logits = np.where(classes, logits, np.float32(-np.inf))
         if want.all():
             return softmax(logits, self.backend.temperature)
         probs = np.zeros(logits.shape, np.float32)
@@ -652,9 +650,9 @@ class FaceParser:
             if context_of is not None:
                 around, in_around = context_of.crop_coords(row_idx, col_idx)
                 inside &= ~in_around
-                classes = None if below is None else self._lower_classes(below, around[:, 0])
+                classes = self._context_classes if below is None else self._lower_classes(below, around[:, 0])
             logits = self._source_logits(src, coords, inside)
-            probs = self._probs(logits, inside, context=context_of is not None, classes=classes)
+            probs = self._probs(logits, inside, classes)
             if blend is not None:
                 self._feather(probs, blend, coords, inside, row_idx, col_idx, band)
             mask = None if inside.all() else inside.reshape(r1 - r0, cols)
