@@ -15,7 +15,7 @@ from fpliif.infer import framing
 from fpliif.infer.cli import example_image
 from fpliif.infer.detect import HaarDetector, MTCNNDetector, make_detector, roll_degrees
 from fpliif.infer.framing import HAAR_FRAMING, MTCNN_FRAMING, Framing, lower_window
-from fpliif.infer.geometry import Window, extract_crop, feather_weights, grid_coords, visible_region
+from fpliif.infer.geometry import Window, detached, extract_crop, feather_weights, grid_coords, visible_region
 from fpliif.infer.images import load_image
 from fpliif.infer.parser import FaceParser
 from oracle import CODE, Oracle
@@ -341,7 +341,8 @@ def _context_scene(side: int, shape: tuple[int, int], degrees: float):
 def test_context_labels_continue_past_the_window_through_the_inverse_transform(degrees, decode):
     side, shape = 80, (260, 300)
     win, truth, image, hat, det = _context_scene(side, shape, degrees)
-    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode)
+    # a scene without a face (no skin in the box): keep the labels no face reaches (drop_detached)
+    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode, drop_detached=False)
     off = parser(image, boxes=[det], context=False)
     on = parser(image, boxes=[det], context=2.0)  # a window twice as large (default: CONTEXT_SCALE)
     wide = win.scaled(2.0)
@@ -400,7 +401,12 @@ def test_clothes_and_hair_continue_below_the_context_window(monkeypatch, degrees
     in_wide = wide.crop_coords(rows, cols)[1].reshape(shape)
     in_low = lower_window(wide).crop_coords(rows, cols)[1].reshape(shape)
     parser = FaceParser(
-        Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode, max_decode_size=max_decode
+        Oracle(),
+        framing=Framing(1.0, 0.0, 0.0),
+        input_size=side,
+        decode=decode,
+        max_decode_size=max_decode,
+        drop_detached=False,  # no face in the scene
     )
     on = parser(image, boxes=[det], context=1.5)
     monkeypatch.setattr(framing, "CONTEXT_DROP", 0.0)
@@ -453,6 +459,7 @@ def test_face_and_context_windows_blend_smoothly_over_the_band(degrees, decode, 
             decode=decode,
             max_decode_size=max_decode,
             feather=feather,
+            drop_detached=False,  # no face in the scene
         )
         res = parser(image, boxes=[det], context=1.5, return_probs=True)
         assert res.faces[0].crop == [110, 90, 190, 170]
@@ -531,3 +538,54 @@ def test_group_photo_every_face_found_and_no_false_box(mtcnn):
         matched[hits[0]] = lm
     assert set(matched) == set(range(len(cores))), f"missed faces {set(range(len(cores))) - set(matched)}"
     assert abs(roll_degrees(matched[1]) + 20) < 8  # the rolled one: 20 degrees counter-clockwise on screen
+
+
+def test_detached_keeps_the_regions_that_hold_a_seed():
+    labels = np.zeros((12, 14), np.uint8)
+    labels[2:5, 2:5] = 1  # the face (seed inside)
+    labels[5, 5] = 13  # touches it diagonally: 8-connected
+    labels[6:8, 6:8] = 13
+    labels[9:11, 10:13] = 18  # a blob of its own
+    seeds = np.zeros(labels.shape, bool)
+    seeds[3, 3] = True
+    lost = detached(labels, seeds)
+    assert lost.sum() == 6 and (labels[lost] == 18).all()
+    assert detached(labels, np.zeros(labels.shape, bool)).sum() == (labels > 0).sum()  # no face: all detached
+    assert not detached(np.zeros((4, 4), np.uint8), np.ones((4, 4), bool)).any()
+    seeds[10, 11] = True  # a seed on background pixels only would not count; this one is on the blob
+    assert not detached(labels, seeds).any()
+
+
+def _detached_scene() -> tuple[np.ndarray, tuple]:
+    """Grey-coded classes (Oracle): a skin disc in the face box, hair around it, a hair blob on the 'wall' inside
+    the context window and a skin blob inside the face window but outside the box, both touching nothing."""
+    truth = np.zeros((200, 240), np.uint8)
+    yy, xx = np.mgrid[:200, :240]
+    truth[np.hypot(xx - 110, yy - 90) < 28] = 13
+    truth[np.hypot(xx - 110, yy - 90) < 18] = 1
+    truth[40:50, 40:52] = 13
+    truth[60:66, 140:146] = 1
+    image = np.repeat((truth * CODE)[..., None], 3, axis=2)
+    box = (90.0, 70.0, 130.0, 110.0)
+    return image, (box, 0.99)
+
+
+def test_labels_that_reach_no_face_become_background():
+    image, det = _detached_scene()
+    keep = FaceParser(Oracle(), framing=Framing(2.0, 0.0, 0.0), input_size=80, align=False, drop_detached=False)
+    drop = FaceParser(Oracle(), framing=Framing(2.0, 0.0, 0.0), input_size=80, align=False)
+    kept, dropped = (
+        keep(image, boxes=[det], context=2.0, return_probs=True),
+        drop(image, boxes=[det], context=2.0, return_probs=True),
+    )
+    assert (kept.labels[40:50, 40:52] == 13).all() and (kept.labels[60:66, 140:146] == 1).all()  # both parsed
+    lost = kept.labels != dropped.labels
+    assert lost.sum() == 10 * 12 + 6 * 6 and (dropped.labels[lost] == 0).all()  # exactly the two blobs go
+    assert (dropped.probs[0][lost] == 1).all() and (dropped.probs[1:, lost] == 0).all()
+    assert (dropped.confidence[lost] == 1).all()
+    np.testing.assert_array_equal(dropped.probs[:, ~lost], kept.probs[:, ~lost])
+    face = dropped.faces[0]
+    xa, ya, xb, yb = face.region
+    np.testing.assert_array_equal(face.labels, dropped.labels[ya:yb, xa:xb])  # the face's own labels too
+    with pytest.raises(TypeError, match="drop_detached"):
+        FaceParser(Oracle(), drop_detached="yes")

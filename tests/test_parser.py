@@ -378,7 +378,8 @@ def test_tta_aligned_matches_a_hand_made_mirror_reference(parser, size):
 
 def test_tta_photo_matches_a_hand_made_mirror_reference(tiny_weights):
     # the face window's TTA (context labels renormalise the averaged probabilities over their classes instead)
-    p = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0), context=False)
+    # drop_detached is not mirror-symmetric on this noise "photo"; the filter is tested on its own
+    p = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0), context=False, drop_detached=False)
     img = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     box = [20, 10, 84, 74]  # a 64 px window (the model input size), off-centre
     plain = p(img, boxes=[box], return_probs=True)
@@ -388,7 +389,9 @@ def test_tta_photo_matches_a_hand_made_mirror_reference(tiny_weights):
     tta = p(img, boxes=[box], return_probs=True, tta=True)
     assert np.abs(tta.probs - ref).max() < 1e-5 and np.array_equal(tta.labels, ref.argmax(0))
     # the parser-wide default, overridden per call
-    p_tta = FaceParser.from_pretrained(tiny_weights, framing=Framing(1.0, 0.0, 0.0), tta=True, context=False)
+    p_tta = FaceParser.from_pretrained(
+        tiny_weights, framing=Framing(1.0, 0.0, 0.0), tta=True, context=False, drop_detached=False
+    )
     assert "tta=True" in repr(p_tta)
     assert np.array_equal(p_tta(img, boxes=[box], return_probs=True).probs, tta.probs)
     assert np.array_equal(p_tta(img, boxes=[box], return_probs=True, tta=False).probs, plain.probs)
@@ -605,9 +608,11 @@ def test_amp_autocasts_the_torch_backend(tiny_weights, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- context window
-def test_context_off_is_exactly_the_face_window_parse(parser, astronaut):
+def test_context_off_is_exactly_the_face_window_parse(parser, astronaut, monkeypatch):
     """context=False: the labels are the face crop's own parse at its pixels, and background elsewhere; with the
-    context window on, the face window's labels stay the same inside its blend band and labels reach beyond it."""
+    context window on, the face window's labels stay the same inside its blend band and labels reach beyond it
+    (labels no face reaches kept, as parse_aligned keeps them)."""
+    monkeypatch.setattr(parser, "drop_detached", False)
     box, (x0, y0, side) = [200, 120, 260, 180], DEFAULT_FRAMING.window([200, 120, 260, 180])
     off = parser(astronaut, boxes=[box], context=False, decode="dense", return_probs=True)
     crop = astronaut[y0 : y0 + side, x0 : x0 + side]
@@ -672,3 +677,17 @@ def test_cli_context_and_feather(tiny_weights, tmp_path, capsys):
             main(["parse", "--example", "--out", str(tmp_path / "bad"), "--feather", bad])
         assert e.value.code == 2 and "argument --feather: expected a finite number in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_keep_detached_reaches_the_parser(tiny_weights, tmp_path, monkeypatch):
+    seen = []
+    init = FaceParser.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("drop_detached"))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(FaceParser, "__init__", spy)
+    for name, flags, want in (("default", [], True), ("keep", ["--keep-detached"], False)):
+        args = ["parse", "--example", "--out", str(tmp_path / name), "--weights", str(tiny_weights), *flags]
+        assert main(args) == 0 and seen[-1] is want

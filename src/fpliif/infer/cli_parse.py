@@ -146,6 +146,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         align=not args.no_align,
         context=not args.no_context,
         feather=args.feather,
+        drop_detached=not args.keep_detached,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
@@ -418,6 +419,12 @@ def _face_options(g: argparse._ArgumentGroup) -> None:
         help="with the context window: the width of the face window's outer band, in half-sides of the window, "
         f"where its labels are blended into the context window's (0 to 1; default {CONTEXT_FEATHER}; 0: a hard "
         "switch at the window's edge)",
+    )
+    g.add_argument(
+        "--keep-detached",
+        action="store_true",
+        help="keep labelled regions that reach no face (by default a region of labels, e.g. 'hair' on a curtain, "
+        "that holds no skin, eye, nose or mouth pixel inside a face's box becomes background)",
     )
 
 

@@ -300,6 +300,25 @@ def priority_keys(conf: np.ndarray, level: int) -> np.ndarray:
     return bits + np.uint32((level << _CONF_BITS) + 1)
 
 
+def detached(labels: np.ndarray, seeds: np.ndarray, bridge: int = 0) -> np.ndarray:
+    """(H, W) bool: the labelled pixels (``labels`` > 0) whose 8-connected labelled region holds no pixel of
+    ``seeds`` ((H, W) bool). With a face's own pixels as seeds (skin, nose, eyes... inside its detection box), these
+    are labels attached to no face: a blob of "hair" on a wall beside the head. ``bridge``: regions closer than
+    about twice this many pixels count as one (the labels dilated by a disc of that radius; 0: touching only)."""
+    import cv2
+
+    fg = np.ascontiguousarray(labels > 0, np.uint8)
+    if bridge > 0:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * bridge + 1, 2 * bridge + 1))
+        count, comp = cv2.connectedComponents(cv2.dilate(fg, disc), connectivity=8)
+    else:
+        count, comp = cv2.connectedComponents(fg, connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[np.unique(comp[seeds & (fg > 0)])] = True
+    keep[0] = True  # the unlabelled pixels
+    return (fg > 0) & ~keep[comp]
+
+
 def key_confidence(keys: np.ndarray) -> np.ndarray:
     """float32 confidence of :func:`priority_keys` (1.0 where the key is 0, nothing pasted: one-hot background)."""
     conf = ((keys - np.uint32(1)) & np.uint32((1 << _CONF_BITS) - 1)).view(np.float32)
@@ -366,6 +385,21 @@ class Canvas:
             ys, xs = np.nonzero(win)
             self.probs[:, ya + ys, xa + xs] = probs[ys, xs].T
         return lab
+
+    def drop_detached(self, seeds: np.ndarray) -> np.ndarray:
+        """Reset to background, as if nothing was pasted there, the labelled pixels whose connected labelled
+        region holds no pixel of ``seeds`` ((H, W) bool; :func:`detached`); return that (H, W) mask."""
+        lost = detached(self.labels, seeds)
+        if not lost.any():
+            return lost
+        self.labels[lost] = 0
+        if self.probs is not None:
+            self.probs[:, lost] = 0.0
+            self.probs[0, lost] = 1.0
+        t = self.TILE
+        for (ty, tx), keys in self._keys.items():
+            keys[lost[ty * t : ty * t + keys.shape[0], tx * t : tx * t + keys.shape[1]]] = 0
+        return lost
 
     def confidence(self) -> np.ndarray:
         """Max probability per pixel (1.0 where no face was parsed: one-hot background)."""

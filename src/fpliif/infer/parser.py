@@ -55,6 +55,7 @@ from .geometry import (
     Canvas,
     Window,
     bilinear_points,
+    detached,
     extract_crop,
     feather_weights,
     grid_coords,
@@ -80,7 +81,6 @@ PIXEL_BLOCK = 16384
 a core's cache through the strip's numpy passes. On the dev CPU the 512² portrait took 1.27 -> 1.12 s (fp32) and
 1.10 -> 0.91 s (bf16) against strips of ``max_queries`` (262144) pixels, with the same labels
 (docs/performance.md, "Query blocks")."""
-
 
 class _Source(NamedTuple):
     """A window to query: its latents (and mirrored latents or None), and its logits on a crop grid or None."""
@@ -198,6 +198,11 @@ class FaceParser:
         feather: with a context window, the width (in half-sides of the face window) of the face window's outer
             band where its probabilities are blended into the context window's (default
             :data:`~fpliif.infer.framing.CONTEXT_FEATHER`; 0: a hard switch at the window's edge).
+        drop_detached: photos only: labelled regions (8-connected, all classes together) that reach no face,
+            i.e. hold no pixel of an inner face class (skin, nose, eyes, brows, lips, mouth, glasses: the classes
+            outside :data:`~fpliif.infer.framing.CONTEXT_CLASSES`) inside a face's detection box, become
+            background, in the image's labels and each face's (blobs of "hair" or "cloth" on a wall or a curtain
+            beside the person). False: keep every label.
     """
 
     def __init__(
@@ -221,6 +226,7 @@ class FaceParser:
         amp: str = DEFAULT_INFERENCE_AMP,
         context: bool | float = True,
         feather: float = CONTEXT_FEATHER,
+        drop_detached: bool = True,
     ):
         ints = check_int_options(
             batch_size=batch_size,
@@ -261,10 +267,14 @@ class FaceParser:
         self._flip_channels = flip_channels(self.backend.label_set)
         self.context = check_context(context)
         self.feather = check_feather(feather)
+        if not isinstance(drop_detached, (bool, np.bool_)):
+            raise TypeError(f"drop_detached: expected True or False, got {drop_detached!r}")
+        self.drop_detached = bool(drop_detached)
         names = self.backend.label_set.classes
         self._context_classes = np.array([k == 0 or c in CONTEXT_CLASSES for k, c in enumerate(names)])
         self._below_classes = np.array([k == 0 or c in BELOW_CLASSES for k, c in enumerate(names)])
         self._continued = np.array([c in BELOW_CONTINUED for c in names])
+        self._seed_classes = ~self._context_classes  # skin, nose, eyes...: see face_seeds
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -390,6 +400,9 @@ class FaceParser:
                 faces[job.image].append(
                     self._parse_face(job, z, zm, around, items[job.image][0], canvases[job.image], decode, feather)
                 )
+        if self.drop_detached:
+            for i in sorted({j.image for j in jobs}):
+                canvases[i].drop_detached(self.face_seeds(canvases[i].labels, [j.box for j in jobs if j.image == i]))
         results = []
         for i, (img, source) in enumerate(items):
             c = canvases[i]
@@ -461,6 +474,8 @@ class FaceParser:
             edge = _edge_labels(ctx, *parts[1])
             parts.append((below, self._decode_window(low_src, below, canvas, context_of=ctx, below=edge)))
         region, labels = _merge_labels(parts)
+        if self.drop_detached:
+            labels[detached(labels, self.face_seeds(labels, [job.box], region[:2]))] = 0
         x0, y0, side = win
         return Face(
             box=[float(v) for v in job.box],
@@ -473,6 +488,18 @@ class FaceParser:
             angle=float(win.angle),
             context=None if ctx is None else [ctx.x0, ctx.y0, ctx.x0 + ctx.side, ctx.y0 + ctx.side],
         )
+
+    def face_seeds(self, labels: np.ndarray, boxes: list, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """(H, W) bool: the pixels of ``labels`` (whose pixel (0, 0) is image pixel ``origin``, x, y) inside a face
+        box (x0, y0, x1, y1) that hold an inner face class (skin, nose, eyes...: not a context class); a labelled
+        region without one is detached (:func:`~fpliif.infer.geometry.detached`, ``drop_detached``)."""
+        inside = np.zeros(labels.shape, bool)
+        h, w = labels.shape
+        for x0, y0, x1, y1 in boxes:
+            xa, ya = max(int(np.floor(x0)) - origin[0], 0), max(int(np.floor(y0)) - origin[1], 0)
+            xb, yb = min(int(np.ceil(x1)) - origin[0], w), min(int(np.ceil(y1)) - origin[1], h)
+            inside[ya:yb, xa:xb] = xb > xa and yb > ya
+        return inside & self._seed_classes[labels]
 
     def window_points(self, side: int, region_pixels: int) -> int:
         """Decoder queries for one face (one pass, without TTA): its visible pixels, or ``max_decode_size``
