@@ -691,3 +691,27 @@ def test_cli_keep_detached_reaches_the_parser(tiny_weights, tmp_path, monkeypatc
     for name, flags, want in (("default", [], True), ("keep", ["--keep-detached"], False)):
         args = ["parse", "--example", "--out", str(tmp_path / name), "--weights", str(tiny_weights), *flags]
         assert main(args) == 0 and seen[-1] is want
+
+
+def test_cli_processes_write_the_same_files_as_one_process(tiny_weights, tmp_path, capfd):
+    """--processes 2: the same label files as one process (both one thread each), the same failure reported and
+    counted; --processes with --video is refused before any work."""
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = Image.open(example_image()).resize((160, 160))
+    for i in range(3):
+        photo.rotate(8 * i).save(src / f"p{i}.png")
+    (src / "broken.jpg").write_text("not an image")
+    out = {}
+    for n in ("1", "2"):
+        out[n] = tmp_path / f"p{n}"
+        args = ["parse", str(src), "--out", str(out[n]), "--weights", str(tiny_weights), "--threads", "1"]
+        assert main([*args, "--keep-detached", "--processes", n]) == 1  # the broken file (the tiny model's
+        # labels reach no face: --keep-detached keeps them)
+        err = capfd.readouterr().err
+        assert "broken.jpg" in err and "3 image(s) parsed" in err and "1 failed" in err
+    for i in range(3):
+        one, two = (np.asarray(Image.open(out[w] / f"p{i}_labels.png")) for w in ("1", "2"))
+        assert one.any() and np.array_equal(one, two)
+    assert main(["parse", str(src), "--out", str(tmp_path / "v"), "--video", "--processes", "2"]) == 2
+    assert "--processes" in capfd.readouterr().err and not (tmp_path / "v").exists()

@@ -13,15 +13,33 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["MAX_THREADS", "check_int", "check_size", "float_arg", "int_arg", "parse_int_list", "positive_ints"]
+__all__ = [
+    "MAX_THREADS",
+    "check_int",
+    "check_size",
+    "cpu_count",
+    "float_arg",
+    "int_arg",
+    "parse_int_list",
+    "positive_ints",
+]
 
 MAX_THREADS = 1024
 DEVICES = ("cpu", "cuda")  # where a model can run: the --device choices of every command and the service
 """Most CPU threads or worker processes an option may ask for (torch's thread count is a C int; more than this
 is a typo, not a machine)."""
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _integer(value: Any) -> int | None:

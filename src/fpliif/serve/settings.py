@@ -8,14 +8,13 @@ field's name with dashes unless its metadata names a ``flag``; its metadata ``he
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..adaptive import DECODE_MODES
 from ..errors import ConfigError
 from ..limits import DEFAULT_MAX_PIXELS, default_max_pixels
-from ..validate import DEVICES, MAX_THREADS
+from ..validate import DEVICES, MAX_THREADS, cpu_count
 
 DEFAULT_MAX_POINTS = 2**21
 """Decoder queries one request may cost by default: about a 1448 x 1448 aligned output, or 8 large faces."""
@@ -28,14 +27,6 @@ def option(default: Any = None, *, help: str, factory: Any = None, **flag: Any) 
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
