@@ -25,7 +25,7 @@ from fpliif.infer.parser import FaceParser
 pytest.importorskip("onnx", reason="onnx not installed (pip install 'fpliif[onnx]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'fpliif[onnx]')")
 
-from fpliif.infer.onnx_backend import OnnxModel  # noqa: E402
+from fpliif.infer.onnx_backend import CPU_SPLIT_CHUNK, OnnxModel  # noqa: E402
 from fpliif.infer.onnx_export import export_onnx  # noqa: E402
 
 TINY = {
@@ -55,6 +55,9 @@ def test_split_export_is_two_graphs_and_the_encoder_runs_once(tiny, exported):
     om = OnnxModel(exported["dynamic"])
     assert om.split and exported["dynamic"].with_name("dynamic.decoder.onnx").is_file()
     assert not OnnxModel(exported["single"]).split
+    # default query chunks: cache-sized for a split decoder on the CPU, large for a graph that re-encodes per chunk
+    assert om.chunk_size == CPU_SPLIT_CHUNK < OnnxModel(exported["single"]).chunk_size == 65536
+    assert OnnxModel(exported["dynamic"], chunk_size=123).chunk_size == 123
     x = torch.rand(2, 3, 64, 48)
     coords = torch.rand(2, 300, 2) * 2 - 1
     with torch.inference_mode():

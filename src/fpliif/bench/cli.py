@@ -96,7 +96,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError("--backend onnxruntime: pass --onnx FILE (write one with `fpliif export onnx --dynamic`)")
         from ..infer.onnx_backend import OnnxModel
 
-        onnx_model = OnnxModel(args.onnx, threads=args.threads, chunk_size=1 << 20)
+        onnx_model = OnnxModel(args.onnx, threads=args.threads)  # a split export: its default query chunks
+        if not onnx_model.split:
+            onnx_model.chunk_size = 1 << 20  # a single graph re-runs its encoder per chunk: the whole grid at once
     result = run_bench(
         model,
         sizes=parse_int_list(args.sizes, "--sizes"),

@@ -29,6 +29,13 @@ EXPORT_ID = "fpliif_export_id"
 """Metadata key both graphs of one split export carry (the same value): a decoder from another export is refused."""
 
 
+CPU_SPLIT_CHUNK = 4096
+"""Default query chunk of a split export's decoder graph on the CPU: with chunks of 65536 the graph's (65536, 256)
+activations leave the cache (a 256² grid, 2 threads, interleaved: 0.84 s in chunks of 65536, 0.68 s of 16384,
+0.63 s of 8192, 0.62 s of 4096, the same logits; scripts/query_block.py --onnx; docs/performance.md, "ONNX: two
+graphs")."""
+
+
 class OnnxModel(HasLabelSet):
     """An fpliif ONNX export on onnxruntime.
 
@@ -36,7 +43,9 @@ class OnnxModel(HasLabelSet):
     ``model.decode_at(image, coords (B, Q, 2)) -> logits (B, Q, C)`` for arbitrary query points, or
     ``latent = model.encode(image)`` once, then ``model.query(latent, coords)`` as often as needed.
     ``path`` is the encoder file of a split export (its decoder file beside it) or a single-graph file.
-    Queries run in chunks of ``chunk_size`` (a single graph re-runs its encoder for every chunk).
+    Queries run in chunks of ``chunk_size`` (a single graph re-runs its encoder for every chunk); default: on the
+    CPU :data:`CPU_SPLIT_CHUNK` for a split export's decoder graph (cache-sized, like the torch model's query
+    blocks), else 65536.
     """
 
     def __init__(
@@ -44,7 +53,7 @@ class OnnxModel(HasLabelSet):
         path: str | Path,
         device: str = "cpu",
         threads: int | None = None,
-        chunk_size: int = 65536,
+        chunk_size: int | None = None,
         providers: list[str] | None = None,
     ):
         try:
@@ -75,7 +84,7 @@ class OnnxModel(HasLabelSet):
         self.path = path
         self.metadata = meta = WeightsMetadata.from_onnx(self.session.get_modelmeta().custom_metadata_map, path)
         self.label_set, self.temperature, self.input_size = meta.label_set, meta.temperature, meta.input_size
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = 65536 if chunk_size is None else int(chunk_size)
         if not (self.temperature is None or self.temperature > 0):
             raise ValueError(f"{path}: metadata fpliif_temperature: expected a positive number, got {self.temperature}")
         if meta.get("fpliif_part") == "dense":
@@ -94,6 +103,8 @@ class OnnxModel(HasLabelSet):
         self.encoder_stride = _encoder_stride(path, meta.get("fpliif_spec"), self.input_size)
         if set(inputs) == {"image"}:
             self.decoder = self._load_decoder(ort, providers, threads)
+            if chunk_size is None and providers[0] == "CPUExecutionProvider":
+                self.chunk_size = CPU_SPLIT_CHUNK
         else:
             _tensor(path, self.session.get_inputs(), "coords", "input", (None, None, 2))
             self._check_logits(path, self.session)
