@@ -14,9 +14,10 @@ repository: their licences (the packages' and the photographers') are not ours.
 Face boxes are (x1, y1, x2, y2) image pixels around the face core (hairline or forehead to chin, cheek to cheek),
 the region measure_detection.py matches a detection against: t1.jpg's six faces and BWPictureHuman.jpg's profile
 were read off a 20-25 px grid by hand; the others are detector boxes that were checked by eye to lie on the face,
-rounded to 10 px. ``optional``: a face that is neither required nor false when found (obama2.jpg: a blurred face
+rounded to 10 px (5 px on scrfd's images; the Solvay photo's 29 boxes were each viewed in a crop, and each of the 29
+attendees has one). ``optional``: a face that is neither required nor false when found (obama2.jpg: a blurred face
 behind, half outside the image). Looked through and left out: face_recognition's ``32bit.png`` (obama2.jpg as
-RGBA), insightface's other files (none).
+RGBA), scrfd's ``readme.jpg`` (the Solvay photo with boxes and points drawn on it), insightface's other files (none).
 """
 
 from __future__ import annotations
@@ -245,6 +246,65 @@ SDISTS = (
                     "drawn mountain landscape, no face",
                 ),
             )
+        ),
+    ),
+    Sdist(
+        "scrfd",
+        "0.3.0",
+        "scrfd-0.3.0.tar.gz",
+        "35855c664d565492aab0068f1c64b4957a15ca6cd106b9c8b1642d67cfeeb5fc",
+        (
+            Photo(
+                "images/solvay_conference_1927.jpg",
+                "ae76a5be54f53cca50074a0d1ac8653187154d264fc58ed928e1b92c27e17e2a",
+                (
+                    # standing row (11), left to right
+                    (470, 760, 545, 865),
+                    (690, 835, 760, 925),
+                    (840, 890, 920, 990),
+                    (1090, 875, 1165, 975),
+                    (1370, 900, 1445, 1000),
+                    (1590, 850, 1665, 945),
+                    (1840, 850, 1920, 955),
+                    (2080, 845, 2160, 950),
+                    (2290, 845, 2370, 935),
+                    (2450, 755, 2530, 855),
+                    (2595, 840, 2680, 945),
+                    # middle row (9), left to right
+                    (135, 1035, 215, 1135),
+                    (410, 1080, 490, 1185),
+                    (715, 1040, 795, 1145),
+                    (1045, 1035, 1135, 1155),
+                    (1405, 1025, 1485, 1120),
+                    (1665, 1030, 1745, 1135),
+                    (1950, 1050, 2030, 1155),
+                    (2270, 1055, 2355, 1165),
+                    (2575, 1070, 2665, 1185),
+                    # seated row (9), left to right
+                    (230, 1140, 315, 1245),
+                    (545, 1150, 635, 1265),
+                    (855, 1145, 935, 1245),
+                    (1185, 1145, 1280, 1275),
+                    (1585, 1130, 1675, 1245),
+                    (1855, 1130, 1950, 1250),
+                    (2105, 1130, 2195, 1255),
+                    (2455, 1150, 2540, 1260),
+                    (2685, 1185, 2780, 1300),
+                ),
+                note="the 1927 Solvay conference: 29 people in three rows, faces 70-95 px wide in 3000 x 2171; grey",
+            ),
+            Photo(
+                "images/newton.png",
+                "91f24ec62161d131632ea78038f5fda8319abec1c78b82795be891f349e9c05a",
+                ((325, 80, 445, 230),),
+                note="painted portrait (Newton), long white hair",
+            ),
+            Photo(
+                "images/gauss.png",
+                "0ecd92b4e17755deedabd46f416558c15abf06f6385d50be4486d45987c95f9e",
+                ((375, 190, 655, 575),),
+                note="painted portrait (Gauss), a black cap, slightly turned",
+            ),
         ),
     ),
 )

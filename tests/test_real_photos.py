@@ -153,7 +153,13 @@ def test_pinned_table_is_well_formed() -> None:
         for p in s.photos:
             assert len(p.sha256) == 64 and Path(p.path).suffix.lower() in {".jpg", ".png"}
             assert all(x1 < x2 and y1 < y2 for x1, y1, x2, y2 in (*p.faces, *p.optional)), p.path
-    assert sum(len(p.faces) for s in frp.SDISTS for p in s.photos if p.path.endswith("t1.jpg")) == 6
+            boxes = [*p.faces, *p.optional]
+            for j, (x1, y1, x2, y2) in enumerate(boxes):  # one face per box: no box's centre inside another box
+                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+                inside = [k for k, b in enumerate(boxes) if b[0] <= cx <= b[2] and b[1] <= cy <= b[3]]
+                assert inside == [j], (p.path, j, inside)
+    counts = {Path(p.path).name: len(p.faces) for s in frp.SDISTS for p in s.photos}
+    assert (counts["t1.jpg"], counts["solvay_conference_1927.jpg"]) == (6, 29)
 
 
 def test_match_counts_each_face_once_and_ignores_optional_faces() -> None:
