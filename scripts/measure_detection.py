@@ -249,6 +249,8 @@ def measure_photos(folder: Path, detectors: dict) -> list[dict]:
         raise SystemExit(f"--photos {folder}: no MANIFEST.json (make it with scripts/fetch_real_photos.py)")
     records = []
     for entry in json.loads(manifest.read_text()):
+        if entry.get("kind", "image") != "image":
+            continue  # a video (scripts/measure_video.py --clip)
         img = load_image(folder / entry["file"])
         faces, optional = entry["faces"], entry["optional"]
         mask = face_mask(img.shape, faces, optional)

@@ -151,7 +151,8 @@ def test_pinned_table_is_well_formed() -> None:
     for s in frp.SDISTS:
         assert s.filename.endswith(".tar.gz") and len(s.sha256) == 64
         for p in s.photos:
-            assert len(p.sha256) == 64 and Path(p.path).suffix.lower() in {".jpg", ".png"}
+            kinds = {".mp4"} if p.video else {".jpg", ".png"}
+            assert len(p.sha256) == 64 and Path(p.path).suffix.lower() in kinds and not (p.video and p.faces)
             assert all(x1 < x2 and y1 < y2 for x1, y1, x2, y2 in (*p.faces, *p.optional)), p.path
             boxes = [*p.faces, *p.optional]
             for j, (x1, y1, x2, y2) in enumerate(boxes):  # one face per box: no box's centre inside another box
