@@ -1,6 +1,7 @@
-"""The shortcuts of adaptive decoding's bookkeeping (issue 12, photo speed) give exactly the values of the plain
-computations: bilinear upsampling at a subset of pixels, the top-2 margin without a full softmax, the label
-filter on the active pixels only, region-restricted decoding of a random model, and the in-place ReLUs."""
+"""The shortcuts of the photo path (issue 12, photo speed) give exactly the values of the plain computations:
+bilinear upsampling at a subset of pixels, the top-2 margin without a full softmax, the label filter on the active
+pixels only, region-restricted decoding of a random model, the in-place ReLUs, the reductions over classes-first
+arrays, the crop coordinates without a meshgrid, and the decoder's cached bf16 weights and fused layers."""
 
 from __future__ import annotations
 
@@ -8,9 +9,24 @@ import numpy as np
 import pytest
 import torch
 
+import fpliif
 from fpliif.adaptive import AdaptiveOptions, _NumpyOps, adaptive_decode
-from fpliif.infer.geometry import bilinear_points, bilinear_rows_cols, softmax
+from fpliif.infer.framing import Framing
+from fpliif.infer.geometry import (
+    Window,
+    argmax_first,
+    bilinear_points,
+    bilinear_rows_cols,
+    channels_first,
+    max_first,
+    softmax,
+    softmax_first,
+    sum_first,
+)
+from fpliif.infer.parser import FaceParser
+from fpliif.models import fpliif as fpliif_model
 from fpliif.models import pixel_centers
+from oracle import Oracle
 from test_adaptive import tiny
 
 
@@ -115,3 +131,111 @@ def test_in_place_relus_give_the_same_logits():
     with torch.inference_mode():
         inplace = model.decode(model.encode(x), coords)
     torch.testing.assert_close(inplace, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("classes", [1, 3, 7, 8, 9, 16, 19, 24, 129, 300])
+def test_classes_first_reductions_equal_numpy_over_the_last_axis(classes):
+    """Max, first argmax, pairwise sum and softmax over (C, P) rows: numpy's values over (P, C), bit for bit."""
+    rng = np.random.default_rng(classes)
+    x = (rng.standard_normal((1001, classes)) * 4).astype(np.float32)
+    x[:300] = np.round(x[:300])  # ties: the first maximum wins
+    x[300:310] = 0.0
+    first = channels_first(x)
+    assert first.flags.c_contiguous and np.array_equal(first, x.T)
+    np.testing.assert_array_equal(max_first(first), x.max(-1))
+    np.testing.assert_array_equal(argmax_first(first), x.argmax(-1))
+    np.testing.assert_array_equal(sum_first(first).view(np.int32), x.sum(-1).view(np.int32))
+    for t in (0.5, 1.0, 3.0):
+        np.testing.assert_array_equal(softmax_first(first, t), softmax(x, t).T)
+    x[5, classes // 2] = np.nan  # numpy's rule for a NaN: its index
+    np.testing.assert_array_equal(argmax_first(channels_first(x)), x.argmax(-1))
+
+
+@pytest.mark.parametrize("angle", [0.0, 3.7, -41.0])
+def test_crop_coords_equal_the_meshgrid_formula(angle):
+    win = Window(-15, 20, 137, angle)
+    rows, cols = np.arange(-3, 90), np.arange(40, 171)
+    dx, dy = np.meshgrid(cols + 0.5 - win.centre[0], rows + 0.5 - win.centre[1])
+    c, s, h = np.cos(np.radians(angle)), np.sin(np.radians(angle)), win.side / 2
+    u, v = ((c * dx + s * dy) / h, (-s * dx + c * dy) / h) if angle else (dx / h, dy / h)
+    xy = np.stack([u, v], -1).reshape(-1, 2)
+    coords, inside = win.crop_coords(rows, cols)
+    np.testing.assert_array_equal(coords, xy.astype(np.float32))
+    np.testing.assert_array_equal(inside, (np.abs(xy) < 1).all(1))
+    assert inside.any() and not inside.all()
+    assert win.crop_coords(rows[:0], cols)[0].shape == (0, 2)
+
+
+def plain_query_weights(model):
+    """The weights :meth:`FPLIIF.query` reads without the cast cache (autocast casts them on every call)."""
+    return lambda device: fpliif_model.QueryWeights(model.mlp[0].weight[:, -2:], model._mlp_tail)
+
+
+def bf16_logits(model, z, coords):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return model.decode(z, coords)
+
+
+def test_cached_bf16_weights_and_fused_layers_give_autocasts_logits(monkeypatch):
+    """bf16 inference with the cast (and, where oneDNN gives the same values, fused Linear + ReLU) tail: autocast's
+    logits bit for bit, at sizes below and across a query block; a weight changed in place is seen at once."""
+    torch.manual_seed(0)
+    spec = {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [256, 256]}
+    model = fpliif.make({"name": "fpliif", "args": spec}).eval()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    z = model.encode(x).detach()
+    rng = torch.Generator().manual_seed(5)
+    sizes = (1, 5, 300, fpliif_model.CPU_QUERY_BLOCK + 904)
+    coords = [torch.rand(1, n, 2, generator=rng) * 2 - 1 for n in sizes]
+    cached = [bf16_logits(model, z, c) for c in coords]
+    assert model._cast_cache is not None and cached[0].dtype == torch.float32
+    with monkeypatch.context() as m:
+        m.setattr(model, "_query_weights", plain_query_weights(model))
+        plain = [bf16_logits(model, z, c) for c in coords]
+    for a, b in zip(cached, plain, strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        model.mlp[2].weight.mul_(1.5)  # an in-place change (an optimiser step): the cached copies are stale
+    changed = bf16_logits(model, z, coords[2])
+    monkeypatch.setattr(model, "_query_weights", plain_query_weights(model))
+    assert torch.equal(changed, bf16_logits(model, z, coords[2])) and not torch.equal(changed, cached[2])
+
+
+def test_cast_cache_is_not_used_with_autograd_or_in_fp32():
+    model = tiny()
+    z = model.encode(torch.rand(1, 3, 32, 32)).detach()
+    coords = pixel_centers(6, 7).unsqueeze(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.decode(z, coords)  # training and autograd: the modules, cast by autocast
+    with torch.inference_mode():
+        model.decode(z, coords)  # fp32
+    assert model._cast_cache is None
+    weights = fpliif_model.cast_query_weights(model.mlp[0].weight[:, -2:], model._mlp_tail, torch.bfloat16)
+    assert weights.pos_weight.dtype == torch.bfloat16 and len(weights.tail) <= len(model._mlp_tail)
+
+
+def test_parser_probs_classes_first_equal_the_masked_softmax_per_pixel():
+    """The parser's probabilities (classes first) at the wanted pixels, over a window's classes ((C,) or per pixel):
+    the plain (P, C) masked softmax, transposed; and the lower window's classes per pixel, transposed."""
+    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=60, align=False)
+    rng = np.random.default_rng(7)
+    c, t = len(parser.classes), parser.backend.temperature
+    logits = (rng.standard_normal((500, c)) * 3).astype(np.float32)
+    want = rng.random(500) < 0.7
+    per_pixel = rng.random((500, c)) < 0.5
+    per_pixel[:, 0] = True
+
+    def plain(mask: np.ndarray | None, wanted: np.ndarray) -> np.ndarray:
+        x = logits if mask is None else np.where(mask, logits, np.float32(-np.inf))
+        out = np.zeros_like(x)
+        out[wanted] = softmax(x[wanted], t)
+        return out.T
+
+    everywhere = np.ones(500, bool)
+    for rows, first in ((None, None), (parser._context_classes, parser._context_classes), (per_pixel, per_pixel.T)):
+        np.testing.assert_array_equal(parser._probs(logits, want, first), plain(rows, want))
+        np.testing.assert_array_equal(parser._probs(logits, None, first), plain(rows, everywhere))
+    edge, u = rng.integers(0, c, 40).astype(np.uint8), rng.uniform(-1.2, 1.2, 300)
+    k = np.clip(((u + 1) / 2 * edge.size).astype(np.int64), 0, edge.size - 1)
+    continued = parser._continued & (edge[k, None] == np.arange(c))
+    np.testing.assert_array_equal(parser._lower_classes(edge, u), (parser._below_classes | continued).T)

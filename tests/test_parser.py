@@ -99,8 +99,8 @@ def test_canvas_more_confident_face_wins():
     b[..., 0] = 0.4
     b[:, 2:, 2] = 0.95  # more confident than face a on its right half
     b[:, 2:, 0] = 0.05
-    c.paste(0, 0, a)
-    own = c.paste(0, 2, b)
+    c.paste(0, 0, a.transpose(2, 0, 1))  # the canvas takes classes first
+    own = c.paste(0, 2, b.transpose(2, 0, 1))
     assert (own == 2).all()
     assert (c.labels[:, :2] == 1).all() and (c.labels[:, 2:4] == 1).all() and (c.labels[:, 4:] == 2).all()
     assert np.allclose(c.probs.sum(0), 1)
@@ -139,7 +139,7 @@ def test_canvas_merges_exactly_as_full_image_buffers():
         pastes.append((int(ya), int(xa), probs, inside, int(rng.integers(0, 3))))
     canvas = Canvas(height, width, 5)
     for ya, xa, probs, inside, level in pastes:
-        canvas.paste(ya, xa, probs, None if inside.all() else inside, level)
+        canvas.paste(ya, xa, probs.transpose(2, 0, 1), None if inside.all() else inside, level)
     labels, conf = dense_merge(height, width, pastes)
     assert np.array_equal(canvas.labels, labels) and np.array_equal(canvas.confidence(), conf)
 
@@ -149,7 +149,7 @@ def test_canvas_memory_follows_the_faces_not_the_image():
 
     tracemalloc.start()
     canvas = Canvas(8000, 5000, 19)  # 40 MP
-    probs = np.full((300, 300, 19), 1 / 19, np.float32)
+    probs = np.full((19, 300, 300), 1 / 19, np.float32)
     canvas.paste(4000, 2000, probs)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -416,14 +416,23 @@ class _NumpyOps(_Ops):
 
     def labels_margin(self, values: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
         """Labels and top-2 probability margins: the values of :func:`~fpliif.infer.geometry.softmax` and its two
-        largest entries, without dividing every entry (the largest is ``1 / sum``, the second ``e2 / sum``)."""
-        labels = values.argmax(axis=-1)
-        x = values / np.float32(temperature)
-        x -= np.take_along_axis(x, labels[..., None], axis=-1)  # the largest of x (division keeps the order)
-        np.exp(x, out=x)
-        total = x.sum(axis=-1)
-        np.put_along_axis(x, labels[..., None], np.float32(-1), axis=-1)
-        return labels, np.float32(1) / total - x.max(axis=-1) / total
+        largest entries, without dividing every entry (the largest is ``1 / sum``, the second ``e2 / sum``), each
+        pixel's classes reduced as contiguous rows (:func:`~fpliif.infer.geometry.channels_first`)."""
+        from .infer.geometry import argmax_first, channels_first, max_first, sum_first
+
+        labels = np.empty(values.shape[:2], np.intp)
+        margin = np.empty(values.shape[:2], np.float32)
+        for b, v in enumerate(values):
+            x = channels_first(v)
+            top = max_first(x)
+            labels[b] = argmax_first(x, top)
+            x /= np.float32(temperature)
+            x -= max_first(x)  # x at the label (division keeps the order)
+            np.exp(x, out=x)
+            total = sum_first(x)
+            x[labels[b], np.arange(x.shape[1])] = -1
+            margin[b] = np.float32(1) / total - max_first(x) / total
+        return labels, margin
 
     def argmax(self, values: np.ndarray) -> np.ndarray:
         return values.argmax(axis=-1)

@@ -55,6 +55,7 @@ from .geometry import (
     Canvas,
     Window,
     bilinear_points,
+    channels_first,
     detached,
     extract_crop,
     feather_weights,
@@ -63,7 +64,7 @@ from .geometry import (
     index_coords,
     mark_taps,
     model_input,
-    softmax,
+    softmax_first,
     strips,
 )
 from .images import array_to_rgb, is_torch_tensor, load_image, pil_to_rgb
@@ -645,16 +646,23 @@ class FaceParser:
             return self._logits(src.z, src.zm, coords)
         return bilinear_points(src.grid, *grid_positions(coords, src.grid.shape[0]))
 
-    def _probs(self, logits: np.ndarray, want: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
-        """(P, C) probabilities of (P, C) ``logits`` where ``want`` is true (0 elsewhere); ``classes`` ((C,) or
-        (P, C) bool, e.g. a context window's classes): over those classes only (the others get 0)."""
+    def _probs(
+        self, logits: np.ndarray, want: np.ndarray | None = None, classes: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(C, P) probabilities (classes first, as the canvas takes them) of (P, C) ``logits`` where ``want`` is true
+        (None: everywhere; 0 elsewhere); ``classes`` ((C,) or (C, P) bool, e.g. a context window's classes): over
+        those classes only (the others get 0). The values of :func:`~fpliif.infer.geometry.softmax` on (P, C)."""
+        t = self.backend.temperature
+        if want is not None and not want.all():
+            probs = np.zeros(logits.shape[::-1], np.float32)
+            probs[:, want] = self._probs(
+                logits[want], None, classes if classes is None or classes.ndim == 1 else classes[:, want]
+            )
+            return probs
+        x = channels_first(logits)
         if classes is not None:
-            logits = np.where(classes, logits, np.float32(-np.inf))
-        if want.all():
-            return softmax(logits, self.backend.temperature)
-        probs = np.zeros(logits.shape, np.float32)
-        probs[want] = softmax(logits[want], self.backend.temperature)
-        return probs
+            x = np.where(classes if classes.ndim == 2 else classes[:, None], x, np.float32(-np.inf))
+        return softmax_first(x, t)
 
     def _decode_window(
         self,
@@ -697,15 +705,16 @@ class FaceParser:
                 self._feather(probs, blend, coords, inside, row_idx, col_idx, band)
             mask = None if inside.all() else inside.reshape(r1 - r0, cols)
             level = FACE_LEVEL if context_of is None else CONTEXT_LEVEL
-            labels[r0:r1] = canvas.paste(ya + r0, xa, probs.reshape(r1 - r0, cols, -1), mask, level)
+            labels[r0:r1] = canvas.paste(ya + r0, xa, probs.reshape(-1, r1 - r0, cols), mask, level)
         return labels
 
     def _lower_classes(self, edge: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """(P, C) bool: the classes a lower context window may give pixels at the context window's crop x ``u`` (P,):
+        """(C, P) bool: the classes a lower context window may give pixels at the context window's crop x ``u`` (P,):
         :data:`~fpliif.infer.framing.BELOW_CLASSES`, and a :data:`~fpliif.infer.framing.BELOW_CONTINUED` class
         where the context window's label ``edge`` (one per pixel of its bottom edge) above that pixel is that class."""
         k = np.clip(((u + 1) / 2 * edge.size).astype(np.int64), 0, edge.size - 1)
-        return self._below_classes | (self._continued & (edge[k, None] == np.arange(self._continued.size)))
+        above = edge[k] == np.arange(self._continued.size)[:, None]
+        return self._below_classes[:, None] | (self._continued[:, None] & above)
 
     def _feather(
         self,
@@ -717,16 +726,15 @@ class FaceParser:
         cols: np.ndarray,
         width: float,
     ) -> None:
-        """Blend a face window's (P, C) ``probs`` in place with its context window's over the outer band ``width``
+        """Blend a face window's (C, P) ``probs`` in place with its context window's over the outer band ``width``
         half-sides wide (there with all classes: the face core may reach the band; measured in docs/detection.md)."""
         weight = feather_weights(coords, width)
         band = inside & (weight < 1)
         if not band.any():
             return
-        ctx_logits = self._window_logits(ctx, ctx.win.crop_coords(rows, cols)[0][band])
-        ctx_probs = softmax(ctx_logits, self.backend.temperature)
-        w = weight[band, None]
-        probs[band] = w * probs[band] + (1 - w) * ctx_probs
+        ctx_probs = self._probs(self._window_logits(ctx, ctx.win.crop_coords(rows, cols)[0][band]))
+        w = weight[band]
+        probs[:, band] = w * probs[:, band] + (1 - w) * ctx_probs
 
     # ------------------------------------------------------------------------------------------ aligned crops
     def parse_aligned(
@@ -798,15 +806,13 @@ class FaceParser:
         limits.check_points(points, limits.effective("max_points", self.max_points), what, POINTS_HINT)
 
     def _decode_window_aligned(self, z: Any, zm: Any, h: int, w: int, canvas: Canvas, decode: str = "dense") -> None:
-        t = self.backend.temperature
-        if decode == "adaptive":
-            logits = self._adaptive_logits(z, zm, h, w)
-            for r0, r1 in self._strips(h, w):
-                canvas.paste(r0, 0, softmax(logits[r0:r1], t))
-            return
+        grid = self._adaptive_logits(z, zm, h, w) if decode == "adaptive" else None
         for r0, r1 in self._strips(h, w):
-            logits = self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(w), h, w))
-            canvas.paste(r0, 0, softmax(logits.reshape(r1 - r0, w, -1), t))
+            if grid is None:
+                logits = self._logits(z, zm, grid_coords(np.arange(r0, r1), np.arange(w), h, w))
+            else:
+                logits = grid[r0:r1].reshape((r1 - r0) * w, -1)
+            canvas.paste(r0, 0, self._probs(logits).reshape(-1, r1 - r0, w))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
