@@ -587,5 +587,9 @@ def test_labels_that_reach_no_face_become_background():
     face = dropped.faces[0]
     xa, ya, xb, yb = face.region
     np.testing.assert_array_equal(face.labels, dropped.labels[ya:yb, xa:xb])  # the face's own labels too
+    np.testing.assert_array_equal(drop(image, boxes=[det], context=2.0, drop_detached=False).labels, kept.labels)
+    np.testing.assert_array_equal(keep(image, boxes=[det], context=2.0, drop_detached=True).labels, dropped.labels)
     with pytest.raises(TypeError, match="drop_detached"):
         FaceParser(Oracle(), drop_detached="yes")
+    with pytest.raises(TypeError, match="drop_detached"):
+        drop(image, boxes=[det], drop_detached=1)

@@ -156,7 +156,7 @@ def test_model_info(client, parser):
 def test_openapi_docs_page_and_static(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/parse"]["post"]
-    names = "size aligned format overlay rle alpha legend tta decode labels mask context feather"
+    names = "size aligned format overlay rle alpha legend tta decode labels mask context feather keep_detached"
     assert {p["name"] for p in op["parameters"]} == set(names.split())
     assert "multipart/form-data" in op["requestBody"]["content"]
     assert {"413", "415", "422", "504"} <= set(op["responses"])
@@ -290,6 +290,20 @@ def test_feather_query_parameter(client, parser):
     assert (got[0.0] != got[1.0]).any()
     with pytest.raises(ValueError, match="feather"):
         parser(head, feather=2)
+
+
+def test_keep_detached_query_parameter(client, parser):
+    """``keep_detached`` reaches the parser per request (as ``drop_detached``, negated); without it, the parser's."""
+    head = np.asarray(Image.open(example_image()).convert("RGB").resize((160, 160)))  # the tiny model: detached blobs
+    got = {}
+    for query, drop in (("", None), ("?keep_detached=true", False), ("?keep_detached=false", True)):
+        resp = post(client, encode(head), params=query)
+        assert resp.status_code == 200, resp.text
+        got[query] = png_labels(resp.content)
+        np.testing.assert_array_equal(got[query], parser(head, drop_detached=drop).labels)
+    np.testing.assert_array_equal(got[""], got["?keep_detached=false"])  # the parser's default: drop
+    assert (got["?keep_detached=true"] != got[""]).any()
+    assert post(client, encode(head), params="?keep_detached=maybe").status_code == 422
 
 
 def test_overlay_png(client):

@@ -142,6 +142,13 @@ def check_context(context: Any) -> float:
     raise ValueError(f"context: expected True, False or a window scale in (1, 4], got {context!r}")
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool; TypeError naming ``name`` unless it is True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 def check_feather(feather: Any) -> float:
     """The ``feather`` option: a number in [0, 1]; ValueError naming ``feather`` otherwise."""
     ok = isinstance(feather, (int, float, np.integer, np.floating)) and not isinstance(feather, bool)
@@ -277,9 +284,7 @@ class FaceParser:
         self._flip_channels = flip_channels(self.backend.label_set)
         self.context = check_context(context)
         self.feather = check_feather(feather)
-        if not isinstance(drop_detached, (bool, np.bool_)):
-            raise TypeError(f"drop_detached: expected True or False, got {drop_detached!r}")
-        self.drop_detached = bool(drop_detached)
+        self.drop_detached = check_flag(drop_detached, "drop_detached")
         names = self.backend.label_set.classes
         self._context_classes = np.array([k == 0 or c in CONTEXT_CLASSES for k, c in enumerate(names)])
         self._below_classes = np.array([k == 0 or c in BELOW_CLASSES for k, c in enumerate(names)])
@@ -356,6 +361,7 @@ class FaceParser:
         decode: str | None = None,
         context: bool | float | None = None,
         feather: float | None = None,
+        drop_detached: bool | None = None,
     ) -> ParseResult | list[ParseResult]:
         """Parse photo(s): a path, PIL image, (H, W, 3) uint8 RGB array, torch tensor (3, H, W) /
         (B, 3, H, W) (float in [0, 1] or uint8), or a list of these.
@@ -366,7 +372,8 @@ class FaceParser:
         augmentation (default: the parser's ``tta``). ``decode``: ``"dense"`` or ``"adaptive"`` (default: the
         parser's ``decode``). ``context``: label beyond each face window from a wider one (default: the parser's
         ``context``). ``feather``: the band where the face window is blended into the context window (default: the
-        parser's ``feather``). Returns one :class:`ParseResult` for a single image, else a list.
+        parser's ``feather``). ``drop_detached``: labels that reach no face become background (default: the
+        parser's ``drop_detached``). Returns one :class:`ParseResult` for a single image, else a list.
         """
         decode = self._decode_mode(decode)
         scale = self.context if context is None else check_context(context)
@@ -374,7 +381,8 @@ class FaceParser:
         items, single = _as_images(images, limits.effective("max_pixels", self.max_pixels))
         per_image_boxes = _normalise_boxes(boxes, len(items), single)
         tta = self.tta if tta is None else bool(tta)
-        return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale, band)
+        drop = self.drop_detached if drop_detached is None else check_flag(drop_detached, "drop_detached")
+        return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale, band, drop)
 
     @property
     def implicit(self) -> bool:
@@ -392,7 +400,18 @@ class FaceParser:
             )
         return mode
 
-    def _parse(self, items, per_image_boxes, return_probs, single, tta=False, decode="dense", context=0.0, feather=0.0):
+    def _parse(
+        self,
+        items,
+        per_image_boxes,
+        return_probs,
+        single,
+        tta=False,
+        decode="dense",
+        context=0.0,
+        feather=0.0,
+        drop=False,
+    ):
         canvases = [Canvas(*img.shape[:2], len(self.classes), keep_probs=return_probs) for img, _ in items]
         jobs, messages = self._plan(items, per_image_boxes, context)
         self._check_work(jobs, items, tta)
@@ -407,10 +426,9 @@ class FaceParser:
             for job, z, zm in zip(chunk, latents[: len(chunk)], mirrored[: len(chunk)], strict=True):
                 limits.check_deadline()
                 around = [next(ctx_latents) for w in (job.ctx, job.low) if w is not None]
-                faces[job.image].append(
-                    self._parse_face(job, z, zm, around, items[job.image][0], canvases[job.image], decode, feather)
-                )
-        if self.drop_detached:
+                image, canvas = items[job.image][0], canvases[job.image]
+                faces[job.image].append(self._parse_face(job, z, zm, around, image, canvas, decode, feather, drop))
+        if drop:
             for i in sorted({j.image for j in jobs}):
                 canvases[i].drop_detached(self.face_seeds(canvases[i].labels, [j.box for j in jobs if j.image == i]))
         results = []
@@ -463,7 +481,16 @@ class FaceParser:
         return jobs, messages
 
     def _parse_face(
-        self, job: _Job, z: Any, zm: Any, around: list, image: np.ndarray, canvas: Canvas, decode: str, feather: float
+        self,
+        job: _Job,
+        z: Any,
+        zm: Any,
+        around: list,
+        image: np.ndarray,
+        canvas: Canvas,
+        decode: str,
+        feather: float,
+        drop: bool = False,
     ) -> Face:
         """Decode one face's window and its context windows (``around``: their latents) into ``canvas``: the
         context window, blended over a band ``feather`` half-sides wide, and below it the lower context window."""
@@ -484,7 +511,7 @@ class FaceParser:
             edge = _edge_labels(ctx, *parts[1])
             parts.append((below, self._decode_window(low_src, below, canvas, context_of=ctx, below=edge)))
         region, labels = _merge_labels(parts)
-        if self.drop_detached:
+        if drop:
             labels[detached(labels, self.face_seeds(labels, [job.box], region[:2]))] = 0
         x0, y0, side = win
         return Face(

@@ -83,6 +83,7 @@ class ParseOptions:
     mask: tuple[str, ...] = ()  # class names of the output label set
     context: bool | None = None  # photos: the context window (None: the parser's default)
     feather: float | None = None  # photos: the face window's band blended into the context's (None: the parser's)
+    keep_detached: bool | None = None  # photos: keep labels that reach no face (None: the parser's drop_detached)
 
 
 def label_options(model_set: Any, labels: str | None, mask: str | None) -> tuple[str | None, tuple[str, ...]]:
@@ -275,7 +276,12 @@ class Engine:
             with self._detect_lock:
                 dets = self.parser.detect(rgb)
             limits.check_deadline()
-            extra = {k: v for k, v in (("context", opts.context), ("feather", opts.feather)) if v is not None}
+            drop = None if opts.keep_detached is None else not opts.keep_detached
+            extra = {
+                k: v
+                for k, v in (("context", opts.context), ("feather", opts.feather), ("drop_detached", drop))
+                if v is not None
+            }
             result = self.parser(rgb, boxes=dets, tta=opts.tta, decode=opts.decode, **extra)
         t2 = time.perf_counter()
         limits.check_deadline()

@@ -34,6 +34,7 @@ PARSE_PARAMS = (
     "mask",
     "context",
     "feather",
+    "keep_detached",
 )
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -67,6 +68,9 @@ Send the image as multipart form field `{FIELD}` (JPEG, PNG, WebP, GIF, BMP or T
   window 1.5 times as large labels hair, hat, neck and clothes beyond it; it counts against `max_points`.
 * `feather=0.15` (photos, 0 to 1): the face window's outer band, in half-sides, where its labels are blended
   into the context window's (0: a hard switch at the window's edge); default: the parser's (0.15).
+* `keep_detached=true` (photos): keep labelled regions that reach no face. By default (the parser's
+  `drop_detached`) a region of labels that holds no skin, eye, brow, nose, lip or mouth pixel inside a face's box
+  (e.g. "hair" on a curtain) becomes background.
 * `labels=lapa|coarse|celebamask-hq`: every output in that label set, merged from the model's classes
   (`fpliif.labels.REMAPS`): class indices, palette, overlay colours, `classes`, `class_share`, mask names.
 * `mask=hair,skin` (class names of the output label set): with `format=png`, a binary PNG (8-bit grey, 255 =
@@ -300,6 +304,11 @@ def build_router(engine: Engine) -> APIRouter:
             description="photos with context: width (half-sides of the face window) of its outer band blended into "
             "the context window's labels; 0: a hard switch (default: the parser's setting, 0.15)",
         ),
+        keep_detached: bool | None = Query(
+            None,
+            description="photos: keep labelled regions that reach no face (default: the parser's setting, which "
+            "turns them into background)",
+        ),
     ) -> Response:
         check_query(request, fmt, overlay, mask)
         labels, mask_names = label_options(engine.parser.label_set, labels, mask)
@@ -309,7 +318,20 @@ def build_router(engine: Engine) -> APIRouter:
             raise ApiError(422, "invalid_parameter", str(e)) from None
         tta = settings.tta if tta is None else tta
         opts = ParseOptions(
-            aligned, size, fmt, overlay, rle, alpha, legend, tta, decode_mode, labels, mask_names, context, feather
+            aligned,
+            size,
+            fmt,
+            overlay,
+            rle,
+            alpha,
+            legend,
+            tta,
+            decode_mode,
+            labels,
+            mask_names,
+            context,
+            feather,
+            keep_detached,
         )
         return await run_parse(request, engine, opts)
 
