@@ -593,3 +593,20 @@ def test_labels_that_reach_no_face_become_background():
         FaceParser(Oracle(), drop_detached="yes")
     with pytest.raises(TypeError, match="drop_detached"):
         drop(image, boxes=[det], drop_detached=1)
+
+
+def test_a_box_without_face_parts_keeps_the_labels_that_reach_it():
+    """A box where the model sees no inner face class (here only hair) seeds all its labels: the hair that reaches
+    it stays (a few pixels of one class more or less must not drop a whole person); a blob apart still goes."""
+    truth = np.zeros((200, 240), np.uint8)
+    yy, xx = np.mgrid[:200, :240]
+    truth[np.hypot(xx - 110, yy - 90) < 28] = 13
+    truth[40:50, 40:52] = 13
+    image = np.repeat((truth * CODE)[..., None], 3, axis=2)
+    det = ((90.0, 70.0, 130.0, 110.0), 0.99)
+    parser = FaceParser(Oracle(), framing=Framing(2.0, 0.0, 0.0), input_size=80, align=False)
+    kept = parser(image, boxes=[det], context=2.0, drop_detached=False).labels
+    dropped = parser(image, boxes=[det], context=2.0).labels
+    lost = kept != dropped
+    assert (kept[np.hypot(xx - 110, yy - 90) < 20] == 13).all() and lost.sum() == 10 * 12
+    assert lost[40:50, 40:52].all() and (dropped[lost] == 0).all()

@@ -529,14 +529,20 @@ class FaceParser:
     def face_seeds(self, labels: np.ndarray, boxes: list, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
         """(H, W) bool: the pixels of ``labels`` (whose pixel (0, 0) is image pixel ``origin``, x, y) inside a face
         box (x0, y0, x1, y1) that hold an inner face class (skin, nose, eyes...: not a context class); a labelled
-        region without one is detached (:func:`~fpliif.infer.geometry.detached`, ``drop_detached``)."""
-        inside = np.zeros(labels.shape, bool)
+        region without one is detached (:func:`~fpliif.infer.geometry.detached`, ``drop_detached``). A box that
+        holds no inner class at all (the model saw no face part there) seeds all its labelled pixels instead: the
+        rule's premise fails there, and a few pixels more or less of one class must not drop a whole person."""
+        seeds = np.zeros(labels.shape, bool)
         h, w = labels.shape
         for x0, y0, x1, y1 in boxes:
             xa, ya = max(int(np.floor(x0)) - origin[0], 0), max(int(np.floor(y0)) - origin[1], 0)
             xb, yb = min(int(np.ceil(x1)) - origin[0], w), min(int(np.ceil(y1)) - origin[1], h)
-            inside[ya:yb, xa:xb] = xb > xa and yb > ya
-        return inside & self._seed_classes[labels]
+            if xb <= xa or yb <= ya:
+                continue
+            box = labels[ya:yb, xa:xb]
+            inner = self._seed_classes[box]
+            seeds[ya:yb, xa:xb] |= inner if inner.any() else box > 0
+        return seeds
 
     def window_points(self, side: int, region_pixels: int) -> int:
         """Decoder queries for one face (one pass, without TTA): its visible pixels, or ``max_decode_size``
