@@ -556,15 +556,17 @@ def test_detached_keeps_the_regions_that_hold_a_seed():
     assert not detached(labels, seeds).any()
 
 
-def _detached_scene() -> tuple[np.ndarray, tuple]:
-    """Grey-coded classes (Oracle): a skin disc in the face box, hair around it, a hair blob on the 'wall' inside
-    the context window and a skin blob inside the face window but outside the box, both touching nothing."""
+def _detached_scene(skin: bool = True) -> tuple[np.ndarray, tuple]:
+    """Grey-coded classes (Oracle): a skin disc in the face box (``skin``), hair around it, a hair blob on the 'wall'
+    inside the context window and (``skin``) a skin blob inside the face window but outside the box, both touching
+    nothing."""
     truth = np.zeros((200, 240), np.uint8)
     yy, xx = np.mgrid[:200, :240]
     truth[np.hypot(xx - 110, yy - 90) < 28] = 13
-    truth[np.hypot(xx - 110, yy - 90) < 18] = 1
     truth[40:50, 40:52] = 13
-    truth[60:66, 140:146] = 1
+    if skin:
+        truth[np.hypot(xx - 110, yy - 90) < 18] = 1
+        truth[60:66, 140:146] = 1
     image = np.repeat((truth * CODE)[..., None], 3, axis=2)
     box = (90.0, 70.0, 130.0, 110.0)
     return image, (box, 0.99)
@@ -598,12 +600,8 @@ def test_labels_that_reach_no_face_become_background():
 def test_a_box_without_face_parts_keeps_the_labels_that_reach_it():
     """A box where the model sees no inner face class (here only hair) seeds all its labels: the hair that reaches
     it stays (a few pixels of one class more or less must not drop a whole person); a blob apart still goes."""
-    truth = np.zeros((200, 240), np.uint8)
+    image, det = _detached_scene(skin=False)
     yy, xx = np.mgrid[:200, :240]
-    truth[np.hypot(xx - 110, yy - 90) < 28] = 13
-    truth[40:50, 40:52] = 13
-    image = np.repeat((truth * CODE)[..., None], 3, axis=2)
-    det = ((90.0, 70.0, 130.0, 110.0), 0.99)
     parser = FaceParser(Oracle(), framing=Framing(2.0, 0.0, 0.0), input_size=80, align=False)
     kept = parser(image, boxes=[det], context=2.0, drop_detached=False).labels
     dropped = parser(image, boxes=[det], context=2.0).labels

@@ -369,16 +369,15 @@ def detached(labels: np.ndarray, seeds: np.ndarray, bridge: int = 0) -> np.ndarr
     about twice this many pixels count as one (the labels dilated by a disc of that radius; 0: touching only)."""
     import cv2
 
-    fg = np.ascontiguousarray(labels > 0, np.uint8)
+    labelled = labels > 0
+    fg = labelled.view(np.uint8)
     if bridge > 0:
-        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * bridge + 1, 2 * bridge + 1))
-        count, comp = cv2.connectedComponents(cv2.dilate(fg, disc), connectivity=8)
-    else:
-        count, comp = cv2.connectedComponents(fg, connectivity=8)
+        fg = cv2.dilate(fg, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * bridge + 1, 2 * bridge + 1)))
+    count, comp = cv2.connectedComponents(fg, connectivity=8)
     keep = np.zeros(count, bool)
-    keep[np.unique(comp[seeds & (fg > 0)])] = True
+    keep[np.unique(comp[seeds & labelled])] = True
     keep[0] = True  # the unlabelled pixels
-    return (fg > 0) & ~keep[comp]
+    return labelled & ~keep[comp]
 
 
 def key_confidence(keys: np.ndarray) -> np.ndarray:
@@ -460,15 +459,19 @@ class Canvas:
         if self.probs is not None:
             self.probs[:, lost] = 0.0
             self.probs[0, lost] = 1.0
-        t = self.TILE
-        for (ty, tx), keys in self._keys.items():
-            keys[lost[ty * t : ty * t + keys.shape[0], tx * t : tx * t + keys.shape[1]]] = 0
+        for keys, where in self._key_tiles():
+            keys[lost[where]] = 0
         return lost
 
     def confidence(self) -> np.ndarray:
         """Max probability per pixel (1.0 where no face was parsed: one-hot background)."""
         out = np.ones(self.labels.shape, np.float32)
+        for keys, where in self._key_tiles():
+            out[where] = key_confidence(keys)
+        return out
+
+    def _key_tiles(self) -> Iterator[tuple[np.ndarray, tuple[slice, slice]]]:
+        """Every key tile made so far, with the image rows and columns it covers."""
         t = self.TILE
         for (ty, tx), keys in self._keys.items():
-            out[ty * t : ty * t + keys.shape[0], tx * t : tx * t + keys.shape[1]] = key_confidence(keys)
-        return out
+            yield keys, (slice(ty * t, ty * t + keys.shape[0]), slice(tx * t, tx * t + keys.shape[1]))
