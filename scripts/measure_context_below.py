@@ -34,6 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -223,6 +225,16 @@ def one_image(model: Model, img: np.ndarray, gt: np.ndarray, frac: float, sc: Sc
         score(f"geo_{limit}", lab, ctx, (0, time.process_time() - t1))
 
 
+def val_images(data: str, n: int, size: int) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+    """The first ``n`` val images of ``data`` (folder split): (sample, RGB image, mask), both resized to size x size."""
+    for smp in list_samples(data, "folder", "val")[:n]:
+        img = cv2.resize(
+            np.asarray(Image.open(smp.image_path).convert("RGB")), (size,) * 2, interpolation=cv2.INTER_AREA
+        )
+        gt = cv2.resize(np.asarray(Image.open(smp.mask_path)), (size,) * 2, interpolation=cv2.INTER_NEAREST)
+        yield smp, img, gt
+
+
 def main() -> None:
     global SHIFTS, DROPS
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -237,12 +249,7 @@ def main() -> None:
     DROPS = tuple(float(v) for v in args.drops.split(",") if v)
     torch.set_num_threads(1)
     model, sc = Model(), Scores()
-    samples = list_samples(args.data, "folder", "val")[: args.images]
-    for i, smp in enumerate(samples):
-        img = cv2.resize(
-            np.asarray(Image.open(smp.image_path).convert("RGB")), (args.size,) * 2, interpolation=cv2.INTER_AREA
-        )
-        gt = cv2.resize(np.asarray(Image.open(smp.mask_path)), (args.size,) * 2, interpolation=cv2.INTER_NEAREST)
+    for i, (smp, img, gt) in enumerate(val_images(args.data, args.images, args.size)):
         one_image(model, img, gt, args.context, sc)
         print(smp.name, i + 1, f"{model.cpu:.0f}s cpu", flush=True)
     strip_gt = sc.conf["strip:none"].sum(1)

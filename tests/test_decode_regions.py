@@ -208,3 +208,44 @@ def test_context_windows_are_decoded_on_the_capped_grid_and_the_face_window_is_u
     np.testing.assert_array_equal(capped.probs[:, inside], whole.probs[:, inside])
     assert {13, 18} <= set(np.unique(capped.labels[~inside]).tolist())
     assert (capped.labels[~inside] != whole.labels[~inside]).any()  # the coarser grid moves the context's edges
+
+
+def test_face_windows_are_decoded_on_the_capped_grid_and_sampled_at_the_pixels(monkeypatch):
+    """Adaptive decoding queries a face window larger than ``FACE_GRID_SCALE`` times the input side on that capped
+    grid (fewer queries), sampled bilinearly at the photo's pixels: the same classes, labels as the uncapped grid's
+    but near the edges; ``decode="dense"`` is not capped; a window within the cap keeps its own grid."""
+    import fpliif.infer.parser as parser_module
+
+    shape, side = (200, 170), 60
+    win = Window(55, 30, side, 0.0)
+    image = _scene(shape, win)
+    cx, cy = win.centre
+    det = ((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, None)
+    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, align=False, context=False)
+    grids: list[tuple[int, int]] = []
+    adaptive_logits = FaceParser._adaptive_logits
+
+    def spy(self, z, zm, h, w, roi=None):
+        grids.append((h, w))
+        return adaptive_logits(self, z, zm, h, w, roi)
+
+    monkeypatch.setattr(FaceParser, "_adaptive_logits", spy)
+    runs = {}
+    for scale in (np.inf, 1.0, 0.5):  # not capped; the window's own side (no change); a 30 x 30 grid
+        monkeypatch.setattr(parser_module, "FACE_GRID_SCALE", scale)
+        grids.clear()
+        parser.points_decoded = 0
+        result = parser(image, boxes=[det], return_probs=True)
+        dense_points = parser.points_decoded
+        dense = parser(image, boxes=[det], decode="dense", return_probs=True)
+        runs[scale] = (result, list(grids), dense_points, dense, parser.points_decoded - dense_points)
+    (whole, g_whole, p_whole, d_whole, _), (same, g_same, p_same, _, _) = runs[np.inf], runs[1.0]
+    capped, g_capped, p_capped, d_capped, dense_points = runs[0.5]
+    assert g_whole == g_same == [(60, 60)] and g_capped == [(30, 30)]
+    np.testing.assert_array_equal(same.probs, whole.probs)
+    assert p_capped < p_whole == p_same
+    np.testing.assert_array_equal(d_capped.probs, d_whole.probs)
+    assert dense_points == side * side  # dense: every pixel of the window, never capped
+    inside = win.crop_coords(np.arange(shape[0]), np.arange(shape[1]))[1].reshape(shape)
+    assert set(np.unique(capped.labels[inside])) == set(np.unique(whole.labels[inside])) == {1, 13}
+    assert 0.9 < (capped.labels[inside] == whole.labels[inside]).mean() < 1  # the coarser grid moves edges only

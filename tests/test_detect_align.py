@@ -341,8 +341,11 @@ def _context_scene(side: int, shape: tuple[int, int], degrees: float):
 def test_context_labels_continue_past_the_window_through_the_inverse_transform(degrees, decode):
     side, shape = 80, (260, 300)
     win, truth, image, hat, det = _context_scene(side, shape, degrees)
-    # a scene without a face (no skin in the box): keep the labels no face reaches (drop_detached)
-    parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode, drop_detached=False)
+    # a scene without a face (no skin in the box): keep the labels no face reaches (drop_detached); the windows'
+    # own labels only (extend=False; tests/test_extend.py continues them past the windows)
+    parser = FaceParser(
+        Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode, drop_detached=False, extend=False
+    )
     off = parser(image, boxes=[det], context=False)
     on = parser(image, boxes=[det], context=2.0)  # a window twice as large (default: CONTEXT_SCALE)
     wide = win.scaled(2.0)
@@ -407,6 +410,7 @@ def test_clothes_and_hair_continue_below_the_context_window(monkeypatch, degrees
         decode=decode,
         max_decode_size=max_decode,
         drop_detached=False,  # no face in the scene
+        extend=False,  # the windows' own labels (tests/test_extend.py continues them)
     )
     on = parser(image, boxes=[det], context=1.5)
     monkeypatch.setattr(framing, "CONTEXT_DROP", 0.0)

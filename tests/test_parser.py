@@ -329,11 +329,7 @@ def test_save_png_embeds_palette_and_round_trips(parser, astronaut, tmp_path):
     assert ov.size == (160, 160)
     assert res.overlay(0.5, legend=True).size[0] > 160
     d = json.loads(res.to_json())
-    assert (
-        d["size"] == [160, 160]
-        and len(d["faces"]) == 1
-        and set(d["faces"][0]) >= {"box", "score", "class_share"}
-    )
+    assert d["size"] == [160, 160] and len(d["faces"]) == 1 and set(d["faces"][0]) >= {"box", "score", "class_share"}
 
 
 # ---------------------------------------------------------------------------------------------- flip TTA
@@ -383,8 +379,9 @@ def test_tta_photo_matches_a_hand_made_mirror_reference(tiny_weights):
     img = np.random.default_rng(2).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     box = [20, 10, 84, 74]  # a 64 px window (the model input size), off-centre
     plain = p(img, boxes=[box], return_probs=True)
-    mirrored = p(np.ascontiguousarray(img[:, ::-1]), boxes=[[120 - box[2], box[1], 120 - box[0], box[3]]],
-                 return_probs=True)
+    mirrored = p(
+        np.ascontiguousarray(img[:, ::-1]), boxes=[[120 - box[2], box[1], 120 - box[0], box[3]]], return_probs=True
+    )
     ref = mirror_reference(plain.probs, mirrored.probs)
     tta = p(img, boxes=[box], return_probs=True, tta=True)
     assert np.abs(tta.probs - ref).max() < 1e-5 and np.array_equal(tta.labels, ref.argmax(0))
@@ -497,15 +494,11 @@ def test_cli_json_npy_and_example(tiny_weights, tmp_path, capsys):
     assert rc == 0
     d = json.loads((out / "astronaut.json").read_text())
     assert d["image"].endswith("astronaut.jpg") and d["size"] == [512, 512]
-    assert (
-        len(d["faces"]) == 1 and len(d["faces"][0]["box"]) == 4 and isinstance(d["faces"][0]["score"], float)
-    )
+    assert len(d["faces"]) == 1 and len(d["faces"][0]["box"]) == 4 and isinstance(d["faces"][0]["score"], float)
     assert set(d["class_share"]) == set(CELEBAMASK_HQ.classes)
     assert abs(sum(d["class_share"].values()) - 1) < 1e-4
     assert (out / "astronaut_labels.png").is_file() and (out / "astronaut_overlay.png").is_file()
-    rc = main(
-        ["parse", str(example_image()), "--out", str(out), "--weights", str(tiny_weights), "--format", "npy"]
-    )
+    rc = main(["parse", str(example_image()), "--out", str(out), "--weights", str(tiny_weights), "--format", "npy"])
     assert rc == 0
     assert np.load(out / "astronaut_labels.npy").shape == (512, 512)
 
@@ -516,10 +509,7 @@ def test_cli_usage_errors(tiny_weights, tmp_path, capsys):
     assert "--aligned" in capsys.readouterr().err
     assert main([*base, "--backend", "onnxruntime"]) == 2
     assert "--onnx" in capsys.readouterr().err
-    assert (
-        main(["parse", str(tmp_path / "nope.jpg"), "--out", str(tmp_path), "--weights", str(tiny_weights)])
-        == 1
-    )
+    assert main(["parse", str(tmp_path / "nope.jpg"), "--out", str(tmp_path), "--weights", str(tiny_weights)]) == 1
     assert "nope.jpg" in capsys.readouterr().err
 
 
@@ -679,18 +669,23 @@ def test_cli_context_and_feather(tiny_weights, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
-def test_cli_keep_detached_reaches_the_parser(tiny_weights, tmp_path, monkeypatch):
+def test_cli_keep_detached_and_no_extend_reach_the_parser(tiny_weights, tmp_path, monkeypatch):
     seen = []
     init = FaceParser.__init__
 
     def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("drop_detached"))
+        seen.append((kwargs.get("drop_detached"), kwargs.get("extend")))
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(FaceParser, "__init__", spy)
-    for name, flags, want in (("default", [], True), ("keep", ["--keep-detached"], False)):
+    cases = (
+        ("default", [], (True, True)),
+        ("keep", ["--keep-detached"], (False, True)),
+        ("no", ["--no-extend"], (True, False)),
+    )
+    for name, flags, want in cases:
         args = ["parse", "--example", "--out", str(tmp_path / name), "--weights", str(tiny_weights), *flags]
-        assert main(args) == 0 and seen[-1] is want
+        assert main(args) == 0 and seen[-1] == want
 
 
 def test_cli_processes_write_the_same_files_as_one_process(tiny_weights, tmp_path, capfd):

@@ -142,3 +142,57 @@ def test_compiled_model_matches_eager():
     assert "query" in vars(model)  # the compiled decoder is the one that ran
     for a, b in zip(out, eager, strict=True):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "amp, decode_threads, expected", [("bf16", "auto", 1), ("none", "auto", 1), ("bf16", 2, 2), ("none", 2, 2)]
+)
+def test_decoding_runs_on_the_decoder_threads_and_restores_them(two_threads, amp, decode_threads, expected):
+    """``decode_threads="auto"``: decoding on a CPU with at most two torch threads runs on one (faster in the photo
+    path there); an explicit count is used as given; the count is restored after."""
+    backend = TorchBackend(tiny(), amp=amp, decode_threads=decode_threads)
+    assert backend.decoder_threads() == expected
+    with backend.decoding():
+        assert torch.get_num_threads() == expected
+    assert torch.get_num_threads() == 2
+
+
+def test_auto_decoder_threads_keep_torchs_count_on_more_threads(monkeypatch):
+    """Above :data:`ONE_DECODER_THREAD_UP_TO` threads (not measured) bf16 decoding keeps torch's count."""
+    from fpliif.infer import torch_backend
+
+    backend = TorchBackend(tiny(), amp="bf16")
+    monkeypatch.setattr(torch_backend.torch, "get_num_threads", lambda: 8)
+    assert backend.decoder_threads() == 8
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "one", True, None])
+def test_bad_decode_threads_name_the_argument(bad):
+    with pytest.raises(ValueError, match="decode_threads"):
+        TorchBackend(tiny(), decode_threads=bad)
+
+
+def test_parser_labels_do_not_depend_on_the_decoder_threads(two_threads):
+    """The same labels and probabilities (up to the gemms' summation order) on one or two decoder threads."""
+    from fpliif import FaceParser
+    from fpliif.infer.framing import Framing
+
+    image = np.random.default_rng(3).integers(0, 255, (90, 80, 3), dtype=np.uint8)
+    box = [((20.0, 15.0, 60.0, 55.0), 0.99, None)]
+    out = [
+        FaceParser(tiny(), amp="bf16", decode_threads=n, framing=Framing(1.0, 0.0, 0.0), input_size=32)(
+            image, boxes=box, return_probs=True
+        )
+        for n in (1, 2)
+    ]
+    np.testing.assert_allclose(out[0].probs, out[1].probs, atol=1e-3)  # bit-identical on the dev CPU (AMX)
+    assert (out[0].labels == out[1].labels).mean() > 0.999 and len(np.unique(out[0].labels)) > 1
+    assert torch.get_num_threads() == 2

@@ -156,7 +156,7 @@ def test_model_info(client, parser):
 def test_openapi_docs_page_and_static(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/parse"]["post"]
-    names = "size aligned format overlay rle alpha legend tta decode labels mask context feather keep_detached"
+    names = "size aligned format overlay rle alpha legend tta decode labels mask context feather keep_detached extend"
     assert {p["name"] for p in op["parameters"]} == set(names.split())
     assert "multipart/form-data" in op["requestBody"]["content"]
     assert {"413", "415", "422", "504"} <= set(op["responses"])
@@ -311,6 +311,22 @@ def test_keep_detached_query_parameter(client, parser, monkeypatch):
         want = parser(head) if drop == "default" else parser(head, drop_detached=drop)
         np.testing.assert_array_equal(png_labels(resp.content), want.labels)
     assert post(client, encode(head), params="?keep_detached=maybe").status_code == 422
+
+
+def test_extend_query_parameter(client, parser, monkeypatch):
+    """``extend`` reaches the parser per request (absent: the parser's own setting); not a boolean: 422."""
+    head = np.asarray(Image.open(example_image()).convert("RGB").resize((160, 160)))
+    seen = []
+    call = FaceParser.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("extend", "default"))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(FaceParser, "__call__", spy)
+    for query, want in (("", "default"), ("?extend=false", False), ("?extend=true", True)):
+        assert post(client, encode(head), params=query).status_code == 200 and seen[-1] == want
+    assert post(client, encode(head), params="?extend=maybe").status_code == 422
 
 
 def test_overlay_png(client):

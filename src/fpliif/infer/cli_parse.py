@@ -149,6 +149,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         context=not args.no_context,
         feather=args.feather,
         drop_detached=not args.keep_detached,
+        extend=not args.no_extend,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
@@ -463,6 +464,12 @@ def _face_options(g: argparse._ArgumentGroup) -> None:
         help="with the context window: the width of the face window's outer band, in half-sides of the window, "
         f"where its labels are blended into the context window's (0 to 1; default {CONTEXT_FEATHER}; 0: a hard "
         "switch at the window's edge)",
+    )
+    g.add_argument(
+        "--no-extend",
+        action="store_true",
+        help="labels end at the context windows (by default clothes, hair and neck go on past them where the photo "
+        "does, continued by GrabCut from the parser's own labels, up to a quarter of the window's side)",
     )
     g.add_argument(
         "--keep-detached",

@@ -126,6 +126,9 @@ CONTEXT_FEATHER = 0.15
 CONTEXT_DROP = 1 / 3
 BELOW_CLASSES = ("background", "neck", "cloth")
 BELOW_CONTINUED = ("hair",)
+# Classes continued past the context windows' outer edge, guided by the photo (fpliif.infer.extend), in this order
+# (an earlier class's new pixels are background to the later ones); measured in docs/detection.md.
+EXTEND_CLASSES = ("cloth", "hair", "neck")
 
 
 def lower_window(context: Window) -> Window:

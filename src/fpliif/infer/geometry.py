@@ -463,6 +463,21 @@ class Canvas:
             keys[lost[where]] = 0
         return lost
 
+    def relabel(self, labels: np.ndarray) -> np.ndarray:
+        """Take ``labels`` ((H, W) uint8) where they differ from the canvas's, one-hot and confidence 1 there (for
+        labels that come without probabilities: :func:`fpliif.infer.extend.extend_labels`); return that mask."""
+        changed = labels != self.labels
+        if not changed.any():
+            return changed
+        ys, xs = np.nonzero(changed)
+        self.labels[ys, xs] = labels[ys, xs]
+        if self.probs is not None:
+            self.probs[:, ys, xs] = 0.0
+            self.probs[self.labels[ys, xs], ys, xs] = 1.0
+        for keys, where in self._key_tiles():
+            keys[changed[where]] = 0
+        return changed
+
     def confidence(self) -> np.ndarray:
         """Max probability per pixel (1.0 where no face was parsed: one-hot background)."""
         out = np.ones(self.labels.shape, np.float32)

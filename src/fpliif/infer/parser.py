@@ -26,6 +26,7 @@ This module imports torch only for a PyTorch model or torch tensor inputs; with 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ from .framing import (
     CONTEXT_FEATHER,
     CONTEXT_SCALE,
     DEFAULT_FRAMING,
+    EXTEND_CLASSES,
     Framing,
     lower_window,
 )
@@ -90,6 +92,13 @@ keeps its own grid. Those windows label only large regions (:data:`~fpliif.infer
 latent of the input's resolution. 512² portrait, bf16, one thread: the context window's 6.9 k queries -> 3.9 k; on 48
 val photos 99.97 % of the labels as before and mean F1 unchanged (docs/performance.md, "Session 10: context windows
 on a coarser grid"). ``decode="dense"`` is not capped; ``math.inf``: no cap."""
+
+FACE_GRID_SCALE = 2
+"""Adaptive decoding queries a face window on a crop grid of at most this many times the model's input side (256 for
+the bundled 128² model), sampled bilinearly at the photo's pixels, like :data:`CONTEXT_GRID_SCALE`; smaller windows
+keep their own pixels. On 48 val photos (face windows of 480-585 px) mean F1 77.71 -> 77.58 (dense 77.68), 99.81 %
+of the labels as dense, the photo path's CPU time 0.71 -> 0.49 s (docs/performance.md, "Session 11").
+``decode="dense"`` is not capped; ``math.inf``: no cap (up to ``max_decode_size``)."""
 
 
 class _Source(NamedTuple):
@@ -185,6 +194,10 @@ class FaceParser:
             the logits resampled bilinearly to the original pixels (bounds the cost on huge photos); None
             decodes every original pixel.
         threads: CPU threads for torch / onnxruntime (default: the library's choice).
+        decode_threads: torch threads of a photo's decoding stage (after encoding; ``parse_aligned`` keeps
+            ``threads``: one big decode there gains from more); ``"auto"`` (default): one on a CPU where torch uses
+            at most two threads (faster there in every precision), else ``threads``
+            (:meth:`~fpliif.infer.torch_backend.TorchBackend.decoder_threads`).
         pad: how crop windows reaching outside the photo are filled: ``"edge"`` (replicate) or ``"zero"``.
         max_queries: pixels decoded per call (bounds memory).
         tta: flip test-time augmentation by default (each call may override it): parse the crop and its
@@ -220,6 +233,9 @@ class FaceParser:
             outside :data:`~fpliif.infer.framing.CONTEXT_CLASSES`) inside a face's detection box, become
             background, in the image's labels and each face's (blobs of "hair" or "cloth" on a wall or a curtain
             beside the person). False: keep every label.
+        extend: photos with context only: continue clothes, hair and neck (:data:`~fpliif.infer.framing.EXTEND_CLASSES`)
+            past the context windows' outer edge where the photo goes on, by GrabCut seeded with the parser's own labels
+            (:func:`fpliif.infer.extend.extend_labels`; one-hot probabilities there). False: labels end at the windows.
     """
 
     def __init__(
@@ -244,6 +260,8 @@ class FaceParser:
         context: bool | float = True,
         feather: float = CONTEXT_FEATHER,
         drop_detached: bool = True,
+        extend: bool = True,
+        decode_threads: int | str = "auto",
     ):
         ints = check_int_options(
             batch_size=batch_size,
@@ -259,11 +277,13 @@ class FaceParser:
         if isinstance(model, OnnxModel):
             if amp not in ("none", "auto"):
                 raise ValueError(f"amp: the onnxruntime backend runs its graph in fp32, got amp={amp!r}")
+            if decode_threads != "auto":
+                raise ValueError("decode_threads: the onnxruntime backend keeps its session's threads (threads=...)")
             self.backend: Any = _OnnxBackend(model)
         else:
             from .torch_backend import TorchBackend
 
-            self.backend = TorchBackend(model, device=device, threads=threads, amp=amp)
+            self.backend = TorchBackend(model, device=device, threads=threads, amp=amp, decode_threads=decode_threads)
         if pad not in ("edge", "zero"):
             raise ValueError(f"pad: expected 'edge' or 'zero', got {pad!r}")
         self.model = model
@@ -285,11 +305,13 @@ class FaceParser:
         self.context = check_context(context)
         self.feather = check_feather(feather)
         self.drop_detached = check_flag(drop_detached, "drop_detached")
+        self.extend = check_flag(extend, "extend")
         names = self.backend.label_set.classes
         self._context_classes = np.array([k == 0 or c in CONTEXT_CLASSES for k, c in enumerate(names)])
         self._below_classes = np.array([k == 0 or c in BELOW_CLASSES for k, c in enumerate(names)])
         self._continued = np.array([c in BELOW_CONTINUED for c in names])
         self._seed_classes = ~self._context_classes  # skin, nose, eyes...: see face_seeds
+        self._extend_classes = [names.index(c) for c in EXTEND_CLASSES if c in names]
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -362,6 +384,7 @@ class FaceParser:
         context: bool | float | None = None,
         feather: float | None = None,
         drop_detached: bool | None = None,
+        extend: bool | None = None,
     ) -> ParseResult | list[ParseResult]:
         """Parse photo(s): a path, PIL image, (H, W, 3) uint8 RGB array, torch tensor (3, H, W) /
         (B, 3, H, W) (float in [0, 1] or uint8), or a list of these.
@@ -373,7 +396,8 @@ class FaceParser:
         parser's ``decode``). ``context``: label beyond each face window from a wider one (default: the parser's
         ``context``). ``feather``: the band where the face window is blended into the context window (default: the
         parser's ``feather``). ``drop_detached``: labels that reach no face become background (default: the
-        parser's ``drop_detached``). Returns one :class:`ParseResult` for a single image, else a list.
+        parser's ``drop_detached``). ``extend``: continue clothes, hair and neck past the context windows (default:
+        the parser's ``extend``). Returns one :class:`ParseResult` for a single image, else a list.
         """
         decode = self._decode_mode(decode)
         scale = self.context if context is None else check_context(context)
@@ -382,7 +406,8 @@ class FaceParser:
         per_image_boxes = _normalise_boxes(boxes, len(items), single)
         tta = self.tta if tta is None else bool(tta)
         drop = self.drop_detached if drop_detached is None else check_flag(drop_detached, "drop_detached")
-        return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale, band, drop)
+        grow = self.extend if extend is None else check_flag(extend, "extend")
+        return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale, band, drop, grow)
 
     @property
     def implicit(self) -> bool:
@@ -411,6 +436,7 @@ class FaceParser:
         context=0.0,
         feather=0.0,
         drop=False,
+        extend=False,
     ):
         canvases = [Canvas(*img.shape[:2], len(self.classes), keep_probs=return_probs) for img, _ in items]
         jobs, messages = self._plan(items, per_image_boxes, context)
@@ -423,14 +449,19 @@ class FaceParser:
             batch = np.stack([model_input(extract_crop(items[i][0], w, pad=self.pad), (n, n)) for i, w in windows])
             latents, mirrored = self._encode(batch, tta)
             ctx_latents = iter(zip(latents[len(chunk) :], mirrored[len(chunk) :], strict=True))
-            for job, z, zm in zip(chunk, latents[: len(chunk)], mirrored[: len(chunk)], strict=True):
-                limits.check_deadline()
-                around = [next(ctx_latents) for w in (job.ctx, job.low) if w is not None]
-                image, canvas = items[job.image][0], canvases[job.image]
-                faces[job.image].append(self._parse_face(job, z, zm, around, image, canvas, decode, feather, drop))
-        if drop:
-            for i in sorted({j.image for j in jobs}):
-                canvases[i].drop_detached(self.face_seeds(canvases[i].labels, [j.box for j in jobs if j.image == i]))
+            with self.backend.decoding():
+                for job, z, zm in zip(chunk, latents[: len(chunk)], mirrored[: len(chunk)], strict=True):
+                    limits.check_deadline()
+                    around = [next(ctx_latents) for w in (job.ctx, job.low) if w is not None]
+                    image, canvas = items[job.image][0], canvases[job.image]
+                    face = self._parse_face(job, z, zm, around, image, canvas, decode, feather, drop)
+                    faces[job.image].append(face)
+        for i in sorted({j.image for j in jobs}):
+            mine = [j for j in jobs if j.image == i]
+            if extend and context:
+                self._extend(items[i][0], canvases[i], mine, faces[i])
+            if drop:
+                canvases[i].drop_detached(self.face_seeds(canvases[i].labels, [j.box for j in mine]))
         results = []
         for i, (img, source) in enumerate(items):
             c = canvases[i]
@@ -448,6 +479,23 @@ class FaceParser:
                 )
             )
         return results[0] if single else results
+
+    def _extend(self, image: np.ndarray, canvas: Canvas, jobs: list[_Job], faces: list[Face]) -> None:
+        """Continue the outer classes past each face's context windows into the photo, guided by its colours
+        (:func:`~fpliif.infer.extend.extend_labels`; one-hot probabilities there), into the canvas and the faces'
+        own labels (each face's region grows to hold its new pixels)."""
+        from .extend import extend_labels
+        from .images import to_uint8
+
+        rgb = to_uint8(image)[..., :3]
+        labels = canvas.labels
+        for job, face in zip(jobs, faces, strict=True):
+            windows = [w for w in (job.ctx, job.low) if w is not None]
+            others = [w for o in jobs if o is not job for w in (o.win, o.ctx, o.low) if w is not None]
+            grown = extend_labels(rgb, labels, windows, self._extend_classes, others=others)
+            _add_to_face(face, grown != labels, grown)
+            labels = grown
+        canvas.relabel(labels)
 
     def _plan(self, items, per_image_boxes, context: float) -> tuple[list[_Job], list[str | None]]:
         """Detect (where no boxes were given) and frame every face: its window, and its context window
@@ -633,8 +681,8 @@ class FaceParser:
         if decode != "adaptive" and exact:
             return _Source(z, zm, win, None)
         g = win.side if exact else int(self.max_decode_size)
-        cap = CONTEXT_GRID_SCALE * self.input_size
-        if decode == "adaptive" and face is not None and cap < g:  # a context window: capped (inf: not capped)
+        cap = (FACE_GRID_SCALE if face is None else CONTEXT_GRID_SCALE) * self.input_size
+        if decode == "adaptive" and cap < g:  # capped (inf: not capped)
             g = int(round(cap))
         roi = self._grid_roi(win, g, region, face, band)
         if decode == "adaptive":
@@ -866,6 +914,10 @@ class _OnnxBackend:
     def decode(self, latent: np.ndarray, coords: np.ndarray) -> np.ndarray:
         return self.model.query(latent, coords[None])[0]
 
+    def decoding(self) -> contextlib.AbstractContextManager[None]:
+        """onnxruntime keeps its session's threads."""
+        return contextlib.nullcontext()
+
     def latent_size(self, latent: np.ndarray) -> tuple[int, int] | None:
         """(h, w) of the encoder's grid for this latent, None if unknown."""
         return self.model.latent_size(latent)
@@ -893,6 +945,21 @@ def _edge_labels(win: Window, region: tuple[int, int, int, int], labels: np.ndar
     out = np.zeros(n, np.uint8)
     out[ok] = labels[row[ok], col[ok]]
     return out
+
+
+def _add_to_face(face: Face, new: np.ndarray, labels: np.ndarray) -> None:
+    """Put the image ``labels`` at the pixels ``new`` ((H, W) bool) into ``face``'s own labels, its region grown to
+    hold them."""
+    if not new.any():
+        return
+    ys, xs = np.nonzero(new)
+    xa, ya, xb, yb = face.region
+    x0, y0 = min(xa, int(xs.min())), min(ya, int(ys.min()))
+    x1, y1 = max(xb, int(xs.max()) + 1), max(yb, int(ys.max()) + 1)
+    out = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    out[ya - y0 : yb - y0, xa - x0 : xb - x0] = face.labels
+    out[ys - y0, xs - x0] = labels[ys, xs]
+    face.region, face.labels = [x0, y0, x1, y1], out
 
 
 def _merge_labels(parts: list[tuple[tuple[int, int, int, int], np.ndarray]]) -> tuple[tuple[int, ...], np.ndarray]:

@@ -22,8 +22,9 @@ class Face:
         score: detector score (1.0 for boxes given by the caller).
         crop: the square crop window [x0, y0, x0 + side, y0 + side] fed to the model (may extend outside
             the image; see :mod:`fpliif.infer.framing`), rotated by ``angle`` about its centre.
-        region: the pixels the (rotated) ``crop`` covers inside the image, or ``context`` where there is one:
-            its bounding box, [x0, y0, x1, y1] (ints, end-exclusive).
+        region: the pixels the (rotated) ``crop`` covers inside the image, or ``context`` where there is one
+            (and the labels continued past it, ``FaceParser(extend=True)``): its bounding box, [x0, y0, x1, y1]
+            (ints, end-exclusive).
         labels: this face's own label map over ``region`` at original resolution (uint8, before merging
             with overlapping faces), i.e. ``result.labels[y0:y1, x0:x1]`` where this face won (0 outside a
             rotated crop).

@@ -13,6 +13,12 @@ from ..models.checkpoint import input_size_of
 from ..precision import DEFAULT_INFERENCE_AMP
 from .geometry import bilinear_points
 
+ONE_DECODER_THREAD_UP_TO = 2
+"""``decode_threads="auto"``: decoding on a CPU runs on one thread when torch uses at most this many (measured on 2
+cores in bf16, fp32 and int8, docs/performance.md "Session 11"); otherwise the decoder keeps torch's threads.
+Only :class:`~fpliif.FaceParser`'s photo path decodes in :meth:`TorchBackend.decoding`: its many small decoder
+calls run between single-threaded numpy stages, where the second thread costs more than it gives."""
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     dev = torch.device(device or "cpu")
@@ -37,6 +43,8 @@ class TorchBackend:
     natively, see :func:`fpliif.precision.resolve_amp`), ``none`` (fp32) or ``bf16``; ``int8``: fp32 with FP-LIIF's
     decoder MLP dynamically quantised (:mod:`fpliif.quantize`, CPU only; the model's weights are kept).
     ``compile``: run FP-LIIF's encoder and decoder under ``torch.compile`` (:func:`fpliif.compiled.compile_model`).
+    ``decode_threads``: torch threads inside :meth:`decoding` (the parser's decoding stage); ``"auto"``: one on a CPU
+    where torch uses at most :data:`ONE_DECODER_THREAD_UP_TO` threads, else torch's own.
     """
 
     name = "torch"
@@ -48,6 +56,7 @@ class TorchBackend:
         threads: int | None = None,
         amp: str = DEFAULT_INFERENCE_AMP,
         compile: bool = False,
+        decode_threads: int | str = "auto",
     ):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "label_set"):
             raise ValueError(
@@ -55,6 +64,11 @@ class TorchBackend:
                 f"got {type(model).__name__}"
             )
         self.implicit = is_implicit(model)
+        if decode_threads != "auto" and not (
+            isinstance(decode_threads, int) and not isinstance(decode_threads, bool) and decode_threads >= 1
+        ):
+            raise ValueError(f"decode_threads: expected 'auto' or an integer >= 1, got {decode_threads!r}")
+        self.decode_threads = decode_threads
         if threads:
             torch.set_num_threads(int(threads))
         self.device = resolve_device(device)
@@ -92,6 +106,18 @@ class TorchBackend:
                 return self.model.prepare(z).split()
         return list(z.split(1))
 
+    def decoding(self) -> contextlib.AbstractContextManager[None]:
+        """Run the enclosed decoding on :meth:`decoder_threads` torch threads (in this thread; restored after)."""
+        n = self.decoder_threads()
+        return contextlib.nullcontext() if n == torch.get_num_threads() else _torch_threads(n)
+
+    def decoder_threads(self) -> int:
+        """Torch threads for decoding now: ``decode_threads``, or its ``"auto"`` rule (class docstring)."""
+        current = torch.get_num_threads()
+        if self.decode_threads != "auto":
+            return int(self.decode_threads)
+        return 1 if self.device.type == "cpu" and current <= ONE_DECODER_THREAD_UP_TO else current
+
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
@@ -117,6 +143,17 @@ class TorchBackend:
             else:
                 out = self.model.decode(latent, c)
         return out[0].float().cpu().numpy()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Any:
+    """torch's intra-op threads set to ``n`` in the enclosed block (per thread under OpenMP), then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sample_logits(grid: np.ndarray, coords: np.ndarray) -> np.ndarray:

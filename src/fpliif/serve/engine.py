@@ -84,6 +84,7 @@ class ParseOptions:
     context: bool | None = None  # photos: the context window (None: the parser's default)
     feather: float | None = None  # photos: the face window's band blended into the context's (None: the parser's)
     keep_detached: bool | None = None  # photos: keep labels that reach no face (None: the parser's drop_detached)
+    extend: bool | None = None  # photos: continue clothes, hair, neck past the context windows (None: the parser's)
 
 
 def label_options(model_set: Any, labels: str | None, mask: str | None) -> tuple[str | None, tuple[str, ...]]:
@@ -279,7 +280,12 @@ class Engine:
             drop = None if opts.keep_detached is None else not opts.keep_detached
             extra = {
                 k: v
-                for k, v in (("context", opts.context), ("feather", opts.feather), ("drop_detached", drop))
+                for k, v in (
+                    ("context", opts.context),
+                    ("feather", opts.feather),
+                    ("drop_detached", drop),
+                    ("extend", opts.extend),
+                )
                 if v is not None
             }
             result = self.parser(rgb, boxes=dets, tta=opts.tta, decode=opts.decode, **extra)

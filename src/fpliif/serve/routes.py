@@ -35,6 +35,7 @@ PARSE_PARAMS = (
     "context",
     "feather",
     "keep_detached",
+    "extend",
 )
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -71,6 +72,8 @@ Send the image as multipart form field `{FIELD}` (JPEG, PNG, WebP, GIF, BMP or T
 * `keep_detached=true` (photos): keep labelled regions that reach no face. By default (the parser's
   `drop_detached`) a region of labels that holds no skin, eye, brow, nose, lip or mouth pixel inside a face's box
   (e.g. "hair" on a curtain) becomes background.
+* `extend=false` (photos): labels end at the context windows. By default (the parser's `extend`) clothes, hair and
+  neck go on past them where the photo does (GrabCut seeded with the parser's labels; docs/detection.md).
 * `labels=lapa|coarse|celebamask-hq`: every output in that label set, merged from the model's classes
   (`fpliif.labels.REMAPS`): class indices, palette, overlay colours, `classes`, `class_share`, mask names.
 * `mask=hair,skin` (class names of the output label set): with `format=png`, a binary PNG (8-bit grey, 255 =
@@ -309,6 +312,11 @@ def build_router(engine: Engine) -> APIRouter:
             description="photos: keep labelled regions that reach no face (default: the parser's setting, which "
             "turns them into background)",
         ),
+        extend: bool | None = Query(
+            None,
+            description="photos with context: continue clothes, hair and neck past the context windows (default: "
+            "the parser's setting, on)",
+        ),
     ) -> Response:
         check_query(request, fmt, overlay, mask)
         labels, mask_names = label_options(engine.parser.label_set, labels, mask)
@@ -332,6 +340,7 @@ def build_router(engine: Engine) -> APIRouter:
             context,
             feather,
             keep_detached,
+            extend,
         )
         return await run_parse(request, engine, opts)
 
