@@ -194,9 +194,9 @@ class FaceParser:
             the logits resampled bilinearly to the original pixels (bounds the cost on huge photos); None
             decodes every original pixel.
         threads: CPU threads for torch / onnxruntime (default: the library's choice).
-        decode_threads: torch threads of a photo's decoding stage (after encoding; ``parse_aligned`` keeps
-            ``threads``: one big decode there gains from more); ``"auto"`` (default): one on a CPU where torch uses
-            at most two threads (faster there in every precision), else ``threads``
+        decode_threads: torch threads of a photo's adaptive decoding stage (after encoding; dense decoding and
+            ``parse_aligned`` keep ``threads``: their large decoder calls gain from more); ``"auto"`` (default): one
+            on a CPU where torch uses at most two threads (faster there in every precision), else ``threads``
             (:meth:`~fpliif.infer.torch_backend.TorchBackend.decoder_threads`).
         pad: how crop windows reaching outside the photo are filled: ``"edge"`` (replicate) or ``"zero"``.
         max_queries: pixels decoded per call (bounds memory).
@@ -449,7 +449,7 @@ class FaceParser:
             batch = np.stack([model_input(extract_crop(items[i][0], w, pad=self.pad), (n, n)) for i, w in windows])
             latents, mirrored = self._encode(batch, tta)
             ctx_latents = iter(zip(latents[len(chunk) :], mirrored[len(chunk) :], strict=True))
-            with self.backend.decoding():
+            with self.backend.decoding() if decode == "adaptive" else contextlib.nullcontext():
                 for job, z, zm in zip(chunk, latents[: len(chunk)], mirrored[: len(chunk)], strict=True):
                     limits.check_deadline()
                     around = [next(ctx_latents) for w in (job.ctx, job.low) if w is not None]

@@ -16,8 +16,8 @@ from .geometry import bilinear_points
 ONE_DECODER_THREAD_UP_TO = 2
 """``decode_threads="auto"``: decoding on a CPU runs on one thread when torch uses at most this many (measured on 2
 cores in bf16, fp32 and int8, docs/performance.md "Session 11"); otherwise the decoder keeps torch's threads.
-Only :class:`~fpliif.FaceParser`'s photo path decodes in :meth:`TorchBackend.decoding`: its many small decoder
-calls run between single-threaded numpy stages, where the second thread costs more than it gives."""
+Only :class:`~fpliif.FaceParser`'s adaptive photo path decodes in :meth:`TorchBackend.decoding`: its many small
+decoder calls run between single-threaded numpy stages, where the second thread costs more than it gives."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
