@@ -135,12 +135,14 @@ def test_windows_are_where_the_parse_puts_them_and_the_context_edge_is_measured(
     det = ((cx - 30, cy - 30, cx + 30, cy + 30), 0.99)
     parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=60, align=False)
     (face, ctx), *rest = parser.windows(image, boxes=[det])
-    result = parser(image, boxes=[det])
+    result = parser(image, boxes=[det], extend=False)  # the windows' own labels
     assert not rest and result.faces[0].crop == [face.x0, face.y0, face.x0 + 60, face.y0 + 60]
     assert result.faces[0].context == [ctx.x0, ctx.y0, ctx.x0 + ctx.side, ctx.y0 + ctx.side] and ctx.side == 90
     assert parser.windows(image, boxes=[det], context=False)[0][1] is None
     shares = edge_shares(ctx, result.labels, shape[1], shape[0])
     assert shares["inside"] == 1.0 and 0.3 < shares["cut"] < 1  # hair and cloth reach the edge, not everywhere
+    grown = parser(image, boxes=[det])  # extend=True (the default): they go on past it
+    assert edge_shares(ctx, grown.labels, shape[1], shape[0])["cut"] < shares["cut"] / 2
     assert edge_shares(Window(-10, -10, 190, 0.0), result.labels, shape[1], shape[0]) == {"inside": 0.0, "cut": 0.0}
     with pytest.raises(ValueError, match="one photo"):
         parser.windows([image, image])
