@@ -19,8 +19,8 @@ boxes, in the variants ``orig``, ``mirror``, ``rot+30`` / ``rot-30`` (canvas gro
 ``yaw+50`` / ``yaw-50`` (about the vertical line through the faces' mean x); each box is carried through the warp as
 the ellipse inscribed in it (its warped bounding box is the face's box there). Same matching rule, one detection per
 face; a detection on an ``optional`` face counts neither way. Detector ``haar+profile``: Haar with the profile
-cascade (``--profile-faces``). Prints per-photo and per-variant tables and the CPU ms per detection (median over the
-variants).
+cascade (``--profile-faces``); ``mtcnn+second``: MTCNN with second chances checked by the parser (``SecondChance``).
+Prints per-photo and per-variant tables and the CPU ms per detection (median over the variants).
 """
 
 from __future__ import annotations
@@ -172,8 +172,26 @@ def score(dets: list, core: Box) -> tuple[bool, int]:
 
 
 def make(spec: str):
-    """A detector by name, or ``haar+profile``: Haar with the profile cascade."""
-    return make_detector("haar", profile=True) if spec == "haar+profile" else make_detector(spec)
+    """A detector by name, ``haar+profile`` (Haar with the profile cascade) or ``mtcnn+second`` (MTCNN with second
+    chances checked by the bundled parser: :func:`second_chance_detector`)."""
+    if spec == "haar+profile":
+        return make_detector("haar", profile=True)
+    return second_chance_detector() if spec == "mtcnn+second" else make_detector(spec)
+
+
+def second_chance_detector(size: int = 64):
+    """MTCNN plus its :meth:`~fpliif.infer.detect.MTCNNDetector.candidates`, each kept if the bundled parser, at
+    ``size`` x ``size`` on one thread, sees a face in it (:func:`~fpliif.infer.detect.parse_check`)."""
+    from fpliif import FaceParser
+    from fpliif.infer.detect import MTCNNDetector, SecondChance, parse_check
+
+    parser = FaceParser.from_pretrained(threads=1)
+
+    def parse(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        result = parser.parse_aligned(crop, size=size, return_probs=True)
+        return result.labels, result.confidence
+
+    return SecondChance(MTCNNDetector(), parse_check(parse, parser.classes))
 
 
 def timed(det, image: np.ndarray) -> tuple[list, float]:

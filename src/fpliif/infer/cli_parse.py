@@ -66,6 +66,8 @@ def _check_model_options(args: argparse.Namespace) -> None:
     """--profile-faces against --detector; --backend resolved from --onnx and checked against --weights."""
     if args.profile_faces and args.detector != "haar":
         raise ValueError("--profile-faces applies to the Haar detector: add --detector haar")
+    if args.second_chance and args.detector != "mtcnn":
+        raise ValueError("--second-chance applies to the MTCNN detector (--detector mtcnn, the default)")
     if args.backend is None:
         args.backend = "onnxruntime" if args.onnx else "torch"
     if args.backend == "onnxruntime":
@@ -150,6 +152,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         feather=args.feather,
         drop_detached=not args.keep_detached,
         extend=not args.no_extend,
+        second_chance=args.second_chance,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
@@ -444,6 +447,12 @@ def _face_options(g: argparse._ArgumentGroup) -> None:
         "--profile-faces",
         action="store_true",
         help="with --detector haar: also try OpenCV's profile-face cascade where no frontal face is found",
+    )
+    g.add_argument(
+        "--second-chance",
+        action="store_true",
+        help="with MTCNN: a second, wider detection pass whose new faces are kept only where the parser sees face "
+        "parts (more turned, rolled and small faces; about 4x the detection time; docs/detection.md)",
     )
     g.add_argument(
         "--no-align",

@@ -12,6 +12,7 @@ unless it is given one. Pass your own detector to :class:`fpliif.FaceParser` via
 MTCNN (Zhang et al., IEEE SPL 2016): the P/R/O-net cascade with the weights of ``facenet-pytorch`` 2.6.0
 (MIT), bundled as float16 ONNX files (about 1 MB, ``assets/mtcnn_*.onnx``, rebuilt by
 ``scripts/convert_mtcnn.py``); see docs/detection.md for why it was chosen and how it was measured.
+:class:`SecondChance` adds the faces of a wider MTCNN search that a check (:func:`parse_check`) confirms.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ DETECTORS = ("mtcnn", "haar")
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MTCNN_FILES = ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx")
+
+SECOND_CHANCE_THRESHOLDS = (0.5, 0.6)
+"""P-net and R-net thresholds of :meth:`MTCNNDetector.candidates` (the default pass: 0.6, 0.7)."""
+SECOND_CHANCE_MIN_FACE = 0.02
+"""Smallest face of :meth:`MTCNNDetector.candidates`, as a fraction of the image's shorter side (default pass 0.04)."""
+SECOND_CHANCE_OVERLAP = 0.3
+"""A candidate overlapping a found face (or a better candidate) by more than this share of the smaller box is the
+same face."""
+FACE_PARTS = {
+    "nose": ("nose",),
+    "eyes": ("l_eye", "r_eye", "eye_g"),
+    "brows": ("l_brow", "r_brow"),
+    "mouth": ("mouth", "u_lip", "l_lip"),
+}
+"""The face parts :func:`face_parts_found` looks for in a parse, by class name."""
 
 FRONTAL = "haarcascade_frontalface_default.xml"
 PROFILE = "haarcascade_profileface.xml"
@@ -327,8 +343,29 @@ class MTCNNDetector:
         return self._blob(np.stack(out))
 
     def __call__(self, image: np.ndarray) -> list[tuple[Box, float, np.ndarray]]:
-        cv2 = _cv2()
+        return self._detect(_check_image(image), self.min_face, self.thresholds)
+
+    def candidates(self, image: np.ndarray) -> list[tuple[Box, float, np.ndarray]]:
+        """A wider search for faces that :meth:`__call__` misses (turned, rolled or small): P-net and R-net
+        thresholds :data:`SECOND_CHANCE_THRESHOLDS`, the pyramid down to :data:`SECOND_CHANCE_MIN_FACE`, on the image
+        and on its mirror image (mapped back), the same final O-net threshold; overlapping boxes merged, best first.
+        Not to be used unchecked: it also finds face-like clutter (see :class:`SecondChance`)."""
         image = _check_image(image)
+        mirrored = np.ascontiguousarray(image[:, ::-1])
+        dets = self._detect(image, SECOND_CHANCE_MIN_FACE, SECOND_CHANCE_THRESHOLDS)
+        dets += mirror_detections(
+            self._detect(mirrored, SECOND_CHANCE_MIN_FACE, SECOND_CHANCE_THRESHOLDS), image.shape[1]
+        )
+        if not dets:
+            return []
+        keep = nms(np.array([d[0] for d in dets]), np.array([d[1] for d in dets]), SECOND_CHANCE_OVERLAP, mode="min")
+        return [dets[k] for k in keep]
+
+    def _detect(
+        self, image: np.ndarray, min_face: float, thresholds: tuple[float, float]
+    ) -> list[tuple[Box, float, np.ndarray]]:
+        """The P/R/O-net cascade on a checked image, smallest face ``min_face``, P-net and R-net ``thresholds``."""
+        cv2 = _cv2()
         pnet, rnet, onet = self._load()
         h0, w0 = image.shape[:2]
         scale = min(1.0, self.max_side / max(h0, w0))
@@ -338,7 +375,7 @@ class MTCNNDetector:
             )
         h, w = image.shape[:2]
         # smallest face in detection pixels: a fraction of the shorter side, or original pixels scaled down
-        min_px = max(20.0, self.min_face * scale if self.min_face >= 1 else self.min_face * min(h, w))
+        min_px = max(20.0, min_face * scale if min_face >= 1 else min_face * min(h, w))
         # stage 1: P-net over an image pyramid (12-pixel windows, stride 2)
         found = []
         s = 12.0 / min_px
@@ -347,7 +384,7 @@ class MTCNNDetector:
             hs, ws = int(h * s + 1), int(w * s + 1)
             level = cv2.resize(image, (ws, hs), interpolation=cv2.INTER_AREA)
             prob, reg = self._run(pnet, self._blob(level[None]), ("prob", "reg"))
-            ys, xs = np.nonzero(prob[0, 0] >= self.thresholds[0])
+            ys, xs = np.nonzero(prob[0, 0] >= thresholds[0])
             if len(ys):
                 b = np.stack([2 * xs + 1, 2 * ys + 1, 2 * xs + 12, 2 * ys + 12], axis=1) / s
                 b = np.floor(b)
@@ -363,7 +400,7 @@ class MTCNNDetector:
         # stage 2: R-net on 24 x 24 patches
         check_deadline()
         prob, reg = self._run(rnet, self._patches(image, boxes, 24), ("prob", "reg"))
-        ok = prob[:, 0] > self.thresholds[1]
+        ok = prob[:, 0] > thresholds[1]
         boxes, sc, reg = boxes[ok], prob[ok, 0], reg[ok]
         if not len(boxes):
             return []
@@ -384,3 +421,106 @@ class MTCNNDetector:
             (tuple(float(v) / scale for v in boxes[k]), float(sc[k]), (lms[k] / scale).astype(np.float32))
             for k in keep
         ]
+
+
+def mirror_detections(dets: Sequence[Any], width: int) -> list[tuple[Box, float, np.ndarray]]:
+    """Detections ``(box, score, landmarks)`` made on an image's mirror image, mapped back to the image (``width``
+    pixels wide): boxes and landmarks flipped, landmarks swapped left/right so that they stay in :data:`LANDMARKS`
+    order."""
+    out = []
+    for (x1, y1, x2, y2), score, lm in dets:
+        lm = np.array(lm, np.float32)[[1, 0, 2, 4, 3]]
+        lm[:, 0] = width - lm[:, 0]
+        out.append(((width - x2, y1, width - x1, y2), score, lm))
+    return out
+
+
+class SecondChance:
+    """An MTCNN detector with a second chance for the faces it misses: every :meth:`MTCNNDetector.candidates` box
+    that overlaps no face found (by more than :data:`SECOND_CHANCE_OVERLAP`) is kept if ``accept(image, detection)``
+    says it is a face (:func:`parse_check`: the face parser sees a nose and another face part in it). Measured
+    in docs/detection.md ("Second chances for missed faces"): more turned, rolled and small faces found, no false box
+    added; the near profile is still missed.
+
+    Args:
+        detector: the :class:`MTCNNDetector` of the first pass and of the candidates.
+        accept: ``accept(image, (box, score, landmarks)) -> bool``.
+    """
+
+    def __init__(self, detector: MTCNNDetector, accept: Callable[[np.ndarray, Any], bool]):
+        if not callable(getattr(detector, "candidates", None)):
+            raise TypeError(f"detector: expected an MTCNNDetector (with candidates()), got {type(detector).__name__}")
+        if not callable(accept):
+            raise TypeError(f"accept: expected a callable (image, detection) -> bool, got {type(accept).__name__}")
+        self.detector = detector
+        self.accept = accept
+
+    def __repr__(self) -> str:
+        return f"SecondChance({self.detector!r})"
+
+    @property
+    def framing(self) -> Any:
+        return self.detector.framing
+
+    def __call__(self, image: np.ndarray) -> list[tuple[Box, float, np.ndarray]]:
+        image = _check_image(image)
+        found = list(self.detector(image))
+        for det in self.detector.candidates(image):
+            check_deadline()
+            new = all(box_overlap(det[0], f[0], "min") <= SECOND_CHANCE_OVERLAP for f in found)
+            if new and self.accept(image, det):
+                found.append(det)
+        return found
+
+
+def face_parts_found(
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    classes: Sequence[str],
+    centre: float = 1.0,
+    min_confidence: float = 0.8,
+    min_nose: float = 0.01,
+    min_part: float = 0.002,
+    min_parts: int = 2,
+) -> bool:
+    """Whether a parse of a face crop shows a face: in its central square (``centre`` times its side: the
+    detection box in the crop window), counting only pixels of confidence >= ``min_confidence``, the nose covers at
+    least ``min_nose`` and at least ``min_parts`` of the :data:`FACE_PARTS` (nose, eyes, brows, mouth) each cover
+    at least ``min_part``. Skin alone is no evidence: the parser calls fur, gravel and wheels skin.
+
+    Args:
+        labels, confidence: (H, W) class indices into ``classes`` and their probabilities (e.g. a 64 x 64
+            ``FaceParser.parse_aligned(crop, size=64, return_probs=True)``).
+        classes: the class names of ``labels``.
+    """
+    labels, confidence = np.asarray(labels), np.asarray(confidence)
+    if labels.ndim != 2 or labels.shape != confidence.shape:
+        raise ValueError(f"labels, confidence: expected two (H, W) arrays, got {labels.shape} and {confidence.shape}")
+    if not 0 < centre <= 1:
+        raise ValueError(f"centre: expected a fraction of the side in (0, 1], got {centre}")
+    h, w = labels.shape
+    my, mx = round(h * (1 - centre) / 2), round(w * (1 - centre) / 2)
+    inner = labels[my : h - my, mx : w - mx][confidence[my : h - my, mx : w - mx] >= min_confidence]
+    counts = np.bincount(inner.ravel(), minlength=len(classes)) / max(1, (h - 2 * my) * (w - 2 * mx))
+    share = {p: sum(counts[classes.index(c)] for c in names if c in classes) for p, names in FACE_PARTS.items()}
+    return share["nose"] >= min_nose and sum(v >= min_part for v in share.values()) >= min_parts
+
+
+def parse_check(
+    parse: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], classes: Sequence[str], framing: Any = None
+) -> Callable[[np.ndarray, Any], bool]:
+    """``accept(image, detection)`` for :class:`SecondChance`: the detection's crop window (``framing``, default
+    :data:`~fpliif.infer.framing.MTCNN_FRAMING`, rolled by its landmarks), cut out and given to
+    ``parse(crop) -> (labels, confidence)``, passes :func:`face_parts_found`."""
+    from .framing import MTCNN_FRAMING
+    from .geometry import extract_crop
+
+    framing = framing or MTCNN_FRAMING
+
+    def accept(image: np.ndarray, det: Any) -> bool:
+        box, _, lm = det
+        win = framing.window(box, roll_degrees(lm), nose_point(lm))
+        labels, confidence = parse(extract_crop(image, win))
+        return face_parts_found(labels, confidence, tuple(classes), centre=1 / framing.scale)
+
+    return accept
