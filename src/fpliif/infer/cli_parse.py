@@ -478,7 +478,7 @@ def _face_options(g: argparse._ArgumentGroup) -> None:
         "--no-extend",
         action="store_true",
         help="labels end at the context windows (by default clothes, hair and neck go on past them where the photo "
-        "does, continued by GrabCut from the parser's own labels, up to a quarter of the window's side)",
+        "does, continued by GrabCut from the parser's own labels, up to half the window's side)",
     )
     g.add_argument(
         "--keep-detached",

@@ -20,7 +20,7 @@ from .geometry import Window
 
 # The share of a window's side that the labels may reach past it; GrabCut iterations; the side of the working image
 # GrabCut runs on (the zone is resized to fit); measured in docs/detection.md. The classes: framing.EXTEND_CLASSES.
-EXTEND_REACH = 0.25
+EXTEND_REACH = 0.5
 EXTEND_ITERATIONS = 1
 EXTEND_WORK_SIDE = 192
 # A class continues only where it holds at least this many working pixels along the windows' edge.
