@@ -87,6 +87,12 @@ def _scene(shape: tuple[int, int], win: Window) -> np.ndarray:
     return np.repeat((truth * CODE)[..., None], 3, axis=2)
 
 
+def _face_scene(shape: tuple[int, int], win: Window) -> tuple[np.ndarray, tuple]:
+    """:func:`_scene` and the detection whose box is the window (for an unscaled framing)."""
+    cx, cy, half = *win.centre, win.side / 2
+    return _scene(shape, win), ((cx - half, cy - half, cx + half, cy + half), 0.99, None)
+
+
 @pytest.mark.parametrize(
     "degrees,decode,max_decode,at",
     [
@@ -157,9 +163,7 @@ def test_pixel_strips_change_the_speed_never_the_result(monkeypatch, decode):
 
     shape, side = (150, 170), 50
     win = Window(55, 30, side, 12.0)
-    image = _scene(shape, win)
-    cx, cy = win.centre
-    det = ((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, None)
+    image, det = _face_scene(shape, win)
     parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, decode=decode, align=False)
     monkeypatch.setattr(parser_module, "PIXEL_BLOCK", 1)  # one row per strip
     rows = parser(image, boxes=[det], return_probs=True)
@@ -178,9 +182,7 @@ def test_context_windows_are_decoded_on_the_capped_grid_and_the_face_window_is_u
 
     shape, side = (200, 170), 60
     win = Window(55, 30, side, 0.0)
-    image = _scene(shape, win)
-    cx, cy = win.centre
-    det = ((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, None)
+    image, det = _face_scene(shape, win)
     parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, align=False, feather=0.0)
     grids: list[tuple[int, int, int]] = []
     adaptive_logits = FaceParser._adaptive_logits
@@ -220,9 +222,7 @@ def test_face_windows_are_decoded_on_the_capped_grid_and_sampled_at_the_pixels(m
 
     shape, side = (200, 170), 60
     win = Window(55, 30, side, 0.0)
-    image = _scene(shape, win)
-    cx, cy = win.centre
-    det = ((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), 0.99, None)
+    image, det = _face_scene(shape, win)
     parser = FaceParser(Oracle(), framing=Framing(1.0, 0.0, 0.0), input_size=side, align=False, context=False)
     grids: list[tuple[int, int]] = []
     adaptive_logits = FaceParser._adaptive_logits
