@@ -574,3 +574,21 @@ def test_rle_and_sniff_helpers():
     assert rle_encode(np.array([[1, 1, 0]], bool)) == [0, 2, 1]  # starts with a (0-long) run of zeros
     assert rle_encode(np.array([[0, 1], [1, 0]], bool)) == [1, 2, 1]  # row-major
     assert sniff(encode(noise(8, 8), "JPEG")) == "JPEG" and sniff(PDF) is None
+
+
+def test_second_chance_setting_reaches_the_parser(weights):
+    """``fpliif serve --second-chance`` (``ServeSettings.second_chance``) turns on the parser's checked second
+    detection pass; off by default."""
+    import argparse
+
+    from fpliif.serve.cli import add_settings_flags, settings_from_args
+
+    fresh = FaceParser.from_pretrained(weights)
+    with TestClient(create_app(fresh, ServeSettings(**QUIET))):
+        assert fresh.second_chance is False
+    with TestClient(create_app(fresh, ServeSettings(second_chance=True, **QUIET))):
+        assert fresh.second_chance is True
+    p = argparse.ArgumentParser()
+    add_settings_flags(p)
+    assert settings_from_args(p.parse_args(["--second-chance"])).second_chance is True
+    assert settings_from_args(p.parse_args([])).second_chance is False

@@ -124,6 +124,10 @@ class Engine:
         self.info = model_info(parser, weights_name)
         self.decode = getattr(parser, "decode", DEFAULT_DECODE)  # the parser's: by its model, FP-LIIF or dense
         self.decode = self.decode_mode(settings.decode)
+        if settings.second_chance:
+            if not hasattr(parser, "second_chance"):
+                raise ValueError("--second-chance: the served parser has no MTCNN second pass")
+            parser.second_chance = True
         self.threads = settings.threads_per_worker()
         self.busy = 0  # parses running now
         self.admitted = 0  # requests waiting for a worker or running

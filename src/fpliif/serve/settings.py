@@ -56,6 +56,8 @@ class ServeSettings:
         keep_alive_timeout: seconds an idle keep-alive connection is kept open between requests.
         max_queue: requests allowed to wait for a worker; more get 503.
         tta: default of the ``tta`` query parameter (flip test-time augmentation, 2x the parse cost).
+        second_chance: photos are detected with the parser's checked second MTCNN pass
+            (``FaceParser(second_chance=True)``).
         decode: default of the ``decode`` query parameter: ``"dense"`` (every pixel) or ``"adaptive"``
             (coarse to fine, re-querying only uncertain pixels; :mod:`fpliif.adaptive`; implicit models only);
             None (default): the model's default (:data:`~fpliif.adaptive.DEFAULT_DECODE` for FP-LIIF, dense for
@@ -92,6 +94,11 @@ class ServeSettings:
     )
     max_queue: int = option(64, help="requests allowed to wait for a worker (503; default %(default)s)")
     tta: bool = option(False, help="flip test-time augmentation by default (requests may still pass tta=false)")
+    second_chance: bool = option(
+        False,
+        help="photos: a second, checked MTCNN detection pass (more turned, rolled and small faces; about 4x the "
+        "detection time; docs/detection.md)",
+    )
     decode: str | None = option(
         None,
         choices=DECODE_MODES,
