@@ -87,8 +87,8 @@ a core's cache through the strip's numpy passes. On the dev CPU the 512² portra
 
 CONTEXT_GRID_SCALE = 2
 """Adaptive decoding queries a context window (and a lower context window) on a crop grid of at most this many times
-the model's input side (256 for the bundled 128² model), sampled bilinearly at the photo's pixels; the face window
-keeps its own grid. Those windows label only large regions (:data:`~fpliif.infer.framing.CONTEXT_CLASSES`) from a
+the model's input side (256 for the bundled 128² model), sampled bilinearly at the photo's pixels (the face window:
+:data:`FACE_GRID_SCALE`). Those windows label only large regions (:data:`~fpliif.infer.framing.CONTEXT_CLASSES`) from a
 latent of the input's resolution. 512² portrait, bf16, one thread: the context window's 6.9 k queries -> 3.9 k; on 48
 val photos 99.97 % of the labels as before and mean F1 unchanged (docs/performance.md, "Session 10: context windows
 on a coarser grid"). ``decode="dense"`` is not capped; ``math.inf``: no cap."""
