@@ -2,6 +2,7 @@
 
     nice -n 19 env OMP_NUM_THREADS=1 python scripts/measure_video.py [--val N] [--seconds 3] [--fps 25] [--period S]
         [--width 320 --height 240] [--out /tmp/fpliif_video] [--weights NAME_OR_FILE] [--context | --no-context]
+        [--extend | --no-extend]
 
 No camera here, so the video is made from a real photo (the bundled astronaut, or ``--val N``: the N-th val image
 of celebamask-mini with its mask) by a virtual camera with known, smooth motion: a pan (0.25 / 0.15 face sizes),
@@ -257,7 +258,7 @@ def measure(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     clip = out / "clip.mp4"
     write_clip(photo, mats, frame, args.fps, clip)
-    common = (["--weights", args.weights] if args.weights else []) + ([] if args.context else ["--no-context"])
+    common = parse_flags(args)
     runs = {k: parse_clip(clip, out / k, common + extra) for k, extra in (("raw", ["--no-smooth"]), ("smooth", []))}
     if mask is None:
         from fpliif import FaceParser
@@ -395,7 +396,7 @@ def measure_clip(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     frames = read_frames(clip)
     flows = flow_maps(frames)
-    common = (["--weights", args.weights] if args.weights else []) + ([] if args.context else ["--no-context"])
+    common = parse_flags(args)
     summary: dict[str, Any] = {"source": clip.name, "frames": len(frames), "size": list(frames[0].shape[1::-1])}
     summary["flow_reliable"] = round(float(np.mean([ok.mean() for _, ok in flows])), 4)
     for key, extra in (("raw", ["--no-smooth"]), ("smooth", [])):
@@ -407,6 +408,12 @@ def measure_clip(args: argparse.Namespace) -> dict:
         scores.update(fps_cpu=len(recs) / cpu)
         summary[key] = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
     return summary
+
+
+def parse_flags(args: argparse.Namespace) -> list[str]:
+    """The ``fpliif parse`` options both runs share: weights, context, extension."""
+    flags = ["--weights", args.weights] if args.weights else []
+    return flags + ([] if args.context else ["--no-context"]) + ([] if args.extend else ["--no-extend"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="/tmp/fpliif_video", help="folder for the clip and the parses")
     p.add_argument("--weights", default=None, help="bundled name or weights file (default: the bundled model)")
     p.add_argument("--context", action=argparse.BooleanOptionalAction, default=True, help="context window")
+    p.add_argument(
+        "--extend", action=argparse.BooleanOptionalAction, default=True, help="labels continued past the windows"
+    )
     args = p.parse_args(argv)
     if args.clip is not None and args.val is not None:
         p.error("--clip and --val: choose one source")

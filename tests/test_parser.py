@@ -669,6 +669,30 @@ def test_cli_context_and_feather(tiny_weights, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+def test_cli_video_frames_are_not_extended_unless_asked(tiny_weights, astronaut, tmp_path, monkeypatch):
+    """``--video``: labels are not continued past the windows by default (GrabCut per frame adds label flicker:
+    docs/detection.md); ``--extend`` turns it on; images keep it on by default."""
+    src = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 5, (160, 120))
+    for _ in range(2):
+        w.write(cv2.cvtColor(cv2.resize(astronaut, (160, 120)), cv2.COLOR_RGB2BGR))
+    w.release()
+    seen = []
+    call = FaceParser.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("extend", self.extend))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(FaceParser, "__call__", spy)
+    base = ["parse", str(src), "--video", "--weights", str(tiny_weights)]
+    for flags, want in (([], False), (["--extend"], True), (["--no-extend"], False)):
+        assert main([*base, "--out", str(tmp_path / str(len(seen))), *flags]) == 0
+        assert seen[-1] is want
+    assert main(["parse", "--example", "--out", str(tmp_path / "img"), "--weights", str(tiny_weights)]) == 0
+    assert seen[-1] is True
+
+
 def test_cli_keep_detached_and_no_extend_reach_the_parser(tiny_weights, tmp_path, monkeypatch):
     seen = []
     init = FaceParser.__init__

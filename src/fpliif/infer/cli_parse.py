@@ -151,7 +151,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         context=not args.no_context,
         feather=args.feather,
         drop_detached=not args.keep_detached,
-        extend=not args.no_extend,
+        extend=args.extend is not False,  # None: on for images (videos pass their own default per call)
         second_chance=args.second_chance,
         device=args.device,
         batch_size=args.batch_size,
@@ -475,10 +475,12 @@ def _face_options(g: argparse._ArgumentGroup) -> None:
         "switch at the window's edge)",
     )
     g.add_argument(
-        "--no-extend",
-        action="store_true",
-        help="labels end at the context windows (by default clothes, hair and neck go on past them where the photo "
-        "does, continued by GrabCut from the parser's own labels, up to half the window's side)",
+        "--extend",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="continue clothes, hair and neck past the context windows where the photo does (GrabCut from the "
+        "parser's own labels, up to half the window's side); default: on for images, off for videos (it adds "
+        "label flicker); --no-extend: labels end at the windows",
     )
     g.add_argument(
         "--keep-detached",

@@ -74,7 +74,7 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
     ):
         for batch in _batched(frames, args.batch_size):
             boxes = None if tracker is None else [tracker(parser.detect(frame)) for frame in batch]
-            for res in parser(batch, boxes=boxes):
+            for res in parser(batch, boxes=boxes, extend=args.extend is True):  # off unless --extend: flicker
                 _write_frame(res, index, paths["frames"], writer, records, args)
                 index += 1
                 bar.update(1)
