@@ -292,18 +292,24 @@ def test_feather_query_parameter(client, parser):
         parser(head, feather=2)
 
 
-def test_keep_detached_query_parameter(client, parser, monkeypatch):
-    """``keep_detached`` reaches the parser per request (as ``drop_detached``, negated; absent: the parser's own
-    setting), and the labels are the parser's with that setting."""
-    head = np.asarray(Image.open(example_image()).convert("RGB").resize((160, 160)))
+def spy_parser_argument(monkeypatch, name: str) -> list:
+    """The value of keyword ``name`` of every ``FaceParser.__call__`` from now on (``"default"`` when not given)."""
     seen = []
     call = FaceParser.__call__
 
     def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("drop_detached", "default"))
+        seen.append(kwargs.get(name, "default"))
         return call(self, *args, **kwargs)
 
     monkeypatch.setattr(FaceParser, "__call__", spy)
+    return seen
+
+
+def test_keep_detached_query_parameter(client, parser, monkeypatch):
+    """``keep_detached`` reaches the parser per request (as ``drop_detached``, negated; absent: the parser's own
+    setting), and the labels are the parser's with that setting."""
+    head = np.asarray(Image.open(example_image()).convert("RGB").resize((160, 160)))
+    seen = spy_parser_argument(monkeypatch, "drop_detached")
     for query, drop in (("", "default"), ("?keep_detached=true", False), ("?keep_detached=false", True)):
         resp = post(client, encode(head), params=query)
         assert resp.status_code == 200, resp.text
@@ -316,14 +322,7 @@ def test_keep_detached_query_parameter(client, parser, monkeypatch):
 def test_extend_query_parameter(client, parser, monkeypatch):
     """``extend`` reaches the parser per request (absent: the parser's own setting); not a boolean: 422."""
     head = np.asarray(Image.open(example_image()).convert("RGB").resize((160, 160)))
-    seen = []
-    call = FaceParser.__call__
-
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("extend", "default"))
-        return call(self, *args, **kwargs)
-
-    monkeypatch.setattr(FaceParser, "__call__", spy)
+    seen = spy_parser_argument(monkeypatch, "extend")
     for query, want in (("", "default"), ("?extend=false", False), ("?extend=true", True)):
         assert post(client, encode(head), params=query).status_code == 200 and seen[-1] == want
     assert post(client, encode(head), params="?extend=maybe").status_code == 422

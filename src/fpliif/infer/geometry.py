@@ -453,14 +453,8 @@ class Canvas:
         """Reset to background, as if nothing was pasted there, the labelled pixels whose connected labelled
         region holds no pixel of ``seeds`` ((H, W) bool; :func:`detached`); return that (H, W) mask."""
         lost = detached(self.labels, seeds)
-        if not lost.any():
-            return lost
-        self.labels[lost] = 0
-        if self.probs is not None:
-            self.probs[:, lost] = 0.0
-            self.probs[0, lost] = 1.0
-        for keys, where in self._key_tiles():
-            keys[lost[where]] = 0
+        if lost.any():
+            self.relabel(np.where(lost, np.uint8(0), self.labels))
         return lost
 
     def relabel(self, labels: np.ndarray) -> np.ndarray:
