@@ -27,10 +27,16 @@ def main() -> int:
         "--command", default="fpliif train --config configs/default_model.yaml", help="the training command to record"
     )
     ap.add_argument("--out", default=str(WEIGHTS_DIR / f"{DEFAULT_NAME}.safetensors"))
+    ap.add_argument(
+        "--git-commit",
+        help="the commit of the training code, for a run started from a snapshot outside git (its file says 'unknown')",
+    )
     args = ap.parse_args()
     model = fpliif.load(args.weights)
     meta = {k: v for k, v in model.weights_metadata.items() if k not in WRITTEN_KEYS}  # save() writes those
     meta.setdefault("git_commit", "unknown (run predates commit recording)")
+    if args.git_commit:
+        meta["git_commit"] = args.git_commit
     meta.update(
         {
             "training_command": args.command,
