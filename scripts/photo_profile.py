@@ -1,7 +1,7 @@
 """Where the photo path spends its time (issue 12): CPU seconds per stage and window of ``FaceParser(photo)``.
 
     nice -n 19 env OMP_NUM_THREADS=1 python scripts/photo_profile.py PHOTO [--decode adaptive] [--runs 2]
-        [--context-grid-scale S|none]
+        [--context-grid-scale S|none] [--amp auto|none|bf16|int8]
 
 Wraps the parser's stages and charges each its own CPU time (``time.process_time``, exclusive of the stages it
 calls), per window of the face (``face``, ``context``, ``lower``): its grid's region (``grid roi``), the decoder
@@ -27,6 +27,7 @@ from typing import Any
 from fpliif import FaceParser
 from fpliif.infer import parser as parser_module
 from fpliif.infer.images import load_image
+from fpliif.precision import INFERENCE_AMP_CHOICES
 from fpliif.validate import int_arg
 
 
@@ -112,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode", default="adaptive", choices=["adaptive", "dense"])
     p.add_argument("--runs", type=int_arg(1), default=2)
     p.add_argument("--context-grid-scale", type=scale_arg, default=parser_module.CONTEXT_GRID_SCALE)
+    p.add_argument("--amp", default="auto", choices=INFERENCE_AMP_CHOICES, help="the parser's precision (default: auto)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     parser_module.CONTEXT_GRID_SCALE = args.context_grid_scale
     load_image(args.photo)  # the file is readable before anything is timed
-    parser = FaceParser.from_pretrained()
+    parser = FaceParser.from_pretrained(amp=args.amp)
     parser(args.photo, decode=args.decode)  # warm-up (and the detector's first load)
     stages = Stages()
     instrument(stages)
