@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode", default="adaptive", choices=["adaptive", "dense"])
     p.add_argument("--runs", type=int_arg(1), default=2)
     p.add_argument("--context-grid-scale", type=scale_arg, default=parser_module.CONTEXT_GRID_SCALE)
-    p.add_argument("--amp", default="auto", choices=INFERENCE_AMP_CHOICES, help="the parser's precision (default: auto)")
+    p.add_argument("--amp", default="auto", choices=INFERENCE_AMP_CHOICES, help="the parser's precision")
     args = p.parse_args(argv)
     import torch
 
