@@ -173,25 +173,14 @@ def score(dets: list, core: Box) -> tuple[bool, int]:
 
 def make(spec: str):
     """A detector by name, ``haar+profile`` (Haar with the profile cascade) or ``mtcnn+second`` (MTCNN with second
-    chances checked by the bundled parser: :func:`second_chance_detector`)."""
+    chances checked by the bundled parser on one thread: ``FaceParser(second_chance=True).detect``)."""
     if spec == "haar+profile":
         return make_detector("haar", profile=True)
-    return second_chance_detector() if spec == "mtcnn+second" else make_detector(spec)
+    if spec == "mtcnn+second":
+        from fpliif import FaceParser
 
-
-def second_chance_detector(size: int = 64):
-    """MTCNN plus its :meth:`~fpliif.infer.detect.MTCNNDetector.candidates`, each kept if the bundled parser, at
-    ``size`` x ``size`` on one thread, sees a face in it (:func:`~fpliif.infer.detect.parse_check`)."""
-    from fpliif import FaceParser
-    from fpliif.infer.detect import MTCNNDetector, SecondChance, parse_check
-
-    parser = FaceParser.from_pretrained(threads=1)
-
-    def parse(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = parser.parse_aligned(crop, size=size, return_probs=True)
-        return result.labels, result.confidence
-
-    return SecondChance(MTCNNDetector(), parse_check(parse, parser.classes))
+        return FaceParser.from_pretrained(threads=1, second_chance=True).detect
+    return make_detector(spec)
 
 
 def timed(det, image: np.ndarray) -> tuple[list, float]:

@@ -315,10 +315,7 @@ class FaceParser:
         self.feather = check_feather(feather)
         self.drop_detached = check_flag(drop_detached, "drop_detached")
         self.extend = check_flag(extend, "extend")
-        self.second_chance = check_flag(second_chance, "second_chance")
-        mtcnn = self.detector is None or callable(getattr(self.detector, "candidates", None))
-        if self.second_chance and not mtcnn:
-            raise ValueError(f"second_chance: needs the MTCNN detector, got {type(self.detector).__name__}")
+        self.second_chance = second_chance
         self._second: Any = None
         names = self.backend.label_set.classes
         self._context_classes = np.array([k == 0 or c in CONTEXT_CLASSES for k, c in enumerate(names)])
@@ -370,6 +367,18 @@ class FaceParser:
         self._framing = value
 
     # ------------------------------------------------------------------------------------------ detection
+    @property
+    def second_chance(self) -> bool:
+        """Whether detection adds the checked second MTCNN pass (see the class's ``second_chance``)."""
+        return self._second_chance
+
+    @second_chance.setter
+    def second_chance(self, value: bool) -> None:
+        value = check_flag(value, "second_chance")
+        if value and not (self.detector is None or callable(getattr(self.detector, "candidates", None))):
+            raise ValueError(f"second_chance: needs the MTCNN detector, got {type(self.detector).__name__}")
+        self._second_chance = value
+
     def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float, np.ndarray | None]]:
         """Faces ``[((x1, y1, x2, y2), score, landmarks or None), ...]`` of an (H, W, 3) uint8 RGB image
         (landmarks: (5, 2) float32, :data:`~fpliif.infer.detect.LANDMARKS`); can be passed back as ``boxes``."""

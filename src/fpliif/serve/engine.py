@@ -127,7 +127,7 @@ class Engine:
         if settings.second_chance:
             if not hasattr(parser, "second_chance"):
                 raise ValueError("--second-chance: the served parser has no MTCNN second pass")
-            parser.second_chance = True
+            parser.second_chance = True  # FaceParser checks that its detector is MTCNN
         self.threads = settings.threads_per_worker()
         self.busy = 0  # parses running now
         self.admitted = 0  # requests waiting for a worker or running
