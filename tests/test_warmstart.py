@@ -68,6 +68,25 @@ def test_a_bundled_name_and_a_foreign_architecture(tiny_file):
         init_weights(fpliif.make(wider), "no-such-model")
 
 
+def test_a_calibrated_file_starts_training_without_its_offsets(tmp_path, tiny_file):
+    """Offsets from `fpliif calibrate` fit the file's final weights: a warm start takes them out of the head."""
+    from fpliif.eval.calibrate import apply_offsets, final_linear
+
+    source = load(tiny_file)
+    trained_bias = final_linear(source).bias.detach().clone()
+    offsets = {c: 0.25 * (i % 3) - 0.25 for i, c in enumerate(source.classes)}
+    calibrated = fpliif.save(source, tmp_path / "cal.safetensors", metadata=apply_offsets(source, offsets))
+    assert not torch.allclose(final_linear(load(calibrated)).bias, trained_bias)
+    same = fpliif.make(read_metadata(tiny_file).spec)
+    report = init_weights(same, calibrated)
+    torch.testing.assert_close(final_linear(same).bias.detach(), trained_bias, atol=1e-6, rtol=0)
+    assert report.offsets_removed == {c: v for c, v in offsets.items() if v}
+    assert "logit offsets of" in report.summary()
+    other = fpliif.make(with_classes(read_metadata(tiny_file).spec, OWN_CLASSES))
+    assert init_weights(other, calibrated).offsets_removed == {}  # a fresh head: nothing to take out
+    assert init_weights(fpliif.make(read_metadata(tiny_file).spec), tiny_file).offsets_removed == {}
+
+
 def test_trainer_fine_tunes_to_a_folder_dataset_with_its_own_classes_txt(tmp_path, tiny_file, caplog):
     """The docs/training.md recipe: a folder dataset with classes.txt, model.args.classes the same list."""
     root = tmp_path / "mine"

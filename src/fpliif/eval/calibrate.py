@@ -163,6 +163,22 @@ def apply_offsets(model: torch.nn.Module, offsets: Mapping[str, float]) -> dict[
     return {OFFSETS_KEY: json.dumps(total)}
 
 
+def recorded_offsets(model: torch.nn.Module) -> dict[str, float]:
+    """The offsets (class -> value) the model's weight file records as folded into its bias ({} if none)."""
+    meta = getattr(model, "weights_metadata", None) or {}
+    return {c: float(v) for c, v in json.loads(meta.get(OFFSETS_KEY, "{}")).items()}
+
+
+def remove_offsets(model: torch.nn.Module) -> dict[str, float]:
+    """Subtract the recorded offsets from the final bias in place (the model as trained, before calibration);
+    returns what was removed. Training from a calibrated file starts here: the offsets fit the file's final
+    weights, and a later calibration fits its own."""
+    removed = {c: v for c, v in recorded_offsets(model).items() if v}
+    if removed:
+        apply_offsets(model, {c: -v for c, v in removed.items()})
+    return removed
+
+
 def strided(n_items: int, n_pick: int) -> list[int]:
     """Every ``n_items // n_pick``-th index from 0, the first ``n_pick`` of them (all if ``n_pick >= n_items``)."""
     step = max(1, n_items // n_pick)

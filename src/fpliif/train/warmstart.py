@@ -5,7 +5,9 @@ Every tensor of the file whose name and shape match the new model's is copied. T
 (the head: those whose shape depends on the number of classes, found by building the file's model on the meta
 device with two other class counts) are copied only when the file's class list is the model's, in the same
 order; otherwise they keep the new model's fresh initialisation. Tensors of other shapes (another width or
-depth) are skipped too. What was not copied is returned, and printed by the trainer.
+depth) are skipped too. What was not copied is returned, and printed by the trainer. A calibrated file's logit
+offsets (``fpliif calibrate``) are taken out of the copied head first: training starts from the model as it was
+trained, and the new weights are calibrated on their own afterwards.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ class WarmStart:
     path: Path
     copied: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    offsets_removed: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
-        """One line, plus one line per skipped tensor."""
+        """One line, one per skipped tensor, and one for calibration offsets taken out of the head."""
         head = f"init_weights {self.path}: {len(self.copied)} tensors copied, {len(self.skipped)} re-initialised"
-        return "\n".join([head, *(f"  re-initialised {k}: {why}" for k, why in sorted(self.skipped.items()))])
+        lines = [head, *(f"  re-initialised {k}: {why}" for k, why in sorted(self.skipped.items()))]
+        if self.offsets_removed:
+            n = len(self.offsets_removed)
+            lines.append(f"  logit offsets of {n} classes taken out of the head (fpliif calibrate)")
+        return "\n".join(lines)
 
 
 def class_dependent(spec: dict[str, Any]) -> set[str]:
@@ -54,18 +61,20 @@ def class_dependent(spec: dict[str, Any]) -> set[str]:
 def init_weights(model: Any, weights: str | Path) -> WarmStart:
     """Copy the matching tensors of ``weights`` (a bundled name or a ``.safetensors`` file written by fpliif, checked
     as :func:`fpliif.models.checkpoint.load` does) into ``model``; ValueError if they fill less than
-    :data:`MIN_SHARE` of its parameters."""
+    :data:`MIN_SHARE` of its parameters. Logit offsets the file records are subtracted from the copied head."""
     import torch
 
+    from ..eval.calibrate import remove_offsets
     from ..models.checkpoint import load
 
     source = load(weights)
     meta = source.weights_metadata
     same_classes = tuple(source.label_set.classes) == tuple(model.label_set.classes)
     head = set() if same_classes else class_dependent(meta.spec)
+    removed = remove_offsets(source) if same_classes else {}
     own, theirs = model.state_dict(), source.state_dict()
     state = {k: v for k, v in theirs.items() if k not in head and k in own and own[k].shape == v.shape}
-    report = WarmStart(Path(meta.path))
+    report = WarmStart(Path(meta.path), offsets_removed=removed)
     classes = f"head: other classes ({len(source.label_set.classes)} in the file, {len(model.label_set.classes)} here)"
     for k, v in own.items():
         if k in head:
