@@ -32,11 +32,13 @@ chromium:
 	  echo "chromium could not be installed: the browser test will skip"
 
 test: $(STAMP) $(if $(NO_CHROMIUM),,chromium)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 clean-env:
 	rm -rf $(VENV)

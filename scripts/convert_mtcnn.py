@@ -131,8 +131,14 @@ def main() -> None:
             path = out / f"mtcnn_{name}.onnx"
             dyn = {"image": axes, **{o: {0: "n"} for o in outputs}}
             torch.onnx.export(
-                net, (torch.zeros(shape),), str(path), input_names=["image"], output_names=outputs,
-                dynamic_axes=dyn, opset_version=13, dynamo=False,
+                net,
+                (torch.zeros(shape),),
+                str(path),
+                input_names=["image"],
+                output_names=outputs,
+                dynamic_axes=dyn,
+                opset_version=13,
+                dynamo=False,
             )
             to_float16(path)
             print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")

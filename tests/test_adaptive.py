@@ -187,8 +187,10 @@ def test_face_parser_adaptive_odd_sizes_tta_and_photos():
         assert adaptive.labels.shape == (37, 250)
         np.testing.assert_allclose(adaptive.probs, dense.probs, atol=1e-5)
         box = [[8, 8, 56, 56]]
-        a, b = parser(img, boxes=box, return_probs=True, tta=tta), parser(img, boxes=box, return_probs=True,
-                                                                             tta=tta, decode="adaptive")
+        a, b = (
+            parser(img, boxes=box, return_probs=True, tta=tta),
+            parser(img, boxes=box, return_probs=True, tta=tta, decode="adaptive"),
+        )
         np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
     cheap = FaceParser(model, input_size=64, adaptive={"min_coarse": 8}, decode="adaptive")
     assert "decode='adaptive'" in repr(cheap)
@@ -283,8 +285,10 @@ def test_evaluate_adaptive():
     model = tiny()
     g = torch.Generator().manual_seed(0)
     batches = [
-        {"image": torch.rand(2, 3, 32, 32, generator=g),
-         "masks": {s: torch.randint(0, 19, (2, s, s), generator=g) for s in (40, 80)}}
+        {
+            "image": torch.rand(2, 3, 32, 32, generator=g),
+            "masks": {s: torch.randint(0, 19, (2, s, s), generator=g) for s in (40, 80)},
+        }
         for _ in range(2)
     ]
     ls = get_label_set("celebamask-hq")

@@ -87,8 +87,25 @@ def test_cli_calibrate_writes_new_weights_and_keeps_the_input(tmp_path, capsys):
     original = src.read_bytes()
     write_folder_dataset(tmp_path / "ds")
     out = tmp_path / "cal.safetensors"
-    base = ["calibrate", "--weights", str(src), "--data", str(tmp_path / "ds"), "--layout", "folder",
-            "--split", "all", "--images", "2", "--size", "32", "--workers", "0", "--out", str(out)]
+    base = [
+        "calibrate",
+        "--weights",
+        str(src),
+        "--data",
+        str(tmp_path / "ds"),
+        "--layout",
+        "folder",
+        "--split",
+        "all",
+        "--images",
+        "2",
+        "--size",
+        "32",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert main([*base, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 2 and report["pixels"] == 2 * 32 * 32

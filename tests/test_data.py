@@ -212,9 +212,7 @@ def test_cli_user_errors(tmp_path, capsys):
 
 def test_eval_transform_on_dataset(tmp_path):
     make_folder(tmp_path, n=2, size=32)
-    ds = FaceParsingDataset(
-        tmp_path, "folder", "all", transform=build_eval_transform(16, mask_sizes=(16, 32))
-    )
+    ds = FaceParsingDataset(tmp_path, "folder", "all", transform=build_eval_transform(16, mask_sizes=(16, 32)))
     item = ds[0]
     assert item["image"].shape == (3, 16, 16) and item["mask"].shape == (16, 16)
     assert set(item["masks"]) == {16, 32}
@@ -311,8 +309,7 @@ def test_preload_gives_identical_transformed_samples(tmp_path):
 
     make_folder(tmp_path, n=5, size=40)
     (tmp_path / "images" / "face003.png").write_bytes(b"")  # a bad pair stays bad after preloading
-    aug = {"rotation": 10.0, "scale": [0.9, 1.1], "crop": 2, "color_jitter": {"brightness": [0.8, 1.2]},
-           "hflip": True}
+    aug = {"rotation": 10.0, "scale": [0.9, 1.1], "crop": 2, "color_jitter": {"brightness": [0.8, 1.2]}, "hflip": True}
     tf = build_train_transform(size=24, augment=aug, label_set=CELEBAMASK_HQ)
     disk = FaceParsingDataset(tmp_path, "folder", "all", transform=tf, skip_bad=True)
     mem = FaceParsingDataset(tmp_path, "folder", "all", transform=tf, skip_bad=True)

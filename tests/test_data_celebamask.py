@@ -125,9 +125,7 @@ def test_corrupted_cache_file_detected_and_rebuilt(celeba):
     bogus.save(cache / "masks" / "2.png")
     ds = FaceParsingDataset(root, "celebamask-hq", "val")
     i = [s.name for s in ds.samples].index("2")
-    with pytest.raises(
-        DataError, match=r"2\.png: cached mask does not match its manifest hash.*data prepare"
-    ):
+    with pytest.raises(DataError, match=r"2\.png: cached mask does not match its manifest hash.*data prepare"):
         ds[i]
     r = prepare_celebamask(root, workers=0, progress=False)
     assert (r.built, r.reused) == (1, len(CELEBA_SPLIT) - 1)

@@ -83,8 +83,9 @@ def test_factored_decoder_equals_the_concatenated_reference(switches, in_hw, out
             torch.testing.assert_close(model.decode(z, coords), ref, atol=1e-5, rtol=0)
             model.factored_decoder = True
         dense = model(x, size=out_hw)
-        torch.testing.assert_close(dense, reference_decode(model, z, grid).view(2, h, w, -1).permute(0, 3, 1, 2),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            dense, reference_decode(model, z, grid).view(2, h, w, -1).permute(0, 3, 1, 2), atol=1e-5, rtol=0
+        )
 
 
 @pytest.mark.parametrize("switches", [{}, {"relative_coords": False, "global_feature": False}])

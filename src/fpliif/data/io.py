@@ -148,9 +148,7 @@ def mask_array(img: Image.Image, path: Path) -> np.ndarray:
     """Class-index array of a decoded mask image (see module docstring for the accepted modes)."""
     mode = img.mode
     if mode in ("L", "P"):
-        return (
-            np.asarray(img, dtype=np.uint8) if mode == "L" else np.asarray(img).astype(np.uint8, copy=False)
-        )
+        return np.asarray(img, dtype=np.uint8) if mode == "L" else np.asarray(img).astype(np.uint8, copy=False)
     if mode == "1":
         return np.asarray(img).astype(np.uint8)
     if mode.startswith("I;16") or mode == "I":
@@ -191,9 +189,7 @@ def check_labels(mask: np.ndarray, num_classes: int, path: str | Path) -> None:
         )
 
 
-def read_mask(
-    path: str | Path, num_classes: int | None = None, expected_sha1: str | None = None
-) -> np.ndarray:
+def read_mask(path: str | Path, num_classes: int | None = None, expected_sha1: str | None = None) -> np.ndarray:
     """Decode an index mask to a ``uint8`` ``(H, W)`` array; EXIF orientation is *not* applied.
 
     ``expected_sha1``: the file's bytes must hash to this (cache integrity check).
@@ -235,8 +231,7 @@ def merge_parts(parts: tuple[tuple[int, Path], ...] | list[tuple[int, Path]], na
             first = Path(p)
         elif m.shape != merged.shape:
             raise DataError(
-                f"{p}: part mask is {m.shape[1]}x{m.shape[0]} but {first.name} is "
-                f"{merged.shape[1]}x{merged.shape[0]}",
+                f"{p}: part mask is {m.shape[1]}x{m.shape[0]} but {first.name} is {merged.shape[1]}x{merged.shape[0]}",
                 p,
             )
         merged[m] = cls

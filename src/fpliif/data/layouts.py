@@ -193,8 +193,7 @@ def _scan_folder(root: Path, split: str, val_percent: float) -> Scan:
         scan.samples = [Sample(s.name, s.image_path, s.mask_path, split=split) for s in keep]
     else:
         scan.samples = [
-            Sample(s.name, s.image_path, s.mask_path, split=folder_split_of(s.name, val_percent))
-            for s in scan.samples
+            Sample(s.name, s.image_path, s.mask_path, split=folder_split_of(s.name, val_percent)) for s in scan.samples
         ]
     return scan
 
@@ -316,9 +315,7 @@ def _scan_celebamask(root: Path, split: str) -> Scan:
             s = "all"
         p = parts.get(idx)
         if not p:
-            scan.bad.append(
-                (str(images[idx]), f"no mask parts {CELEBA_ANNO_DIR}/{idx // 2000}/{idx:05d}_*.png")
-            )
+            scan.bad.append((str(images[idx]), f"no mask parts {CELEBA_ANNO_DIR}/{idx // 2000}/{idx:05d}_*.png"))
             continue
         scan.samples.append(Sample(str(idx), images[idx], None, tuple(sorted(p)), split=s))
     for idx in sorted(set(parts) - set(images)):

@@ -192,9 +192,7 @@ class TrainTransform:
         if cj:
             unknown = set(cj) - JITTER_KEYS
             if unknown:
-                raise ValueError(
-                    f"augment color_jitter: unknown keys {sorted(unknown)}; known: {sorted(JITTER_KEYS)}"
-                )
+                raise ValueError(f"augment color_jitter: unknown keys {sorted(unknown)}; known: {sorted(JITTER_KEYS)}")
             self.jitter = KA.ColorJitter(
                 brightness=_range(cj.get("brightness", (1.0, 1.0)), "brightness"),
                 contrast=_range(cj.get("contrast", (1.0, 1.0)), "contrast"),
@@ -236,13 +234,11 @@ class TrainTransform:
         if mat is not None:
             h, w = image.shape[-2:]
             m = mat[:, :2, :]
-            image = warp_affine(
-                image[None], m, (h, w), mode="bilinear", padding_mode="zeros", align_corners=False
-            )[0].clamp_(0.0, 1.0)
+            image = warp_affine(image[None], m, (h, w), mode="bilinear", padding_mode="zeros", align_corners=False)[
+                0
+            ].clamp_(0.0, 1.0)
             shifted = (mask + 1).to(image.dtype)[None, None]
-            warped = warp_affine(
-                shifted, m, (h, w), mode="nearest", padding_mode="zeros", align_corners=False
-            )
+            warped = warp_affine(shifted, m, (h, w), mode="nearest", padding_mode="zeros", align_corners=False)
             mask = warped[0, 0].round().long() - 1
             mask[mask < 0] = IGNORE_INDEX
         if self.jitter is not None:

@@ -346,19 +346,21 @@ def evaluate(
     if "merged_f1" in top:
         result["merged_f1"] = top["merged_f1"]
         result["merged_iou"] = top["merged_iou"]
-    result.update({
-        "absent_classes": top["absent_classes"],
-        "images": images,
-        "primary_row": primary,
-        "label_set": score_set.name,
-        **({"scored_from": label_set.name} if score_set is not label_set else {}),
-        "tta": bool(tta),
-        "decode": decode,
-        "points_per_image": {name: _all_reduce_float(points[name], device) / images for name in plan},
-        "excluded_classes": [label_set.classes[i] for i in excluded_classes(label_set)],
-        "absent_rule": ABSENT_RULE,
-        "rows": rows,
-    })
+    result.update(
+        {
+            "absent_classes": top["absent_classes"],
+            "images": images,
+            "primary_row": primary,
+            "label_set": score_set.name,
+            **({"scored_from": label_set.name} if score_set is not label_set else {}),
+            "tta": bool(tta),
+            "decode": decode,
+            "points_per_image": {name: _all_reduce_float(points[name], device) / images for name in plan},
+            "excluded_classes": [label_set.classes[i] for i in excluded_classes(label_set)],
+            "absent_rule": ABSENT_RULE,
+            "rows": rows,
+        }
+    )
     if compare_dense:
         for cm in dense_matrices.values():
             cm.all_reduce()
@@ -428,12 +430,14 @@ def trivial_baseline(
     cm = ConfusionMatrix(label_set.num_classes, IGNORE_INDEX)
     cm.matrix[:, k] = freq
     row = summarize(cm, label_set)
-    row.update({
-        "predicted_class": label_set.classes[k],
-        "class_pixels": dict(zip(label_set.classes, (int(v) for v in freq), strict=True)),
-        "images": images,
-        "size": size,
-    })
+    row.update(
+        {
+            "predicted_class": label_set.classes[k],
+            "class_pixels": dict(zip(label_set.classes, (int(v) for v in freq), strict=True)),
+            "images": images,
+            "size": size,
+        }
+    )
     return row
 
 
@@ -458,28 +462,37 @@ def format_table(result: Mapping[str, Any], label_set: LabelSet) -> str:
     for name, row in rows.items():
         per_class = row["per_class_f1"]
         merged = row.get("merged_f1") or {}
-        body.append([
-            name,
-            *(_fmt(per_class.get(c), 1) for c in classes),
-            _fmt(row["mean_f1"], 2),
-            _fmt(row["mean_iou"], 2),
-            *(_fmt(merged.get(g), 1) for g in groups),
-        ])
+        body.append(
+            [
+                name,
+                *(_fmt(per_class.get(c), 1) for c in classes),
+                _fmt(row["mean_f1"], 2),
+                _fmt(row["mean_iou"], 2),
+                *(_fmt(merged.get(g), 1) for g in groups),
+            ]
+        )
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
+        return (
+            "| "
+            + " | ".join(
+                str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
 
     sep = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
     lines = [line(header), sep, *(line(r) for r in body)]
     lines.append("")
     excluded = ", ".join(label_set.classes[i] for i in sorted(skip)) or "none"
-    lines.append(f"F1 (%) per class; Mean = mean F1, mIoU = mean IoU over the classes "
-                 f"(excluded: {excluded}).")
+    lines.append(f"F1 (%) per class; Mean = mean F1, mIoU = mean IoU over the classes (excluded: {excluded}).")
     if groups:
-        lines.append("Merged classes (F1 over the union of the members): "
-                     + "; ".join(f"{g} = {'+'.join(label_set.merged_f1[g])}" for g in groups) + ".")
+        lines.append(
+            "Merged classes (F1 over the union of the members): "
+            + "; ".join(f"{g} = {'+'.join(label_set.merged_f1[g])}" for g in groups)
+            + "."
+        )
     lines.append(f"'-' = undefined: {ABSENT_RULE}.")
     for name, row in rows.items():
         if row.get("absent_classes"):

@@ -51,15 +51,11 @@ class ConfusionMatrix:
     excluded from the means (see the module docstring).
     """
 
-    def __init__(
-        self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: str | torch.device = "cpu"
-    ) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: str | torch.device = "cpu") -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
         if 0 <= ignore_index < num_classes:
-            raise ValueError(
-                f"ignore_index {ignore_index} collides with a class index (num_classes={num_classes})"
-            )
+            raise ValueError(f"ignore_index {ignore_index} collides with a class index (num_classes={num_classes})")
         self.num_classes = num_classes
         self.ignore_index = int(ignore_index)
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -191,9 +187,7 @@ class ConfusionMatrix:
             for name, members in merged.items():
                 g = sorted({int(i) for i in members})
                 if not g or any(not 0 <= i < c for i in g):
-                    raise ValueError(
-                        f"merged[{name!r}]: class indices {g} empty or out of range for {c} classes"
-                    )
+                    raise ValueError(f"merged[{name!r}]: class indices {g} empty or out of range for {c} classes")
                 mtp = int(m[np.ix_(g, g)].sum())
                 in_gt = int(m[g, :].sum())
                 in_pred = int(m[:, g].sum())

@@ -187,9 +187,7 @@ class HaarDetector:
         scale = min(1.0, self.max_side / max(h, w))
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         if scale < 1.0:
-            gray = cv2.resize(
-                gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-            )
+            gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
         min_px = self.min_face if self.min_face >= 1 else self.min_face * min(gray.shape)
         min_px = max(20, int(round(min_px)))
@@ -418,8 +416,7 @@ class MTCNNDetector:
         boxes = _refine(boxes, reg)
         keep = nms(boxes, sc, 0.7, mode="min")
         return [
-            (tuple(float(v) / scale for v in boxes[k]), float(sc[k]), (lms[k] / scale).astype(np.float32))
-            for k in keep
+            (tuple(float(v) / scale for v in boxes[k]), float(sc[k]), (lms[k] / scale).astype(np.float32)) for k in keep
         ]
 
 

@@ -59,9 +59,7 @@ class OnnxModel(HasLabelSet):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ImportError(
-                "the onnxruntime backend needs onnxruntime: pip install 'fpliif[onnx]'"
-            ) from None
+            raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'fpliif[onnx]'") from None
         from ..models.checkpoint import WeightsMetadata
 
         path = Path(path)

@@ -23,9 +23,7 @@ decoder calls run between single-threaded numpy stages, where the second thread 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     dev = torch.device(device or "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device 'cuda' requested but CUDA is not available (torch.cuda.is_available() is False)"
-        )
+        raise ValueError("device 'cuda' requested but CUDA is not available (torch.cuda.is_available() is False)")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
     return dev
