@@ -18,7 +18,7 @@ from fpliif.data import (
     build_train_transform,
     make_loader,
 )
-from fpliif.data.transforms import resize_mask
+from fpliif.data.transforms import check_augment, degrade_image, resize_mask
 from fpliif.labels import CELEBAMASK_HQ, IGNORE_INDEX, LAPA
 from test_data_helpers import COLOURS, block_mask, decode_colours, make_folder
 
@@ -189,3 +189,55 @@ def test_make_loader_defaults_and_distributed(tmp_path):
     assert len(loader.sampler) == 3
     loader.sampler.set_epoch(1)
     assert sum(len(b["name"]) for b in loader) == 3
+
+
+def _photo(size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    smooth = np.kron(rng.integers(0, 256, (size // 8, size // 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    return smooth
+
+
+def test_degrade_image_steps():
+    img = _photo()
+    clean = degrade_image(img)  # every step off: the image as model_input gives it
+    assert clean.shape == (3, 64, 64) and clean.dtype == np.float32
+    np.testing.assert_array_equal(clean, img.transpose(2, 0, 1).astype(np.float32) / 255.0)
+    small = degrade_image(img, side=0.25)  # 16 px and back: block edges soften
+    assert np.abs(small - clean).mean() > 0.01 and 0.0 <= small.min() and small.max() <= 1.0
+    edges = lambda x: np.square(np.diff(x, axis=-1)).mean()  # noqa: E731 (gradient energy: blur spreads edges)
+    assert edges(degrade_image(img, blur=2.0)) < 0.5 * edges(clean)
+    noisy = degrade_image(img, noise=0.05, rng=np.random.default_rng(1))
+    assert 0.03 < float((noisy - clean).std()) < 0.07
+    np.testing.assert_array_equal(noisy, degrade_image(img, noise=0.05, rng=np.random.default_rng(1)))
+    low, high = (np.abs(degrade_image(img, jpeg=q) - clean).mean() for q in (10, 95))
+    assert low > 2 * high > 0
+
+
+def test_degrade_step_changes_the_image_only_and_is_reproducible():
+    s = _sample(64)
+    aug = {"degrade": {"p": 1.0, "side": [0.3, 0.6], "blur": [0.0, 1.0], "noise": [0.0, 0.02], "jpeg": [30, 90]}}
+    t = build_train_transform(64, augment=aug)
+    torch.manual_seed(3)
+    a = t(s)
+    torch.manual_seed(3)
+    b = t(s)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], s["mask"])
+    assert float((a["image"] - s["image"]).abs().mean()) > 0.01
+    off = build_train_transform(64, augment={"degrade": {**aug["degrade"], "p": 0.0}})(s)
+    assert torch.equal(off["image"], build_train_transform(64, augment=None)(s)["image"])
+
+
+@pytest.mark.parametrize(
+    ("degrade", "message"),
+    [
+        ({"jpg": 50}, "unknown keys ['jpg']"),
+        ({"jpeg": [0, 90]}, "degrade.jpeg: expected values in [1, 100]"),
+        ({"side": [0.5, 0.2]}, "degrade.side': min 0.5 > max 0.2"),
+        ({"noise": "x"}, "degrade.noise': expected a number or a (min, max) pair"),
+        ([0.5], "augment degrade: expected a mapping"),
+    ],
+)
+def test_degrade_settings_are_checked(degrade, message):
+    with pytest.raises(ValueError) as e:
+        check_augment({"degrade": degrade})
+    assert message in str(e.value)

@@ -27,6 +27,12 @@ Pipeline of :class:`TrainTransform` (each step configured by a key of the ``augm
    fraction of the hue circle in [-0.5, 0.5] (±0.3 = ±108°); optional ``p`` (default 1).
 5. ``hflip`` (default off, the paper does not list it): ``True`` = probability 0.5, or a probability. Flips
    image and mask and swaps every left/right class pair with ``LabelSet.flip_lut()``.
+6. ``degrade`` (default off; ours, not the paper's): with probability ``p`` the image (never the mask) becomes
+   what the parser sees of a small face in a compressed photo (:func:`degrade_image`): resampled to a side of
+   ``side`` × the training size (area), blurred (Gaussian, ``blur`` = sigma in pixels of that small image),
+   noised (``noise`` = standard deviation, [0, 1] scale), JPEG-encoded at a quality in ``jpeg``, and resized back
+   as :func:`fpliif.infer.geometry.model_input` resizes a crop (bicubic up). Each parameter is drawn uniformly
+   from its (min, max) range; a missing key leaves that step out. The labels stay those of the clean image.
 
 All randomness comes from torch's global RNG of the process (the DataLoader worker), see
 :func:`fpliif.data.make_loader`.
@@ -40,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kornia.augmentation as KA
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
@@ -63,8 +70,10 @@ PAPER_AUGMENT: dict[str, Any] = {
 }
 """The paper's augmentations (§4.2). ``crop`` is our choice: the paper gives no crop size."""
 
-AUGMENT_KEYS = frozenset(PAPER_AUGMENT)
+AUGMENT_KEYS = frozenset({*PAPER_AUGMENT, "degrade"})
 JITTER_KEYS = frozenset({"brightness", "contrast", "saturation", "hue", "p"})
+DEGRADE_KEYS = frozenset({"p", "side", "blur", "noise", "jpeg"})
+_DEGRADE_BOUNDS = {"side": (0.05, 1.0), "blur": (0.0, 10.0), "noise": (0.0, 0.5), "jpeg": (1.0, 100.0)}
 
 
 def _size2(size: int | Sequence[int]) -> tuple[int, int]:
@@ -154,7 +163,64 @@ def check_augment(augment: Mapping[str, Any] | str | None) -> dict[str, Any]:
         _probability(cj.get("p", 1.0), "color_jitter.p")
     hflip = augment.get("hflip") or 0.0
     _probability(0.5 if hflip is True else hflip, "hflip")
+    _check_degrade(augment.get("degrade"))
     return augment
+
+
+def _check_degrade(degrade: Any) -> dict[str, tuple[float, float]]:
+    """The ``degrade`` step's ranges (key -> (min, max)), each checked against its bounds; {} when off."""
+    if not degrade:
+        return {}
+    if not isinstance(degrade, Mapping):
+        raise ValueError(f"augment degrade: expected a mapping or null, got {degrade!r}")
+    unknown = set(degrade) - DEGRADE_KEYS
+    if unknown:
+        raise ValueError(f"augment degrade: unknown keys {sorted(unknown)}; known: {sorted(DEGRADE_KEYS)}")
+    _probability(degrade.get("p", 1.0), "degrade.p")
+    ranges = {}
+    for key, (lo, hi) in _DEGRADE_BOUNDS.items():
+        if key in degrade:
+            a, b = _range(degrade[key], f"degrade.{key}")
+            if a < lo or b > hi:
+                raise ValueError(f"augment degrade.{key}: expected values in [{lo:g}, {hi:g}], got {degrade[key]!r}")
+            ranges[key] = (a, b)
+    return ranges
+
+
+def degrade_image(
+    image: np.ndarray,
+    side: float = 1.0,
+    blur: float = 0.0,
+    noise: float = 0.0,
+    jpeg: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> the same size as the parser would see it from a smaller, softer, compressed photo:
+    resampled (area) to ``side`` × its size, Gaussian-blurred by ``blur`` px there, ``noise`` (std, [0, 1] scale)
+    added, JPEG-encoded at quality ``jpeg`` (None: not encoded), then resized back to (H, W) as the parser resizes
+    a crop (:func:`fpliif.infer.geometry.model_input`); returns (3, H, W) float32 in [0, 1]. ``rng`` draws the
+    noise (default: seeded 0)."""
+    import cv2
+
+    from ..infer.geometry import model_input
+
+    h, w = image.shape[:2]
+    small = np.ascontiguousarray(image)
+    sh, sw = max(1, round(h * side)), max(1, round(w * side))
+    if (sh, sw) != (h, w):
+        small = cv2.resize(small, (sw, sh), interpolation=cv2.INTER_AREA)
+    if blur > 0:
+        small = cv2.GaussianBlur(small, (0, 0), blur)
+    if noise > 0:
+        rng = rng or np.random.default_rng(0)
+        noisy = small.astype(np.float32) + rng.normal(0.0, 255.0 * noise, small.shape).astype(np.float32)
+        small = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    if jpeg is not None:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(small[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, round(jpeg)])
+        if not ok:
+            raise RuntimeError("degrade_image: OpenCV could not encode the JPEG")
+        small = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return model_input(small, (h, w))
 
 
 class TrainTransform:
@@ -202,6 +268,8 @@ class TrainTransform:
             )
         hflip = augment.get("hflip") or 0.0
         self.hflip_p = 0.5 if hflip is True else float(hflip)
+        self.degrade = _check_degrade(augment.get("degrade"))
+        self.degrade_p = float((augment.get("degrade") or {}).get("p", 1.0)) if self.degrade else 0.0
         self.flip_lut: torch.Tensor | None = None
         if self.hflip_p > 0:
             if label_set is None:
@@ -226,6 +294,14 @@ class TrainTransform:
                 mat = shift if mat is None else shift @ mat
         return mat
 
+    def _degraded(self, image: torch.Tensor) -> torch.Tensor:
+        """The ``degrade`` step: parameters drawn from torch's RNG (reproducible like the other steps)."""
+        drawn = {k: lo + (hi - lo) * float(torch.rand(())) for k, (lo, hi) in self.degrade.items()}
+        seed = int(torch.randint(0, 2**31 - 1, ()))
+        rgb = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+        out = degrade_image(rgb, rng=np.random.default_rng(seed), **drawn)
+        return torch.from_numpy(out).to(image.dtype)
+
     def __call__(self, sample: dict) -> dict:
         sample = dict(sample)
         image = resize_image(sample["image"], self.size)
@@ -246,6 +322,8 @@ class TrainTransform:
         if self.flip_lut is not None and float(torch.rand(())) < self.hflip_p:
             image = image.flip(-1)
             mask = self.flip_lut[mask.flip(-1)]
+        if self.degrade and float(torch.rand(())) < self.degrade_p:
+            image = self._degraded(image)
         sample["image"] = image.contiguous()
         sample["mask"] = mask.contiguous()
         return sample
@@ -298,6 +376,7 @@ __all__ = [
     "TrainTransform",
     "build_eval_transform",
     "build_train_transform",
+    "degrade_image",
     "resize_image",
     "resize_mask",
 ]
