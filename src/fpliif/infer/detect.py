@@ -521,3 +521,51 @@ def parse_check(
         return face_parts_found(labels, confidence, tuple(classes), centre=1 / framing.scale)
 
     return accept
+
+
+def _is_box(b: Any) -> bool:
+    try:
+        return len(b) == 4 and all(isinstance(v, (int, float, np.integer, np.floating)) for v in b)
+    except TypeError:
+        return False
+
+
+def detection(d: Any, name: str) -> tuple[tuple[float, float, float, float], float, np.ndarray | None]:
+    """A box, ``(box, score)`` or ``(box, score, landmarks)`` -> (box floats, score, (5, 2) float32 or None)."""
+    lm = None
+    if _is_box(d):
+        box, score = d, 1.0
+    elif isinstance(d, (list, tuple)) and len(d) in (2, 3) and _is_box(d[0]):
+        box, score = d[0], d[1]
+        lm = d[2] if len(d) == 3 else None
+    else:
+        raise ValueError(
+            f"{name}: expected boxes [x1, y1, x2, y2] (or (box, score) / (box, score, landmarks)), got {d!r}"
+        )
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (x2 > x1 and y2 > y1):
+        raise ValueError(f"{name}: box {list(box)} must have x2 > x1 and y2 > y1")
+    if lm is not None:
+        lm = np.asarray(lm, np.float32)
+        if lm.size != 10 or not np.isfinite(lm).all():
+            raise ValueError(f"{name}: landmarks must be 5 finite (x, y) points, got shape {lm.shape}")
+        lm = lm.reshape(5, 2)
+    return (x1, y1, x2, y2), float(score), lm
+
+
+def _box_list(boxes: Any, name: str) -> list[tuple[tuple[float, float, float, float], float, Any]] | None:
+    if boxes is None:
+        return None
+    items = boxes.tolist() if isinstance(boxes, np.ndarray) else boxes
+    return [detection(b, name) for b in items]
+
+
+def check_boxes(boxes: Any, n: int, single: bool) -> list[Any]:
+    """Boxes given to a parse call, one entry per image (None: detect there), each checked by :func:`detection`."""
+    if boxes is None:
+        return [None] * n
+    if single:
+        return [_box_list(boxes, "boxes")]
+    if not isinstance(boxes, Sequence) or len(boxes) != n:
+        raise ValueError(f"boxes: for {n} images pass a list of {n} box lists (or None entries to detect)")
+    return [_box_list(b, f"boxes[{i}]") for i, b in enumerate(boxes)]

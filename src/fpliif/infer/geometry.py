@@ -189,17 +189,22 @@ def crop_window(image: np.ndarray, x0: int, y0: int, side: int, pad: str = "edge
     raise ValueError(f"pad: expected 'edge' or 'zero', got {pad!r}")
 
 
+def resize_rgb(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``img`` resized to (h, w): area averaging to shrink (anti-aliased), bicubic to enlarge."""
+    import cv2
+
+    shrink = h < img.shape[0] or w < img.shape[1]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
 def model_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8/float RGB -> (3, h, w) float32 in [0, 1] at ``size`` = (h, w).
 
     Downscaling uses area averaging (anti-aliased), upscaling bicubic.
     """
-    import cv2
-
     h, w = size
     if image.shape[:2] != (h, w):
-        shrink = h < image.shape[0] or w < image.shape[1]
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        image = resize_rgb(image, h, w)
     if image.dtype == np.uint8:
         out = image.astype(np.float32) / 255.0
     else:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import limits
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -27,8 +29,6 @@ def load_image(
     import warnings
 
     from PIL import Image, UnidentifiedImageError
-
-    from .. import limits
 
     limit = limits.resolve_limit(max_pixels, "max_pixels", limits.default_max_pixels)
     path = Path(path)
@@ -124,3 +124,58 @@ def iter_image_files(folder: str | Path, exclude: Iterable[Path] = ()) -> Iterat
             continue
         files.append(p)
     yield from sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def is_pil(x: Any) -> bool:
+    """Whether ``x`` is a PIL image (without importing Pillow)."""
+    return type(x).__module__.split(".")[0] == "PIL" and hasattr(x, "mode") and hasattr(x, "size")
+
+
+def _one_image(x: Any, name: str, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
+    if isinstance(x, (str, Path)):
+        return load_image(x, max_pixels=max_pixels or 0), str(x)
+    if is_pil(x):
+        source = getattr(x, "filename", None) or None
+        limits.check_pixels(*x.size, max_pixels, source or name)  # before decoding a lazy image
+        return pil_to_rgb(x), source
+    if isinstance(x, np.ndarray):
+        return array_to_rgb(x, name=name), None
+    raise ValueError(
+        f"{name}: unsupported input type {type(x).__name__} (expected a path, PIL image, "
+        "numpy (H, W, 3) uint8 RGB array or torch tensor)"
+    )
+
+
+def as_images(images: Any, max_pixels: int | None = None) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
+    """Any supported input -> list of ((H, W, 3) RGB array, source), and whether it was a single image;
+    TooManyPixels for an image over ``max_pixels`` (files: from the header, before decoding)."""
+    items, single = _as_images_unchecked(images, max_pixels)
+    for i, (img, source) in enumerate(items):
+        limits.check_pixels(img.shape[1], img.shape[0], max_pixels, source or f"image[{i}]")
+    return items, single
+
+
+def _as_images_unchecked(images: Any, max_pixels: int | None) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
+    if is_torch_tensor(images):
+        from .torch_backend import tensor_to_numpy_images
+
+        arrays, batch = tensor_to_numpy_images(images)
+        return [(array_to_rgb(a, name=f"image[{i}]"), None) for i, a in enumerate(arrays)], not batch
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return [(array_to_rgb(a, name=f"image[{i}]"), None) for i, a in enumerate(images)], False
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("images: empty list")
+        out = []
+        for i, x in enumerate(images):
+            if is_torch_tensor(x):
+                from .torch_backend import tensor_to_numpy_images
+
+                arrays, batch = tensor_to_numpy_images(x)
+                if batch:
+                    raise ValueError(f"image[{i}]: expected a single (3, H, W) tensor in a list, got a batch")
+                out.append((array_to_rgb(arrays[0], name=f"image[{i}]"), None))
+            else:
+                out.append(_one_image(x, f"image[{i}]", max_pixels))
+        return out, False
+    return [_one_image(images, "image", max_pixels)], True

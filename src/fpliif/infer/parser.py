@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,7 +38,7 @@ from ..adaptive import DEFAULT_DECODE, AdaptiveOptions, adaptive_decode, check_d
 from ..models.checkpoint import DEFAULT_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from ..precision import DEFAULT_INFERENCE_AMP
 from ..validate import MAX_THREADS, check_int, check_size
-from .detect import SecondChance, make_detector, nose_point, parse_check, roll_degrees
+from .detect import SecondChance, check_boxes, detection, make_detector, nose_point, parse_check, roll_degrees
 from .framing import (
     BELOW_CLASSES,
     BELOW_CONTINUED,
@@ -66,10 +65,11 @@ from .geometry import (
     index_coords,
     mark_taps,
     model_input,
+    resize_rgb,
     softmax_first,
     strips,
 )
-from .images import array_to_rgb, is_torch_tensor, load_image, pil_to_rgb
+from .images import as_images
 from .result import Face, ParseResult
 from .tta import flip_channels, flip_tta_logits, mirror_images
 
@@ -168,10 +168,6 @@ def check_feather(feather: Any) -> float:
     if not ok or not 0 <= feather <= 1:
         raise ValueError(f"feather: expected a band width in [0, 1] (half-sides of the face window), got {feather!r}")
     return float(feather)
-
-
-def _is_pil(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "PIL" and hasattr(x, "mode") and hasattr(x, "size")
 
 
 class FaceParser:
@@ -382,7 +378,7 @@ class FaceParser:
     def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float, np.ndarray | None]]:
         """Faces ``[((x1, y1, x2, y2), score, landmarks or None), ...]`` of an (H, W, 3) uint8 RGB image
         (landmarks: (5, 2) float32, :data:`~fpliif.infer.detect.LANDMARKS`); can be passed back as ``boxes``."""
-        return [_detection(d, "detector") for d in self._detector()(image)]
+        return [detection(d, "detector") for d in self._detector()(image)]
 
     def _detector(self) -> Any:
         """The detector (MTCNN unless one was given), wrapped in a checked second pass with ``second_chance``."""
@@ -403,10 +399,10 @@ class FaceParser:
         """Where one photo would be parsed, without parsing it: per face, its crop :class:`Window` and its context
         window (None without context), as :meth:`__call__` frames them (``boxes``, ``context``: as there)."""
         scale = self.context if context is None else check_context(context)
-        items, single = _as_images(image, limits.effective("max_pixels", self.max_pixels))
+        items, single = as_images(image, limits.effective("max_pixels", self.max_pixels))
         if not single:
             raise ValueError("image: windows() takes one photo")
-        jobs, _ = self._plan(items, _normalise_boxes(boxes, 1, True), scale)
+        jobs, _ = self._plan(items, check_boxes(boxes, 1, True), scale)
         return [(j.win, j.ctx) for j in jobs]
 
     # ------------------------------------------------------------------------------------------ photos
@@ -438,8 +434,8 @@ class FaceParser:
         decode = self._decode_mode(decode)
         scale = self.context if context is None else check_context(context)
         band = self.feather if feather is None else check_feather(feather)
-        items, single = _as_images(images, limits.effective("max_pixels", self.max_pixels))
-        per_image_boxes = _normalise_boxes(boxes, len(items), single)
+        items, single = as_images(images, limits.effective("max_pixels", self.max_pixels))
+        per_image_boxes = check_boxes(boxes, len(items), single)
         tta = self.tta if tta is None else bool(tta)
         drop = self.drop_detached if drop_detached is None else check_flag(drop_detached, "drop_detached")
         grow = self.extend if extend is None else check_flag(extend, "extend")
@@ -871,7 +867,7 @@ class FaceParser:
         """
         decode = self._decode_mode(decode)
         tta = self.tta if tta is None else bool(tta)
-        items, single = _as_images(crops, limits.effective("max_pixels", self.max_pixels))
+        items, single = as_images(crops, limits.effective("max_pixels", self.max_pixels))
         sizes = [check_size(size) if size is not None else img.shape[:2] for img, _ in items]
         for (h, w), (_, source) in zip(sizes, items, strict=True):
             self.check_aligned_output(h, w, tta, source, implied=size is None)
@@ -886,7 +882,7 @@ class FaceParser:
                 h, w = sizes[i]
                 canvas = Canvas(h, w, len(self.classes), keep_probs=return_probs)
                 self._decode_window_aligned(z, zm, h, w, canvas, decode)
-                shown = img if img.shape[:2] == (h, w) else _resize_rgb(img, h, w)
+                shown = img if img.shape[:2] == (h, w) else resize_rgb(img, h, w)
                 face = Face(
                     box=[0.0, 0.0, float(w), float(h)],
                     score=1.0,
@@ -1024,107 +1020,3 @@ def _load_model(weights: str | Path | None, device: str = "cpu", threads: int | 
     from ..models.checkpoint import load
 
     return load(weights)
-
-
-def _resize_rgb(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    import cv2
-
-    shrink = h < img.shape[0] or w < img.shape[1]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-
-
-def _one_image(x: Any, name: str, max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
-    if isinstance(x, (str, Path)):
-        return load_image(x, max_pixels=max_pixels or 0), str(x)
-    if _is_pil(x):
-        source = getattr(x, "filename", None) or None
-        limits.check_pixels(*x.size, max_pixels, source or name)  # before decoding a lazy image
-        return pil_to_rgb(x), source
-    if isinstance(x, np.ndarray):
-        return array_to_rgb(x, name=name), None
-    raise ValueError(
-        f"{name}: unsupported input type {type(x).__name__} (expected a path, PIL image, "
-        "numpy (H, W, 3) uint8 RGB array or torch tensor)"
-    )
-
-
-def _as_images(images: Any, max_pixels: int | None = None) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
-    """Any supported input -> list of ((H, W, 3) RGB array, source), and whether it was a single image;
-    TooManyPixels for an image over ``max_pixels`` (files: from the header, before decoding)."""
-    items, single = _as_images_unchecked(images, max_pixels)
-    for i, (img, source) in enumerate(items):
-        limits.check_pixels(img.shape[1], img.shape[0], max_pixels, source or f"image[{i}]")
-    return items, single
-
-
-def _as_images_unchecked(images: Any, max_pixels: int | None) -> tuple[list[tuple[np.ndarray, str | None]], bool]:
-    if is_torch_tensor(images):
-        from .torch_backend import tensor_to_numpy_images
-
-        arrays, batch = tensor_to_numpy_images(images)
-        return [(array_to_rgb(a, name=f"image[{i}]"), None) for i, a in enumerate(arrays)], not batch
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return [(array_to_rgb(a, name=f"image[{i}]"), None) for i, a in enumerate(images)], False
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("images: empty list")
-        out = []
-        for i, x in enumerate(images):
-            if is_torch_tensor(x):
-                from .torch_backend import tensor_to_numpy_images
-
-                arrays, batch = tensor_to_numpy_images(x)
-                if batch:
-                    raise ValueError(f"image[{i}]: expected a single (3, H, W) tensor in a list, got a batch")
-                out.append((array_to_rgb(arrays[0], name=f"image[{i}]"), None))
-            else:
-                out.append(_one_image(x, f"image[{i}]", max_pixels))
-        return out, False
-    return [_one_image(images, "image", max_pixels)], True
-
-
-def _is_box(b: Any) -> bool:
-    try:
-        return len(b) == 4 and all(isinstance(v, (int, float, np.integer, np.floating)) for v in b)
-    except TypeError:
-        return False
-
-
-def _detection(d: Any, name: str) -> tuple[tuple[float, float, float, float], float, np.ndarray | None]:
-    """A box, ``(box, score)`` or ``(box, score, landmarks)`` -> (box floats, score, (5, 2) float32 or None)."""
-    lm = None
-    if _is_box(d):
-        box, score = d, 1.0
-    elif isinstance(d, (list, tuple)) and len(d) in (2, 3) and _is_box(d[0]):
-        box, score = d[0], d[1]
-        lm = d[2] if len(d) == 3 else None
-    else:
-        raise ValueError(
-            f"{name}: expected boxes [x1, y1, x2, y2] (or (box, score) / (box, score, landmarks)), got {d!r}"
-        )
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not (x2 > x1 and y2 > y1):
-        raise ValueError(f"{name}: box {list(box)} must have x2 > x1 and y2 > y1")
-    if lm is not None:
-        lm = np.asarray(lm, np.float32)
-        if lm.size != 10 or not np.isfinite(lm).all():
-            raise ValueError(f"{name}: landmarks must be 5 finite (x, y) points, got shape {lm.shape}")
-        lm = lm.reshape(5, 2)
-    return (x1, y1, x2, y2), float(score), lm
-
-
-def _box_list(boxes: Any, name: str) -> list[tuple[tuple[float, float, float, float], float, Any]] | None:
-    if boxes is None:
-        return None
-    items = boxes.tolist() if isinstance(boxes, np.ndarray) else boxes
-    return [_detection(b, name) for b in items]
-
-
-def _normalise_boxes(boxes: Any, n: int, single: bool) -> list[Any]:
-    if boxes is None:
-        return [None] * n
-    if single:
-        return [_box_list(boxes, "boxes")]
-    if not isinstance(boxes, Sequence) or len(boxes) != n:
-        raise ValueError(f"boxes: for {n} images pass a list of {n} box lists (or None entries to detect)")
-    return [_box_list(b, f"boxes[{i}]") for i, b in enumerate(boxes)]
