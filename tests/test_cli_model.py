@@ -43,6 +43,7 @@ def test_info_json(capsys):
     assert all(isinstance(c, str) for c in info["classes"])
     assert info["classes"][0] == "background"
     assert info["registered_models"] == models.available()
+    assert "fpliif-celebamask-mini" in info["bundled_weights"]
     assert models.make(info["spec"]).num_parameters() == info["params"]
 
 

@@ -37,6 +37,7 @@ def load_model(weights: str | None, model: str = "fpliif") -> torch.nn.Module:
 def cmd_info(args: argparse.Namespace) -> int:
     from ..models import available
     from ..models.checkpoint import input_size_of
+    from ..models.pretrained import weights_registry
 
     model = load_model(args.weights, args.model)
     info = {
@@ -49,6 +50,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "weights": weights_for(args.weights, args.model),
         "spec": model.spec,
         "registered_models": available(),
+        "bundled_weights": sorted(weights_registry()),
     }
     if args.json:
         print_json(info)
@@ -58,6 +60,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"input      {info['input_size']}² (the size it was trained at)")
         print(f"classes    {len(info['classes'])}: {', '.join(info['classes'])}")
         print(f"registered {', '.join(info['registered_models'])}")
+        print(f"bundled    {', '.join(info['bundled_weights']) or 'none'} (--weights NAME)")
     return 0
 
 
