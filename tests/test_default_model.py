@@ -1,4 +1,5 @@
-"""The bundled default weights: present, loadable, and they parse the example photo sensibly."""
+"""The bundled weights (the default and any other bundled name): present, loadable, and they parse the example
+photo and validation images sensibly."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import numpy as np
 import pytest
 
 import fpliif
-from fpliif.models.pretrained import default_weights_path
+from fpliif.models.pretrained import DEFAULT_NAME, default_weights_path, weights_registry
 from test_data_helpers import mini_data_dir
 
 EXAMPLE = Path(fpliif.__file__).parent / "assets" / "astronaut.jpg"
 
 
-@pytest.fixture(scope="module")
-def weights() -> Path:
-    path = default_weights_path()
-    assert path is not None, "the package must ship default weights (src/fpliif/weights/)"
-    return path
+def test_the_package_ships_default_weights():
+    assert default_weights_path() is not None, "the package must ship default weights (src/fpliif/weights/)"
+
+
+@pytest.fixture(scope="module", params=sorted(weights_registry()) or [DEFAULT_NAME])
+def weights(request) -> Path:
+    return weights_registry()[request.param]
 
 
 def test_default_weights_are_self_describing(weights):
@@ -34,7 +37,7 @@ def test_default_weights_are_self_describing(weights):
 def test_default_model_parses_the_example_face(weights):
     from fpliif import FaceParser
 
-    result = FaceParser.from_pretrained()(EXAMPLE)
+    result = FaceParser.from_pretrained(weights)(EXAMPLE)
     assert len(result.faces) == 1
     x1, y1, x2, y2 = (int(v) for v in result.faces[0].box)
     inner = result.labels[y1:y2, x1:x2]  # the detected face box: mostly skin and facial parts
@@ -56,7 +59,8 @@ def test_default_model_scores_on_validation_images(weights, tmp_path):
     from fpliif.cli import main
 
     out = tmp_path / "eval.json"
-    argv = ["eval", "--data", str(DATA), "--layout", "folder", "--split", "val", "--sizes", "128", "--lowres", ""]
+    argv = ["eval", "--weights", str(weights), "--data", str(DATA), "--layout", "folder", "--split", "val"]
+    argv += ["--sizes", "128", "--lowres", ""]
     argv += ["--limit", "16", "--workers", "0", "--baseline", "--no-progress", "--json", "--out", str(out)]
     assert main(argv) == 0
     result = json.loads(out.read_text())
