@@ -1,4 +1,5 @@
-"""Copy a training run's best weights into the package as the bundled default model (fp16).
+"""Copy a training run's best weights into the package as the bundled default model (fp16), or as another bundled
+name with ``--out src/fpliif/weights/NAME.safetensors`` (then ``--weights NAME`` everywhere).
 
     python scripts/ship_default_weights.py runs/default_model/best.safetensors
 
