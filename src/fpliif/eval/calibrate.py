@@ -157,9 +157,8 @@ def apply_offsets(model: torch.nn.Module, offsets: Mapping[str, float]) -> dict[
     delta = torch.tensor([float(offsets.get(c, 0.0)) for c in classes], dtype=layer.bias.dtype)
     with torch.no_grad():
         layer.bias.add_(delta.to(layer.bias.device))
-    meta = getattr(model, "weights_metadata", None) or {}
-    previous = json.loads(meta.get(OFFSETS_KEY, "{}"))
-    total = {c: round(float(previous.get(c, 0.0)) + float(offsets.get(c, 0.0)), 6) for c in classes}
+    previous = recorded_offsets(model)
+    total = {c: round(previous.get(c, 0.0) + float(offsets.get(c, 0.0)), 6) for c in classes}
     return {OFFSETS_KEY: json.dumps(total)}
 
 
