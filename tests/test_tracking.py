@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fpliif import FaceParser
 from fpliif.cli import main
 from fpliif.infer.detect import box_overlap as box_iou
 from fpliif.infer.tracking import FaceTracker, OneEuro
@@ -152,6 +153,22 @@ def test_a_stream_url_is_read_and_parsed(http_clip, tiny_weights, tmp_path):
     assert len(list((out / f"{stem}_labels").glob("*.png"))) == 3 and (out / f"{stem}_overlay.mp4").is_file()
     doc = json.loads((out / f"{stem}.json").read_text())
     assert doc["video"] == url and [f["frame"] for f in doc["frames"]] == [0, 1, 2]
+
+
+def test_inputs_without_faces_are_reported_once_each_not_per_frame(tiny_weights, tmp_path, capsys, caplog):
+    from PIL import Image
+
+    clip = flat_clip(tmp_path / "flat.avi")
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(tmp_path / "flat.png")
+    args = ["--out", str(tmp_path / "out"), "--weights", str(tiny_weights)]
+    assert main(["parse", str(clip), "--video", *args]) == 0
+    assert main(["parse", str(tmp_path / "flat.png"), *args]) == 0
+    err = capsys.readouterr().err
+    assert err.count("no face detected") == 2 and f"{clip}: no face detected in 5 of 5 frames" in err
+    assert f"{tmp_path / 'flat.png'}: no face detected" in err
+    assert "no face" not in caplog.text  # the parser's own warning is left to the command's report
+    FaceParser(tiny_weights)(np.full((30, 40, 3), 90, np.uint8))  # after the command: the library warns
+    assert "no face detected in image (40x30)" in caplog.text
 
 
 def test_a_digit_name_is_a_camera_unless_such_a_file_exists(tmp_path, monkeypatch):

@@ -22,9 +22,11 @@ index is named ``camera<N>``, a stream URL by its characters ``A-Za-z0-9._-`` (o
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,27 @@ def report(msg: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(f"fpliif parse: {msg}", file=sys.stderr)
+
+
+class _ReportedPerInput(logging.Filter):
+    """Drops the parser's "no face detected" warnings: ``fpliif parse`` reports them itself, per file or video."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .parser import NO_FACE_MESSAGE
+
+        return not str(record.msg).startswith(NO_FACE_MESSAGE)
+
+
+@contextmanager
+def no_face_reported_per_input() -> Iterator[None]:
+    """Within it, the parser's per-image "no face" log lines are dropped: the command reports a file without
+    faces by its name, and a video by its count of such frames, instead of one line per frame."""
+    logger, quiet = logging.getLogger("fpliif.infer"), _ReportedPerInput()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 class Job:

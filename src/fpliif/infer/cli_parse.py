@@ -29,7 +29,15 @@ from ..cli import check_output_path, device_options, progress_options, threads_o
 from ..labels import LABEL_SETS, LabelSet, get_label_set
 from ..precision import DEFAULT_INFERENCE_AMP
 from ..validate import MAX_THREADS, cpu_count, float_arg, int_arg
-from .cli_files import Job, example_image, mask_file_name, plan_jobs, report, write_image_outputs
+from .cli_files import (
+    Job,
+    example_image,
+    mask_file_name,
+    no_face_reported_per_input,
+    plan_jobs,
+    report,
+    write_image_outputs,
+)
 from .cli_video import parse_videos
 from .framing import CONTEXT_FEATHER
 from .images import load_image
@@ -171,6 +179,11 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
 def cmd_parse(args: argparse.Namespace) -> int:
     """``fpliif parse``: exit code 0 if every input was parsed, 1 if any failed or was refused."""
     _check_args(args)
+    with no_face_reported_per_input():
+        return _parse_all(args)
+
+
+def _parse_all(args: argparse.Namespace) -> int:
     parser = None
     if args.mask or args.labels:  # check the names against the model's classes before any work
         parser = build_parser_from_args(args)
@@ -275,7 +288,8 @@ def _start_worker(args: argparse.Namespace) -> None:
 
 def _worker_chunk(chunk: list[tuple[Job, dict[str, Path]]]) -> tuple[int, int]:
     """Parse one chunk of jobs in a worker process; (parsed, failed)."""
-    return _parse_images(_WORKER["parser"], chunk, _WORKER["args"])
+    with no_face_reported_per_input():
+        return _parse_images(_WORKER["parser"], chunk, _WORKER["args"])
 
 
 class _ImageRun:

@@ -24,13 +24,15 @@ def parse_videos(parser: Any, todo: list[tuple[Job, dict[str, Path]]], args: arg
     ok = fail = 0
     for job, paths in todo:
         try:
-            n, backend = _parse_video(parser, job, paths, args)
+            n, faceless, backend = _parse_video(parser, job, paths, args)
         except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:  # this video fails, the next runs
             report(f"failed {job.source or job.path}: {e}")
             fail += 1
             continue
+        name = job.source or job.path
+        if faceless:
+            report(f"{name}: no face detected in {faceless} of {n} frames; their labels are all background")
         if not args.no_progress:
-            name = job.source or job.path
             print(f"fpliif parse: {name}: {n} frames -> {paths['overlay']} ({backend})", file=sys.stderr)
         ok += 1
     return ok, fail
@@ -47,8 +49,9 @@ def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.Namespace) -> tuple[int, str]:
-    """Parse one video frame by frame: overlay video, per-frame labels, optional JSON; (frames, writer).
+def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.Namespace) -> tuple[int, int, str]:
+    """Parse one video frame by frame: overlay video, per-frame labels, optional JSON; (frames, frames without
+    a face, writer).
     Faces are detected per frame and their boxes and landmarks smoothed over time (``--no-smooth``: raw)."""
     import json
 
@@ -61,7 +64,7 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
     tracker = None if args.no_smooth else FaceTracker(fps)
     paths["frames"].mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
-    index = 0
+    index = faceless = 0
     with (
         tqdm(
             total=count if count > 0 else None,
@@ -77,11 +80,12 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
             for res in parser(batch, boxes=boxes, extend=args.extend is True):  # off unless --extend: flicker
                 _write_frame(res, index, paths["frames"], writer, records, args)
                 index += 1
+                faceless += not res.faces
                 bar.update(1)
     if "json" in paths:
         doc = {"video": job.source or str(job.path), "fps": fps, "frames": records}
         paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
-    return index, writer.backend
+    return index, faceless, writer.backend
 
 
 def _write_frame(
