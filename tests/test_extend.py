@@ -55,6 +55,19 @@ def test_cloth_goes_on_past_the_edge_and_stops_at_the_backdrop(angle):
     assert np.array_equal(out == HAIR, labels == HAIR)  # hair does not reach the edge: not continued
 
 
+@pytest.mark.parametrize("angle", [0.0, 10.0])
+def test_no_seam_where_grabcut_works_on_a_coarse_image(angle):
+    """GrabCut runs on a working image (here ~5 photo pixels per working pixel); the photo pixels just past the
+    edge that share a working pixel with the window's own labels still continue the class: no unlabelled seam."""
+    img, labels, win = scene(angle)
+    out = extend_labels(img, labels, [win], [CLOTH], reach=0.5, work_side=16)
+    inside = window_mask((S, S), [win])
+    past = ~inside & (np.arange(S)[:, None] >= 40) & (np.arange(S)[:, None] < 58)  # the strip just below the edge
+    shirt = np.zeros((S, S), bool)
+    shirt[:, 26:46] = True
+    assert (out[past & shirt] == CLOTH).all()
+
+
 def test_labels_stay_within_reach():
     img, labels, win = scene()
     out = extend_labels(img, labels, [win], [CLOTH], reach=0.1)

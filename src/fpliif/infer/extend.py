@@ -84,6 +84,7 @@ def extend_labels(
         if fg is None:
             continue
         taken |= fg
+        fg |= _astride(lab == k, cov, fg)
         grown = _resize(fg.astype(np.uint8), 1 / scale, cv2.INTER_NEAREST, (xb - xa, yb - ya)) > 0
         mine = out[roi] == k
         new = _connected(grown & zone[roi] & (out[roi] == 0), mine & covered[roi])
@@ -117,6 +118,14 @@ def _grabcut(
     cv2.setRNGSeed(0)
     cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     return zone & ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD))
+
+
+def _astride(cls: np.ndarray, covered: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """(h, w) bool: working pixels astride the windows' edge that hold the class (``cls``, ``covered``: what the
+    nearest-resized labels and windows say there) next to GrabCut's foreground ``fg``. The photo pixels they span
+    past the edge belong to the foreground too: without them the class would stop up to one working pixel short
+    of the edge (a seam) and, where that gap runs all along it, not connect to its labels at all."""
+    return cls & covered & (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
 
 
 def _ring(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
