@@ -25,6 +25,7 @@ import yaml
 from safetensors.torch import load_file
 
 from fpliif.cli import main
+from fpliif.errors import ConfigError
 from fpliif.labels import IGNORE_INDEX
 from fpliif.models.base import pixel_centers
 from fpliif.train import fpliif_loss, label_edges, load_config
@@ -289,7 +290,7 @@ def test_config_load_and_overrides(tmp_path):
         ],
     )
     assert cfg["train"]["epochs"] == 3
-    assert cfg["train"]["schedule"] == {"type": "multistep", "milestones": [5, 8], "gamma": 0.5}
+    assert cfg["train"]["schedule"] == {"type": "multistep", "milestones": [5, 8], "gamma": 0.5, "warmup": 0}
     assert cfg["train"]["sample_queries"] is None
     assert cfg["train"]["lr"] == pytest.approx(2e-3)
     assert cfg["data"]["augment"] == {"rotation": 10, "hflip": True}
@@ -467,6 +468,7 @@ def test_exact_resume_after_sigkill(tmp_path, data_root):
         "train.ema=0.9",
         "train.query_sampling={type: balanced, edge_boost: 2.0}",
         "train.dice_weight=0.5",
+        "train.schedule={type: multistep, milestones: [1], gamma: 0.5, warmup: 7}",  # warmup across the kill
     ]
     out_a, out_b = tmp_path / "a", tmp_path / "b"
     proc_a = subprocess.Popen(
@@ -668,6 +670,24 @@ def test_config_v2_keys_are_checked(tmp_path, data_root, override, key):
     cfg = write_config(tmp_path / "c.yaml", data_root)
     with pytest.raises(ValueError, match=key):
         load_config(cfg, [override])
+
+
+def test_warmup_raises_the_rate_linearly_then_leaves_the_schedule_alone(tmp_path, data_root, restore_threads):
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", data_root, epochs=2, max_steps_per_epoch=3),
+        [*tiny_overrides(), "data.val_split=null", f"out={tmp_path / 'run'}"]
+        + ["train.schedule={type: multistep, milestones: [1], gamma: 0.5, warmup: 4}"],
+    )
+    trainer = Trainer(cfg, progress=False)
+    seen: list[float] = []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (seen.append(trainer.optimizer.param_groups[0]["lr"]), step(*a, **k))[1]
+    trainer.fit()
+    # 3 steps per epoch: steps 0-3 of the run at 1/4..4/4 of the scheduled rate (0.01, then 0.005 after epoch 1)
+    assert seen == pytest.approx([0.0025, 0.005, 0.0075, 0.005, 0.005, 0.005])
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)  # the schedule's own rate, untouched
+    with pytest.raises(ConfigError, match="train.schedule.warmup"):
+        load_config(tmp_path / "c.yaml", ["train.schedule.warmup=-1"])
 
 
 def test_trainer_with_ema_balanced_sampling_and_two_roots(tmp_path, data_root, restore_threads):

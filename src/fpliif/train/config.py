@@ -101,6 +101,9 @@ class ScheduleConfig:
     type: Literal["multistep", "constant"] = _field("multistep", required=True)
     milestones: list[int] = _field([200, 300, 350], ge=0)  # epochs after which the rate is multiplied by gamma
     gamma: float = _field(0.1, gt=0)
+    # optimizer steps at the start of the run over which the rate rises linearly to its scheduled value (step k of
+    # n trains at (k+1)/n of it): fresh Adam moments take full-size steps, which a warm start (init_weights) feels
+    warmup: int = _field(0, ge=0)
 
 
 @dataclass

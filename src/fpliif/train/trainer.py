@@ -12,10 +12,12 @@ Beside it: :mod:`.distributed` (rank, device, DDP options), :mod:`.state` (RNG a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -349,7 +351,8 @@ class Trainer:
         for step, batch in enumerate(loader):
             if step >= steps:
                 break
-            loss = self._train_step(batch)
+            with self._warmup(epoch * steps + step):
+                loss = self._train_step(batch)
             total_loss += loss * batch["image"].shape[0]
             seen += batch["image"].shape[0]
             rate = seen * self.dist.world / (time.perf_counter() - t0)
@@ -362,6 +365,24 @@ class Trainer:
             "img_per_s": seen * self.dist.world / elapsed,
             "epoch_seconds": elapsed,
         }
+
+    @contextlib.contextmanager
+    def _warmup(self, step: int) -> Iterator[None]:
+        """Within it, the optimizer's rates are ``(step + 1) / warmup`` of their scheduled values while ``step`` (of
+        the whole run, from 0) is inside ``train.schedule.warmup``; restored after, so the schedule and a resumed
+        run see the scheduled rates (the factor depends on the step alone: exact resume holds)."""
+        n = int(self.t["schedule"].get("warmup", 0))
+        if step >= n:
+            yield
+            return
+        scheduled = [g["lr"] for g in self.optimizer.param_groups]
+        for g, lr in zip(self.optimizer.param_groups, scheduled, strict=True):
+            g["lr"] = lr * (step + 1) / n
+        try:
+            yield
+        finally:
+            for g, lr in zip(self.optimizer.param_groups, scheduled, strict=True):
+                g["lr"] = lr
 
     def _train_step(self, batch: dict[str, Any]) -> float:
         if os.environ.get("FPLIIF_TEST_SLEEP_PER_STEP"):  # test hook: slow steps so a test can kill mid-epoch
