@@ -142,6 +142,21 @@ def test_helen_layout_and_missing_val(tmp_path):
     assert detect_layout(tmp_path) == "helen"
 
 
+def test_helen_in_lapa_layout_is_read_as_helen(tmp_path):
+    """Helen saved as {train,test}/images + labels: ``auto`` says lapa (it cannot tell), ``helen`` reads it."""
+    masks = make_lapa(tmp_path, counts=(("train", 2), ("test", 2)))
+    assert detect_layout(tmp_path) == "lapa"
+    assert sorted(s.name for s in list_samples(tmp_path, "helen", "test")) == ["test_0", "test_1"]
+    ds = FaceParsingDataset(tmp_path, "helen", "test")
+    assert ds.label_set is HELEN
+    for name, item in _all_items(ds).items():
+        assert np.array_equal(item["mask"].numpy(), masks[name])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "test").mkdir()
+    with pytest.raises(DataError, match=r"no <name>_image.jpg files \(nor images/ and labels/ folders\)"):
+        list_samples(tmp_path / "empty", "helen", "test")
+
+
 def test_wrong_root_and_empty_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_samples(tmp_path / "nope", "folder", "all")

@@ -18,6 +18,7 @@ from fpliif.data import (
     prepare_celebamask,
 )
 from fpliif.data import celebamask as cm
+from fpliif.data.dataset import load_sample
 from fpliif.labels import CELEBAMASK_HQ
 from test_data_helpers import CELEBA_SPLIT, celeba_expected, make_celebamask
 
@@ -62,6 +63,14 @@ def test_mapping_missing_or_image_without_parts(celeba):
     with pytest.raises(FileNotFoundError, match="CelebA-HQ-to-CelebA-mapping.txt is missing"):
         list_samples(root, "celebamask-hq", "train")
     assert len(list_samples(root, "celebamask-hq", "all", skip_bad=True)) == len(CELEBA_SPLIT) - 1
+
+
+def test_an_image_smaller_than_its_parts_is_named_with_the_parts_file_names(celeba):
+    root, _ = celeba
+    Image.new("RGB", (16, 16)).save(root / "CelebA-HQ-img" / "2.jpg")  # its parts are 32²
+    (sample,) = [s for s in list_samples(root, "celebamask-hq", "val") if s.name == "2"]
+    with pytest.raises(DataError, match=r"2\.jpg: image is 16x16 but its mask .*/0/00002_\*\.png is 32x32"):
+        load_sample(sample, CELEBAMASK_HQ.num_classes)
 
 
 def test_dataset_needs_prepare_then_loads_merged_masks(celeba, tmp_path):

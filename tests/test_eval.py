@@ -17,7 +17,7 @@ import fpliif
 from fpliif.data.layouts import folder_split_of
 from fpliif.eval import evaluate, format_table, trivial_baseline
 from fpliif.eval.calibrate import final_linear
-from fpliif.labels import CELEBAMASK_HQ, HELEN, IGNORE_INDEX, LAPA
+from fpliif.labels import CELEBAMASK_HQ, HELEN, IGNORE_INDEX, LAPA, remap_labels
 
 TINY = {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8], "decoder_mlp": [16, 16]}
 
@@ -293,6 +293,33 @@ def test_evaluate_errors():
         evaluate(Oracle(11), [], LAPA, sizes=(16,), lowres=(), progress=False)
 
 
+def test_predictions_in_another_label_set_are_mapped_before_counting():
+    """The CelebAMask-HQ model scored on LaPa: its labels go through REMAPS, so an oracle in its own classes is
+    perfect on the remapped truth (ears and glasses become skin, l_/r_ swap to the image's sides)."""
+    own = []
+    for lab in block_labels(16, n=2):  # classes 0..4, then moved to classes that the mapping merges or swaps
+        lab = lab.clone()
+        lab[lab == 2] = CELEBAMASK_HQ.index("l_brow")
+        lab[lab == 3] = CELEBAMASK_HQ.index("l_ear")
+        own.append(lab)
+    truth = [torch.from_numpy(remap_labels(lab.numpy().astype(np.uint8), CELEBAMASK_HQ, LAPA)).long() for lab in own]
+
+    class OwnImagesLapaMasks(LabelDataset):
+        def __getitem__(self, i: int) -> dict:
+            return {**super().__getitem__(i), "masks": {16: truth[i]}}
+
+    ds = OwnImagesLapaMasks(own, (16,))
+    kw = {"sizes": (16,), "lowres": (), "progress": False}
+    res = evaluate(Oracle(CELEBAMASK_HQ.num_classes), loader(ds), LAPA, predicted_as=CELEBAMASK_HQ, **kw)
+    assert res["label_set"] == "lapa" and res["predicted_as"] == "celebamask-hq"
+    assert res["mean_f1"] == pytest.approx(100.0) and res["per_class_f1"]["r_brow"] == pytest.approx(100.0)
+    assert set(res["absent_classes"]) == set(LAPA.classes) - {"background", "skin", "r_brow", "r_eye"}
+    with pytest.raises(ValueError, match="19 classes"):  # unmapped, a 19-class model does not fit LaPa
+        evaluate(Oracle(CELEBAMASK_HQ.num_classes), loader(ds), LAPA, **kw)
+    with pytest.raises(ValueError, match="no mapping from label set 'coarse' to 'lapa'"):
+        evaluate(Oracle(6), loader(ds), LAPA, predicted_as="coarse", **kw)
+
+
 def test_format_table():
     ds = constant_case(1)
     res = evaluate(
@@ -313,7 +340,9 @@ def test_format_table():
     helen = format_table(
         {"rows": {"256": {"per_class_f1": {}, "mean_f1": None, "mean_iou": None, "merged_f1": {"eyes": 91.23}}}}, HELEN
     )
-    assert "overall" in helen.splitlines()[0] and "91.2" in helen
+    head = [c.strip() for c in helen.splitlines()[0].split("|")]
+    assert "overall" in head and "91.2" in helen
+    assert head.count("mouth") == 1 and "mouth (merged)" in head  # the inner-mouth class, then the group
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -389,14 +418,30 @@ def test_cli_eval_folder_dataset_json_and_table(tmp_path, capsys):
     assert f"images: {len(val)}" in cap.out and f"(folder, split val, {len(val)} images)" in cap.out
 
 
+def test_cli_eval_maps_the_models_classes_to_the_datasets(tmp_path, capsys):
+    """A 19-class model on an 11-class (LaPa) dataset is scored through REMAPS: its ears are LaPa skin."""
+    write_folder_dataset(tmp_path / "ds")  # f0: a skin square, f1: a square of class 2 (LaPa's l_brow)
+    ear = constant_weights(tmp_path / "ear.safetensors", {"l_ear": 10.0})
+    options = "--layout folder --classes lapa --split all --sizes 256 --limit 2 --json --no-progress"
+    rc = eval_cli(ear, tmp_path / "ds", options, "--lowres", "")
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "predicts celebamask-hq classes; they are mapped to the dataset's lapa classes" in cap.err
+    res = json.loads(cap.out)
+    assert res["label_set"] == "lapa" and res["predicted_as"] == "celebamask-hq"
+    assert res["rows"]["256"]["per_class_f1"]["skin"] == pytest.approx(100 * 2 * 1 / (2 * 1 + 7))
+    assert res["rows"]["256"]["per_class_f1"]["l_brow"] == 0.0
+
+
 def test_cli_eval_errors(tmp_path, tiny_weights, monkeypatch, capsys):
     from fpliif.models import pretrained
 
     write_folder_dataset(tmp_path / "ds")
     ds, options = tmp_path / "ds", "--layout folder --split all --no-progress"
-    assert eval_cli(tiny_weights, ds, options, "--classes", "lapa") == 2
+    assert eval_cli(tiny_weights, ds, options, "--classes", "a,b,c") == 2
     err = capsys.readouterr().err
-    assert "label sets differ" in err and "predicts 19 classes" in err and "has 11 (lapa" in err
+    assert "label sets differ" in err and "predicts 19 classes" in err and "has 3 (" in err
+    assert "--classes or ROOT/classes.txt" not in err  # the classes were given
     monkeypatch.setattr(pretrained, "default_weights_path", lambda: None)
     assert eval_cli(None, ds, options) == 2
     assert "--weights" in capsys.readouterr().err

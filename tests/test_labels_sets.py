@@ -61,7 +61,7 @@ def test_coarse_set_and_resolver():
     custom = generic_label_set(["background", "hair", "mouth", "l_eye"])
     assert custom.colors == tuple(CELEBAMASK_HQ.colors[C(n)] for n in custom.classes)
     assert len(set(COARSE.colors)) == COARSE.num_classes
-    assert remap_targets(CELEBAMASK_HQ) == ["celebamask-hq", "lapa", "coarse", "inner"]
+    assert remap_targets(CELEBAMASK_HQ) == ["celebamask-hq", "lapa", "helen", "coarse", "inner"]
     assert remap_targets(LAPA) == ["lapa", "coarse"] and remap_targets(COARSE) == ["coarse"]
 
 
@@ -98,8 +98,9 @@ def test_unknown_names_raise_value_errors_that_list_and_suggest():
     assert isinstance(info.value, UnknownNameError) and str(info.value).startswith("unknown label set 'nope'")
     with pytest.raises(ValueError, match=r"no mapping from label set 'coarse' to 'lapa'; 'coarse' maps to: coarse"):
         remap_labels(np.zeros((2, 2), np.uint8), "coarse", "lapa")
-    with pytest.raises(ValueError, match="'helen'.*maps to: celebamask-hq, lapa, coarse"):
-        CELEBAMASK_HQ.remap_to(HELEN)
+    with pytest.raises(ValueError, match="'celebamask-hq'.*maps to: helen, coarse"):
+        HELEN.remap_to(CELEBAMASK_HQ)
+    assert np.array_equal(CELEBAMASK_HQ.remap_to(HELEN), CELEBAMASK_HQ.remap_to("lapa"))  # same classes and sides
     with pytest.raises(ValueError, match="integer"):
         remap_labels(np.zeros((2, 2), np.float32), "celebamask-hq", "lapa")
     with pytest.raises(ValueError, match=r"\[0, 255\]"):
@@ -251,7 +252,7 @@ def test_cli_mask_and_labels_write_the_right_files(coded, tmp_path, capsys):
         (["--mask", "hiar"], "--mask: unknown class 'hiar' in label set 'celebamask-hq' (did you mean 'hair'?)"),
         (["--mask", " , "], "--mask: expected class names"),
         (["--labels", "lapaa"], "--labels: unknown label set 'lapaa' (did you mean 'lapa'?)"),
-        (["--labels", "helen"], "--labels: no mapping from label set 'celebamask-hq' to 'helen'"),
+        (["--labels", "inner2"], "--labels: unknown label set 'inner2' (did you mean 'inner'?)"),
         (["--labels", "coarse", "--mask", "l_eye"], "--mask: unknown class 'l_eye' in label set 'coarse'"),
         (["--mask", "hair", "--video"], "--mask"),
     ],
@@ -264,7 +265,7 @@ def test_cli_bad_names_are_usage_errors_before_any_work(coded, tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert text in err and len(err.splitlines()) == 1, err
     assert not out.exists()  # nothing written
-    if "--labels" in extra and "coarse" not in extra and "helen" not in extra:
+    if "--labels" in extra and "coarse" not in extra:
         assert not built  # a bad set name is caught before the model is even loaded
 
 
@@ -332,7 +333,7 @@ def test_service_labels_and_mask(client):
     "params, text",
     [
         ("labels=lapaa", "labels: unknown label set 'lapaa' (did you mean 'lapa'?)"),
-        ("labels=helen", "labels: no mapping"),
+        ("labels=inner2", "labels: unknown label set 'inner2' (did you mean 'inner'?)"),
         ("mask=hiar", "mask: unknown class 'hiar' in label set 'celebamask-hq' (did you mean 'hair'?)"),
         ("mask=", "mask: no class name given"),
         ("labels=coarse&mask=l_eye", "'l_eye' in label set 'coarse'"),

@@ -20,6 +20,7 @@ Output label sets. A label map can be merged into a coarser set with :func:`rema
   eyeglasses (``eye_g``) -> ``skin`` (in CelebAMask the eyes and brows are drawn over the glasses, so the
   ``eye_g`` pixels left are frames and lenses over the face); ``neck``, necklace (``neck_l``), ``cloth``
   and ``hat`` -> ``background`` (LaPa's ``skin`` is the face; a hat is not ``hair``).
+  ``celebamask-hq`` -> ``helen`` is the same table (Helen has LaPa's classes, named by the image's sides).
 * ``celebamask-hq`` -> ``coarse`` (:data:`CELEBAMASK_TO_COARSE`, :data:`COARSE`: background, skin, hair,
   eyes, nose, mouth): skin includes ears, neck, eyeglasses, earrings and necklace; hair includes the
   brows; eyes both eyes; mouth the lips and the inner mouth; hat and cloth are background.
@@ -120,7 +121,7 @@ class LabelSet:
         The identity for the same set; the ignore index stays; values that are no class map to the ignore
         index. Unknown target names or pairs without a mapping raise :class:`UnknownNameError`.
         """
-        target = _as_label_set(target)
+        target = as_label_set(target)
         lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
         if target.classes == self.classes:
             lut[: self.num_classes] = np.arange(self.num_classes)
@@ -342,6 +343,7 @@ CELEBAMASK_TO_INNER: dict[str, str] = {c: (c if c in _INNER_CLASSES else "backgr
 
 REMAPS: dict[tuple[str, str], Mapping[str, str]] = {
     ("celebamask-hq", "lapa"): CELEBAMASK_TO_LAPA,
+    ("celebamask-hq", "helen"): CELEBAMASK_TO_LAPA,  # Helen has LaPa's classes and sides
     ("celebamask-hq", "coarse"): CELEBAMASK_TO_COARSE,
     ("celebamask-hq", "inner"): CELEBAMASK_TO_INNER,
     ("lapa", "coarse"): ELEVEN_TO_COARSE,
@@ -361,13 +363,14 @@ def get_label_set(name: str) -> LabelSet:
         raise _unknown(f"unknown label set {name!r}", name, sorted(LABEL_SETS)) from None
 
 
-def _as_label_set(s: str | LabelSet) -> LabelSet:
+def as_label_set(s: str | LabelSet) -> LabelSet:
+    """``s`` itself if it is a :class:`LabelSet`, else the known set of that name (:func:`get_label_set`)."""
     return s if isinstance(s, LabelSet) else get_label_set(s)
 
 
 def remap_targets(source: str | LabelSet) -> list[str]:
     """Names of the label sets ``source`` can be remapped to (itself first)."""
-    source = _as_label_set(source)
+    source = as_label_set(source)
     known = LABEL_SETS.get(source.name) == source
     return [source.name] + [t for (s, t) in REMAPS if known and s == source.name]
 
@@ -380,7 +383,7 @@ def remap_labels(labels: np.ndarray, source: str | LabelSet, target: str | Label
     labels = np.asarray(labels)
     if labels.dtype.kind not in "ui":
         raise ValueError(f"labels: expected an integer label map, got dtype {labels.dtype}")
-    lut = _as_label_set(source).remap_to(target)
+    lut = as_label_set(source).remap_to(target)
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
         raise ValueError(f"labels: values must lie in [0, 255], got [{labels.min()}, {labels.max()}]")
     return lut[labels]
@@ -394,7 +397,7 @@ def remap_confusion(matrix: np.ndarray, source: str | LabelSet, target: str | La
     in a merged set follow from its scores in its own set. On ``celebamask-hq`` -> ``inner`` the per-class
     F1 of an inner class is unchanged (its TP, FP and FN are); the background and the merged groups change.
     """
-    src = _as_label_set(source)
+    src = as_label_set(source)
     m = np.asarray(matrix)
     if m.shape != (src.num_classes, src.num_classes) or m.dtype.kind not in "ui":
         raise ValueError(
@@ -402,9 +405,9 @@ def remap_confusion(matrix: np.ndarray, source: str | LabelSet, target: str | La
             f"{src.name!r}, got {m.dtype} {m.shape}"
         )
     lut = src.remap_to(target)[: src.num_classes].astype(np.int64)
-    n = _as_label_set(target).num_classes
+    n = as_label_set(target).num_classes
     if (lut >= n).any():
-        raise ValueError(f"label set {src.name!r} has classes without a counterpart in {_as_label_set(target).name!r}")
+        raise ValueError(f"label set {src.name!r} has classes without a counterpart in {as_label_set(target).name!r}")
     out = np.zeros((n, n), dtype=np.int64)
     np.add.at(out, (lut[:, None], lut[None, :]), m.astype(np.int64))
     return out

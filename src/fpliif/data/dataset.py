@@ -37,7 +37,8 @@ def load_sample(
         mask_path: Path | str = sample.mask_path
     else:
         mask = merge_parts(sample.parts, sample.name)
-        mask_path = f"{sample.parts[0][1].parent}/{sample.name}_*.png"
+        first = sample.parts[0][1]  # <id:05d>_<part>.png: the id as the files spell it
+        mask_path = f"{first.parent}/{first.name.split('_', 1)[0]}_*.png"
     image = read_image(
         sample.image_path,
         expect_size=(mask.shape[1], mask.shape[0]),

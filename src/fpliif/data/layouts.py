@@ -21,7 +21,10 @@ Layouts, read as published (no preprocessing the user has to discover):
     ``{train,val,test}/images/<name>.jpg`` + ``labels/<name>.png`` (``landmarks/`` is not used), 11 classes.
 ``helen``
     The HELEN* release: ``{train,test}/<name>_image.jpg`` + ``<name>_label.png``, 11 classes. That release has
-    no validation folder; ``split="val"`` works only where a ``val/`` folder exists.
+    no validation folder; ``split="val"`` works only where a ``val/`` folder exists. Helen saved in LaPa's layout
+    (``{train,test}/images/`` + ``labels/``) is read too with ``layout="helen"`` (``auto`` cannot tell it from
+    LaPa and says ``lapa``: the same classes, without Helen's merged scores). The SmithCVPR2013 release (one
+    soft PNG per class) is not read.
 ``folder``
     ``images/<name>.<jpg|jpeg|png|bmp|webp>`` + ``masks/<name>.png`` (index PNG), e.g. celebamask-mini.
     Classes: ``classes.txt`` in the root (one class name per line, line order = index), else the ``classes``
@@ -216,27 +219,35 @@ def _split_dirs(root: Path, layout: str, split: str, expected: str) -> list[tupl
     return found
 
 
+def _scan_images_labels(d: Path, root: Path, layout: str, expected: str, split: str, scan: Scan) -> None:
+    """Pair ``d/images/<name>.*`` with ``d/labels/<name>.png`` (LaPa's split folders) into ``scan``."""
+    img_dir = _need_dir(d / "images", root, layout, expected)
+    lab_dir = _need_dir(d / "labels", root, layout, expected)
+    images = _files(img_dir)
+    if not any(p.suffix.lower() in IMAGE_EXTS for p in images):
+        raise DataError(f"no images found in {img_dir}", img_dir)
+    _pair_by_stem(images, _files(lab_dir), split, scan, lab_dir)
+
+
 def _scan_lapa(root: Path, split: str) -> Scan:
     exp = "{train,val,test}/{images/*.jpg, labels/*.png}"
     scan = Scan()
     for name, d in _split_dirs(root, "lapa", split, exp):
-        img_dir = _need_dir(d / "images", root, "lapa", exp)
-        lab_dir = _need_dir(d / "labels", root, "lapa", exp)
-        images = _files(img_dir)
-        if not any(p.suffix.lower() in IMAGE_EXTS for p in images):
-            raise DataError(f"no images found in {img_dir}", img_dir)
-        _pair_by_stem(images, _files(lab_dir), name, scan, lab_dir)
+        _scan_images_labels(d, root, "lapa", exp, name, scan)
     return scan
 
 
 def _scan_helen(root: Path, split: str) -> Scan:
-    exp = "{train,test}/<name>_image.jpg + <name>_label.png"
+    exp = "{train,test}/<name>_image.jpg + <name>_label.png, or {train,test}/{images/*.jpg, labels/*.png}"
     scan = Scan()
     for name, d in _split_dirs(root, "helen", split, exp):
+        if (d / "images").is_dir() and (d / "labels").is_dir():  # Helen saved in LaPa's layout
+            _scan_images_labels(d, root, "helen", exp, name, scan)
+            continue
         files = _files(d)
         images = [p for p in files if p.stem.endswith("_image") and p.suffix.lower() in IMAGE_EXTS]
         if not images:
-            raise DataError(f"no <name>_image.jpg files found in {d}", d)
+            raise DataError(f"no <name>_image.jpg files (nor images/ and labels/ folders) found in {d}", d)
         _pair_by_stem(images, files, name, scan, d, image_suffix="_image", mask_suffix="_label")
     return scan
 

@@ -49,11 +49,24 @@ def check_data_args(args: argparse.Namespace) -> None:
 
 
 def dataset_for(
-    args: argparse.Namespace, model: Any, weights: str, split: str, input_size: int, mask_sizes: list[int]
-) -> tuple[Any, Any, str]:
-    """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``: (dataset, label set,
-    roots as text); ValueError / FileNotFoundError naming the argument when it does not fit the model."""
+    args: argparse.Namespace,
+    model: Any,
+    weights: str,
+    split: str,
+    input_size: int,
+    mask_sizes: list[int],
+    *,
+    remap: bool = False,
+) -> tuple[Any, Any, str, Any]:
+    """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``: (dataset, label set, roots
+    as text, the model's label set where its predictions are mapped to the data's, else None).
+
+    ``remap``: a model whose label set differs from the data's is scored through the mapping between them
+    (:data:`fpliif.labels.REMAPS`, e.g. the CelebAMask-HQ model on LaPa or Helen) where there is one. Otherwise
+    ValueError / FileNotFoundError naming the argument when the data does not fit the model.
+    """
     from ..data import FaceParsingDataset, build_eval_transform
+    from ..labels import REMAPS
 
     data_roots = args.data[0] if len(args.data) == 1 else list(args.data)
     data_text = ", ".join(args.data)
@@ -61,9 +74,18 @@ def dataset_for(
     extra = {"classes": args.classes} if args.classes else {}
     ds = FaceParsingDataset(data_roots, args.layout, split, transform=transform, **extra)
     label_set = getattr(ds, "label_set", None) or model.label_set
-    if label_set.num_classes != model.num_classes:
+    predicted_as = None
+    if tuple(label_set.classes) != tuple(model.classes) and remap and (model.label_set.name, label_set.name) in REMAPS:
+        predicted_as = model.label_set
+        print(
+            f"fpliif {args.command}: the model predicts {model.label_set.name} classes; they are mapped to the "
+            f"dataset's {label_set.name} classes before scoring (fpliif.labels.REMAPS)",
+            file=sys.stderr,
+        )
+    elif label_set.num_classes != model.num_classes:
         hint = ""
-        if args.layout == "folder":
+        classes_txt = any(Path(r, "classes.txt").is_file() for r in args.data)
+        if args.layout == "folder" and not args.classes and not classes_txt:
             hint = " (folder layout: give its classes with --classes or ROOT/classes.txt)"
         raise ValueError(
             f"label sets differ: the model ({weights}) predicts {model.num_classes} classes "
@@ -71,7 +93,7 @@ def dataset_for(
             f"{data_text}) has {label_set.num_classes} ({label_set.name}: "
             f"{', '.join(label_set.classes)}){hint}"
         )
-    if tuple(label_set.classes) != tuple(model.classes):
+    elif tuple(label_set.classes) != tuple(model.classes):
         print(
             f"fpliif {args.command}: warning: model classes {list(model.classes)} differ in name/order from the "
             f"dataset's {list(label_set.classes)}; scoring by index",
@@ -79,7 +101,7 @@ def dataset_for(
         )
     if len(ds) == 0:
         raise ValueError(f"split {split!r} of {data_text} ({args.layout}) has no images")
-    return ds, label_set, data_text
+    return ds, label_set, data_text, predicted_as
 
 
 def check_batch_work(sizes: list[int], batch_size: int, tta: bool) -> None:
@@ -124,7 +146,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split = args.split or default_split(args.layout)
     input_size = model_input_size(model, args.input_size)
     mask_sizes = sorted(set(sizes) | ({DEFAULT_INPUT_SIZE} if lowres else set()))
-    ds, label_set, data_text = dataset_for(args, model, weights, split, input_size, mask_sizes)
+    ds, label_set, data_text, predicted_as = dataset_for(
+        args, model, weights, split, input_size, mask_sizes, remap=True
+    )
     if args.limit is not None and args.limit < len(ds):
         ds = torch.utils.data.Subset(ds, range(args.limit))
     loader = make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
@@ -142,6 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         decode=decode,
         compare_dense=args.compare_dense,
         score_as=args.score_labels,
+        predicted_as=predicted_as,
     )
     if args.score_labels:
         label_set = get_label_set(args.score_labels)  # the table's classes
@@ -180,6 +205,8 @@ def _print_report(result: dict[str, Any], args: argparse.Namespace, decode: str,
         + ("; flip TTA" if args.tta else "")
         + ("; adaptive decoding" if decode == "adaptive" else "")
     )
+    if "predicted_as" in result:
+        print(f"labels  the model's {result['predicted_as']} predictions mapped to the dataset's classes")
     print()
     print(format_table(result, label_set))
     for name, agree in result.get("agreement_with_dense", {}).items():
@@ -208,7 +235,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     check_data_args(args)
     model, weights = _load_model(args.weights, "cpu")
     input_size = model_input_size(model, None)
-    ds, label_set, _ = dataset_for(args, model, weights, args.split, input_size, [args.size])
+    ds, label_set, _, _ = dataset_for(args, model, weights, args.split, input_size, [args.size])
     ds = torch.utils.data.Subset(ds, strided(len(ds), args.images))
     loader = make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
     logits, labels = collect_logits(model, loader, args.size, progress=not args.no_progress)

@@ -28,12 +28,13 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode, is_implicit
-from ..labels import IGNORE_INDEX, LabelSet, get_label_set, remap_confusion
+from ..labels import IGNORE_INDEX, LabelSet, as_label_set, remap_confusion
 from ..models.checkpoint import DEFAULT_INPUT_SIZE
 from ..validate import positive_ints
 from .metrics import ConfusionMatrix
@@ -227,6 +228,7 @@ def evaluate(
     adaptive: AdaptiveOptions | Mapping[str, Any] | None = None,
     compare_dense: bool = False,
     score_as: str | LabelSet | None = None,
+    predicted_as: str | LabelSet | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` over ``loader`` at each output size in ``sizes`` and each low-res size.
 
@@ -256,10 +258,16 @@ def evaluate(
     ``score_as``: score in another label set (e.g. ``"inner"`` for STN-iCNN): every confusion matrix is remapped
     by :func:`~fpliif.labels.remap_confusion` from ``label_set`` before the scores (recorded as ``label_set``,
     with ``scored_from``).
+    ``predicted_as``: the label set the model predicts in, when it is not the data's ``label_set`` (e.g. the
+    CelebAMask-HQ model scored on LaPa): each predicted label is mapped to ``label_set`` by
+    :data:`~fpliif.labels.REMAPS` before it is counted (recorded as ``predicted_as``). ValueError if there is no
+    such mapping.
     """
-    score_set = score_as if isinstance(score_as, LabelSet) else label_set
-    if isinstance(score_as, str):
-        score_set = get_label_set(score_as)
+    pred_set = label_set if predicted_as is None else as_label_set(predicted_as)
+    to_data = None
+    if pred_set is not label_set:  # ValueError now (not after the whole pass) if there is no mapping
+        to_data = torch.from_numpy(pred_set.remap_to(label_set).astype(np.int64))
+    score_set = label_set if score_as is None else as_label_set(score_as)
     if score_set is not label_set:
         label_set.remap_to(score_set)  # ValueError now (not after the whole pass) if there is no mapping
     sizes = positive_ints(sizes, "sizes", allow_empty=True)
@@ -269,9 +277,9 @@ def evaluate(
         raise ValueError("nothing to evaluate: both sizes and lowres are empty")
     num_classes = label_set.num_classes
     model_classes = getattr(model, "num_classes", None)
-    if isinstance(model_classes, int) and model_classes != num_classes:
+    if isinstance(model_classes, int) and model_classes != pred_set.num_classes:
         raise ValueError(
-            f"the model predicts {model_classes} classes but label set {label_set.name!r} has {num_classes}"
+            f"the model predicts {model_classes} classes but label set {pred_set.name!r} has {pred_set.num_classes}"
         )
     implicit = is_implicit(model)
     if tta and not implicit:
@@ -285,6 +293,7 @@ def evaluate(
     if compare_dense and decode != "adaptive":
         raise ValueError("compare_dense: compares adaptive decoding with dense; pass decode='adaptive'")
     device = torch.device(device)
+    to_data = None if to_data is None else to_data.to(device)
 
     # row name -> (decode size, compare size)
     plan: dict[str, tuple[int, int]] = {row_name(s, s): (s, s) for s in sizes}
@@ -306,17 +315,17 @@ def evaluate(
         with torch.inference_mode():
             for batch in bar:
                 image = batch["image"].to(device, non_blocking=True)
-                decoder = _Decoder(model, image, label_set, tta=tta, decode=decode, adaptive=adaptive)
+                decoder = _Decoder(model, image, pred_set, tta=tta, decode=decode, adaptive=adaptive)
                 targets: dict[int, torch.Tensor] = {}
                 for name, (out_size, target_size) in plan.items():
-                    labels = _row_labels(decoder, out_size, target_size, num_classes, label_set)
+                    labels = _row_labels(decoder, out_size, target_size, pred_set, to_data)
                     points[name] += decoder.points * image.shape[0]
                     if target_size not in targets:
                         targets[target_size] = _mask(batch, target_size).to(device, non_blocking=True)
                     matrices[name].update(labels, targets[target_size])
                     if compare_dense:
                         decoder.mode = "dense"
-                        dense = _row_labels(decoder, out_size, target_size, num_classes, label_set)
+                        dense = _row_labels(decoder, out_size, target_size, pred_set, to_data)
                         decoder.mode = decode
                         dense_matrices[name].update(dense, targets[target_size])
                         agree[name] += int((dense == labels).sum())
@@ -353,6 +362,7 @@ def evaluate(
             "primary_row": primary,
             "label_set": score_set.name,
             **({"scored_from": label_set.name} if score_set is not label_set else {}),
+            **({"predicted_as": pred_set.name} if pred_set is not label_set else {}),
             "tta": bool(tta),
             "decode": decode,
             "points_per_image": {name: _all_reduce_float(points[name], device) / images for name in plan},
@@ -384,17 +394,20 @@ def _rescored(cm: ConfusionMatrix, source: LabelSet, target: LabelSet) -> Confus
 
 
 def _row_labels(
-    decoder: _Decoder, out_size: int, target_size: int, num_classes: int, label_set: LabelSet
+    decoder: _Decoder, out_size: int, target_size: int, pred_set: LabelSet, to_data: torch.Tensor | None
 ) -> torch.Tensor:
-    """(B, t, t) labels of one row: decode at ``out_size``, upsample the logits to ``target_size`` if needed."""
+    """(B, t, t) labels of one row: decode at ``out_size``, upsample the logits to ``target_size`` if needed;
+    mapped by the lookup table ``to_data`` when the model predicts in another label set than the data's."""
     logits = decoder(out_size)
-    if logits.shape[1] != num_classes:
+    if logits.shape[1] != pred_set.num_classes:
         raise ValueError(
-            f"the model returned {logits.shape[1]} class logits; label set {label_set.name!r} has {num_classes} classes"
+            f"the model returned {logits.shape[1]} class logits; label set {pred_set.name!r} has "
+            f"{pred_set.num_classes} classes"
         )
     if out_size != target_size:
         logits = F.interpolate(logits.float(), size=(target_size, target_size), mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)
+    labels = logits.argmax(dim=1)
+    return labels if to_data is None else to_data[labels]
 
 
 # ------------------------------------------------------------------------------------------------ baseline
@@ -457,7 +470,8 @@ def format_table(result: Mapping[str, Any], label_set: LabelSet) -> str:
     skip = set(excluded_classes(label_set))
     classes = [c for i, c in enumerate(label_set.classes) if i not in skip]
     groups = list(label_set.merged_f1)
-    header = ["Setting", *classes, "Mean", "mIoU", *groups]
+    group_heads = [f"{g} (merged)" if g in label_set.classes else g for g in groups]  # Helen's mouth group
+    header = ["Setting", *classes, "Mean", "mIoU", *group_heads]
     body = []
     for name, row in rows.items():
         per_class = row["per_class_f1"]
