@@ -358,7 +358,7 @@ def write_folder_dataset(root: Path, n: int = 4, size: int = 64, max_label: int 
         Image.fromarray(mask, mode="L").save(root / "masks" / f"f{i}.png")
 
 
-def constant_weights(path: Path, logits: dict[str, float]) -> Path:
+def constant_weights(path: Path, logits: dict[str, float], metadata: dict[str, str] | None = None) -> Path:
     """Tiny FP-LIIF weights whose logits are ``logits`` (class -> value, others 0) at every pixel: the final
     layer's weights are zero and its bias holds them."""
     torch.manual_seed(0)
@@ -369,7 +369,7 @@ def constant_weights(path: Path, logits: dict[str, float]) -> Path:
         layer.bias.zero_()
         for cls, value in logits.items():
             layer.bias[model.classes.index(cls)] = value
-    return fpliif.save(model, path)
+    return fpliif.save(model, path, metadata=metadata)
 
 
 @pytest.fixture
@@ -431,6 +431,45 @@ def test_cli_eval_maps_the_models_classes_to_the_datasets(tmp_path, capsys):
     assert res["label_set"] == "lapa" and res["predicted_as"] == "celebamask-hq"
     assert res["rows"]["256"]["per_class_f1"]["skin"] == pytest.approx(100 * 2 * 1 / (2 * 1 + 7))
     assert res["rows"]["256"]["per_class_f1"]["l_brow"] == 0.0
+
+
+def test_cli_eval_photos_parses_each_image_at_its_own_size(tmp_path, capsys):
+    """``--photos``: the parser's own labels as ground truth score 100 (nothing resized, the face pasted back at
+    the image's pixels); a faceless image counts as all background and is named; remapped to LaPa likewise."""
+    from fpliif import FaceParser
+    from fpliif.infer.cli_files import EXAMPLE_IMAGE
+    from fpliif.infer.images import load_image
+
+    weights = constant_weights(tmp_path / "brow.safetensors", {"l_brow": 10.0}, metadata={"input_size": "64"})
+    photo = np.ascontiguousarray(load_image(EXAMPLE_IMAGE)[20:330, 60:400])  # 310 x 340: not square
+    truth = FaceParser.from_pretrained(weights)(photo).labels
+    assert len(np.unique(truth)) > 1
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(photo).save(root / "images" / "face.png")
+    Image.fromarray(truth).save(root / "masks" / "face.png")
+    Image.fromarray(np.full((90, 120, 3), 128, np.uint8)).save(root / "images" / "blank.png")
+    Image.fromarray(np.zeros((90, 120), np.uint8)).save(root / "masks" / "blank.png")
+    options = "--layout folder --split all --photos --json --no-progress"
+    assert eval_cli(weights, root, options) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["rows"]["photo"]["mean_f1"] == pytest.approx(100.0) and res["primary_row"] == "photo"
+    assert res["images"] == 2 and res["faces"] == 1 and res["no_face"] == ["blank"]
+    assert res["rows"]["photo"]["pixels"] == 310 * 340 + 90 * 120  # each image scored at its own size
+
+    lapa = remap_labels(truth, CELEBAMASK_HQ, LAPA)
+    Image.fromarray(lapa).save(root / "masks" / "face.png")
+    assert eval_cli(weights, root, options, "--classes", "lapa") == 0
+    cap = capsys.readouterr()
+    res = json.loads(cap.out)
+    assert res["predicted_as"] == "celebamask-hq" and res["mean_f1"] == pytest.approx(100.0)
+    Image.fromarray(np.roll(lapa, 25, axis=1)).save(root / "masks" / "face.png")  # a wrong truth scores lower
+    assert eval_cli(weights, root, options, "--classes", "lapa") == 0
+    assert json.loads(capsys.readouterr().out)["mean_f1"] < 90
+
+    assert eval_cli(weights, root, options, "--sizes", "256", "--compare-dense") == 2
+    assert "--photos: --sizes, --compare-dense do not apply" in capsys.readouterr().err
 
 
 def test_cli_eval_errors(tmp_path, tiny_weights, monkeypatch, capsys):

@@ -14,6 +14,13 @@ if TYPE_CHECKING:  # torch is imported when the command runs, not by argument pa
     import torch
 
 
+DEFAULT_SIZES = "256,512"
+DEFAULT_LOWRES = "64,96,128,192"
+DEFAULT_BATCH = 16
+PHOTO_EXCLUDES = ("sizes", "lowres", "input_size", "batch_size", "baseline", "compare_dense")
+"""``fpliif eval`` options that do not apply to ``--photos`` (the parser decodes each image at its own size)."""
+
+
 def model_input_size(model: Any, override: int | None) -> int:
     """--input-size, else the ``input_size`` the weights were trained at (file metadata), else
     :data:`~fpliif.models.checkpoint.DEFAULT_INPUT_SIZE`."""
@@ -53,24 +60,23 @@ def dataset_for(
     model: Any,
     weights: str,
     split: str,
-    input_size: int,
-    mask_sizes: list[int],
+    transform: Any,
     *,
     remap: bool = False,
 ) -> tuple[Any, Any, str, Any]:
-    """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``: (dataset, label set, roots
-    as text, the model's label set where its predictions are mapped to the data's, else None).
+    """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``, read through ``transform``
+    (None: images and masks at their own size): (dataset, label set, roots as text, the model's label set where
+    its predictions are mapped to the data's, else None).
 
     ``remap``: a model whose label set differs from the data's is scored through the mapping between them
     (:data:`fpliif.labels.REMAPS`, e.g. the CelebAMask-HQ model on LaPa or Helen) where there is one. Otherwise
     ValueError / FileNotFoundError naming the argument when the data does not fit the model.
     """
-    from ..data import FaceParsingDataset, build_eval_transform
+    from ..data import FaceParsingDataset
     from ..labels import REMAPS
 
     data_roots = args.data[0] if len(args.data) == 1 else list(args.data)
     data_text = ", ".join(args.data)
-    transform = build_eval_transform(size=input_size, mask_sizes=mask_sizes)
     extra = {"classes": args.classes} if args.classes else {}
     ds = FaceParsingDataset(data_roots, args.layout, split, transform=transform, **extra)
     label_set = getattr(ds, "label_set", None) or model.label_set
@@ -119,18 +125,12 @@ def check_batch_work(sizes: list[int], batch_size: int, tta: bool) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from ..adaptive import default_decode
     from ..cli import check_output_path, print_json
-    from ..data import make_loader
     from ..labels import get_label_set
-    from ..models.checkpoint import DEFAULT_INPUT_SIZE  # the paper's 256: where low-res rows are upsampled to
-    from .evaluate import evaluate, trivial_baseline
 
-    sizes = parse_int_list(args.sizes, "--sizes", allow_empty=True)
-    lowres = parse_int_list(args.lowres, "--lowres", allow_empty=True)
-    if not sizes and not lowres:
-        raise ValueError("--sizes and --lowres are both empty: nothing to evaluate")
-    check_batch_work(sizes + lowres, args.batch_size, args.tta)
+    _check_photo_options(args)
+    if not args.photos:
+        _fill_row_defaults(args)
     if args.out is not None:
         check_output_path(args.out, "--out", folder=False)
     if args.score_labels:
@@ -142,17 +142,60 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda: no CUDA device is available (use --device cpu)")
     check_data_args(args)
     model, weights = _load_model(args.weights, args.device)
-    decode = args.decode or ("adaptive" if args.compare_dense else default_decode(model))
     split = args.split or default_split(args.layout)
+    result, label_set = (_eval_photos if args.photos else _eval_rows)(args, model, weights, split)
+    if args.score_labels:
+        label_set = get_label_set(args.score_labels)  # the table's classes
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print_json(result)
+    else:
+        _print_report(result, args, label_set)
+    return 0
+
+
+def _check_photo_options(args: argparse.Namespace) -> None:
+    """With ``--photos``, ValueError naming the given options that do not apply to it."""
+    if args.photos:
+        given = [f"--{name.replace('_', '-')}" for name in PHOTO_EXCLUDES if getattr(args, name) not in (None, False)]
+        if given:
+            raise ValueError(f"--photos: {', '.join(given)} do not apply (each image is parsed at its own size)")
+
+
+def _fill_row_defaults(args: argparse.Namespace) -> None:
+    """The defaults of the options of the paper's rows, then the rows' work checked (before the model loads)."""
+    args.sizes = DEFAULT_SIZES if args.sizes is None else args.sizes
+    args.lowres = DEFAULT_LOWRES if args.lowres is None else args.lowres
+    args.batch_size = DEFAULT_BATCH if args.batch_size is None else args.batch_size
+    sizes = parse_int_list(args.sizes, "--sizes", allow_empty=True)
+    lowres = parse_int_list(args.lowres, "--lowres", allow_empty=True)
+    if not sizes and not lowres:
+        raise ValueError("--sizes and --lowres are both empty: nothing to evaluate")
+    check_batch_work(sizes + lowres, args.batch_size, args.tta)
+
+
+def _eval_rows(args: argparse.Namespace, model: Any, weights: str, split: str) -> tuple[dict[str, Any], Any]:
+    """The paper's rows (squashed images and masks at each size): (result, the data's label set)."""
+    import torch
+
+    from ..adaptive import default_decode
+    from ..data import build_eval_transform, make_loader
+    from ..models.checkpoint import DEFAULT_INPUT_SIZE  # the paper's 256: where low-res rows are upsampled to
+    from .evaluate import evaluate, trivial_baseline
+
+    sizes = parse_int_list(args.sizes, "--sizes", allow_empty=True)
+    lowres = parse_int_list(args.lowres, "--lowres", allow_empty=True)
+    decode = args.decode or ("adaptive" if args.compare_dense else default_decode(model))
     input_size = model_input_size(model, args.input_size)
     mask_sizes = sorted(set(sizes) | ({DEFAULT_INPUT_SIZE} if lowres else set()))
-    ds, label_set, data_text, predicted_as = dataset_for(
-        args, model, weights, split, input_size, mask_sizes, remap=True
-    )
+    transform = build_eval_transform(size=input_size, mask_sizes=mask_sizes)
+    ds, label_set, data_text, predicted_as = dataset_for(args, model, weights, split, transform, remap=True)
     if args.limit is not None and args.limit < len(ds):
         ds = torch.utils.data.Subset(ds, range(args.limit))
     loader = make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
-
     result = evaluate(
         model,
         loader,
@@ -168,43 +211,65 @@ def cmd_eval(args: argparse.Namespace) -> int:
         score_as=args.score_labels,
         predicted_as=predicted_as,
     )
-    if args.score_labels:
-        label_set = get_label_set(args.score_labels)  # the table's classes
     result.update(
         {"weights": weights, "data": data_text, "layout": args.layout, "split": split, "input_size": input_size}
     )
     if args.baseline:
         base_size = sizes[0] if sizes else DEFAULT_INPUT_SIZE
-        base = trivial_baseline(loader, label_set, size=base_size, device=args.device)
+        base = trivial_baseline(loader, label_set, size=base_size, device=args.device, score_as=args.score_labels)
         base_row = f"baseline:{base['predicted_class']}@{base_size}"
         result["baseline"] = {"row": base_row, **base}
         result["rows"][base_row] = {
             k: base[k] for k in ("mean_f1", "mean_iou", "pixel_acc", "per_class_f1", "per_class_iou") if k in base
         }
-
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    if args.json:
-        print_json(result)
-    else:
-        _print_report(result, args, decode, label_set)
-    return 0
+    return result, label_set
 
 
-def _print_report(result: dict[str, Any], args: argparse.Namespace, decode: str, label_set: Any) -> None:
+def _eval_photos(args: argparse.Namespace, model: Any, weights: str, split: str) -> tuple[dict[str, Any], Any]:
+    """``--photos``: each image parsed as a photo by a FaceParser with its defaults: (result, the data's label
+    set)."""
+    import torch
+
+    from ..infer.cli_files import no_face_reported_per_input
+    from ..infer.parser import FaceParser
+    from .photos import evaluate_photos
+
+    parser = FaceParser(model, device=args.device, tta=args.tta, decode=args.decode)
+    ds, label_set, data_text, predicted_as = dataset_for(args, model, weights, split, None, remap=True)
+    if args.limit is not None and args.limit < len(ds):
+        ds = torch.utils.data.Subset(ds, range(args.limit))
+    samples = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers)  # one image at a time
+    with no_face_reported_per_input():
+        result = evaluate_photos(
+            parser,
+            samples,
+            label_set,
+            score_as=args.score_labels,
+            predicted_as=predicted_as,
+            progress=not args.no_progress,
+        )
+    result.update({"weights": weights, "data": data_text, "layout": args.layout, "split": split})
+    return result, label_set
+
+
+def _print_report(result: dict[str, Any], args: argparse.Namespace, label_set: Any) -> None:
     """``fpliif eval``'s text output: what was evaluated, the table, adaptive decoding's agreement with dense."""
     from .evaluate import format_table
 
-    size = result["input_size"]
     print(f"weights {result['weights']}")
     print(f"data    {result['data']} ({args.layout}, split {result['split']}, {result['images']} images)")
-    print(
-        f"input   {size}x{size} (outputs decoded from it at each row's size)"
-        + ("; flip TTA" if args.tta else "")
-        + ("; adaptive decoding" if decode == "adaptive" else "")
-    )
+    tta = "; flip TTA" if args.tta else ""
+    adaptive = "; adaptive decoding" if result["decode"] == "adaptive" else ""
+    if args.photos:
+        print(f"photos  each image parsed as a photo at its own size (detect, align, crop, parse, paste back){tta}")
+        missed = result["no_face"]
+        print(
+            f"faces   {result['faces']} found; {len(missed)} image(s) without a face, scored as all background"
+            + (f": {', '.join(missed[:10])}{' ...' if len(missed) > 10 else ''}" if missed else "")
+        )
+    else:
+        size = result["input_size"]
+        print(f"input   {size}x{size} (outputs decoded from it at each row's size){tta}{adaptive}")
     if "predicted_as" in result:
         print(f"labels  the model's {result['predicted_as']} predictions mapped to the dataset's classes")
     print()
@@ -223,7 +288,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     from ..cli import check_output_path, print_json
-    from ..data import make_loader
+    from ..data import build_eval_transform, make_loader
     from ..models.checkpoint import WRITTEN_KEYS, save
     from .calibrate import apply_offsets, collect_logits, fit_offsets, strided
 
@@ -235,7 +300,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     check_data_args(args)
     model, weights = _load_model(args.weights, "cpu")
     input_size = model_input_size(model, None)
-    ds, label_set, _, _ = dataset_for(args, model, weights, args.split, input_size, [args.size])
+    transform = build_eval_transform(size=input_size, mask_sizes=[args.size])
+    ds, label_set, _, _ = dataset_for(args, model, weights, args.split, transform)
     ds = torch.utils.data.Subset(ds, strided(len(ds), args.images))
     loader = make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
     logits, labels = collect_logits(model, loader, args.size, progress=not args.no_progress)
@@ -304,11 +370,19 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="score in another label set, the confusion matrices remapped from the dataset's (e.g. "
         "inner: background + the eight inner parts, Helen's merged groups; how STN-iCNN is scored)",
     )
-    p.add_argument("--sizes", default="256,512", help="native output sizes, one row each (default: 256,512)")
+    p.add_argument("--sizes", default=None, help=f"native output sizes, one row each (default: {DEFAULT_SIZES})")
     p.add_argument(
         "--lowres",
-        default="64,96,128,192",
-        help="low output sizes upsampled to 256, one row each; '' disables (default: 64,96,128,192)",
+        default=None,
+        help=f"low output sizes upsampled to 256, one row each; '' disables (default: {DEFAULT_LOWRES})",
+    )
+    p.add_argument(
+        "--photos",
+        action="store_true",
+        help="score the parser as users run it: each image parsed as a photo at its own size (detect, align, crop, "
+        "parse, paste back; the parser's defaults) against its ground truth at that size, one row 'photo'; an "
+        "image without a detected face counts as all background. Not with --sizes, --lowres, --input-size, "
+        "--batch-size, --baseline or --compare-dense",
     )
     p.add_argument(
         "--baseline",
@@ -321,7 +395,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="model input resolution (default: the size the weights were trained at, else 256)",
     )
-    p.add_argument("--batch-size", type=int_arg(1), default=16)
+    p.add_argument("--batch-size", type=int_arg(1), default=None, help=f"images per batch (default: {DEFAULT_BATCH})")
     p.add_argument("--limit", type=int_arg(1), default=None, help="evaluate only the first N images of the split")
     p.add_argument(
         "--tta",

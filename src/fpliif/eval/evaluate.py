@@ -341,17 +341,38 @@ def evaluate(
     if images == 0:
         raise ValueError("the data loader yielded no images")
 
-    rows = {name: summarize(_rescored(cm, label_set, score_set), score_set) for name, cm in matrices.items()}
+    rows = {name: summarize(rescored(cm, label_set, score_set), score_set) for name, cm in matrices.items()}
     native = str(lowres_to)
     primary = native if native in rows and native in {str(s) for s in sizes} else next(iter(rows))
+    result = result_of_rows(rows, primary, images, label_set, score_set, pred_set, tta=tta, decode=decode)
+    result["points_per_image"] = {name: _all_reduce_float(points[name], device) / images for name in plan}
+    if compare_dense:
+        for cm in dense_matrices.values():
+            cm.all_reduce()
+        result["dense_rows"] = {
+            name: summarize(rescored(cm, label_set, score_set), score_set) for name, cm in dense_matrices.items()
+        }
+        result["agreement_with_dense"] = {
+            name: 100.0 * _all_reduce_int(agree[name], device) / max(1, _all_reduce_int(compared[name], device))
+            for name in plan
+        }
+    return result
+
+
+def result_of_rows(
+    rows: dict[str, dict[str, Any]],
+    primary: str,
+    images: int,
+    label_set: LabelSet,
+    score_set: LabelSet,
+    pred_set: LabelSet,
+    **settings: Any,
+) -> dict[str, Any]:
+    """The JSON-ready result of an evaluation from its scored ``rows``: the ``primary`` row's numbers at the top
+    level, then ``images``, the label sets, ``settings`` (e.g. ``tta``, ``decode``), the exclusion and absence
+    rules, and ``rows``."""
     top = rows[primary]
-    result: dict[str, Any] = {
-        "mean_f1": top["mean_f1"],
-        "mean_iou": top["mean_iou"],
-        "pixel_acc": top["pixel_acc"],
-        "per_class_f1": top["per_class_f1"],
-        "per_class_iou": top["per_class_iou"],
-    }
+    result: dict[str, Any] = {k: top[k] for k in ("mean_f1", "mean_iou", "pixel_acc", "per_class_f1", "per_class_iou")}
     if "merged_f1" in top:
         result["merged_f1"] = top["merged_f1"]
         result["merged_iou"] = top["merged_iou"]
@@ -363,28 +384,16 @@ def evaluate(
             "label_set": score_set.name,
             **({"scored_from": label_set.name} if score_set is not label_set else {}),
             **({"predicted_as": pred_set.name} if pred_set is not label_set else {}),
-            "tta": bool(tta),
-            "decode": decode,
-            "points_per_image": {name: _all_reduce_float(points[name], device) / images for name in plan},
+            **settings,
             "excluded_classes": [label_set.classes[i] for i in excluded_classes(label_set)],
             "absent_rule": ABSENT_RULE,
             "rows": rows,
         }
     )
-    if compare_dense:
-        for cm in dense_matrices.values():
-            cm.all_reduce()
-        result["dense_rows"] = {
-            name: summarize(_rescored(cm, label_set, score_set), score_set) for name, cm in dense_matrices.items()
-        }
-        result["agreement_with_dense"] = {
-            name: 100.0 * _all_reduce_int(agree[name], device) / max(1, _all_reduce_int(compared[name], device))
-            for name in plan
-        }
     return result
 
 
-def _rescored(cm: ConfusionMatrix, source: LabelSet, target: LabelSet) -> ConfusionMatrix:
+def rescored(cm: ConfusionMatrix, source: LabelSet, target: LabelSet) -> ConfusionMatrix:
     """``cm`` in ``target``'s classes (:func:`~fpliif.labels.remap_confusion`); ``cm`` itself if they are one."""
     if target is source:
         return cm
@@ -417,14 +426,17 @@ def trivial_baseline(
     size: int = DEFAULT_INPUT_SIZE,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    score_as: str | LabelSet | None = None,
 ) -> dict[str, Any]:
     """Metrics of predicting the dataset's most frequent ground-truth class for every pixel.
 
     Class frequencies are counted over the ``size`` masks of the whole loader (ignored pixels
     skipped; ties go to the lower class index); the confusion matrix of the constant prediction
     follows from them directly, so one pass suffices. Returns the same per-row fields as
-    :func:`evaluate` plus ``predicted_class``, ``class_pixels`` (name -> count) and ``images``.
+    :func:`evaluate` plus ``predicted_class``, ``class_pixels`` (name -> count) and ``images``; ``score_as``: the
+    scores in another label set, as in :func:`evaluate` (the class and the counts stay in ``label_set``'s).
     """
+    score_set = label_set if score_as is None else as_label_set(score_as)
     (size,) = positive_ints([size], "size")
     device = torch.device(device)
     counts = ConfusionMatrix(label_set.num_classes, IGNORE_INDEX, device=device)
@@ -442,7 +454,7 @@ def trivial_baseline(
     k = int(torch.argmax(freq))  # first maximum on ties
     cm = ConfusionMatrix(label_set.num_classes, IGNORE_INDEX)
     cm.matrix[:, k] = freq
-    row = summarize(cm, label_set)
+    row = summarize(rescored(cm, label_set, score_set), score_set)
     row.update(
         {
             "predicted_class": label_set.classes[k],
