@@ -74,10 +74,12 @@ def test_remap_labels_gives_the_expected_indices():
     eleven = np.arange(11, dtype=np.int64)
     assert remap_labels(eleven, "lapa", "coarse").tolist() == [0, 1, 2, 2, 3, 3, 4, 5, 5, 5, 2]
     assert np.array_equal(remap_labels(eleven, "helen", "coarse"), remap_labels(eleven, "lapa", "coarse"))
-    # identity, ignore index kept, values that are no class become the ignore index
+    # identity, ignore index kept, values that are no class of the source set refused by name
     assert np.array_equal(remap_labels(src, "celebamask-hq", "celebamask-hq"), src)
-    odd = np.array([[IGNORE_INDEX, 19, 40]], np.uint8)
-    assert (remap_labels(odd, "celebamask-hq", "coarse") == IGNORE_INDEX).all()
+    assert remap_labels(np.array([[IGNORE_INDEX, 1]], np.uint8), "celebamask-hq", "coarse").tolist() == [[255, 1]]
+    odd = np.array([[IGNORE_INDEX, 19, 40, 1]], np.uint8)
+    with pytest.raises(ValueError, match=r"labels: 19, 40 are no class of 'celebamask-hq' \(0..18; 255 = ignore\)"):
+        remap_labels(odd, "celebamask-hq", "coarse")
 
 
 def test_left_right_follow_the_image_side_in_lapa():

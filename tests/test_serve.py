@@ -362,6 +362,9 @@ def test_unusual_but_valid_images(client):
     assert post(client, encode(rgba, "WEBP"), "image/webp", "?aligned=true").status_code == 200
     # a generic declared type is fine when the bytes are an image
     assert post(client, encode(noise(16, 16), "GIF"), "application/octet-stream", "?aligned=true").status_code == 200
+    for arr, ctype in ((noise(16, 16), "image/x-portable-pixmap"), (noise(16, 16)[..., 0], "")):  # as parse reads
+        resp = post(client, encode(arr, "PPM"), ctype, "?aligned=true&format=json")
+        assert resp.status_code == 200 and resp.json()["size"] == [16, 16], resp.text
 
 
 # ---------------------------------------------------------------------------------------------- bad input

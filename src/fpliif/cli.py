@@ -133,17 +133,28 @@ def check_output_path(text: str, flag: str, folder: bool) -> Path:
             raise ValueError(f"{flag} {text}: exists and is not a folder")
         if not folder and (path.is_dir() or text.endswith(("/", "\\"))):
             raise ValueError(f"{flag} {text}: is a folder; expected a file name")
-        blocker = next((a for a in path.parents if a.exists()), Path("."))
+        nearest = [path, *path.parents] if folder else list(path.parents)  # an existing folder is written into
+        blocker = next((a for a in nearest if a.exists()), Path("."))
     except OSError as e:  # e.g. a name longer than the file system allows
         raise ValueError(f"{flag} {text:.80}: {e.strerror}") from None
     if not blocker.is_dir():
         raise ValueError(f"{flag} {text}: {blocker} is a file, not a folder")
-    longest = max(len(os.fsencode(part)) for part in path.parts)
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)  # "." has no parts
     if longest > _name_max(blocker):
         raise ValueError(f"{flag} {text:.80}: a name of {longest} bytes, longer than the file system allows")
     if not os.access(blocker, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {text}: cannot write into {blocker} (permission denied)")
     return path
+
+
+def error_text(e: BaseException) -> str:
+    """A command's error as its one line; for an error re-raised from a DataLoader worker, the original message
+    rather than the worker's traceback that torch puts in front of it."""
+    msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+    if msg.startswith("Caught ") and "\nOriginal Traceback" in msg:
+        last = msg.rstrip().splitlines()[-1]  # "package.module.ErrorType: the original message"
+        return last.split(": ", 1)[1] if ": " in last else last
+    return msg
 
 
 def _name_max(folder: Path) -> int:
@@ -179,8 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, OSError, KeyError) as e:  # OSError: a file system refusal (full, read-only)
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"fpliif {args.command}: error: {msg}", file=sys.stderr)
+        print(f"fpliif {args.command}: error: {error_text(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fpliif {args.command}: interrupted", file=sys.stderr)

@@ -378,14 +378,23 @@ def remap_targets(source: str | LabelSet) -> list[str]:
 def remap_labels(labels: np.ndarray, source: str | LabelSet, target: str | LabelSet) -> np.ndarray:
     """Remap an integer label map from label set ``source`` to ``target`` (uint8, same shape).
 
-    ``remap_labels(labels, "celebamask-hq", "coarse")``; see :data:`REMAPS` for the mappings.
+    ``remap_labels(labels, "celebamask-hq", "coarse")``; see :data:`REMAPS` for the mappings. The ignore index
+    (255) stays; any other value that is no class of ``source`` raises ValueError.
     """
     labels = np.asarray(labels)
     if labels.dtype.kind not in "ui":
         raise ValueError(f"labels: expected an integer label map, got dtype {labels.dtype}")
-    lut = as_label_set(source).remap_to(target)
+    src = as_label_set(source)
+    lut = src.remap_to(target)
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
         raise ValueError(f"labels: values must lie in [0, 255], got [{labels.min()}, {labels.max()}]")
+    if labels.size and int(labels.max()) >= src.num_classes:
+        bad = np.unique(labels[(labels >= src.num_classes) & (labels != IGNORE_INDEX)])
+        if bad.size:
+            raise ValueError(
+                f"labels: {', '.join(map(str, bad[:5].tolist()))}{' ...' if bad.size > 5 else ''} are no class of "
+                f"{src.name!r} (0..{src.num_classes - 1}; {IGNORE_INDEX} = ignore)"
+            )
     return lut[labels]
 
 

@@ -359,7 +359,7 @@ def report_bad(bad: list[tuple[str, str]], skip_bad: bool, what: str) -> None:
     if not skip_bad:
         path, reason = bad[0]
         more = f" (and {len(bad) - 1} more bad files; `fpliif data check` lists them)" if len(bad) > 1 else ""
-        skip = "fix or remove it, or skip bad pairs with skip_bad=True (fpliif train: data.skip_bad=true)"
+        skip = "fix or remove it (fpliif train can skip bad pairs: data.skip_bad=true; the API: skip_bad=True)"
         raise DataError(f"{path}: {reason}{more}; {skip}", path)
     for path, reason in bad:
         log.warning("skipping bad pair %s: %s", path, reason)

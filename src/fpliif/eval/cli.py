@@ -45,14 +45,21 @@ def _load_model(weights: str | None, device: str) -> tuple[torch.nn.Module, str]
 
 def check_data_args(args: argparse.Namespace) -> None:
     """Check ``--data`` folders and ``--classes``, and resolve ``--layout auto`` in place."""
-    from ..data.layouts import resolve_layout
+    from ..data.layouts import label_set_for, resolve_layout
 
     for root in args.data:
+        if Path(root).exists() and not Path(root).is_dir():
+            raise ValueError(f"--data {root}: is a file; expected a dataset folder")
         if not Path(root).is_dir():
             raise FileNotFoundError(f"--data: dataset folder not found: {root}")
     args.layout = resolve_layout(list(args.data), args.layout)
     if args.classes and args.layout != "folder":
         raise ValueError(f"--classes applies to the folder layout only ({args.layout!r} has fixed classes)")
+    if args.classes:
+        try:
+            label_set_for("folder", classes=args.classes)
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"--classes: {e.args[0] if isinstance(e, KeyError) and e.args else e}") from None
 
 
 def dataset_for(
@@ -133,6 +140,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _fill_row_defaults(args)
     if args.out is not None:
         check_output_path(args.out, "--out", folder=False)
+        if Path(args.out).exists() and not args.overwrite:
+            raise ValueError(f"--out: {args.out} exists (pass --overwrite to replace it)")
+        if args.weights and Path(args.weights).resolve() == Path(args.out).resolve():
+            raise ValueError("--out: must differ from --weights (the weights are an input)")
     if args.score_labels:
         try:
             get_label_set(args.score_labels)
@@ -419,6 +430,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON (only JSON on stdout)")
     p.add_argument("--out", help="also write the JSON results to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_eval)
 
 

@@ -141,7 +141,16 @@ def _find_inputs(inputs: list[str], out: Path, video: bool) -> tuple[list[tuple[
                     key=lambda f: f.relative_to(p).as_posix(),
                 )
             else:
-                files = list(iter_image_files(p, exclude=[out]))
+                files = list(iter_image_files(p, exclude=[out] if _within(out, p) else []))
+                inside_out = len(list(iter_image_files(p))) - len(files)  # earlier outputs are not inputs
+                if inside_out and files:
+                    report(f"{p}: skipped {inside_out} image file(s) inside --out {out}")
+                elif inside_out:
+                    errors.append(
+                        f"{p}: every image file in it lies inside --out {out}; write the outputs elsewhere "
+                        "(a --out folder outside the input folder)"
+                    )
+                    continue
             if not files:
                 errors.append(f"{p}: no {'video' if video else 'image'} files found (extensions: {', '.join(exts)})")
             entries += [(f, f.relative_to(p)) for f in files]
@@ -150,6 +159,12 @@ def _find_inputs(inputs: list[str], out: Path, video: bool) -> tuple[list[tuple[
         else:
             errors.append(f"{p}: no such file or folder")
     return entries, streams, errors
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (resolved: links and ``..`` followed)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
 
 
 def _unique_keys(entries: list[tuple[Path, Path]], out: Path) -> list[Path]:

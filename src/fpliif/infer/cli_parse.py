@@ -40,7 +40,7 @@ from .cli_files import (
 )
 from .cli_video import parse_videos
 from .framing import CONTEXT_FEATHER
-from .images import load_image
+from .images import VIDEO_EXTENSIONS, load_image
 
 GROUP_PIXELS = 16_000_000
 """Most pixels of the images parsed together (a larger image is parsed alone): bounds a folder run's memory."""
@@ -56,6 +56,8 @@ def _check_args(args: argparse.Namespace) -> None:
             "at the original resolution"
         )
     _check_limits(args)
+    if 0 < args.max_decode_size < 8:
+        raise ValueError(f"--max-decode-size: expected 0 (never) or an integer >= 8, got {args.max_decode_size}")
     check_output_path(args.out, "--out", folder=True)
     if args.video and args.aligned:
         raise ValueError("--video and --aligned cannot be combined")
@@ -217,12 +219,18 @@ def _unrefused(jobs: list[Job], out: Path, args: argparse.Namespace) -> tuple[li
     """The jobs with their output paths, less those whose outputs exist (without --overwrite); and how many
     were refused (each reported)."""
     todo, refused = [], 0
+    inputs = {job.path.resolve() for job in jobs if job.source is None}
     for job in jobs:
         paths = job.outputs(out, args.format, args.overlay, video=args.video, masks=args.mask or ())
         try:
             existing = [p for p in paths.values() if p.exists()]
+            clobbered = [p for p in existing if p.resolve() in inputs]
         except OSError as e:  # e.g. a name longer than the file system allows: this input only, not the run
             report(f"refused {job.path}: its outputs cannot be written ({e.strerror}: {e.filename})")
+            refused += 1
+            continue
+        if clobbered:  # even with --overwrite: an input of this run is never written over
+            report(f"refused {job.path}: its output {clobbered[0]} is an input of this run")
             refused += 1
             continue
         if existing and not args.overwrite:
@@ -312,7 +320,9 @@ class _ImageRun:
             try:
                 image = load_image(job.path, self.args.max_pixels, _aligned_check(self.parser, self.args, job.path))
             except (ValueError, FileNotFoundError) as e:
-                report(f"skipped {job.path}: {e}")
+                msg = str(e) if str(e).startswith(str(job.path)) else f"{job.path}: {e}"  # the path once
+                hint = "; videos are parsed with --video" if job.path.suffix.lower() in VIDEO_EXTENSIONS else ""
+                report(f"skipped {msg}{hint}")
                 self.failed += 1
                 self.bar.update(1)
                 continue

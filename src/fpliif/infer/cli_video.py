@@ -9,6 +9,7 @@ Ctrl-C; ``--max-frames N`` parses at most the first N frames of each input.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,6 +18,9 @@ from typing import Any
 import numpy as np
 
 from .cli_files import Job, report
+
+FRAME_FILE = re.compile(r"\d{6,}\.(png|npy)")
+"""The name of one frame's labels in ``<stem>_labels/`` (its index, at least 6 digits)."""
 
 
 def parse_videos(parser: Any, todo: list[tuple[Job, dict[str, Path]]], args: argparse.Namespace) -> tuple[int, int]:
@@ -85,7 +89,16 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
     if "json" in paths:
         doc = {"video": job.source or str(job.path), "fps": fps, "frames": records}
         paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
+    _remove_stale_frames(paths["frames"], index, ".npy" if args.format == "npy" else ".png")
     return index, faceless, writer.backend
+
+
+def _remove_stale_frames(frame_dir: Path, count: int, suffix: str) -> None:
+    """Frame files of an earlier run (``--overwrite``) that this one did not write: ``NNNNNN.png``/``.npy`` from
+    ``count`` on, or of the other format. Files of other names are left alone."""
+    for p in frame_dir.iterdir():
+        if FRAME_FILE.fullmatch(p.name) and (p.suffix != suffix or int(p.stem) >= count) and p.is_file():
+            p.unlink()
 
 
 def _write_frame(

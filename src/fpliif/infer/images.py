@@ -69,7 +69,9 @@ def pil_to_rgb(img: Any) -> np.ndarray:
 def array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
     """(H, W), (H, W, 1|3|4) numpy array -> (H, W, 3) RGB, uint8 or float32 in [0, 1].
 
-    uint8 stays uint8; uint16 / int images are scaled to 8 bits; floats must lie in [0, 1]. Alpha is dropped.
+    uint8 stays uint8; uint16 is scaled from 16 bits (as a 16-bit file is), other integer types must hold 8-bit
+    values (0..255); floats must lie in [0, 1]. A fourth channel is alpha: composited over white, as for image
+    files and PIL images (:func:`fpliif.imaging.to_rgb`).
     """
     arr = np.asarray(arr)
     if arr.ndim == 2:
@@ -78,17 +80,35 @@ def array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name}: expected an (H, W, 3) RGB array (or (H, W) grayscale), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name}: empty image of shape {arr.shape}")
-    if arr.shape[2] == 4:
-        arr = arr[:, :, :3]
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
+    out = _unit_range(arr, name)
+    if out.shape[2] == 4:
+        from PIL import Image
+
+        from ..imaging import to_rgb
+
+        out = to_rgb(Image.fromarray(to_uint8(out), "RGBA"), exif=False)
+    return np.ascontiguousarray(out)
+
+
+def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` (any channels) as uint8, or float32 in [0, 1]; ValueError naming ``name`` for values out of its
+    type's range."""
     if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
+        return arr
     if arr.dtype == np.bool_:
-        return np.ascontiguousarray(arr.astype(np.uint8) * 255)
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.float64) * (255.0 / 65535.0)).round().astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
-        top = 65535 if arr.max(initial=0) > 255 else 255
-        return np.ascontiguousarray(np.clip(arr.astype(np.float64) * (255.0 / top), 0, 255).round().astype(np.uint8))
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"{name}: {arr.dtype} images must hold 8-bit values 0..255, got range [{lo}, {hi}] (16-bit data: "
+                "pass it as uint16)"
+            )
+        return arr.astype(np.uint8)
     if np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
         if not np.isfinite(arr).all():
@@ -96,7 +116,7 @@ def array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
         lo, hi = float(arr.min()), float(arr.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"{name}: float images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
-        return np.ascontiguousarray(np.clip(arr, 0, 1))
+        return np.clip(arr, 0, 1)
     raise ValueError(f"{name}: unsupported dtype {arr.dtype}")
 
 

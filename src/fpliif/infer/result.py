@@ -111,7 +111,7 @@ class ParseResult:
         those of :attr:`classes` (after :meth:`remap`, the new set's). Unknown names raise ValueError naming
         the closest class.
         """
-        flat = [n for arg in names for n in ([arg] if isinstance(arg, str) else arg)]
+        flat = [n for arg in names for n in ([arg] if isinstance(arg, str) else _names(arg))]
         lut = np.zeros(256, dtype=bool)
         lut[self.label_set.indices(flat)] = True
         return lut[self.labels]
@@ -300,3 +300,11 @@ def _legend_panel(labels: np.ndarray, label_set: LabelSet, h: int) -> Any:
         )
         pd.text((row * 2 - row // 3, y + row // 8), label_set.classes[i], fill=(255, 255, 255), font=font)
     return panel
+
+
+def _names(arg: Any) -> list[Any]:
+    """The class names in one argument of :meth:`ParseResult.mask` that is not a string; ValueError if it is no
+    iterable of them."""
+    if isinstance(arg, Iterable) and not isinstance(arg, (bytes, dict)):
+        return list(arg)
+    raise ValueError(f"mask: expected class names (strings or a list of them), got {arg!r}")

@@ -21,7 +21,11 @@ decoder calls run between single-threaded numpy stages, where the second thread 
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    dev = torch.device(device or "cpu")
+    """``device`` as a torch device (None: the CPU); ValueError for one that is unknown or not available."""
+    try:
+        dev = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):  # e.g. "gpu": torch lists some twenty device types
+        raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available (torch.cuda.is_available() is False)")
     if dev.type not in ("cpu", "cuda", "mps"):

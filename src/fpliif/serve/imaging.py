@@ -27,6 +27,7 @@ FORMATS = {
     "BMP": "BMP",
     "WEBP": "WebP",
     "TIFF": "TIFF",
+    "PPM": "PPM/PGM",  # as `fpliif parse` reads them
 }
 SUPPORTED_TYPES = {
     "image/jpeg": "JPEG",
@@ -40,6 +41,9 @@ SUPPORTED_TYPES = {
     "image/x-ms-bmp": "BMP",
     "image/webp": "WEBP",
     "image/tiff": "TIFF",
+    "image/x-portable-pixmap": "PPM",
+    "image/x-portable-graymap": "PPM",
+    "image/x-portable-anymap": "PPM",
 }
 GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream")
 """Declared types that say nothing about the content (the bytes decide)."""
@@ -73,6 +77,8 @@ def sniff(data: bytes) -> str | None:
         return "WEBP"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
+    if len(data) >= 3 and data[:1] == b"P" and data[1:2] in b"2356" and data[2:3].isspace():
+        return "PPM"  # netpbm grey/colour, ASCII or binary (P2, P3, P5, P6)
     return None
 
 

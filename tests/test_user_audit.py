@@ -1,0 +1,185 @@
+"""Cases a new-user audit of the commands and the API found (session 15), each as it was reported: ``--out .``,
+``--out`` inside or equal to an input folder, an output that is another input, stale video frames after
+``--overwrite``, ``fpliif eval --out`` over an existing file, a loader worker's traceback as the error, and integer
+or RGBA arrays. Tiny model and images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fpliif.cli import error_text, main
+from fpliif.infer.images import array_to_rgb
+from test_tracking import flat_clip
+
+
+def _save(path, side: int = 24, value: int = 90) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((side, side, 3), value, np.uint8)).save(path)
+
+
+def _parse(tiny_file: str, *argv: str) -> list[str]:
+    return ["parse", *argv, "--weights", tiny_file, "--aligned", "--decode", "dense", "--no-progress"]
+
+
+# ---------------------------------------------------------------------------------------------- fpliif parse
+def test_out_dot_writes_into_the_current_folder(tiny_file, tmp_path, capsys, monkeypatch):
+    """Before: ``error: max() arg is an empty sequence`` (the output-name check of a path without parts)."""
+    _save(tmp_path / "raw" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(_parse(tiny_file, "raw", "--out", ".")) == 0, capsys.readouterr().err
+    assert (tmp_path / "a_labels.png").is_file()
+
+
+def test_out_equal_to_the_input_folder_is_named_as_such(tiny_file, tmp_path, capsys, monkeypatch):
+    """Before: ``same: no image files found`` although the folder held images (they lie inside --out)."""
+    _save(tmp_path / "same" / "x.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(_parse(tiny_file, "same", "--out", "same/")) == 1
+    err = capsys.readouterr().err
+    assert "same: every image file in it lies inside --out same" in err and "no image files found" not in err
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["x.png"]  # nothing written
+
+
+def test_input_images_inside_out_are_reported_not_silently_skipped(tiny_file, tmp_path, capsys):
+    _save(tmp_path / "in" / "a.png")
+    _save(tmp_path / "in" / "sub" / "b.png")
+    assert main(_parse(tiny_file, str(tmp_path / "in"), "--out", str(tmp_path / "in" / "sub"))) == 0
+    err = capsys.readouterr().err
+    assert f"skipped 1 image file(s) inside --out {tmp_path / 'in' / 'sub'}" in err
+    assert (tmp_path / "in" / "sub" / "a_labels.png").is_file() and not (
+        tmp_path / "in" / "sub" / "b_labels.png"
+    ).exists()
+
+
+def test_an_output_that_is_an_input_of_the_run_is_never_written_over(tiny_file, tmp_path, capsys):
+    """Before: with --overwrite, x.jpg's overlay replaced the user's photo x_overlay.png, then that was parsed."""
+    _save(tmp_path / "d" / "x.png", value=90)
+    _save(tmp_path / "d" / "x_overlay.png", 30, value=200)
+    before = (tmp_path / "d" / "x_overlay.png").read_bytes()
+    files = [str(tmp_path / "d" / "x.png"), str(tmp_path / "d" / "x_overlay.png")]
+    argv = _parse(tiny_file, *files, "--out", str(tmp_path / "d"), "--overlay", "--overwrite")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"refused {files[0]}: its output {files[1]} is an input of this run" in err
+    assert (tmp_path / "d" / "x_overlay.png").read_bytes() == before
+    assert (tmp_path / "d" / "x_overlay_labels.png").is_file()  # the other input was parsed
+
+
+def test_video_overwrite_leaves_no_frames_of_the_earlier_run(tiny_file, tmp_path, capsys):
+    clip = flat_clip(tmp_path / "clip.avi")  # 5 frames
+    frames = tmp_path / "out" / "clip_labels"
+    base = ["parse", str(clip), "--video", "--out", str(tmp_path / "out"), "--weights", tiny_file, "--no-progress"]
+    assert main(base) == 0
+    (frames / "notes.txt").write_text("mine")
+    assert main([*base, "--max-frames", "2", "--overwrite"]) == 0
+    assert sorted(p.name for p in frames.iterdir()) == ["000000.png", "000001.png", "notes.txt"]
+    assert main([*base, "--max-frames", "3", "--overwrite", "--format", "npy"]) == 0
+    assert sorted(p.name for p in frames.iterdir()) == ["000000.npy", "000001.npy", "000002.npy", "notes.txt"]
+    capsys.readouterr()
+
+
+# ---------------------------------------------------------------------------------------------- fpliif eval
+def _dataset(root, bad_mask: bool = False) -> None:
+    for name in ("a", "b"):
+        _save(root / "images" / f"{name}.png", 16)
+        side = 12 if bad_mask and name == "b" else 16
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((side, side), np.uint8), mode="L").save(root / "masks" / f"{name}.png")
+
+
+def test_eval_out_refuses_an_existing_file_without_overwrite(tiny_file, tmp_path, capsys):
+    _dataset(tmp_path / "ds")
+    mine = tmp_path / "mine.json"
+    mine.write_text("keep")
+    argv = ["eval", "--data", str(tmp_path / "ds"), "--layout", "folder", "--split", "all", "--weights", tiny_file]
+    argv += ["--workers", "0", "--no-progress", "--sizes", "16", "--lowres", ""]
+    assert main([*argv, "--out", str(mine)]) == 2
+    assert f"--out: {mine} exists (pass --overwrite to replace it)" in capsys.readouterr().err
+    assert mine.read_text() == "keep"
+    assert main([*argv, "--out", tiny_file, "--overwrite"]) == 2
+    assert "--out: must differ from --weights" in capsys.readouterr().err
+    assert main([*argv, "--out", str(mine), "--overwrite", "--json"]) == 0
+    assert json.loads(mine.read_text())["images"] == 2
+    capsys.readouterr()
+
+
+def test_a_bad_file_found_in_a_loader_worker_is_one_line(tiny_file, tmp_path, capsys):
+    """Before: ``Caught DataError in DataLoader worker process 0. Original Traceback ...`` (some 25 lines)."""
+    _dataset(tmp_path / "ds", bad_mask=True)
+    argv = ["eval", "--data", str(tmp_path / "ds"), "--layout", "folder", "--split", "all", "--weights", tiny_file]
+    assert main([*argv, "--workers", "1", "--no-progress", "--sizes", "16", "--lowres", ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("fpliif eval: error: ") and "b.png" in err and "12x12" in err, err
+
+
+def test_error_text_keeps_plain_messages():
+    assert error_text(ValueError("plain")) == "plain"
+    assert error_text(KeyError("key")) == "key"
+    wrapped = "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+    wrapped += '  File "x.py", line 1, in f\nValueError: x.png: broken: really'
+    assert error_text(ValueError(wrapped)) == "x.png: broken: really"
+
+
+# ---------------------------------------------------------------------------------------------- arrays
+def test_integer_arrays_scale_by_their_type_not_their_values():
+    """Before: a uint16 array was divided by 257 only if some value exceeded 255 (one pixel changed the image)."""
+    u8 = np.arange(48, dtype=np.uint8).reshape(4, 4, 3) * 5
+    deep = u8.astype(np.uint16) * 257
+    assert np.array_equal(array_to_rgb(deep), u8)
+    low = u8.astype(np.uint16)  # 8-bit values in a uint16 array: 16-bit data, so nearly black
+    assert int(array_to_rgb(low).max()) <= 1
+    assert np.array_equal(array_to_rgb(u8.astype(np.int64)), u8)  # other integer types: 8-bit values
+    with pytest.raises(ValueError, match=r"image: int32 images must hold 8-bit values 0..255, got range \[0, 256\]"):
+        array_to_rgb(np.arange(4, dtype=np.int32).reshape(2, 2) * 256 // 3)
+    with pytest.raises(ValueError, match=r"got range \[-1, 0\]"):
+        array_to_rgb(np.full((2, 2), -1, np.int16) * np.eye(2, dtype=np.int16))
+
+
+def test_rgba_arrays_are_composited_over_white_like_rgba_files():
+    rgba = np.zeros((3, 3, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = np.array([0, 128, 255], np.uint8)[None, :]
+    from fpliif.imaging import to_rgb
+
+    expected = to_rgb(Image.fromarray(rgba, "RGBA"))
+    assert np.array_equal(array_to_rgb(rgba), expected)
+    assert (expected[:, 0] == 255).all() and (expected[:, 2] == [200, 0, 0]).all()
+    floats = array_to_rgb(rgba.astype(np.float32) / 255)
+    assert floats.dtype == np.uint8 and np.abs(floats.astype(int) - expected).max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------- messages
+def test_option_errors_name_the_option(tiny_file, tmp_path, capsys):
+    _save(tmp_path / "a.png")
+    assert main(_parse(tiny_file, str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--max-decode-size", "3")) == 2
+    assert "--max-decode-size: expected 0 (never) or an integer >= 8, got 3" in capsys.readouterr().err
+    _dataset(tmp_path / "ds")
+    eval_args = ["eval", "--weights", tiny_file, "--layout", "folder", "--no-progress"]
+    assert main([*eval_args, "--data", str(tmp_path / "ds"), "--classes", "foo"]) == 2
+    assert "error: --classes: unknown label set 'foo'" in capsys.readouterr().err
+    assert main([*eval_args, "--data", str(tmp_path / "a.png")]) == 2
+    assert f"--data {tmp_path / 'a.png'}: is a file; expected a dataset folder" in capsys.readouterr().err
+
+
+def test_a_video_given_as_an_image_is_named_once_with_a_hint(tiny_file, tmp_path, capsys):
+    clip = flat_clip(tmp_path / "clip.avi")
+    assert main(_parse(tiny_file, str(clip), "--out", str(tmp_path / "o"))) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {clip}: cannot read image" in err and err.count(str(clip)) == 1
+    assert "videos are parsed with --video" in err
+
+
+def test_api_errors_are_value_errors_that_say_what_is_expected(tiny_file):
+    from fpliif import FaceParser
+
+    with pytest.raises(ValueError, match="device: expected 'cpu' or 'cuda', got 'gpu'"):
+        FaceParser.from_pretrained(tiny_file, device="gpu")
+    result = FaceParser.from_pretrained(tiny_file).parse_aligned(np.full((32, 32, 3), 90, np.uint8))
+    with pytest.raises(ValueError, match="mask: expected class names .* got 13"):
+        result.mask(13)
+    assert result.mask("hair", ["skin"]).shape == (32, 32)
