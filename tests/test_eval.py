@@ -470,6 +470,13 @@ def test_cli_eval_photos_parses_each_image_at_its_own_size(tmp_path, capsys):
 
     assert eval_cli(weights, root, options, "--sizes", "256", "--compare-dense") == 2
     assert "--photos: --sizes, --compare-dense do not apply" in capsys.readouterr().err
+    from fpliif.eval.photos import evaluate_photos
+
+    parser = FaceParser.from_pretrained(weights)
+    with pytest.raises(ValueError, match=r"predicts 19 classes \(celebamask-hq\) but label set 'lapa' has 11"):
+        evaluate_photos(parser, [], LAPA)
+    with pytest.raises(ValueError, match="no images to evaluate"):
+        evaluate_photos(parser, [], CELEBAMASK_HQ)
 
 
 def test_cli_eval_errors(tmp_path, tiny_weights, monkeypatch, capsys):

@@ -47,9 +47,10 @@ def evaluate_photos(
     to_data = None if pred_set is label_set else pred_set.remap_to(label_set)  # ValueError: no mapping
     if score_set is not label_set:
         label_set.remap_to(score_set)
-    if tuple(parser.classes) != tuple(pred_set.classes):
+    if len(parser.classes) != pred_set.num_classes:  # equal counts: scored by index, as evaluate() does
         raise ValueError(
-            f"the parser predicts {parser.label_set.name} ({len(parser.classes)} classes), not {pred_set.name}"
+            f"the parser predicts {len(parser.classes)} classes ({parser.label_set.name}) but label set "
+            f"{pred_set.name!r} has {pred_set.num_classes}"
         )
     cm = ConfusionMatrix(label_set.num_classes, IGNORE_INDEX)
     images, faces, no_face = 0, 0, []
