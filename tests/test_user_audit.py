@@ -183,3 +183,13 @@ def test_api_errors_are_value_errors_that_say_what_is_expected(tiny_file):
     with pytest.raises(ValueError, match="mask: expected class names .* got 13"):
         result.mask(13)
     assert result.mask("hair", ["skin"]).shape == (32, 32)
+
+
+def test_a_broken_link_in_an_input_folder_is_reported(tiny_file, tmp_path, capsys):
+    """Before: a link with an image name that led nowhere was skipped without a word."""
+    _save(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    assert main(_parse(tiny_file, str(tmp_path / "in"), "--out", str(tmp_path / "out"))) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'in' / 'gone.jpg'}: a link to a file that does not exist; skipped" in err
+    assert (tmp_path / "out" / "a_labels.png").is_file()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_image_files
+from .images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, scan_image_folder
 from .video import is_stream
 
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
@@ -141,8 +141,9 @@ def _find_inputs(inputs: list[str], out: Path, video: bool) -> tuple[list[tuple[
                     key=lambda f: f.relative_to(p).as_posix(),
                 )
             else:
-                files = list(iter_image_files(p, exclude=[out] if _within(out, p) else []))
-                inside_out = len(list(iter_image_files(p))) - len(files)  # earlier outputs are not inputs
+                found = scan_image_folder(p, exclude=[out] if _within(out, p) else [])  # outputs are not inputs
+                files, inside_out = found.files, len(found.excluded)
+                errors += [f"{link}: a link to a file that does not exist; skipped" for link in found.broken]
                 if inside_out and files:
                     report(f"{p}: skipped {inside_out} image file(s) inside --out {out}")
                 elif inside_out:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -131,19 +131,38 @@ def is_torch_tensor(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
 
-def iter_image_files(folder: str | Path, exclude: Iterable[Path] = ()) -> Iterator[Path]:
-    """Image files under ``folder`` (recursive, sorted by relative path), skipping those under ``exclude``."""
+class FolderImages(NamedTuple):
+    """The image files under a folder (sorted by relative path), those left out because they lie under an excluded
+    folder, and links with an image name that lead nowhere."""
+
+    files: list[Path]
+    excluded: list[Path]
+    broken: list[Path]
+
+
+def scan_image_folder(folder: str | Path, exclude: Iterable[Path] = ()) -> FolderImages:
+    """The image files under ``folder`` (recursive), less those under ``exclude``; see :class:`FolderImages`."""
     folder = Path(folder)
-    excluded = [Path(e).resolve() for e in exclude]
-    files = []
+    excluded_dirs = [Path(e).resolve() for e in exclude]
+    files, excluded, broken = [], [], []
     for p in folder.rglob("*"):
-        if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if not p.is_file():
+            if p.is_symlink() and not p.exists():
+                broken.append(p)
             continue
         rp = p.resolve()
-        if any(rp == e or e in rp.parents for e in excluded):
-            continue
-        files.append(p)
-    yield from sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+        (excluded if any(rp == e or e in rp.parents for e in excluded_dirs) else files).append(p)
+    def order(p: Path) -> str:
+        return p.relative_to(folder).as_posix()
+
+    return FolderImages(sorted(files, key=order), sorted(excluded, key=order), sorted(broken, key=order))
+
+
+def iter_image_files(folder: str | Path, exclude: Iterable[Path] = ()) -> Iterator[Path]:
+    """Image files under ``folder`` (recursive, sorted by relative path), skipping those under ``exclude``."""
+    yield from scan_image_folder(folder, exclude).files
 
 
 def is_pil(x: Any) -> bool:
