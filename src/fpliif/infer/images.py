@@ -154,6 +154,7 @@ def scan_image_folder(folder: str | Path, exclude: Iterable[Path] = ()) -> Folde
             continue
         rp = p.resolve()
         (excluded if any(rp == e or e in rp.parents for e in excluded_dirs) else files).append(p)
+
     def order(p: Path) -> str:
         return p.relative_to(folder).as_posix()
 
