@@ -2,9 +2,9 @@
 
 The options and their checks (all made before any image is parsed: a bad option is a usage error, exit code 2),
 the model built from them, and the image loop; the files read and written are :mod:`.cli_files`'s, videos
-:mod:`.cli_video`'s. ``--labels lapa|coarse|celebamask-hq`` writes every output in that label set (index PNG and
-palette, npy, JSON class shares, overlay, and the names ``--mask`` takes), remapped from the model's classes by
-:func:`fpliif.labels.remap_labels`; unknown ``--labels``/``--mask`` names are usage errors.
+:mod:`.cli_video`'s. ``--labels lapa|helen|coarse|inner|celebamask-hq`` writes every output in that label set
+(index PNG and palette, npy, JSON class shares, overlay, and the names ``--mask`` takes), remapped from the model's
+classes by :func:`fpliif.labels.remap_labels`; unknown ``--labels``/``--mask`` names are usage errors.
 
 Unreadable files are reported on stderr (file and reason) and skipped. Existing outputs are never replaced
 without ``--overwrite``: such inputs are refused with a message. Exit code: 0 if every input was parsed, 1 if any

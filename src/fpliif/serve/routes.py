@@ -74,7 +74,7 @@ Send the image as multipart form field `{FIELD}` (JPEG, PNG, WebP, GIF, BMP or T
   (e.g. "hair" on a curtain) becomes background.
 * `extend=false` (photos): labels end at the context windows. By default (the parser's `extend`) clothes, hair and
   neck go on past them where the photo does (GrabCut seeded with the parser's labels; docs/detection.md).
-* `labels=lapa|coarse|celebamask-hq`: every output in that label set, merged from the model's classes
+* `labels=lapa|helen|coarse|inner|celebamask-hq`: every output in that label set, merged from the model's classes
   (`fpliif.labels.REMAPS`): class indices, palette, overlay colours, `classes`, `class_share`, mask names.
 * `mask=hair,skin` (class names of the output label set): with `format=png`, a binary PNG (8-bit grey, 255 =
   any of the named classes, their union); with `format=json`, `"masks": {{"size": [H, W], "order":
@@ -286,8 +286,8 @@ def build_router(engine: Engine) -> APIRouter:
         ),
         labels: str | None = Query(
             None,
-            description="output label set, merged from the model's classes: lapa, coarse or celebamask-hq "
-            "(default: the model's own)",
+            description="output label set, merged from the model's classes: lapa, helen, coarse, inner or "
+            "celebamask-hq (default: the model's own)",
             json_schema_extra={"enum": remap_targets(engine.parser.label_set)},  # those this model maps to
         ),
         mask: str | None = Query(
