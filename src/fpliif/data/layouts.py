@@ -388,12 +388,17 @@ def list_samples(
 
 
 def read_classes_txt(path: Path) -> list[str]:
-    """Class names of a ``classes.txt`` (one a line, ``#`` comments): 2 to 255 distinct names (DataError)."""
-    names = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
+    """Class names of a ``classes.txt`` (one a line, in label order; ``#`` comments; no empty line between names):
+    2 to 255 distinct names (DataError)."""
+    names, blank = [], None
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line and blank is not None:  # line order is the label index: an empty line would shift the rest
+            raise DataError(f"{path}: line {blank} is empty; each line names the class of the next label", path)
         if line:
             names.append(line)
+        elif not raw.strip():
+            blank = blank or (number if names else None)
     if len(names) < 2:
         raise DataError(f"{path}: {len(names)} class name(s); a label set needs 2 or more", path)
     if len(set(names)) != len(names):

@@ -70,6 +70,7 @@ def dataset_for(
     transform: Any,
     *,
     remap: bool = False,
+    same_names: bool = False,
 ) -> tuple[Any, Any, str, Any]:
     """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``, read through ``transform``
     (None: images and masks at their own size): (dataset, label set, roots as text, the model's label set where
@@ -77,7 +78,8 @@ def dataset_for(
 
     ``remap``: a model whose label set differs from the data's is scored through the mapping between them
     (:data:`fpliif.labels.REMAPS`, e.g. the CelebAMask-HQ model on LaPa or Helen) where there is one. Otherwise
-    ValueError / FileNotFoundError naming the argument when the data does not fit the model.
+    ValueError / FileNotFoundError naming the argument when the data does not fit the model. ``same_names``: the
+    dataset's classes must be the model's, in the same order (not only as many).
     """
     from ..data import FaceParsingDataset
     from ..labels import REMAPS
@@ -105,6 +107,12 @@ def dataset_for(
             f"({model.label_set.name}: {', '.join(model.classes)}) but the dataset ({args.layout} at "
             f"{data_text}) has {label_set.num_classes} ({label_set.name}: "
             f"{', '.join(label_set.classes)}){hint}"
+        )
+    elif tuple(label_set.classes) != tuple(model.classes) and same_names:
+        raise ValueError(
+            f"label sets differ: the model ({weights}) has classes {list(model.classes)}, the dataset "
+            f"({args.layout} at {data_text}) {list(label_set.classes)}; fpliif {args.command} needs the same "
+            "classes in the same order"
         )
     elif tuple(label_set.classes) != tuple(model.classes):
         print(
@@ -312,7 +320,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model, weights = _load_model(args.weights, "cpu")
     input_size = model_input_size(model, None)
     transform = build_eval_transform(size=input_size, mask_sizes=[args.size])
-    ds, label_set, _, _ = dataset_for(args, model, weights, args.split, transform)
+    ds, label_set, _, _ = dataset_for(args, model, weights, args.split, transform, same_names=True)
     ds = torch.utils.data.Subset(ds, strided(len(ds), args.images))
     loader = make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
     logits, labels = collect_logits(model, loader, args.size, progress=not args.no_progress)

@@ -27,6 +27,8 @@ def check_classes_spec(args: Mapping[str, Any], where: str = "args") -> None:
         raise ValueError(
             f"{where}.classes: expected a label-set name or a list of 2 to {MAX_CLASSES} class names, got {c!r:.200}"
         )
+    if list_ok and len(set(c)) != len(c):
+        raise ValueError(f"{where}.classes: class names must be distinct, got {c!r:.200}")
 
 
 def check_image(image: Any, name: str = "image") -> torch.Tensor:

@@ -8,6 +8,7 @@ for 19 classes, Table 6 MACs within 1 %).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -219,6 +220,13 @@ class FPLIIF(SegmentationModel):
             and all(isinstance(t, bool) for t in tails)
         ):
             fail("group_tail_conv", "a list of booleans, one per group")
+        if "depths" in args or "group_tail_conv" in args:  # one flag per group, given or by default
+            defaults = inspect.signature(cls).parameters
+            n_groups = len(args.get("depths", defaults["depths"].default))
+            n_flags = len(args.get("group_tail_conv", defaults["group_tail_conv"].default))
+            if n_flags != n_groups:
+                key = "group_tail_conv" if "group_tail_conv" in args else "depths"
+                fail(key, f"one group_tail_conv flag per group of depths ({n_groups} groups, {n_flags} flags)")
         for key in ("affine_norm", "unfold", "global_feature", "local_ensemble", "relative_coords"):
             if key in args and not isinstance(args[key], bool):
                 fail(key, "true or false")

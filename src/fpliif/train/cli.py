@@ -13,12 +13,14 @@ from ..data.layouts import LAYOUTS
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..cli import check_output_path
     from .config import load_config
     from .trainer import train
 
     overrides = list(args.overrides)
-    if args.out:
-        overrides.append(f"out={args.out}")
+    if args.out is not None:
+        check_output_path(args.out, "--out", folder=True)
+        overrides.append(f"out={json.dumps(args.out)}")
     if args.data:  # JSON is YAML: any path survives the override parser
         overrides.append(f"data.root={json.dumps(args.data[0] if len(args.data) == 1 else args.data)}")
     if args.layout:
@@ -26,6 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.workers is not None:
         overrides.append(f"data.workers={args.workers}")
     cfg = load_config(args.config, overrides)
+    check_output_path(str(cfg["out"]), "--out" if args.out is not None else "out", folder=True)
     if args.dry_run:
         from .config import dump_config
 
@@ -35,15 +38,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    if record:
+    if record.get("finished_before"):
+        epochs = cfg["train"]["epochs"]
+        print(f"nothing to do: {cfg['out']} already trained {record['epoch']} epochs (train.epochs={epochs})")
+    elif record:
         best = record.get("best_val_mean_f1")
         print(
             f"done: epoch {record['epoch']}, last loss {record['loss']:.4f}"
             + (f", best val mean F1 {best:.2f}" if best is not None and best >= 0 else "")
             + f"; checkpoints in {cfg['out']}"
         )
-    else:
-        print(f"nothing to do: {cfg['out']} already finished {cfg['train']['epochs']} epochs")
     return 0
 
 

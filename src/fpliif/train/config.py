@@ -75,9 +75,16 @@ class ModelConfig:
 
     @staticmethod
     def check(section: dict[str, Any], key: str) -> None:
+        """The names of ``args`` against the constructor's signature, then their values by the constructor's own
+        ``check_spec_args`` (the checks a weights file's spec gets), so ``--dry-run`` finds them."""
         from ..models import check_args
+        from ..models.registry import constructor
 
-        check_args({"name": section.get("name", ModelConfig.name), "args": section.get("args")}, where=key)
+        name = section.get("name", ModelConfig.name)
+        check_args({"name": name, "args": section.get("args")}, where=key)
+        check_values = getattr(constructor(name), "check_spec_args", None)
+        if check_values is not None:
+            check_values(section.get("args") or {}, f"{key}.args")
 
 
 @dataclass
@@ -332,6 +339,45 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+RESUMABLE: tuple[str, ...] = (
+    "out",
+    "data.root",
+    "data.workers",
+    "data.preload",
+    "data.skip_bad",
+    "data.val_split",
+    "train.epochs",
+    "train.val_every",
+    "train.val_batch_size",
+    "train.max_val_images",
+    "train.device",
+    "train.threads",
+    "train.init_weights",
+)
+"""The settings a ``--resume`` may change: where the files are, how fast it runs, how long and how it is validated.
+Every other one is the saved run's: its optimizer, schedule, random streams and augmentations go on from
+``last.pt``, so a new value there would not be used (and ``init_weights`` is not read again)."""
+
+
+def resume_changes(saved: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """``key: saved -> new`` for each setting outside :data:`RESUMABLE` that ``cfg`` changes against the config
+    a run was started with (``saved``; keys it predates count as their defaults)."""
+    old, new = _flat(deep_merge(DEFAULTS, saved)), _flat(cfg)
+    keys = [k for k in new if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)]
+    return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in keys if old.get(k) != new[k]]
+
+
+def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of the nested sections (lists and a model's ``args`` compared whole)."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and v and k != "args":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _one_line(error: Exception) -> str:
     """PyYAML's error text (several lines, pointing at the spot) on one line."""
     return " ".join(str(error).split())
@@ -358,6 +404,21 @@ def apply_override(cfg: dict[str, Any], text: str) -> None:
     node[parts[-1]] = value
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one section", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """DEFAULTS <- YAML file <- overrides, validated (:class:`ConfigError` before anything is written)."""
     cfg = copy.deepcopy(DEFAULTS)
@@ -366,7 +427,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML ({_one_line(e)})") from None
         if not isinstance(loaded, dict):

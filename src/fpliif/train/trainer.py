@@ -30,7 +30,7 @@ from ..models import make as make_model
 from ..models.checkpoint import load_state, save_state
 from ..models.checkpoint import save as save_weights
 from ..precision import AMP_DTYPES, native_bf16, resolve_amp
-from .config import dump_config
+from .config import RESUMABLE, dump_config, resume_changes
 from .distributed import Dist, ddp_options
 from .provenance import code_version
 from .state import CHECKPOINT_VERSION, WeightEMA, rng_state, seed_everything, set_rng_state
@@ -56,6 +56,16 @@ def class_weight_vector(dataset: Any, num_classes: int, max_images: int = 400) -
 
 
 # ------------------------------------------------------------------------------------------- trainer
+BEFORE_FIRST_CHECKPOINT = ("config.yaml", "tb")
+"""What a run writes into its directory before its first checkpoint: a directory holding only these may be started
+again; any other file there without a ``last.pt`` is someone else's and is never overwritten."""
+
+
+def _run_leftover(name: str) -> bool:
+    """Whether a file name in a run directory without ``last.pt`` is what an earlier start of the run left there."""
+    return name in BEFORE_FIRST_CHECKPOINT or (name.startswith("last.pt.") and name.endswith(".tmp"))
+
+
 class Trainer:
     """Runs one training config to completion (or resumes it)."""
 
@@ -71,7 +81,10 @@ class Trainer:
         self._check_out_dir(resume)
         seed_everything(self.t["seed"])
         self.model = make_model(cfg["model"]).to(self.device)
-        if self.t["init_weights"]:  # matching tensors; other classes: the head starts fresh (fine-tuning)
+        resuming = resume and (self.out / "last.pt").exists()
+        if resume and not resuming and self.dist.main:
+            log.warning("--resume: %s holds no run (no last.pt); starting a new one", self.out)
+        if self.t["init_weights"] and not resuming:  # matching tensors; other classes: a fresh head (fine-tuning)
             from .warmstart import init_weights
 
             started = init_weights(self.model, self.t["init_weights"])
@@ -130,7 +143,7 @@ class Trainer:
             ema=self.ema,
             query_gen=self.query_gen,
         )
-        if resume and (self.out / "last.pt").exists():
+        if resuming:
             self._load_checkpoint(self.out / "last.pt")
 
     # ----------------------------------------------------------------------------------- setup
@@ -140,6 +153,14 @@ class Trainer:
             raise ValueError(
                 f"output directory {self.out} already holds a run (last.pt); pass --resume to continue "
                 f"it or choose another out=DIR (nothing was overwritten)"
+            )
+        others = []
+        if not exists and self.out.is_dir():
+            others = sorted(p.name for p in self.out.iterdir() if not _run_leftover(p.name))
+        if others:
+            raise ValueError(
+                f"output directory {self.out} holds files but no run (no last.pt): {', '.join(others[:5])}"
+                f"{' ...' if len(others) > 5 else ''}; choose another out=DIR or empty it (nothing was overwritten)"
             )
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -155,10 +176,12 @@ class Trainer:
             kwargs["classes"] = d["classes"]
         train_tf = fdata.build_train_transform(size=d["size"], augment=d["augment"], label_set=self.model.label_set)
         self.train_set = fdata.FaceParsingDataset(d["root"], layout, d["train_split"], transform=train_tf, **kwargs)
-        if self.train_set.label_set.num_classes != self.model.num_classes:
+        data_classes = tuple(self.train_set.label_set.classes)
+        if data_classes != tuple(self.model.classes):  # the index of a class is what the head learns
             raise ValueError(
-                f"model has {self.model.num_classes} classes but dataset {d['root']} has "
-                f"{self.train_set.label_set.num_classes}"
+                f"model.args.classes: the model has {self.model.num_classes} classes ({', '.join(self.model.classes)}) "
+                f"but dataset {d['root']} has {len(data_classes)} ({', '.join(data_classes)}); give the model the "
+                "dataset's classes in the same order (e.g. the list in its classes.txt)"
             )
         self.val_set = None
         if d["val_split"]:
@@ -224,6 +247,13 @@ class Trainer:
             raise ValueError(
                 f"{path}: checkpoint was written for model {state.get('spec')}, config asks for {self.model.spec}"
             )
+        changed = resume_changes(state.get("config") or {}, self.cfg)
+        if changed:
+            raise ValueError(
+                f"--resume: {path} goes on with the settings it was started with, but the config changes "
+                f"{'; '.join(changed)}. A resumed run may change only {', '.join(RESUMABLE)}; for other settings "
+                f"start a new run from its weights (train.init_weights={path.with_suffix('.safetensors')})"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -267,7 +297,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         writer = None
         if self.epoch >= self.t["epochs"]:
-            return {}
+            return {"epoch": self.epoch, "finished_before": True}
         if self.dist.main:
             (self.out / "config.yaml").write_text(dump_config(self.cfg))
             try:
@@ -422,7 +452,8 @@ class Trainer:
 
 
 def train(cfg: dict[str, Any], resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run described by ``cfg``; returns the last epoch's record."""
+    """Train (or resume) the run described by ``cfg``; returns the last epoch's record (a resumed run that had
+    already reached ``train.epochs``: ``{"epoch": its epochs, "finished_before": True}``)."""
     trainer = Trainer(cfg, resume=resume, progress=progress)
     try:
         return trainer.fit()
