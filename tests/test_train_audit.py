@@ -162,3 +162,39 @@ def test_calibrate_refuses_a_dataset_whose_classes_differ_in_order(tmp_path, dat
     assert main([*argv, "--split", "all", "--size", "32", "--workers", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "needs the same classes in the same order" in err and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------- bench, export
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["--sizes", "100000"], "--sizes 100000 needs 10,000,000,000 decoder queries"),  # before: a MemoryError
+        (["--steps", "3"], "--steps: applies to --train"),  # before: ignored
+        (["--train", "--sizes", "64"], "--sizes: applies to inference benchmarks, not --train"),
+        (["--weights", ""], "--weights: expected a weights file or bundled name, got an empty string"),
+    ],
+)
+def test_bench_refuses_options_it_would_not_use(capsys, argv, text):
+    assert main(["bench", *argv]) == 2
+    assert text in capsys.readouterr().err
+
+
+def test_bench_onnx_counts_the_onnx_files_model(tmp_path, capsys):
+    """Before: the bundled model's parameters, MACs and input size were reported for any --onnx file."""
+    import json
+
+    import fpliif
+
+    torch.manual_seed(0)
+    model = fpliif.make({"name": "fpliif", "args": {"width": 8, "depths": [1, 1, 1], "reduce_mlp": [16, 8]}})
+    weights = fpliif.save(model, tmp_path / "w.safetensors", metadata={"input_size": "32"})
+    onnx = tmp_path / "m.onnx"
+    assert main(["export", "onnx", "--weights", str(weights), "--out", str(onnx), "--dynamic"]) == 0
+    assert main(["bench", "--onnx", str(onnx), "--sizes", "32", "--runs", "1", "--threads", "1", "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{") :])
+    assert result["params"] == sum(p.numel() for p in model.parameters()) and result["input_size"] == 32
+    assert main(["bench", "--onnx", str(onnx), "--backend", "torch"]) == 2
+    assert "--backend torch: --onnx FILE runs on onnxruntime" in capsys.readouterr().err
+    assert main(["export", "onnx", "--weights", str(weights), "--out", str(tmp_path / "x.onnx"), "--opset", "99"]) == 2
+    assert "--opset 99: Unsupported onnx_opset_version: 99" in capsys.readouterr().err

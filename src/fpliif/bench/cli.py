@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..cli import device_options, input_size_arg, print_json, threads_options, weights_options
 from ..precision import AMP_CHOICES, DEFAULT_INFERENCE_AMP
@@ -30,8 +31,15 @@ def load_model(weights: str | None, model: str = "fpliif") -> torch.nn.Module:
     from ..models import make
     from ..models.checkpoint import load
 
+    if weights is not None and not weights.strip():
+        raise ValueError("--weights: expected a weights file or bundled name, got an empty string")
     path = weights_for(weights, model)
-    return load(path) if path is not None else make(model)
+    if path is None:
+        return make(model)
+    loaded = load(path)
+    if weights and model != "fpliif" and loaded.spec["name"] != model:  # --model names fresh models' architecture
+        raise ValueError(f"--model {model}: --weights {weights} is a {loaded.spec['name']} model; drop one of them")
+    return loaded
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -76,7 +84,31 @@ def parse_decode_modes(text: str | None) -> list[str] | None:
     return list(dict.fromkeys(modes))
 
 
+TRAIN_ONLY = {"batch_size": 4, "queries": "full,2048", "steps": 3, "warmup": 1, "channels_last": False}
+"""``fpliif bench --train`` options and their defaults."""
+NOT_TRAIN = {"sizes": "64,96,128,192,256"}
+"""Options of the inference benchmarks (not ``--train``) and their defaults."""
+
+
+def _check_applicable(args: argparse.Namespace) -> None:
+    """Options given for another kind of benchmark than the one that runs are refused by name, then the defaults
+    of those that apply filled in."""
+    given = [name for name in TRAIN_ONLY if getattr(args, name) not in (None, False)]
+    if given and not args.train:
+        raise ValueError(f"--{given[0].replace('_', '-')}: applies to --train (training throughput)")
+    if args.train and args.sizes is not None:
+        raise ValueError("--sizes: applies to inference benchmarks, not --train (its input is --input-size)")
+    for name, default in {**TRAIN_ONLY, **NOT_TRAIN}.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    from ..limits import DEFAULT_MAX_POINTS, check_points
+
+    for size in [] if args.train else parse_int_list(args.sizes, "--sizes"):  # a dense decode of size² points
+        check_points(size * size, DEFAULT_MAX_POINTS, f"--sizes {size}", "choose a smaller size")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    _check_applicable(args)
     if args.models is not None:
         return cmd_bench_models(args)
     if args.train:
@@ -88,20 +120,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .inference import run_bench
 
     modes = parse_decode_modes(args.decode)
-    model = load_model(args.weights, args.model)
-    if args.input_size is None:
-        from ..models.checkpoint import input_size_of
-
-        args.input_size = input_size_of(model)
     onnx_model = None
     if args.backend == "onnxruntime" or args.onnx:
         if not args.onnx:
             raise ValueError("--backend onnxruntime: pass --onnx FILE (write one with `fpliif export onnx --dynamic`)")
+        if args.backend == "torch":
+            raise ValueError("--backend torch: --onnx FILE runs on onnxruntime; drop one of them")
         from ..infer.onnx_backend import OnnxModel
 
         onnx_model = OnnxModel(args.onnx, threads=args.threads)  # a split export: its default query chunks
         if not onnx_model.split:
             onnx_model.chunk_size = 1 << 20  # a single graph re-runs its encoder per chunk: the whole grid at once
+    model = _model_of(args, onnx_model)
+    if args.input_size is None:
+        from ..models.checkpoint import input_size_of
+
+        args.input_size = onnx_model.input_size if onnx_model is not None else input_size_of(model)
     result = run_bench(
         model,
         sizes=parse_int_list(args.sizes, "--sizes"),
@@ -139,6 +173,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_of(args: argparse.Namespace, onnx_model: Any) -> Any:
+    """The torch model whose parameters and MACs the report counts: ``--weights``; with ``--onnx`` and no
+    ``--weights``, the architecture the ONNX file records (counting only: the timings are onnxruntime's)."""
+    from ..models import make
+
+    if onnx_model is None or args.weights:
+        model = load_model(args.weights, args.model)
+        spec = None if onnx_model is None else onnx_model.metadata.get("fpliif_spec")
+        if spec is not None and json.loads(spec) != model.spec:
+            raise ValueError(f"--weights {args.weights} and --onnx {args.onnx} are different models; drop --weights")
+        return model
+    spec = onnx_model.metadata.get("fpliif_spec")
+    if spec is None:
+        raise ValueError(f"--onnx {args.onnx}: records no model spec; pass the weights it came from with --weights")
+    return make(json.loads(spec))
+
+
 def cmd_bench_models(args: argparse.Namespace) -> int:
     """``fpliif bench --models a,b``: several registered models side by side, each size as input and output."""
     from .inference import bench_models
@@ -151,7 +202,7 @@ def cmd_bench_models(args: argparse.Namespace) -> int:
             ("--photos", args.photos),
             ("--decode", args.decode is not None),
             ("--onnx", args.onnx),
-            ("--backend onnxruntime", args.backend != "torch"),
+            ("--backend onnxruntime", args.backend == "onnxruntime"),
             ("--input-size", args.input_size is not None),
             ("--compile", args.compile),
         )
@@ -187,7 +238,7 @@ def cmd_bench_photos(args: argparse.Namespace) -> int:
     from ..infer.parser import FaceParser
     from .inference import bench_photos, photo_files
 
-    if args.train or args.backend != "torch" or args.onnx or args.compile:
+    if args.train or args.backend == "onnxruntime" or args.onnx or args.compile:
         raise ValueError("--photos: times the torch FaceParser; drop --train/--backend/--onnx/--compile")
     modes = parse_decode_modes(args.decode) or ["dense", "adaptive"]
     photos = photo_files(args.photos)
@@ -295,11 +346,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="parameters, MACs and FPS per output size",
     )
     p.add_argument("--model", default="fpliif")
-    p.add_argument("--sizes", default="64,96,128,192,256", help="output sizes (comma-separated)")
+    p.add_argument("--sizes", default=None, help="output sizes, comma-separated (64,96,128,192,256)")
     p.add_argument("--input-size", type=input_size_arg, default=None, help="model input N (default: the weights' own)")
     p.add_argument("--runs", type=int_arg(1), default=5, help="timed runs per size (median reported)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"], help="inference backend")
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["torch", "onnxruntime"],
+        help="inference backend (default: onnxruntime with --onnx, else torch)",
+    )
     p.add_argument("--onnx", help="ONNX file for --backend onnxruntime (from `fpliif export onnx --dynamic`)")
     p.add_argument(
         "--decode",
@@ -321,7 +377,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "as input and output side, the same input for all; JSON: {models: {name: {params, macs, fps}}}",
     )
     p.add_argument("--train", action="store_true", help="training throughput (img/s) instead of inference FPS")
-    p.add_argument("--batch-size", type=int_arg(1), default=4, help="--train: images per step")
+    p.add_argument("--batch-size", type=int_arg(1), default=None, help="--train: images per step (4)")
     p.add_argument(
         "--amp",
         default=None,
@@ -332,8 +388,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compile", action="store_true", help="time the torch model under torch.compile (needs a C++ compiler on CPU)"
     )
-    p.add_argument("--queries", default="full,2048", help="--train: 'full' grid and/or sampled queries per image")
-    p.add_argument("--steps", type=int_arg(1), default=3, help="--train: timed steps per setting (median reported)")
-    p.add_argument("--warmup", type=int_arg(0), default=1, help="--train: untimed warm-up steps per setting")
+    p.add_argument("--queries", default=None, help="--train: 'full' grid and/or sampled queries per image (full,2048)")
+    p.add_argument("--steps", type=int_arg(1), default=None, help="--train: timed steps per setting, median (3)")
+    p.add_argument("--warmup", type=int_arg(0), default=None, help="--train: untimed warm-up steps per setting (1)")
     p.add_argument("--channels-last", action="store_true", help="--train: channels_last memory format")
     p.set_defaults(func=cmd_bench)

@@ -312,6 +312,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibrate import apply_offsets, collect_logits, fit_offsets, strided
 
     check_output_path(args.out, "--out", folder=False)
+    if Path(args.out).suffix.lower() != ".safetensors":
+        raise ValueError(f"--out: expected a .safetensors file name (calibrate writes weights), got {args.out}")
     if Path(args.out).exists() and not args.overwrite:
         raise ValueError(f"--out: {args.out} exists (pass --overwrite to replace it)")
     if args.weights and Path(args.weights).resolve() == Path(args.out).resolve():

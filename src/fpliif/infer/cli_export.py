@@ -8,6 +8,9 @@ from pathlib import Path
 from ..cli import input_size_arg, weights_options
 from ..validate import int_arg
 
+MIN_OPSET = 11
+"""The oldest ONNX opset the graphs export to (opset 9 lacks ``Flip`` for the encoder's padding; 11-23 checked)."""
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the ONNX file(s) of ``--weights`` at ``--size`` (default: the weights' ``input_size`` metadata),
@@ -27,7 +30,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(existing)} already exists (pass --overwrite to replace)")
     size = args.size or input_size_of(model)
     split = not args.single_graph
-    export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset, split=split, int8=args.int8)
+    try:
+        export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset, split=split, int8=args.int8)
+    except RuntimeError as e:  # e.g. "Unsupported onnx_opset_version: 99": past what this torch exports
+        if "opset" not in str(e):
+            raise
+        raise ValueError(f"--opset {args.opset}: {str(e).splitlines()[0]}") from None
     shape = "dynamic" if args.dynamic else f"{size}x{size}"
     written = " + ".join(f"{f} ({f.stat().st_size / 1e6:.1f} MB)" for f in files)
     msg = f"wrote {written}; input {shape}"
@@ -71,6 +79,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         help="quantise the decoder graph's hidden MLP layers to int8 (onnxruntime dynamic quantisation; "
         "accuracy and speed: docs/performance.md)",
     )
-    p.add_argument("--opset", type=int_arg(7), default=17, help="ONNX opset version (17)")
+    p.add_argument(
+        "--opset",
+        type=int_arg(MIN_OPSET),
+        default=17,
+        help=f"ONNX opset version, {MIN_OPSET} or later up to what torch exports (17)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_export)
