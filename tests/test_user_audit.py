@@ -193,3 +193,10 @@ def test_a_broken_link_in_an_input_folder_is_reported(tiny_file, tmp_path, capsy
     err = capsys.readouterr().err
     assert f"{tmp_path / 'in' / 'gone.jpg'}: a link to a file that does not exist; skipped" in err
     assert (tmp_path / "out" / "a_labels.png").is_file()
+
+
+def test_data_check_classes_on_a_fixed_layout_is_refused(tmp_path, capsys):
+    """Before: ``fpliif data check --classes a,b,c`` on a CelebAMask-HQ root was silently ignored."""
+    (tmp_path / "root" / "CelebA-HQ-img").mkdir(parents=True)
+    assert main(["data", "check", "--data", str(tmp_path / "root"), "--classes", "a,b,c"]) == 2
+    assert "--classes applies to the folder layout only ('celebamask-hq' has fixed classes)" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..cli import progress_options, workers_options
-from .layouts import LAYOUTS, SPLITS, resolve_layout
+from .layouts import LAYOUTS, SPLITS, check_classes_option, resolve_layout
 
 
 def dataset_options() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .check import check_dataset, format_report
 
     layout = resolve_layout(args.data, args.layout)
+    check_classes_option(args.classes, layout)
     splits = [s.strip() for s in args.split.split(",") if s.strip()] if args.split else None
     report = check_dataset(
         args.data,

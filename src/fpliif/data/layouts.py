@@ -436,6 +436,12 @@ def label_set_for(
     return CELEBAMASK_HQ
 
 
+def check_classes_option(classes: object, layout: str) -> None:
+    """``--classes`` is for the folder layout (the others have fixed classes): ValueError otherwise."""
+    if classes and layout != "folder":
+        raise ValueError(f"--classes applies to the folder layout only ({layout!r} has fixed classes)")
+
+
 def detect_layout(root: str | Path) -> str:
     """Guess the layout of a dataset root from its folders (for the CLI's ``--layout auto``)."""
     root = _check_root(root)

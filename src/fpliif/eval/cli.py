@@ -45,7 +45,7 @@ def _load_model(weights: str | None, device: str) -> tuple[torch.nn.Module, str]
 
 def check_data_args(args: argparse.Namespace) -> None:
     """Check ``--data`` folders and ``--classes``, and resolve ``--layout auto`` in place."""
-    from ..data.layouts import label_set_for, resolve_layout
+    from ..data.layouts import check_classes_option, label_set_for, resolve_layout
 
     for root in args.data:
         if Path(root).exists() and not Path(root).is_dir():
@@ -53,8 +53,7 @@ def check_data_args(args: argparse.Namespace) -> None:
         if not Path(root).is_dir():
             raise FileNotFoundError(f"--data: dataset folder not found: {root}")
     args.layout = resolve_layout(list(args.data), args.layout)
-    if args.classes and args.layout != "folder":
-        raise ValueError(f"--classes applies to the folder layout only ({args.layout!r} has fixed classes)")
+    check_classes_option(args.classes, args.layout)
     if args.classes:
         try:
             label_set_for("folder", classes=args.classes)
