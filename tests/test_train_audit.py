@@ -171,6 +171,7 @@ def test_calibrate_refuses_a_dataset_whose_classes_differ_in_order(tmp_path, dat
         (["--sizes", "100000"], "--sizes 100000 needs 10,000,000,000 decoder queries"),  # before: a MemoryError
         (["--steps", "3"], "--steps: applies to --train"),  # before: ignored
         (["--train", "--sizes", "64"], "--sizes: applies to inference benchmarks, not --train"),
+        (["--train", "--runs", "2"], "--runs: applies to inference benchmarks; --train times --steps"),
         (["--weights", ""], "--weights: expected a weights file or bundled name, got an empty string"),
     ],
 )

@@ -200,3 +200,14 @@ def test_data_check_classes_on_a_fixed_layout_is_refused(tmp_path, capsys):
     (tmp_path / "root" / "CelebA-HQ-img").mkdir(parents=True)
     assert main(["data", "check", "--data", str(tmp_path / "root"), "--classes", "a,b,c"]) == 2
     assert "--classes applies to the folder layout only ('celebamask-hq' has fixed classes)" in capsys.readouterr().err
+
+
+def test_a_float_image_of_0_to_255_is_clipped_with_a_warning(tmp_path, caplog):
+    """Before: a float TIFF holding 0..255 was clipped to near white without a word."""
+    from fpliif.imaging import to_rgb
+
+    img = Image.fromarray(np.linspace(0, 255, 24 * 24, dtype=np.float32).reshape(24, 24), mode="F")
+    assert int(to_rgb(img).min()) == 0 and "clipped to [0, 1]" in caplog.text
+    caplog.clear()
+    to_rgb(Image.fromarray(np.linspace(0, 1.2, 24 * 24, dtype=np.float32).reshape(24, 24), mode="F"))
+    assert "clipped" not in caplog.text  # a rounding overshoot is clipped quietly

@@ -21,7 +21,8 @@ Rules:
   ``round(v * 255 / (2**bits - 1))``, clipped to 0..255. ``bits`` is the TIFF ``BitsPerSample`` where the file
   has one, else 16 (``I`` is how Pillow holds 16-bit PNGs and 32-bit TIFFs).
 * **Float** (``F``, e.g. float TIFFs): values in [0, 1] are scaled to 0..255 (``round(v * 255)``), anything
-  outside is clipped, NaN becomes 0.
+  outside is clipped (with a logged warning where values exceed 2: 0..255 data would come out white), NaN
+  becomes 0.
 * **16-bit RGB(A) PNGs**: Pillow itself reduces them to 8 bits per channel on decoding.
 
 Every rule is per pixel, so a large image is converted in strips of rows straight into the one output array:
@@ -32,10 +33,12 @@ more copies of the pixels on the way).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger("fpliif.imaging")
 _EXIF_ORIENTATION = 0x0112
 _TIFF_BITS_PER_SAMPLE = 258
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -117,6 +120,8 @@ def _convert(img: Any, bits: int) -> np.ndarray:
         return _gray_to_rgb(gray)
     if mode == "F":
         arr = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        if arr.size and float(arr.max()) > 2.0:  # not a rounding overshoot: e.g. 0..255 data, clipped to white
+            log.warning("a float image with values up to %.4g is clipped to [0, 1] (floats hold 0..1)", arr.max())
         return _gray_to_rgb(np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8))
     if has_alpha(img):
         rgba = img.convert("RGBA")

@@ -86,7 +86,7 @@ def parse_decode_modes(text: str | None) -> list[str] | None:
 
 TRAIN_ONLY = {"batch_size": 4, "queries": "full,2048", "steps": 3, "warmup": 1, "channels_last": False}
 """``fpliif bench --train`` options and their defaults."""
-NOT_TRAIN = {"sizes": "64,96,128,192,256"}
+NOT_TRAIN = {"sizes": "64,96,128,192,256", "runs": 5}
 """Options of the inference benchmarks (not ``--train``) and their defaults."""
 
 
@@ -98,6 +98,8 @@ def _check_applicable(args: argparse.Namespace) -> None:
         raise ValueError(f"--{given[0].replace('_', '-')}: applies to --train (training throughput)")
     if args.train and args.sizes is not None:
         raise ValueError("--sizes: applies to inference benchmarks, not --train (its input is --input-size)")
+    if args.train and args.runs is not None:
+        raise ValueError("--runs: applies to inference benchmarks; --train times --steps steps per setting")
     for name, default in {**TRAIN_ONLY, **NOT_TRAIN}.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -348,7 +350,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="fpliif")
     p.add_argument("--sizes", default=None, help="output sizes, comma-separated (64,96,128,192,256)")
     p.add_argument("--input-size", type=input_size_arg, default=None, help="model input N (default: the weights' own)")
-    p.add_argument("--runs", type=int_arg(1), default=5, help="timed runs per size (median reported)")
+    p.add_argument("--runs", type=int_arg(1), default=None, help="timed runs per size, median reported (5)")
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--backend",
