@@ -468,6 +468,11 @@ def test_cli_eval_photos_parses_each_image_at_its_own_size(tmp_path, capsys):
     assert eval_cli(weights, root, options, "--classes", "lapa") == 0
     assert json.loads(capsys.readouterr().out)["mean_f1"] < 90
 
+    from fpliif.cli import main
+
+    # the default --workers (loader processes): before, None reached the DataLoader and raised a TypeError
+    assert main(["eval", "--weights", str(weights), "--data", str(root), *options.split()]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 2
     assert eval_cli(weights, root, options, "--sizes", "256", "--compare-dense") == 2
     assert "--photos: --sizes, --compare-dense do not apply" in capsys.readouterr().err
     from fpliif.eval.photos import evaluate_photos

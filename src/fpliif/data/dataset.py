@@ -272,7 +272,7 @@ def seed_worker(worker_id: int) -> None:
 
 def make_loader(
     dataset: Dataset,
-    batch_size: int,
+    batch_size: int | None,
     shuffle: bool,
     num_workers: int | None = None,
     seed: int = 0,
@@ -285,6 +285,7 @@ def make_loader(
 ) -> DataLoader:
     """A reproducible DataLoader (the one loader factory of training, evaluation and the tools).
 
+    * ``batch_size``: None yields the samples one at a time, not collated (e.g. images of different sizes).
     * ``num_workers``: default ``min(2, os.cpu_count())``.
     * Seeding: the loader gets a ``torch.Generator`` seeded with ``seed``; the DataLoader derives each
       worker's torch seed from it (``base_seed + worker_id``), and :func:`seed_worker` seeds numpy and

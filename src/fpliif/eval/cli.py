@@ -248,6 +248,7 @@ def _eval_photos(args: argparse.Namespace, model: Any, weights: str, split: str)
     set)."""
     import torch
 
+    from ..data import make_loader
     from ..infer.cli_files import no_face_reported_per_input
     from ..infer.parser import FaceParser
     from .photos import evaluate_photos
@@ -256,7 +257,7 @@ def _eval_photos(args: argparse.Namespace, model: Any, weights: str, split: str)
     ds, label_set, data_text, predicted_as = dataset_for(args, model, weights, split, None, remap=True)
     if args.limit is not None and args.limit < len(ds):
         ds = torch.utils.data.Subset(ds, range(args.limit))
-    samples = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers)  # one image at a time
+    samples = make_loader(ds, None, shuffle=False, num_workers=args.workers)  # one image at a time, own size
     with no_face_reported_per_input():
         result = evaluate_photos(
             parser,
