@@ -70,6 +70,7 @@ def dataset_for(
     *,
     remap: bool = False,
     same_names: bool = False,
+    limit: int | None = None,
 ) -> tuple[Any, Any, str, Any]:
     """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``, read through ``transform``
     (None: images and masks at their own size): (dataset, label set, roots as text, the model's label set where
@@ -78,7 +79,7 @@ def dataset_for(
     ``remap``: a model whose label set differs from the data's is scored through the mapping between them
     (:data:`fpliif.labels.REMAPS`, e.g. the CelebAMask-HQ model on LaPa or Helen) where there is one. Otherwise
     ValueError / FileNotFoundError naming the argument when the data does not fit the model. ``same_names``: the
-    dataset's classes must be the model's, in the same order (not only as many).
+    dataset's classes must be the model's, in the same order (not only as many). ``limit``: its first images only.
     """
     from ..data import FaceParsingDataset
     from ..labels import REMAPS
@@ -121,6 +122,10 @@ def dataset_for(
         )
     if len(ds) == 0:
         raise ValueError(f"split {split!r} of {data_text} ({args.layout}) has no images")
+    if limit is not None and limit < len(ds):
+        import torch
+
+        ds = torch.utils.data.Subset(ds, range(limit))
     return ds, label_set, data_text, predicted_as
 
 
@@ -197,7 +202,6 @@ def _fill_row_defaults(args: argparse.Namespace) -> None:
 
 def _eval_rows(args: argparse.Namespace, model: Any, weights: str, split: str) -> tuple[dict[str, Any], Any]:
     """The paper's rows (squashed images and masks at each size): (result, the data's label set)."""
-    import torch
 
     from ..adaptive import default_decode
     from ..data import build_eval_transform, make_loader
@@ -210,9 +214,9 @@ def _eval_rows(args: argparse.Namespace, model: Any, weights: str, split: str) -
     input_size = model_input_size(model, args.input_size)
     mask_sizes = sorted(set(sizes) | ({DEFAULT_INPUT_SIZE} if lowres else set()))
     transform = build_eval_transform(size=input_size, mask_sizes=mask_sizes)
-    ds, label_set, data_text, predicted_as = dataset_for(args, model, weights, split, transform, remap=True)
-    if args.limit is not None and args.limit < len(ds):
-        ds = torch.utils.data.Subset(ds, range(args.limit))
+    ds, label_set, data_text, predicted_as = dataset_for(
+        args, model, weights, split, transform, remap=True, limit=args.limit
+    )
     loader = make_loader(ds, args.batch_size, shuffle=False, num_workers=args.workers)
     result = evaluate(
         model,
@@ -246,7 +250,6 @@ def _eval_rows(args: argparse.Namespace, model: Any, weights: str, split: str) -
 def _eval_photos(args: argparse.Namespace, model: Any, weights: str, split: str) -> tuple[dict[str, Any], Any]:
     """``--photos``: each image parsed as a photo by a FaceParser with its defaults: (result, the data's label
     set)."""
-    import torch
 
     from ..data import make_loader
     from ..infer.cli_files import no_face_reported_per_input
@@ -254,9 +257,9 @@ def _eval_photos(args: argparse.Namespace, model: Any, weights: str, split: str)
     from .photos import evaluate_photos
 
     parser = FaceParser(model, device=args.device, tta=args.tta, decode=args.decode)
-    ds, label_set, data_text, predicted_as = dataset_for(args, model, weights, split, None, remap=True)
-    if args.limit is not None and args.limit < len(ds):
-        ds = torch.utils.data.Subset(ds, range(args.limit))
+    ds, label_set, data_text, predicted_as = dataset_for(
+        args, model, weights, split, None, remap=True, limit=args.limit
+    )
     samples = make_loader(ds, None, shuffle=False, num_workers=args.workers)  # one image at a time, own size
     with no_face_reported_per_input():
         result = evaluate_photos(

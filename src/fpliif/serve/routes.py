@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from ..labels import remap_targets
 from .engine import Engine, ParseOptions, ParseOutput, label_options
-from .imaging import ApiError, open_upload
+from .imaging import ApiError, open_upload, supported_formats_text
 from .settings import ServeSettings
 from .upload import FIELD, read_upload
 
@@ -44,7 +44,7 @@ PAGE_CSP = (
 
 PARSE_DOC = f"""Parse the face(s) in an uploaded image.
 
-Send the image as multipart form field `{FIELD}` (JPEG, PNG, WebP, GIF, BMP or TIFF), e.g.
+Send the image as multipart form field `{FIELD}` ({supported_formats_text()}), e.g.
 `curl -F {FIELD}=@photo.jpg 'http://127.0.0.1:8000/v1/parse?format=json'`.
 
 * `aligned=false` (default): a photo. Faces are detected, parsed and pasted back; pixels outside every face
