@@ -9,8 +9,8 @@ astronaut; caps in pixels of the grid side (``none``: not capped, the window's o
 one line per photo and a JSON summary.
 """
 
+import argparse
 import json
-import sys
 import time
 
 import numpy as np
@@ -25,8 +25,12 @@ from fpliif.infer.cli import example_image
 from fpliif.infer.images import load_image
 
 torch.set_num_threads(1)
-K = int(sys.argv[1])
-CAPS = sys.argv[2].split(",")
+_args = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+_args.add_argument("K", type=int, help="val images of each dataset")
+_args.add_argument("CAPS", help="comma-separated grid caps in pixels, or none")
+ARGS = _args.parse_args()
+K = ARGS.K
+CAPS = ARGS.CAPS.split(",")
 parser = FaceParser.from_pretrained()
 n = len(parser.classes)
 items = [("astronaut", load_image(str(example_image())), None)]

@@ -15,7 +15,7 @@ context window's (context classes only, or all classes) over a band of B half-si
 Prints pixel accuracy and F1 per class (confusion summed over the images).
 """
 
-import sys
+import argparse
 import time
 
 import cv2
@@ -30,8 +30,15 @@ from fpliif.models.checkpoint import input_size_of, load
 from fpliif.models.pretrained import resolve_weights
 
 torch.set_num_threads(1)
-N, F, S = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-KS = [float(k) for k in (sys.argv[5] if len(sys.argv) > 5 else "1.5,2.0,2.5").split(",")]
+_args = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+_args.add_argument("N", type=int, help="first N val images")
+_args.add_argument("F", type=float, help="face window side as a fraction of the image")
+_args.add_argument("S", type=int, help="image side after resizing")
+_args.add_argument("DATA", nargs="?", default="../shared/data/celebamask-mini", help="folder-layout dataset")
+_args.add_argument("KS", nargs="?", default="1.5,2.0,2.5", help="comma-separated context scales")
+ARGS = _args.parse_args()
+N, F, S = ARGS.N, ARGS.F, ARGS.S
+KS = [float(k) for k in ARGS.KS.split(",")]
 BANDS = [0.0, 0.1, 0.15, 0.2, 0.3]
 model = load(resolve_weights(None)).eval()
 
@@ -39,7 +46,7 @@ NIN = input_size_of(model)
 names = CELEBAMASK_HQ.classes
 C = len(names)
 OUTER = [names.index(n) for n in ("background", "hair", "hat", "neck", "neck_l", "cloth", "ear_r", "l_ear", "r_ear")]
-DATA = sys.argv[4] if len(sys.argv) > 4 else "../shared/data/celebamask-mini"
+DATA = ARGS.DATA
 samples = list_samples(DATA, "folder", "val")[:N]
 
 

@@ -85,7 +85,7 @@ def instrument(stages: Stages) -> None:
         return f"{stages.window}: decoder"
 
     stages.wrap(fp, "__call__", lambda *a, **k: "other")
-    stages.wrap(parser_module, "load_image", lambda *a, **k: "image I/O")
+    stages.wrap(parser_module, "as_images", lambda *a, **k: "image I/O")
     stages.wrap(fp, "detect", lambda *a, **k: "detection")
     stages.wrap(parser_module, "extract_crop", lambda *a, **k: "crop + resize")
     stages.wrap(parser_module, "model_input", lambda *a, **k: "crop + resize")
