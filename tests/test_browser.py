@@ -213,3 +213,84 @@ def test_page_phone(browser, server, tmp_path):
     assert errors == []
     path = screenshot(page, tmp_path, "page_phone")
     assert Image.open(io.BytesIO(path.read_bytes())).size[0] == 390
+
+
+def test_api_docs_render_offline(browser, server):
+    """``/docs`` loads Swagger UI from the package (this machine has no internet, like many servers)."""
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.goto(server + "docs")
+    page.wait_for_selector(".opblock-summary-path[data-path='/v1/parse']")
+    loaded = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+    assert failed == [] and loaded and all(u.startswith(server) or u.startswith("data:") for u in loaded), loaded
+
+
+class SlowParser:
+    """A FaceParser that takes ``delay`` seconds longer (everything else delegated)."""
+
+    def __init__(self, inner: FaceParser, delay: float):
+        self.inner = inner
+        self.delay = delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, *args, **kwargs):
+        import time
+
+        time.sleep(self.delay)
+        return self.inner(*args, **kwargs)
+
+    def parse_aligned(self, *args, **kwargs):
+        import time
+
+        time.sleep(self.delay)
+        return self.inner.parse_aligned(*args, **kwargs)
+
+
+def noise_png(path: Path, side: int, alpha: bool = False) -> Path:
+    rng = np.random.default_rng(side)
+    arr = rng.integers(0, 256, (side, side, 4 if alpha else 3), dtype=np.uint8)
+    if alpha:
+        arr[:, : side // 2, 3] = 0  # the left half transparent
+        arr[:, side // 2 :, 3] = 255
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_page_shows_only_answers_to_its_current_settings(browser, parser, tmp_path):
+    """Sizes over the work budget are not offered (TTA doubles it); a failed request clears the result shown; a
+    file refused by size is not followed by the answer to the file chosen before it; transparency as on the server."""
+    settings = ServeSettings(torch_threads=0, max_upload_mb=0.25, max_points=20_000)
+    with background_server(create_app(SlowParser(parser, 1.5), settings)) as url:
+        page, errors = open_page(browser, url, 1280, 800)
+        page.check("input[name=mode][value=aligned]")
+        offered = page.eval_on_selector_all("#size option", "os => os.map(o => o.value)")
+        assert "128" in offered and "256" not in offered  # 128² = 16,384 queries fit, 256² do not
+        page.check("#tta")
+        assert "128" not in page.eval_on_selector_all("#size option", "os => os.map(o => o.value)")
+        page.uncheck("#tta")
+        page.select_option("#size", "128")
+
+        upload(page, noise_png(tmp_path / "crop.png", 160))  # 160 x 160 "as uploaded" would need 25,600
+        assert page.is_visible("#pair")
+        page.select_option("#size", "")
+        page.wait_for_selector("body[data-state=error]")
+        assert "over_budget" in page.inner_text("#status") or "queries" in page.inner_text("#status")
+        assert not page.is_visible("#pair") and page.get_attribute("#status", "role") == "alert"
+
+        page.select_option("#size", "128")
+        page.wait_for_selector("body[data-state=ready]")
+        page.set_input_files("#file", str(noise_png(tmp_path / "a.png", 64)))  # answered after 1.5 s ...
+        page.set_input_files("#file", str(noise_png(tmp_path / "big.png", 400)))  # ... but this one is refused
+        page.wait_for_selector("body[data-state=error]")
+        page.wait_for_timeout(2500)
+        assert page.get_attribute("body", "data-state") == "error" and not page.is_visible("#pair")
+        assert "big.png" in page.inner_text("#status")
+
+        upload(page, noise_png(tmp_path / "alpha.png", 64, alpha=True))
+        original = canvas_pixels(page, "#original")
+        assert (original[:, :28, :3] == 255).all()  # transparent pixels shown over white, as the server parsed them
+        assert errors == [] or all("413" in e or "422" in e for e in errors), errors

@@ -343,13 +343,56 @@ def test_photo_size_shrinks_and_no_face(client):
     resp = post(client, encode(grey, "JPEG"), "image/jpeg", "?format=json&size=60")
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["size"] == [60, 45] and body["input_size"] == [60, 45]
+    assert body["size"] == [60, 45] and body["input_size"] == [120, 90]  # the upload's own size, before shrinking
     assert body["num_faces"] == 0 and body["faces"] == [] and "no face" in body["message"]
     assert body["class_share"]["background"] == 1.0
     png = post(client, encode(grey), "image/png")
     assert png.status_code == 200 and png.headers["x-fpliif-faces"] == "0"
     assert "no face" in png.headers["x-fpliif-message"]
     assert not png_labels(png.content).any()
+
+
+def test_input_size_is_the_upload_as_displayed(client):
+    """``input_size``: the upload's own (W, H) after EXIF orientation, in both modes, whatever ``size`` asks."""
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 x 30, displayed turned a quarter: 30 x 40
+    Image.fromarray(noise(30, 40)).save(buf, "JPEG", exif=exif)
+    for params in ("?format=json", "?format=json&size=20", "?aligned=true&format=json&size=16"):
+        body = post(client, buf.getvalue(), "image/jpeg", params).json()
+        assert body["input_size"] == [30, 40], (params, body)
+    assert post(client, buf.getvalue(), "image/jpeg", "?format=json&size=20").json()["size"] == [15, 20]
+
+
+def test_repeated_query_parameters_are_refused(client):
+    data = encode(noise(16, 16))
+    body = assert_error(post(client, data, params="?aligned=true&tta=true&tta=false"), 422, "invalid_parameter")
+    assert "['tta']" in body["detail"] and "more than once" in body["detail"]
+    assert_error(post(client, data, params="?labels=foo&labels=lapa"), 422, "invalid_parameter", "more than once")
+
+
+def test_budget_errors_name_what_the_request_can_change(parser):
+    settings = ServeSettings(max_size=64, max_points=2000, **QUIET)
+    with TestClient(create_app(parser, settings)) as small:
+        data = encode(noise(80, 80))  # aligned without size: 80 > max_size 64
+        detail = assert_error(post(small, data, params="?aligned=true"), 413, "too_large")["detail"]
+        assert "pass size=44 or less" in detail  # 44² = 1,936 <= 2,000 < 45²: allowed by both limits
+        assert post(small, data, params="?aligned=true&size=44").status_code == 200
+        assert_error(post(small, data, params="?aligned=true&size=45"), 422, "over_budget", "size=44 or less")
+        assert_error(post(small, data, params="?aligned=true&size=32&tta=true"), 422, "over_budget", "size=31")
+
+
+def test_api_docs_are_served_from_the_package(client):
+    """``/docs`` and ``/redoc`` load their scripts from this server (no CDN: the service may run offline)."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200 and "cdn." not in html.text
+        urls = re.findall(r"(?:href|src|url)\s*[=:]\s*['\"]([^'\"]+)['\"]", html.text)
+        assert any(u.endswith(".js") for u in urls) and "/openapi.json" in urls
+        for u in urls:
+            assert u.startswith("/") and client.get(u).status_code == 200, u
 
 
 def test_unusual_but_valid_images(client):
@@ -462,7 +505,8 @@ def test_pixel_limit_and_bomb(parser, client):
         assert "2,304" in body["detail"] and "1,000" in body["detail"]
         assert post(small, encode(noise(24, 24)), params="?aligned=true").status_code == 200
     # a header claiming 10^10 pixels is refused before anything is decoded
-    assert_error(post(client, fake_png_header(100_000, 100_000)), 413, "too_many_pixels")
+    body = assert_error(post(client, fake_png_header(100_000, 100_000)), 413, "too_many_pixels")
+    assert "10,000,000,000 pixels" in body["detail"] and f"{ServeSettings().max_pixels:,}" in body["detail"]
     assert_error(post(client, fake_png_header(5000, 5000)), 422, "undecodable_image")  # passes the limit, no data
 
 
@@ -541,6 +585,62 @@ def test_slow_upload_times_out_on_uvicorn(parser):
         assert 0.4 < waited < 5
         ok = httpx.post(url + "v1/parse?aligned=true", files={"file": ("x.png", encode(noise(16, 16)), "image/png")})
         assert ok.status_code == 200
+
+
+class CheckingSlowParser(SlowParser):
+    """A FaceParser whose aligned parse works for ``delay`` seconds in small steps, checking the deadline as the
+    real parser does between its chunks; counts the parses started and finished."""
+
+    def __init__(self, inner: FaceParser, delay: float):
+        super().__init__(inner, delay)
+        self.started = self.finished = 0
+
+    def parse_aligned(self, *args, **kwargs):
+        from fpliif.limits import check_deadline
+
+        self.started += 1
+        end = time.monotonic() + self.delay
+        while time.monotonic() < end:
+            check_deadline()
+            time.sleep(0.01)
+        self.finished += 1
+        return self.inner.parse_aligned(*args, **kwargs)
+
+
+def _send_and_hang_up(port: int, body: bytes, after: float) -> None:
+    """POST an aligned parse of ``body`` (PNG) and close the connection ``after`` seconds later, unanswered."""
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+    payload = head + body + b"\r\n--b--\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(
+            b"POST /v1/parse?aligned=true HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        time.sleep(after)
+
+
+def test_requests_whose_client_left_are_dropped_or_stopped_on_uvicorn(parser):
+    """A client that hangs up: its running parse stops at the next deadline check, and a request still waiting
+    for the worker never starts, so the next client is not kept waiting behind them."""
+    slow = CheckingSlowParser(parser, 30.0)
+    app = create_app(slow, ServeSettings(workers=1, max_queue=4, timeout=60, **QUIET))
+    data = encode(noise(16, 16))
+    with background_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        port = int(url.split(":")[2][:-1])
+        running = threading.Thread(target=_send_and_hang_up, args=(port, data, 1.0))
+        running.start()
+        time.sleep(0.3)  # the first request holds the one worker
+        _send_and_hang_up(port, data, 0.3)  # the second waits for it, then its client leaves too
+        running.join()
+        deadline = time.monotonic() + 20
+        while (health := http.get("healthz").json())["busy"] or health["waiting"]:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.05)
+        assert slow.started == 1 and slow.finished == 0  # the first stopped, the second never ran
+        slow.delay = 0.0
+        ok = http.post("v1/parse?aligned=true", files={"file": ("x.png", data, "image/png")})
+        assert ok.status_code == 200 and slow.started == 2 and slow.finished == 1
 
 
 # ---------------------------------------------------------------------------------------------- CLI

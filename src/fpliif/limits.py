@@ -58,7 +58,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_POINTS = 4096 * 4096
 """Most decoder queries per image for the library and ``fpliif parse`` (the service has its own, smaller)."""
 MAX_PIXELS_ENV = "FPLIIF_MAX_PIXELS"
-PIXELS_HINT = "raise it with --max-pixels, FaceParser(max_pixels=...) or $FPLIIF_MAX_PIXELS; 0: no limit"
+PIXELS_HINT = "raise it with --max-pixels, FaceParser(max_pixels=...) or $FPLIIF_MAX_PIXELS (--max-pixels 0: no limit)"
 
 
 class LimitError(ValueError):
@@ -83,6 +83,10 @@ class OverBudget(LimitError):
 
 class DeadlineExceeded(RuntimeError):
     """The deadline set by :func:`scope` passed while the work was running."""
+
+
+class Cancelled(RuntimeError):
+    """The work was called off (:meth:`Deadline.cancel`) before it finished, e.g. because its client went away."""
 
 
 def resolve_limit(value: int | None, name: str, default: int | None | Callable[[], int | None]) -> int | None:
@@ -144,18 +148,26 @@ def check_points(points: int, limit: int | None, what: str, hint: str = "", per:
 
 # ---------------------------------------------------------------------------------------------- deadlines
 class Deadline:
-    """A point in time (``time.monotonic``) by which work must stop; ``seconds`` is the allowance it stands for."""
+    """A point in time (``time.monotonic``) by which work must stop; ``seconds`` is the allowance it stands for.
+    :meth:`cancel` stops the work at its next check, deadline or not (another thread may call it)."""
 
     def __init__(self, seconds: float, at: float | None = None):
         if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"deadline: expected a positive number of seconds, got {seconds!r}")
         self.seconds = float(seconds)
         self.at = time.monotonic() + self.seconds if at is None else float(at)
+        self.cancelled: str | None = None
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
 
+    def cancel(self, reason: str) -> None:
+        """Make every later :meth:`check` raise :class:`Cancelled` with ``reason``."""
+        self.cancelled = str(reason)
+
     def check(self) -> None:
+        if self.cancelled is not None:
+            raise Cancelled(self.cancelled)
         if time.monotonic() >= self.at:
             raise DeadlineExceeded(f"the work did not finish within its {self.seconds:g} s deadline")
 
@@ -196,7 +208,8 @@ def scope(
 
 
 def check_deadline() -> None:
-    """Raise :class:`DeadlineExceeded` if the deadline of the enclosing :func:`scope` has passed (cheap)."""
+    """Raise :class:`DeadlineExceeded` if the deadline of the enclosing :func:`scope` has passed, :class:`Cancelled`
+    if it was cancelled (cheap)."""
     s = _SCOPE.get()
     if s is not None and s.deadline is not None:
         s.deadline.check()

@@ -99,7 +99,7 @@ def _check_limits(args: argparse.Namespace) -> None:
     if max_pixels is not None and n > max_pixels:
         raise ValueError(
             f"--size {args.size}: a {args.size}x{args.size} output is {n:,} pixels, more than the limit of "
-            f"{max_pixels:,} (--max-pixels or $FPLIIF_MAX_PIXELS; 0: no limit)"
+            f"{max_pixels:,} (--max-pixels or $FPLIIF_MAX_PIXELS; --max-pixels 0: no limit)"
         )
     points = n * (2 if args.tta else 1)
     if max_points is not None and points > max_points:

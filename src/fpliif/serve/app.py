@@ -18,8 +18,10 @@ answered on every GET resource; every 405 carries ``Allow``; an error no handler
 Modules: :mod:`~fpliif.serve.engine` (the parser, its workers and the gate), :mod:`~fpliif.serve.routes` (the
 routes); this one builds the app: middleware, error handlers, the routes and the static files.
 
-Every error is JSON ``{"error": <code>, "detail": <message>}`` with a 4xx/5xx status; see
-:data:`fpliif.serve.routes.PARSE_DOC` for the parameters and status codes of ``POST /v1/parse``.
+Every error the app answers is JSON ``{"error": <code>, "detail": <message>}`` with a 4xx/5xx status; see
+:data:`fpliif.serve.routes.PARSE_DOC` for the parameters and status codes of ``POST /v1/parse``. A request that is
+not valid HTTP (a malformed request line, a head over 16 KiB) never reaches the app: uvicorn answers it with a
+plain-text 400. A request whose client disconnected is dropped or stopped (:meth:`Engine.run`; logged, 499).
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
         yield
         engine.close()
 
-    app = FastAPI(
+    app = _fastapi(
         title="fpliif face parsing",
         version=__version__,
         description="FP-LIIF face parsing as a web service. The page at `/` is a small client for it.",
@@ -175,6 +177,32 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
     app.include_router(build_router(engine))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _fastapi(**kwargs: Any) -> FastAPI:
+    """FastAPI whose ``/docs`` (Swagger UI) and ``/redoc`` pages load their scripts from the ``fastapi-offline``
+    package (the ``serve`` extra), not from a CDN, so they work offline; without that package, ``/docs`` is a short
+    page pointing to ``/openapi.json``."""
+    try:
+        from fastapi_offline import FastAPIOffline
+    except ImportError:
+        app = FastAPI(docs_url=None, redoc_url=None, **kwargs)
+        _add_docs_note(app)
+        return app
+    return FastAPIOffline(**kwargs)
+
+
+def _add_docs_note(app: FastAPI) -> None:
+    from fastapi.responses import HTMLResponse
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return HTMLResponse(
+            "<!doctype html><title>fpliif API</title><p>The interactive API page needs the <code>fastapi-offline"
+            "</code> package (<code>pip install 'fpliif[serve]'</code>). The API description is at "
+            f'<a href="{root}/openapi.json">/openapi.json</a>.</p>'
+        )
 
 
 def add_error_handlers(app: FastAPI) -> None:

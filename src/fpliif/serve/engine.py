@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import anyio
 from .. import __version__, limits
 from ..adaptive import DEFAULT_DECODE
 from ..labels import get_label_set
-from .imaging import ApiError, decode_image, index_png, rgb_png, rle_encode, rle_masks
+from .imaging import ApiError, decode_image, displayed_size, index_png, rgb_png, rle_encode, rle_masks
 from .settings import ServeSettings
 
 log = logging.getLogger("fpliif.serve")
@@ -115,6 +116,23 @@ class ParseOutput:
     message: str | None
 
 
+DISCONNECT_POLL_S = 0.25
+"""How often :meth:`Engine.run` asks whether a request's client is still connected."""
+
+
+async def _watch(
+    disconnected: Callable[[], Awaitable[bool]], deadline: limits.Deadline, waiting: list[anyio.CancelScope]
+) -> None:
+    """Poll ``disconnected()`` until it says so; then cancel ``deadline`` (a running parse stops at its next check)
+    and the queue wait in ``waiting``, if any."""
+    while deadline.cancelled is None:
+        await asyncio.sleep(DISCONNECT_POLL_S)
+        if await disconnected():
+            deadline.cancel("the client closed the connection")
+            for scope in waiting:
+                scope.cancel()
+
+
 class Engine:
     """The loaded parser, its worker threads and the concurrency gate."""
 
@@ -178,9 +196,11 @@ class Engine:
         return self._gate
 
     # ------------------------------------------------------------------------------------------ running
-    async def run(self, fn: Any) -> Any:
+    async def run(self, fn: Any, disconnected: Callable[[], Awaitable[bool]] | None = None) -> Any:
         """Run ``fn()`` on a worker thread: at most ``workers`` at once, 503 if ``max_queue`` requests are
-        already waiting, 504 if waiting plus running takes longer than the timeout."""
+        already waiting, 504 if waiting plus running takes longer than the timeout. ``disconnected`` (e.g.
+        Starlette's ``request.is_disconnected``) is polled meanwhile: once the client has gone, a request still
+        waiting leaves the queue and a running parse stops at its next check (499, logged)."""
         s = self.settings
         loop = asyncio.get_running_loop()
         deadline = limits.Deadline(s.timeout)  # the worker stops at it too (fpliif.limits.check_deadline)
@@ -191,8 +211,22 @@ class Engine:
                     503, "busy", f"server busy: {self.admitted - self.busy} requests are already waiting; retry later"
                 )
             self.admitted += 1
+        waiting: list[anyio.CancelScope] = []  # the queue wait, while there is one
+        watcher = None if disconnected is None else asyncio.ensure_future(_watch(disconnected, deadline, waiting))
         try:
-            with anyio.fail_after(s.timeout):
+            await self._wait_for_worker(gate, token, waiting, deadline)
+            return await self._run_on_worker(fn, loop, gate, token, deadline)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _wait_for_worker(
+        self, gate: anyio.CapacityLimiter, token: object, waiting: list[anyio.CancelScope], deadline: limits.Deadline
+    ) -> None:
+        s = self.settings
+        try:
+            with anyio.fail_after(s.timeout), anyio.CancelScope() as scope:
+                waiting.append(scope)
                 await gate.acquire_on_behalf_of(token)
         except BaseException as e:
             self._leave()
@@ -201,6 +235,21 @@ class Engine:
                     504, "timeout", f"no worker became free within the server's {s.timeout:g} s timeout; retry later"
                 ) from None
             raise
+        finally:
+            waiting.clear()
+        if scope.cancelled_caught:  # the client went away while waiting
+            self._leave()
+            log.info("request dropped before parsing: %s", deadline.cancelled)
+            raise ApiError(499, "client_closed_request", f"not parsed: {deadline.cancelled}")
+
+    async def _run_on_worker(
+        self,
+        fn: Any,
+        loop: asyncio.AbstractEventLoop,
+        gate: anyio.CapacityLimiter,
+        token: object,
+        deadline: limits.Deadline,
+    ) -> Any:
         try:
             fut = loop.run_in_executor(self.executor(), self._counted, fn, deadline)
         except BaseException:
@@ -217,6 +266,7 @@ class Engine:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.001, deadline.remaining()))
         except asyncio.TimeoutError:
+            s = self.settings
             raise ApiError(
                 504,
                 "timeout",
@@ -243,6 +293,9 @@ class Engine:
                 return fn()
         except ApiError:
             raise
+        except limits.Cancelled as e:
+            log.info("parse stopped: %s", e)
+            raise ApiError(499, "client_closed_request", f"parsing was stopped: {e}") from None
         except limits.DeadlineExceeded:
             stopped = f"parsing was stopped at the server's {s.timeout:g} s timeout"
             raise ApiError(504, "timeout", f"{stopped}; try a smaller image or a smaller 'size'") from None
@@ -251,7 +304,8 @@ class Engine:
                 413,
                 "over_budget",
                 f"{e.what or 'this request'} needs {e.value:,} decoder queries; this server allows at most "
-                f"{e.limit:,} per request (fpliif serve --max-points)",
+                f"{e.limit:,} per request (fpliif serve --max-points): ask for less work, e.g. a smaller 'size' "
+                "(the photo is shrunk first), context=false, or tta=false",
             ) from None
         except limits.TooManyPixels as e:
             detail = f"{e.what or 'image'}: {e.value:,} pixels; this server accepts at most {e.limit:,}"
@@ -272,6 +326,7 @@ class Engine:
     def parse(self, img: Any, opts: ParseOptions) -> ParseOutput:
         """Decode, parse and encode one upload (runs on a worker thread)."""
         t0 = time.perf_counter()
+        upload_size = displayed_size(img)
         rgb = decode_image(img, max_side=None if opts.aligned else opts.size)
         t1 = time.perf_counter()
         limits.check_deadline()
@@ -313,7 +368,7 @@ class Engine:
         payload: dict[str, Any] = {
             "mode": "aligned" if opts.aligned else "photo",
             "size": [w, h],
-            "input_size": [int(rgb.shape[1]), int(rgb.shape[0])],
+            "input_size": list(upload_size),
             "num_faces": faces,
             "faces": [f.to_dict() for f in result.faces],
             "class_share": {k: round(v, 6) for k, v in result.class_share().items()},

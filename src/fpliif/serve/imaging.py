@@ -13,6 +13,7 @@ inside), and sums to ``H * W``. :func:`rle_encode` / :func:`rle_decode` are the 
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -141,8 +142,10 @@ def open_upload(data: bytes, declared: str | None, max_pixels: int) -> Any:
     try:
         img = Image.open(io.BytesIO(data), formats=[fmt])
         w, h = img.size
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, "too_many_pixels", f"image too large: {e}") from None
+    except Image.DecompressionBombError as e:  # Pillow's own limit, far above most servers' max_pixels
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        has = f"has {int(claimed[1]):,} pixels" if claimed else "is too large for Pillow to open"
+        raise ApiError(413, "too_many_pixels", f"image {has}; this server accepts at most {max_pixels:,}") from None
     except UnidentifiedImageError:
         raise ApiError(
             422, "undecodable_image", f"cannot read the image: it starts like a {FORMATS[fmt]} file but is damaged"
@@ -158,6 +161,14 @@ def open_upload(data: bytes, declared: str | None, max_pixels: int) -> Any:
             f"image has {w}x{h} = {w * h:,} pixels; this server accepts at most {max_pixels:,}",
         )
     return img
+
+
+def displayed_size(img: Any) -> tuple[int, int]:
+    """(W, H) of an opened upload as displayed: EXIF orientations 5-8 (quarter turns) swap the stored sides."""
+    from ..imaging import exif_orientation
+
+    w, h = img.size
+    return (h, w) if exif_orientation(img) >= 5 else (w, h)
 
 
 def decode_image(img: Any, max_side: int | None = None) -> np.ndarray:

@@ -90,6 +90,6 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
     return {
         "http": protocol_class(settings.header_timeout),
         "timeout_keep_alive": settings.keep_alive_timeout,
-        "h11_max_incomplete_event_size": 16 * 1024,  # the request head: line + headers (431/400 beyond)
+        "h11_max_incomplete_event_size": 16 * 1024,  # the request head: line + headers (uvicorn: plain 400 beyond)
         "server_header": False,
     }

@@ -6,6 +6,7 @@ bound of ``/v1/parse`` is the server's ``max_size``); :func:`fpliif.serve.app.cr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,9 +89,11 @@ Output (`format`, `overlay`):
 * `overlay=true` (with `format=png`): an RGB PNG of the image with the class colours blended in (`alpha`),
   face boxes outlined, and a legend panel if `legend=true`.
 * `format=json`: `{{"mode", "size": [W, H], "input_size": [W, H], "num_faces", "faces": [{{"box", "score",
-  "crop", "landmarks"?, "angle"?, "class_share"}}], "class_share", "classes", "label_set", "tta", "decode",
-  "message"?, "rle"?, "masks"?, "timing_ms"}}`. Boxes are in
-  the pixels of the returned label map (`size`); `class_share` values are pixel fractions per class.
+  "crop", "landmarks"?, "angle"?, "context"?, "class_share"}}], "class_share", "classes", "label_set", "tta",
+  "decode", "message"?, "rle"?, "masks"?, "timing_ms"}}`. `size` is the returned label map's; `input_size` the
+  upload's own, as displayed (EXIF orientation applied), before any shrinking by `size`. Boxes, crop and context
+  windows (`[x1, y1, x2, y2]`; a window may reach past the image, so its values can be negative or beyond `size`)
+  are in the pixels of the returned label map; `class_share` values are pixel fractions per class.
   `rle=true` adds `"rle": {{"size": [H, W], "order": "row-major", "masks": [{{"index", "class", "size",
   "counts"}}]}}`, one mask per class present: COCO-style *uncompressed* RLE, but scanned **row-major**
   (x fastest; COCO is column-major). `counts` alternates runs of 0 and 1 starting with 0s (a leading 0
@@ -100,7 +103,7 @@ Errors (JSON `{{"error", "detail"}}`): 400 malformed multipart body; 408 the upl
 within the server's upload timeout; 413 upload too large, too many pixels, an implied output over
 `max_size`, or more work than `max_points`; 415 not multipart, or the file is not a supported image
 (declared type and content are both checked); 422 empty/corrupt image, missing `{FIELD}` field, bad or
-unknown query parameters, an explicit `size` needing more work than `max_points`; 500 an unexpected server
+unknown or repeated query parameters, an explicit `size` needing more work than `max_points`; 500 an unexpected server
 error (JSON too); 503 too many requests waiting; 504 the parse did not finish within the server's timeout
 (the work is stopped).
 """
@@ -156,12 +159,13 @@ def check_aligned_cost(upload_size: tuple[int, int], size: int | None, tta: bool
     (413 when implied) and its decoder queries the ``max_points`` budget (422 for an explicit ``size``, 413
     when the upload implies it)."""
     w, h = (int(v) for v in upload_size)
+    largest = min(settings.max_size, math.isqrt(settings.max_points // (2 if tta else 1)))  # size allowed by both
     if size is None and max(w, h) > settings.max_size:
         raise ApiError(
             413,
             "too_large",
             f"aligned=true without size outputs the upload's own size, {w}x{h}; this server's largest output side "
-            f"is {settings.max_size} (fpliif serve --max-size): pass size={settings.max_size} or less, or upload a "
+            f"is {settings.max_size} (fpliif serve --max-size): pass size={largest} or less, or upload a "
             "smaller crop",
         )
     ow, oh = (w, h) if size is None else (size, size)
@@ -173,7 +177,7 @@ def check_aligned_cost(upload_size: tuple[int, int], size: int | None, tta: bool
             "over_budget",
             f"{asked} needs {points:,} decoder queries ({ow}x{oh} output pixels{' x 2 for tta' if tta else ''}); "
             f"this server allows at most {settings.max_points:,} per request (fpliif serve --max-points): "
-            "ask for a smaller size",
+            f"pass size={largest} or less",
         )
 
 
@@ -182,6 +186,9 @@ def check_query(request: Request, fmt: str, overlay: bool, mask: str | None) -> 
     unknown = sorted(set(request.query_params) - set(PARSE_PARAMS))
     if unknown:
         raise ApiError(422, "invalid_parameter", f"unknown query parameter(s) {unknown}; known: {list(PARSE_PARAMS)}")
+    repeated = sorted(k for k in set(request.query_params) if len(request.query_params.getlist(k)) > 1)
+    if repeated:
+        raise ApiError(422, "invalid_parameter", f"query parameter(s) {repeated} given more than once: pass each once")
     if overlay and fmt != "png":
         raise ApiError(422, "invalid_parameter", "overlay=true returns a PNG: use it with format=png")
     if mask is not None and overlay:
@@ -201,7 +208,7 @@ async def run_parse(request: Request, engine: Engine, opts: ParseOptions) -> Res
     img = open_upload(upload.data, upload.content_type, settings.max_pixels)
     if opts.aligned:
         check_aligned_cost(img.size, opts.size, opts.tta, settings)
-    out: ParseOutput = await engine.run(lambda: engine.parse(img, opts))
+    out: ParseOutput = await engine.run(lambda: engine.parse(img, opts), disconnected=request.is_disconnected)
     headers = {"Cache-Control": "no-store", "X-Fpliif-Faces": str(out.faces)}
     if out.message:
         headers["X-Fpliif-Message"] = out.message.encode("ascii", "replace").decode("ascii")

@@ -69,7 +69,8 @@ class ServeSettings:
     max_upload_mb: float = option(20.0, help="largest image file, MiB (413; default %(default)s)")
     max_pixels: int = option(
         factory=default_max_pixels,
-        help=f"largest image in pixels (413; default $FPLIIF_MAX_PIXELS or {DEFAULT_MAX_PIXELS}, as fpliif parse)",
+        help=f"largest image in pixels (413; default $FPLIIF_MAX_PIXELS or {DEFAULT_MAX_PIXELS}, as fpliif parse; "
+        "a server keeps a limit: 0 is refused)",
     )
     max_size: int = option(
         2048, help="largest output side: the 'size' parameter, and an aligned upload's own size (default %(default)s)"
@@ -110,7 +111,7 @@ class ServeSettings:
     def __post_init__(self) -> None:
         checks = [
             ("max_upload_mb", 0 < self.max_upload_mb < math.inf, "must be a finite number > 0"),
-            ("max_pixels", self.max_pixels >= 1, "must be >= 1"),
+            ("max_pixels", self.max_pixels >= 1, "must be >= 1 (a server keeps a limit; 0 = none is fpliif parse's)"),
             ("max_size", self.max_size >= 8, "must be >= 8"),
             ("workers", 1 <= self.workers <= MAX_THREADS, f"must be in 1..{MAX_THREADS}"),
             (
@@ -122,7 +123,7 @@ class ServeSettings:
             ("upload_timeout", self.upload_timeout > 0, "must be > 0"),
             ("header_timeout", self.header_timeout > 0, "must be > 0"),
             ("keep_alive_timeout", self.keep_alive_timeout > 0, "must be > 0"),
-            ("max_points", self.max_points >= 1, "must be >= 1"),
+            ("max_points", self.max_points >= 1, "must be >= 1 (a server keeps a limit; 0 = none is fpliif parse's)"),
             ("max_queue", self.max_queue >= 0, "must be >= 0"),
             ("port", 0 <= self.port <= 65535, "must be in 0..65535"),
             ("decode", self.decode in (None, *DECODE_MODES), "must be 'dense', 'adaptive' or None"),

@@ -42,12 +42,14 @@
     const el = $("status");
     el.textContent = text;
     el.className = "status" + (kind ? " " + kind : "");
+    el.setAttribute("role", kind === "error" ? "alert" : "status"); // errors are announced at once
   }
 
   function fail(text) {
+    // a result shown under other settings or another file would be mistaken for the answer to this request
+    clearResult("No result.");
     setState("error");
     status(text, "error");
-    if (!state.result) $("empty").firstElementChild.textContent = "No result.";
   }
 
   async function errorText(resp) {
@@ -61,7 +63,11 @@
   }
 
   const mib = (n) =>
-    n < 1048576 ? `${Math.max(1, Math.round(n / 1024))} KiB` : (n / 1048576).toFixed(n < 10485760 ? 1 : 0) + " MiB";
+    n < 1024
+      ? `${n} bytes`
+      : n < 1048576
+        ? `${Math.round(n / 1024)} KiB`
+        : (n / 1048576).toFixed(n < 10485760 ? 1 : 0) + " MiB";
   const pct = (v) =>
     v >= 0.001 ? (v * 100).toFixed(1) + "%" : v >= 0.0001 ? (v * 100).toFixed(2) + "%" : v > 0 ? "<0.01%" : "0%";
 
@@ -139,8 +145,8 @@
   function fillSizes() {
     const spec = SIZES[state.mode];
     const max = state.model ? state.model.limits.max_size : 2048;
-    // aligned outputs cost size^2 decoder queries: offer only sizes within the server's work budget
-    const points = (state.model && state.model.limits.max_points) || Infinity;
+    // aligned outputs cost size^2 decoder queries (twice with TTA): offer only sizes within the server's budget
+    const points = ((state.model && state.model.limits.max_points) || Infinity) / (state.tta ? 2 : 1);
     const select = $("size");
     select.replaceChildren();
     for (const v of spec.values) {
@@ -151,7 +157,13 @@
       select.append(opt);
     }
     select.value = state.sizes[state.mode];
-    if (select.selectedIndex < 0) select.selectedIndex = 0;
+    if (select.selectedIndex < 0) {
+      // the wanted size is no longer offered (e.g. TTA doubles the cost): the largest offered size below it
+      const wanted = Number(state.sizes[state.mode]) || Infinity;
+      const below = [...select.options].filter((o) => o.value && Number(o.value) <= wanted);
+      select.value = below.length ? below[below.length - 1].value : select.options[0].value;
+    }
+    state.sizes[state.mode] = select.value; // what the request asks for is what the control shows
     $("size-label").textContent = spec.label;
   }
 
@@ -191,15 +203,16 @@
   async function parse() {
     const file = state.file;
     if (!file || !state.model) return;
+    if (state.controller) state.controller.abort(); // an earlier request's answer must not show up now
+    state.controller = null;
+    const seq = ++state.seq;
     const limit = state.model.limits.max_upload_bytes;
     if (file.size > limit) {
       fail(`${file.name} is ${mib(file.size)}; this server accepts images up to ${mib(limit)}.`);
       return;
     }
-    if (state.controller) state.controller.abort();
     const controller = new AbortController();
     state.controller = controller;
-    const seq = ++state.seq;
     setState("busy");
     status("Parsing…", "busy");
     const form = new FormData();
@@ -249,6 +262,8 @@
     orig.height = h;
     const octx = orig.getContext("2d", { willReadFrequently: true });
     if (bitmap) {
+      octx.fillStyle = "#ffffff"; // transparent pixels over white, as the server parses them
+      octx.fillRect(0, 0, w, h);
       octx.drawImage(bitmap, 0, 0, w, h);
       bitmap.close();
     } else {
@@ -274,7 +289,7 @@
     const note = bitmap ? "" : " (this browser cannot show the image itself; labels only)";
     status(
       result.message
-        ? `No face found: ${result.message}.${note}`
+        ? `${result.message[0].toUpperCase()}${result.message.slice(1)}.${note}`
         : `Done in ${(ms / 1000).toFixed(1)} s: ${faces}, ${w}×${h} pixels.${note}`,
     );
   }
@@ -416,6 +431,7 @@
     $("boxes").addEventListener("change", render);
     $("tta").addEventListener("change", (e) => {
       state.tta = e.target.checked;
+      fillSizes();
       parse();
     });
     $("all").addEventListener("click", () => setAll(true));
