@@ -151,6 +151,29 @@ def test_model_info(client, parser):
     assert body["input_size"] == 256 and body["backend"] == "torch"
     assert body["limits"]["max_upload_bytes"] == 20 * 2**20 and body["limits"]["max_pixels"] == 40_000_000
     assert body["defaults"] == {"tta": False, "decode": DEFAULT_DECODE}
+    assert body["amp"] == parser.backend.amp and body["detector"] == "mtcnn"
+
+
+def test_precision_and_detector_settings_load_the_parser_so(weights):
+    """``fpliif serve --amp none --detector haar``: the loaded parser runs fp32 with Haar; /v1/model says so."""
+    import argparse
+
+    from fpliif.serve.cli import add_settings_flags, settings_from_args
+
+    p = argparse.ArgumentParser()
+    add_settings_flags(p)
+    settings = settings_from_args(p.parse_args(["--amp", "none", "--detector", "haar", "--torch-threads", "0"]))
+    app = create_app(str(weights), settings)
+    assert app.state.engine.parser.backend.amp == "none"
+    with TestClient(app) as c:
+        body = c.get("/v1/model").json()
+        assert body["amp"] == "none" and body["detector"] == "haar"
+    with pytest.raises(ValueError, match="--second-chance: is a second MTCNN pass"):
+        settings_from_args(p.parse_args(["--detector", "haar", "--second-chance"]))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--amp", "fp8"])
+    with pytest.raises(ValueError, match="settings amp: apply to weights create_app loads"):
+        create_app(FaceParser.from_pretrained(weights), ServeSettings(amp="none", **QUIET))
 
 
 def test_openapi_docs_page_and_static(client):

@@ -152,9 +152,14 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
     """
     settings = settings or ServeSettings()
     if _is_parser(parser_or_weights):
+        given = [name for name in ("amp", "detector") if getattr(settings, name) is not None]
+        if given:
+            raise ValueError(
+                f"settings {', '.join(given)}: apply to weights create_app loads; give them to the FaceParser passed"
+            )
         parser, weights_name = parser_or_weights, None
     else:
-        parser, weights_name = load_parser(parser_or_weights, settings.device)
+        parser, weights_name = load_parser(parser_or_weights, settings.device, settings.amp, settings.detector)
     engine = Engine(parser, settings, weights_name)
 
     @asynccontextmanager

@@ -32,13 +32,19 @@ def _is_parser(obj: Any) -> bool:
     return hasattr(obj, "parse_aligned") and hasattr(obj, "label_set") and callable(obj)
 
 
-def load_parser(weights: str | Path | None, device: str = "cpu") -> tuple[Any, str]:
-    """FaceParser on ``device`` for a bundled name / file path / None (default); and the weights' name (stem)."""
+def load_parser(
+    weights: str | Path | None, device: str = "cpu", amp: str | None = None, detector: str | None = None
+) -> tuple[Any, str]:
+    """FaceParser on ``device`` for a bundled name / file path / None (default); and the weights' name (stem).
+    ``amp``, ``detector``: as ``fpliif parse --amp/--detector`` (None: the parser's defaults)."""
     from ..infer.parser import FaceParser
     from ..models.pretrained import resolve_weights
 
     path = resolve_weights(weights)
-    return FaceParser.from_pretrained(path, device=device), path.stem
+    options: dict[str, Any] = {} if amp is None else {"amp": amp}
+    if detector is not None:
+        options["detector"] = detector
+    return FaceParser.from_pretrained(path, device=device, **options), path.stem
 
 
 def model_info(parser: Any, weights_name: str | None) -> dict[str, Any]:
@@ -65,8 +71,19 @@ def model_info(parser: Any, weights_name: str | None) -> dict[str, Any]:
         "colors": [list(map(int, c)) for c in ls.colors],
         "params": params,
         "input_size": int(getattr(parser, "input_size", 0)) or None,
+        "amp": getattr(backend, "amp", None) or ("none" if getattr(backend, "name", None) == "onnxruntime" else None),
+        "detector": _detector_name(getattr(parser, "detector", None)),
         "temperature": getattr(backend, "temperature", None),
     }
+
+
+def _detector_name(detector: Any) -> str | None:
+    """``mtcnn`` or ``haar`` for the library's detectors (None: the parser makes its default, MTCNN, when first
+    used), else the class name."""
+    if detector is None:
+        return "mtcnn"
+    names = {"MTCNNDetector": "mtcnn", "HaarDetector": "haar"}
+    return names.get(type(detector).__name__, type(detector).__name__)
 
 
 @dataclass

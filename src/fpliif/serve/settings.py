@@ -14,8 +14,10 @@ from typing import Any
 from ..adaptive import DECODE_MODES
 from ..errors import ConfigError
 from ..limits import DEFAULT_MAX_PIXELS, default_max_pixels
+from ..precision import INFERENCE_AMP_CHOICES
 from ..validate import DEVICES, MAX_THREADS, cpu_count
 
+DETECTORS = ("mtcnn", "haar")
 DEFAULT_MAX_POINTS = 2**21
 """Decoder queries one request may cost by default: about a 1448 x 1448 aligned output, or 8 large faces."""
 
@@ -56,6 +58,9 @@ class ServeSettings:
         keep_alive_timeout: seconds an idle keep-alive connection is kept open between requests.
         max_queue: requests allowed to wait for a worker; more get 503.
         tta: default of the ``tta`` query parameter (flip test-time augmentation, 2x the parse cost).
+        amp: precision of the weights the service loads, as ``fpliif parse --amp`` (None: ``auto``; ``none`` for
+            fp32, the same labels on every machine).
+        detector: face detector of the weights the service loads, ``mtcnn`` (None: the default) or ``haar``.
         second_chance: photos are detected with the parser's checked second MTCNN pass
             (``FaceParser(second_chance=True)``).
         decode: default of the ``decode`` query parameter: ``"dense"`` (every pixel) or ``"adaptive"``
@@ -100,6 +105,17 @@ class ServeSettings:
         help="photos: a second, checked MTCNN detection pass (more turned, rolled and small faces; about 4x the "
         "detection time; docs/detection.md)",
     )
+    amp: str | None = option(
+        None,
+        choices=INFERENCE_AMP_CHOICES,
+        help="precision, as fpliif parse --amp: auto (default: bf16 only where the CPU/GPU has it natively), none "
+        "(fp32: the same labels on every machine), bf16, fp16 or int8",
+    )
+    detector: str | None = option(
+        None,
+        choices=DETECTORS,
+        help="face detector, as fpliif parse --detector: mtcnn (default) or haar",
+    )
     decode: str | None = option(
         None,
         choices=DECODE_MODES,
@@ -127,6 +143,13 @@ class ServeSettings:
             ("max_queue", self.max_queue >= 0, "must be >= 0"),
             ("port", 0 <= self.port <= 65535, "must be in 0..65535"),
             ("decode", self.decode in (None, *DECODE_MODES), "must be 'dense', 'adaptive' or None"),
+            ("amp", self.amp in (None, *INFERENCE_AMP_CHOICES), f"must be one of {', '.join(INFERENCE_AMP_CHOICES)}"),
+            ("detector", self.detector in (None, *DETECTORS), f"must be one of {', '.join(DETECTORS)}"),
+            (
+                "second_chance",
+                not (self.second_chance and self.detector == "haar"),
+                "is a second MTCNN pass: not with detector haar",
+            ),
             ("device", self.device in DEVICES, f"must be one of {', '.join(DEVICES)}"),
         ]
         for name, ok, msg in checks:
