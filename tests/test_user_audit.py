@@ -211,3 +211,61 @@ def test_a_float_image_of_0_to_255_is_clipped_with_a_warning(tmp_path, caplog):
     caplog.clear()
     to_rgb(Image.fromarray(np.linspace(0, 1.2, 24 * 24, dtype=np.float32).reshape(24, 24), mode="F"))
     assert "clipped" not in caplog.text  # a rounding overshoot is clipped quietly
+
+
+# ------------------------------------------------------------------------------- session 16: photo-file audit
+def test_jpeg_extensions_pillow_reads_are_found_and_other_files_are_counted(tiny_file, tmp_path, capsys):
+    """Before: a folder's ``.jfif`` and ``.jpe`` JPEGs were skipped without a word (given by name they parsed)."""
+    folder = tmp_path / "in"
+    for name in ("a.jfif", "b.jpe", "c.JPG"):
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(folder / name, "JPEG")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    assert main(_parse(tiny_file, str(folder), "--out", str(tmp_path / "out"))) == 0
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_labels.png")) == [
+        "a_labels.png",
+        "b_labels.png",
+        "c_labels.png",
+    ]
+    assert "1 file(s) without an image extension passed over" in err
+
+
+def test_only_the_first_frame_of_an_animated_file_is_parsed_and_that_is_said(tmp_path, caplog):
+    from fpliif.infer.images import load_image
+
+    frames = [Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (10, 120, 240)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with caplog.at_level("WARNING", logger="fpliif.imaging"):
+        first = load_image(tmp_path / "anim.gif")
+    assert abs(int(first.mean()) - 10) <= 2  # the first frame
+    assert "anim.gif: 3 frames (GIF); the first is parsed (fpliif parse --video parses every frame)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fpliif.imaging"):
+        frames[0].save(tmp_path / "still.gif")
+        load_image(tmp_path / "still.gif")
+    assert "frames" not in caplog.text
+
+
+def test_save_png_refuses_another_extension(tiny_file, tmp_path):
+    """Before: ``result.save_png("x.jpg")`` wrote PNG data under a .jpg name."""
+    from fpliif import FaceParser
+
+    res = FaceParser.from_pretrained(tiny_file).parse_aligned(np.full((16, 16, 3), 90, np.uint8))
+    with pytest.raises(ValueError, match=r"x\.jpg: an index PNG is written; give the file a \.png name"):
+        res.save_png(tmp_path / "x.jpg")
+    assert not (tmp_path / "x.jpg").exists() and res.save_png(tmp_path / "x.PNG").is_file()
+
+
+def test_an_aligned_crop_far_from_square_is_warned_about(tiny_file, caplog):
+    from fpliif import FaceParser
+
+    parser = FaceParser.from_pretrained(tiny_file)
+    with caplog.at_level("WARNING", logger="fpliif.infer"):
+        parser.parse_aligned(np.full((20, 200, 3), 90, np.uint8), size=16)
+    assert "200x20 is not square" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fpliif.infer"):
+        parser.parse_aligned(np.full((100, 110, 3), 90, np.uint8), size=16)
+    assert caplog.text == ""

@@ -4,8 +4,8 @@ A face label map is constant almost everywhere, and FP-LIIF can be queried at an
 decoding every output pixel (dense), :func:`adaptive_decode`:
 
 1. decodes densely on a coarse grid: the output halved per axis up to ``max_levels`` times, each side kept
-   at least ``min_coarse`` (by default the latent grid's side: coarser grids miss parts; an axis that would
-   drop below it is not halved);
+   at least ``min_coarse`` (by default twice the latent grid's side, two samples per latent cell: coarser grids
+   miss thin parts such as narrow eyes; an axis that would drop below it is not halved);
 2. upsamples the logits bilinearly (``align_corners=False``) to the next level (x2, or exactly the requested
    size at the last level, so odd and non-square sizes work);
 3. re-queries the decoder, at the exact pixel centres of that level, only where the upsampled prediction is
@@ -53,8 +53,10 @@ def default_decode(model: Any) -> str:
     return DEFAULT_DECODE if is_implicit(model) else "dense"
 
 
-FALLBACK_MIN_COARSE = 32
-"""``min_coarse`` when it is not set and the latent grid's size is not known (the bundled model's latent side)."""
+COARSE_PER_LATENT = 2
+"""The default coarse grid samples each latent cell this many times per axis (:attr:`AdaptiveOptions.min_coarse`)."""
+FALLBACK_MIN_COARSE = 64
+"""``min_coarse`` when it is not set and the latent grid's size is not known (the bundled model's: 2 x 32)."""
 
 
 def check_decode_mode(mode: Any, name: str = "decode") -> str:
@@ -69,11 +71,14 @@ class AdaptiveOptions:
     """Settings of :func:`adaptive_decode`.
 
     Attributes:
-        min_coarse: no side of the coarse grid is halved below this many pixels. None (default): the latent
-            grid's side along that axis (input / 4: 32 for the bundled model's 128 input), so the coarse grid
-            samples every latent cell; :data:`FALLBACK_MIN_COARSE` where that is not known. (On the bundled
-            model a coarse grid of half the latent side missed parts: 98.5 % of pixels agreed with dense at 128
-            output, against 99.94 % at the latent side.)
+        min_coarse: no side of the coarse grid is halved below this many pixels. None (default):
+            :data:`COARSE_PER_LATENT` times the latent grid's side along that axis (input / 4: 2 x 32 = 64 for
+            the bundled model's 128 input), so the coarse grid samples every latent cell twice per axis;
+            :data:`FALLBACK_MIN_COARSE` where the latent size is not known. (On the bundled model a coarse grid of
+            half the latent side missed parts: 98.5 % of pixels agreed with dense at 128 output. One sample per
+            cell agreed on 99.94 % of val pixels but lost whole narrow eyes on real photos: with it, 10 classes
+            present in the dense labels of 20 face photos vanished, 8 of them eyes; with two, one, an earring;
+            docs/performance.md.)
         max_levels: at most this many x2 refinement steps (3: the coarse grid is about output / 8).
         margin: re-query pixels whose upsampled top-2 probability margin ``p1 - p2`` (softmax at the model's
             temperature) is below this. 0.1: on celebamask-mini images (the first 16 by name at 128 output,
@@ -170,13 +175,13 @@ def level_sizes(
 ) -> list[tuple[int, int]]:
     """Grid sizes (H, W) from the coarsest to the requested ``size`` (the last entry is ``size`` itself).
 
-    ``latent_size``: the latent grid's (h, w), the default ``min_coarse`` per axis.
+    ``latent_size``: the latent grid's (h, w); :data:`COARSE_PER_LATENT` times it is the default ``min_coarse``.
     """
     opts = AdaptiveOptions.of(options)
     if opts.min_coarse is not None:
         min_h = min_w = opts.min_coarse
     elif latent_size is not None:
-        min_h, min_w = int(latent_size[0]), int(latent_size[1])
+        min_h, min_w = COARSE_PER_LATENT * int(latent_size[0]), COARSE_PER_LATENT * int(latent_size[1])
     else:
         min_h = min_w = FALLBACK_MIN_COARSE
     levels = [(int(size[0]), int(size[1]))]
@@ -213,7 +218,7 @@ def adaptive_decode(
         options: :class:`AdaptiveOptions` (or a dict of them; None: defaults).
         like: a torch tensor to work in torch on its device; anything else (None, numpy) works in numpy.
         chunk: at most this many points per ``decode`` call (None: one call per step).
-        latent_size: the model's latent grid (h, w), the default ``min_coarse`` (:func:`level_sizes`).
+        latent_size: the model's latent grid (h, w), which sets the default ``min_coarse`` (:func:`level_sizes`).
         roi: (H, W) bool numpy array of the output pixels that are wanted (None: all). Only the pixels that can
             change them are interpolated, tested and decoded, per level (:func:`roi_levels`); the logits there
             are exactly what decoding without ``roi`` gives, the others are 0 (or, near the wanted ones, may

@@ -144,6 +144,8 @@ def _find_inputs(inputs: list[str], out: Path, video: bool) -> tuple[list[tuple[
                 found = scan_image_folder(p, exclude=[out] if _within(out, p) else [])  # outputs are not inputs
                 files, inside_out = found.files, len(found.excluded)
                 errors += [f"{link}: a link to a file that does not exist; skipped" for link in found.broken]
+                if found.others:
+                    report(f"{p}: {found.others} file(s) without an image extension passed over ({', '.join(exts)})")
                 if inside_out and files:
                     report(f"{p}: skipped {inside_out} image file(s) inside --out {out}")
                 elif inside_out:

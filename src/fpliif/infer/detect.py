@@ -45,6 +45,9 @@ SECOND_CHANCE_THRESHOLDS = (0.5, 0.6)
 """P-net and R-net thresholds of :meth:`MTCNNDetector.candidates` (the default pass: 0.6, 0.7)."""
 SECOND_CHANCE_MIN_FACE = 0.02
 """Smallest face of :meth:`MTCNNDetector.candidates`, as a fraction of the image's shorter side (default pass 0.04)."""
+FRAME_MARGIN = 0.125
+"""Where :class:`MTCNNDetector` finds no face, it looks again with the image on a grey canvas this share of its longer
+side larger on every side: a face filling the frame (a selfie, a tight crop) is scored on its whole box there."""
 SECOND_CHANCE_OVERLAP = 0.3
 """A candidate overlapping a found face (or a better candidate) by more than this share of the smaller box is the
 same face."""
@@ -269,6 +272,9 @@ class MTCNNDetector:
         max_side: the image is shrunk to at most this many pixels on its longer side for detection (boxes and
             landmarks are scaled back).
         model_dir: folder with ``mtcnn_{pnet,rnet,onet}.onnx`` (default: the bundled ones).
+        frame_margin: where no face is found, look again on the image framed by a grey margin of this share of
+            its longer side (:data:`FRAME_MARGIN`; 0: no second look). Faces that fill the frame can score below
+            ``min_score`` as they are (docs/detection.md).
 
     Not thread-safe (OpenCV DNN nets keep state): use one detector per thread or a lock.
     """
@@ -281,9 +287,13 @@ class MTCNNDetector:
         factor: float = 0.709,
         max_side: int = 1280,
         model_dir: str | Path | None = None,
+        frame_margin: float = FRAME_MARGIN,
     ):
         if not 0 < factor < 1:
             raise ValueError(f"factor: expected a value in (0, 1), got {factor}")
+        if not 0 <= frame_margin <= 1:
+            raise ValueError(f"frame_margin: expected a share of the image side in [0, 1], got {frame_margin}")
+        self.frame_margin = float(frame_margin)
         self.min_face = float(min_face)
         self.min_score = float(min_score)
         self.thresholds = (float(thresholds[0]), float(thresholds[1]))
@@ -295,7 +305,7 @@ class MTCNNDetector:
     def __repr__(self) -> str:
         return (
             f"MTCNNDetector(min_face={self.min_face}, min_score={self.min_score}, thresholds={self.thresholds}, "
-            f"factor={self.factor}, max_side={self.max_side})"
+            f"factor={self.factor}, max_side={self.max_side}, frame_margin={self.frame_margin})"
         )
 
     @property
@@ -341,7 +351,11 @@ class MTCNNDetector:
         return self._blob(np.stack(out))
 
     def __call__(self, image: np.ndarray) -> list[tuple[Box, float, np.ndarray]]:
-        return self._detect(_check_image(image), self.min_face, self.thresholds)
+        image = _check_image(image)
+        found = self._detect(image, self.min_face, self.thresholds)
+        if found or not self.frame_margin:
+            return found
+        return self._detect(image, self.min_face, self.thresholds, margin=self.frame_margin)
 
     def candidates(self, image: np.ndarray) -> list[tuple[Box, float, np.ndarray]]:
         """A wider search for faces that :meth:`__call__` misses (turned, rolled or small): P-net and R-net
@@ -360,9 +374,10 @@ class MTCNNDetector:
         return [dets[k] for k in keep]
 
     def _detect(
-        self, image: np.ndarray, min_face: float, thresholds: tuple[float, float]
+        self, image: np.ndarray, min_face: float, thresholds: tuple[float, float], margin: float = 0.0
     ) -> list[tuple[Box, float, np.ndarray]]:
-        """The P/R/O-net cascade on a checked image, smallest face ``min_face``, P-net and R-net ``thresholds``."""
+        """The P/R/O-net cascade on a checked image, smallest face ``min_face``, P-net and R-net ``thresholds``;
+        ``margin``: on the image framed by grey (127) of this share of its longer side, mapped back."""
         cv2 = _cv2()
         pnet, rnet, onet = self._load()
         h0, w0 = image.shape[:2]
@@ -374,6 +389,10 @@ class MTCNNDetector:
         h, w = image.shape[:2]
         # smallest face in detection pixels: a fraction of the shorter side, or original pixels scaled down
         min_px = max(20.0, min_face * scale if min_face >= 1 else min_face * min(h, w))
+        pad = round(margin * max(h, w))
+        if pad:
+            image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+            h, w = image.shape[:2]
         # stage 1: P-net over an image pyramid (12-pixel windows, stride 2)
         found = []
         s = 12.0 / min_px
@@ -413,7 +432,7 @@ class MTCNNDetector:
             return []
         bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         lms = np.stack([pts[:, :5] * bw[:, None] + boxes[:, :1], pts[:, 5:] * bh[:, None] + boxes[:, 1:2]], -1)
-        boxes = _refine(boxes, reg)
+        boxes, lms = _refine(boxes, reg) - pad, lms - pad
         keep = nms(boxes, sc, 0.7, mode="min")
         return [
             (tuple(float(v) / scale for v in boxes[k]), float(sc[k]), (lms[k] / scale).astype(np.float32)) for k in keep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -10,7 +11,22 @@ import numpy as np
 
 from .. import limits
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
@@ -45,6 +61,7 @@ def load_image(
             if check is not None:
                 check(img.size[1], img.size[0])
             img.load()
+            _note_frames(img, path)
             return pil_to_rgb(img)
     except limits.LimitError:
         raise
@@ -56,6 +73,18 @@ def load_image(
         raise ValueError(f"{path}: cannot read image (not a recognised image format)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: cannot read image ({e})") from None
+
+
+def _note_frames(img: Any, path: Path) -> None:
+    """Log that only the first frame of an animated or multi-page file is parsed."""
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    if frames > 1:
+        logging.getLogger("fpliif.imaging").warning(
+            "%s: %d frames (%s); the first is parsed (fpliif parse --video parses every frame)",
+            path,
+            frames,
+            img.format or "image",
+        )
 
 
 def pil_to_rgb(img: Any) -> np.ndarray:
@@ -133,11 +162,13 @@ def is_torch_tensor(x: Any) -> bool:
 
 class FolderImages(NamedTuple):
     """The image files under a folder (sorted by relative path), those left out because they lie under an excluded
-    folder, and links with an image name that lead nowhere."""
+    folder, links with an image name that lead nowhere, and how many other files were passed over (their
+    extensions are not :data:`IMAGE_EXTENSIONS`)."""
 
     files: list[Path]
     excluded: list[Path]
     broken: list[Path]
+    others: int = 0
 
 
 def scan_image_folder(folder: str | Path, exclude: Iterable[Path] = ()) -> FolderImages:
@@ -145,8 +176,10 @@ def scan_image_folder(folder: str | Path, exclude: Iterable[Path] = ()) -> Folde
     folder = Path(folder)
     excluded_dirs = [Path(e).resolve() for e in exclude]
     files, excluded, broken = [], [], []
+    others = 0
     for p in folder.rglob("*"):
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            others += p.is_file() and not p.name.startswith(".")  # hidden files (.DS_Store) are not counted
             continue
         if not p.is_file():
             if p.is_symlink() and not p.exists():
@@ -158,7 +191,7 @@ def scan_image_folder(folder: str | Path, exclude: Iterable[Path] = ()) -> Folde
     def order(p: Path) -> str:
         return p.relative_to(folder).as_posix()
 
-    return FolderImages(sorted(files, key=order), sorted(excluded, key=order), sorted(broken, key=order))
+    return FolderImages(sorted(files, key=order), sorted(excluded, key=order), sorted(broken, key=order), others)
 
 
 def iter_image_files(folder: str | Path, exclude: Iterable[Path] = ()) -> Iterator[Path]:

@@ -869,8 +869,9 @@ class FaceParser:
         tta = self.tta if tta is None else bool(tta)
         items, single = as_images(crops, limits.effective("max_pixels", self.max_pixels))
         sizes = [check_size(size) if size is not None else img.shape[:2] for img, _ in items]
-        for (h, w), (_, source) in zip(sizes, items, strict=True):
+        for (h, w), (img, source) in zip(sizes, items, strict=True):
             self.check_aligned_output(h, w, tta, source, implied=size is None)
+            _warn_if_squashed(img.shape[:2], source)
         n = self.input_size
         results: list[ParseResult] = []
         for start in range(0, len(items), self.batch_size):
@@ -1020,3 +1021,20 @@ def _load_model(weights: str | Path | None, device: str = "cpu", threads: int | 
     from ..models.checkpoint import load
 
     return load(weights)
+
+
+SQUASH_WARNING = 1.25
+"""An aligned crop whose sides differ by more than this ratio gets a logged warning: it is squashed to a square."""
+
+
+def _warn_if_squashed(shape: tuple[int, int], source: str | None) -> None:
+    """Log a warning when an aligned crop is far from square (the model sees it squashed to its square input)."""
+    h, w = shape
+    if max(h, w) > SQUASH_WARNING * min(h, w):
+        log.warning(
+            "%s: %dx%d is not square; as an aligned crop it is squashed to the model's square input (a photo: "
+            "parse it without --aligned / with FaceParser(...)(image) to detect and crop the face)",
+            source or "image",
+            w,
+            h,
+        )

@@ -204,6 +204,8 @@ def class_share(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, float
 def save_index_png(labels: np.ndarray, path: str | Path, label_set: LabelSet) -> Path:
     """Write ``labels`` to ``path`` as :func:`fpliif.labels.index_png` (smallest file: ``optimize``)."""
     path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: an index PNG is written; give the file a .png name")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(index_png(labels, label_set, optimize=True))
     return path
