@@ -77,12 +77,14 @@ class AdaptiveOptions:
             :data:`FALLBACK_MIN_COARSE` where the latent size is not known. (On the bundled model a coarse grid of
             half the latent side missed parts: 98.5 % of pixels agreed with dense at 128 output. One sample per
             cell agreed on 99.94 % of val pixels but lost whole narrow eyes on real photos: with it, 10 classes
-            present in the dense labels of 20 face photos vanished, 8 of them eyes; with two, one, an earring;
-            docs/performance.md.)
+            present in the dense labels of 21 face photos vanished, 9 of them eyes; with two, one, an earring;
+            ``scripts/measure_adaptive_parts.py``, docs/performance.md.)
         max_levels: at most this many x2 refinement steps (3: the coarse grid is about output / 8).
         margin: re-query pixels whose upsampled top-2 probability margin ``p1 - p2`` (softmax at the model's
-            temperature) is below this. 0.1: on celebamask-mini images (the first 16 by name at 128 output,
-            6 at 256 and 512, 2 at 1024) the bundled model's labels agreed with dense decoding on >= 99.94 % of
+            temperature) is below this. 0.1 (chosen with one coarse sample per latent cell; raising it to 0.3 or
+            0.5 did not bring back the narrow eyes that a second sample per cell does): on celebamask-mini images
+            (the first 16 by name at 128 output, 6 at 256 and 512, 2 at 1024) the bundled model's labels agreed
+            with dense decoding on >= 99.94 % of
             the pixels of every image (mean 99.99 %), decoding 34 / 20 / 14 / 10 % of the dense points; 0.2
             gave >= 99.99 % for 36 / 24 / 19 / 16 %; 0 (label changes only) >= 99.76 % for 18 % at 256.
         radius: re-query pixels within this many pixels (Chebyshev distance) of a label change in the
