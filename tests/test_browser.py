@@ -28,6 +28,7 @@ from fpliif.infer.cli import example_image  # noqa: E402
 from fpliif.infer.parser import FaceParser  # noqa: E402
 from fpliif.serve import ServeSettings, create_app  # noqa: E402
 from fpliif.serve.testing import background_server  # noqa: E402
+from test_serve import SlowParser  # noqa: E402
 
 TINY = {
     "name": "fpliif",
@@ -225,29 +226,6 @@ def test_api_docs_render_offline(browser, server):
     page.wait_for_selector(".opblock-summary-path[data-path='/v1/parse']")
     loaded = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
     assert failed == [] and loaded and all(u.startswith(server) or u.startswith("data:") for u in loaded), loaded
-
-
-class SlowParser:
-    """A FaceParser that takes ``delay`` seconds longer (everything else delegated)."""
-
-    def __init__(self, inner: FaceParser, delay: float):
-        self.inner = inner
-        self.delay = delay
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def __call__(self, *args, **kwargs):
-        import time
-
-        time.sleep(self.delay)
-        return self.inner(*args, **kwargs)
-
-    def parse_aligned(self, *args, **kwargs):
-        import time
-
-        time.sleep(self.delay)
-        return self.inner.parse_aligned(*args, **kwargs)
 
 
 def noise_png(path: Path, side: int, alpha: bool = False) -> Path:
