@@ -26,6 +26,7 @@ sync_api = pytest.importorskip(
 import fpliif  # noqa: E402
 from fpliif.infer.cli import example_image  # noqa: E402
 from fpliif.infer.parser import FaceParser  # noqa: E402
+from fpliif.labels import get_label_set  # noqa: E402
 from fpliif.serve import ServeSettings, create_app  # noqa: E402
 from fpliif.serve.testing import background_server  # noqa: E402
 from test_serve import SlowParser  # noqa: E402
@@ -198,6 +199,29 @@ def test_page_desktop(browser, server, parser, tmp_path):
     page.wait_for_selector("body[data-state=error]")
     assert "not a supported image" in page.inner_text("#status") or "unsupported" in page.inner_text("#status")
     assert errors == [] or all("415" in e for e in errors), errors
+
+
+def test_page_label_sets(browser, server, parser):
+    """The page's Labels control asks for another label set; the legend and the colours follow the answer, and
+    the label PNG download is the server's PNG in that set."""
+    page, errors = open_page(browser, server, 1280, 800)
+    assert page.eval_on_selector_all("#label-set option", "os => os.map(o => o.value)")[0] == "celebamask-hq"
+    upload(page, example_image())
+    before = renders(page)
+    page.select_option("#label-set", "coarse")
+    page.wait_for_selector(f"body[data-state=ready] #overlay:not([data-renders='{before}'])")
+    coarse = get_label_set("coarse")
+    names = page.eval_on_selector_all("#legend li .name", "ns => ns.map(n => n.title)")
+    assert names == list(coarse.classes[1:])
+    expected = parser(Image.open(example_image())).remap("coarse").labels
+    overlay, original = canvas_pixels(page, "#overlay"), canvas_pixels(page, "#original")
+    k = int(np.argmax(np.bincount(expected.ravel(), minlength=len(coarse.classes))[1:]) + 1)  # the largest class
+    inside = expected == k
+    assert inside.any()
+    tint = np.array(coarse.colors[k], float)
+    moved = overlay[inside][:, :3].astype(float) - original[inside][:, :3]  # towards that class's coarse colour
+    assert (moved * (tint - original[inside][:, :3])).sum(axis=1).mean() > 0
+    assert errors == []
 
 
 def test_page_phone(browser, server, tmp_path):

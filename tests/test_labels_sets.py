@@ -320,6 +320,7 @@ def test_service_labels_and_mask(client):
     _, resp = _post(client, "labels=lapa&mask=r_eye,nose&format=json")
     body = resp.json()
     assert body["label_set"] == "lapa" and body["classes"] == list(LAPA.classes)
+    assert body["colors"] == [list(c) for c in LAPA.colors]  # the page's legend for this label set
     lapa = remap_labels(truth, "celebamask-hq", "lapa")
     masks = body["masks"]["masks"]
     assert [m["class"] for m in masks] == ["r_eye", "nose"] and body["masks"]["size"] == [64, 64]

@@ -152,6 +152,7 @@ def test_model_info(client, parser):
     assert body["limits"]["max_upload_bytes"] == 20 * 2**20 and body["limits"]["max_pixels"] == 40_000_000
     assert body["defaults"] == {"tta": False, "decode": DEFAULT_DECODE}
     assert body["amp"] == parser.backend.amp and body["detector"] == "mtcnn"
+    assert body["label_sets"][0] == "celebamask-hq" and {"lapa", "coarse", "helen"} <= set(body["label_sets"])
 
 
 def test_precision_and_detector_settings_load_the_parser_so(weights):

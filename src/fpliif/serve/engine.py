@@ -21,7 +21,7 @@ import anyio
 
 from .. import __version__, limits
 from ..adaptive import DEFAULT_DECODE
-from ..labels import get_label_set
+from ..labels import get_label_set, remap_targets
 from .imaging import ApiError, decode_image, displayed_size, index_png, rgb_png, rle_encode, rle_masks
 from .settings import ServeSettings
 
@@ -69,6 +69,7 @@ def model_info(parser: Any, weights_name: str | None) -> dict[str, Any]:
         "num_classes": ls.num_classes,
         "classes": list(ls.classes),
         "colors": [list(map(int, c)) for c in ls.colors],
+        "label_sets": remap_targets(ls),
         "params": params,
         "input_size": int(getattr(parser, "input_size", 0)) or None,
         "amp": getattr(backend, "amp", None) or ("none" if getattr(backend, "name", None) == "onnxruntime" else None),
@@ -390,6 +391,7 @@ class Engine:
             "faces": [f.to_dict() for f in result.faces],
             "class_share": {k: round(v, 6) for k, v in result.class_share().items()},
             "classes": list(result.classes),
+            "colors": [list(map(int, c)) for c in result.label_set.colors],
             "label_set": result.label_set.name,
             "tta": opts.tta,
             "decode": opts.decode,

@@ -89,11 +89,13 @@ Output (`format`, `overlay`):
 * `overlay=true` (with `format=png`): an RGB PNG of the image with the class colours blended in (`alpha`),
   face boxes outlined, and a legend panel if `legend=true`.
 * `format=json`: `{{"mode", "size": [W, H], "input_size": [W, H], "num_faces", "faces": [{{"box", "score",
-  "crop", "landmarks"?, "angle"?, "context"?, "class_share"}}], "class_share", "classes", "label_set", "tta",
-  "decode", "message"?, "rle"?, "masks"?, "timing_ms"}}`. `size` is the returned label map's; `input_size` the
-  upload's own, as displayed (EXIF orientation applied), before any shrinking by `size`. Boxes, crop and context
-  windows (`[x1, y1, x2, y2]`; a window may reach past the image, so its values can be negative or beyond `size`)
-  are in the pixels of the returned label map; `class_share` values are pixel fractions per class.
+  "crop", "landmarks"?, "angle"?, "context"?, "class_share"}}], "class_share", "classes", "colors", "label_set",
+  "tta", "decode", "message"?, "rle"?, "masks"?, "timing_ms"}}` (`colors`: one RGB triple per class of the output
+  label set, the PNG palette's; `GET /v1/model` lists the label sets `labels` takes under `label_sets`). `size`
+  is the returned label map's; `input_size` the upload's own, as displayed (EXIF orientation applied), before
+  any shrinking by `size`. Boxes, crop and context windows (`[x1, y1, x2, y2]`; a window may reach past the
+  image, so its values can be negative or beyond `size`) are in the pixels of the returned label map;
+  `class_share` values are pixel fractions per class.
   `rle=true` adds `"rle": {{"size": [H, W], "order": "row-major", "masks": [{{"index", "class", "size",
   "counts"}}]}}`, one mask per class present: COCO-style *uncompressed* RLE, but scanned **row-major**
   (x fastest; COCO is column-major). `counts` alternates runs of 0 and 1 starting with 0s (a leading 0

@@ -19,6 +19,9 @@
     file: null,
     fileId: 0,
     mode: "photo",
+    labelSet: null, // output label set (labels= query parameter); the model's own at first
+    classes: [], // class names and colours of the legend: the output label set's
+    colors: [],
     tta: false, // flip test-time augmentation (starts at the server's default, GET v1/model)
     sizes: { photo: SIZES.photo.initial, aligned: SIZES.aligned.initial },
     on: [], // on[k]: class k is coloured
@@ -77,7 +80,9 @@
     if (!resp.ok) throw new Error(await errorText(resp));
     const m = await resp.json();
     state.model = m;
-    state.on = m.classes.map((_, k) => k !== 0);
+    state.labelSet = m.label_set;
+    useClasses(m.classes, m.colors);
+    fillLabelSets();
     const parts = [m.name];
     if (m.weights) parts.push(m.weights);
     if (m.params) parts.push(`${m.params.toLocaleString("en")} parameters`);
@@ -85,16 +90,37 @@
     $("model-info").textContent = parts.join(" · ");
     state.tta = Boolean(m.defaults && m.defaults.tta);
     $("tta").checked = state.tta;
-    buildLegend();
     fillSizes();
     setState("idle");
     status("Choose or drop a photo.");
   }
 
+  function useClasses(classes, colors) {
+    // the legend's classes and colours: the output label set's (all coloured but background)
+    state.classes = classes;
+    state.colors = colors;
+    state.on = classes.map((_, k) => k !== 0);
+    buildLegend();
+  }
+
+  function fillLabelSets() {
+    const sets = state.model.label_sets || [state.model.label_set];
+    const select = $("label-set");
+    select.replaceChildren();
+    for (const name of sets) {
+      const opt = document.createElement("option");
+      opt.value = name;
+      opt.textContent = name === state.model.label_set ? `${name} (the model's)` : name;
+      select.append(opt);
+    }
+    select.value = state.labelSet;
+    $("label-set-row").hidden = sets.length < 2;
+  }
+
   function buildLegend() {
     const ul = $("legend");
     ul.replaceChildren();
-    state.model.classes.forEach((name, k) => {
+    state.classes.forEach((name, k) => {
       if (k === 0) return; // background stays uncoloured
       const li = document.createElement("li");
       li.dataset.index = String(k);
@@ -110,7 +136,7 @@
       });
       const swatch = document.createElement("span");
       swatch.className = "swatch";
-      const [r, g, b] = state.model.colors[k];
+      const [r, g, b] = state.colors[k];
       swatch.style.backgroundColor = `rgb(${r}, ${g}, ${b})`;
       const text = document.createElement("span");
       text.className = "name";
@@ -127,7 +153,7 @@
   function updateLegendShares() {
     const shares = state.result ? state.result.class_share : {};
     for (const li of $("legend").children) {
-      const name = state.model.classes[Number(li.dataset.index)];
+      const name = state.classes[Number(li.dataset.index)];
       const v = shares[name] || 0;
       li.querySelector(".share").textContent = state.result ? pct(v) : "";
       li.classList.toggle("absent", !!state.result && v === 0);
@@ -136,7 +162,7 @@
 
   function setAll(on) {
     if (!state.model) return;
-    state.on = state.model.classes.map((_, k) => k !== 0 && on);
+    state.on = state.classes.map((_, k) => k !== 0 && on);
     for (const box of $("legend").querySelectorAll("input[type=checkbox]")) box.checked = on;
     render();
   }
@@ -172,6 +198,7 @@
     if (format === "json") p.set("rle", "true");
     if (state.mode === "aligned") p.set("aligned", "true");
     p.set("tta", state.tta ? "true" : "false");
+    if (state.labelSet !== state.model.label_set) p.set("labels", state.labelSet);
     const size = state.sizes[state.mode];
     if (size) p.set("size", size);
     return p.toString();
@@ -252,6 +279,7 @@
 
   function show(result, bitmap, ms) {
     const [w, h] = result.size;
+    if (result.classes.join() !== state.classes.join()) useClasses(result.classes, result.colors);
     state.result = result;
     state.w = w;
     state.h = h;
@@ -308,7 +336,7 @@
     const cr = new Float32Array(256);
     const cg = new Float32Array(256);
     const cb = new Float32Array(256);
-    state.model.colors.forEach(([r, g, b], k) => {
+    state.colors.forEach(([r, g, b], k) => {
       on[k] = k !== 0 && state.on[k] ? 1 : 0;
       cr[k] = r * a;
       cg[k] = g * a;
@@ -429,6 +457,10 @@
       render();
     });
     $("boxes").addEventListener("change", render);
+    $("label-set").addEventListener("change", (e) => {
+      state.labelSet = e.target.value;
+      parse();
+    });
     $("tta").addEventListener("change", (e) => {
       state.tta = e.target.checked;
       fillSizes();
