@@ -110,7 +110,7 @@
     for (const name of sets) {
       const opt = document.createElement("option");
       opt.value = name;
-      opt.textContent = name === state.model.label_set ? `${name} (the model's)` : name;
+      opt.textContent = name === state.model.label_set ? `${name} (model)` : name;
       select.append(opt);
     }
     select.value = state.labelSet;
