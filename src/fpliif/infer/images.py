@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -10,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import limits
+from ..imaging import log as imaging_log
 
 IMAGE_EXTENSIONS = (
     ".jpg",
@@ -79,7 +79,7 @@ def _note_frames(img: Any, path: Path) -> None:
     """Log that only the first frame of an animated or multi-page file is parsed."""
     frames = int(getattr(img, "n_frames", 1) or 1)
     if frames > 1:
-        logging.getLogger("fpliif.imaging").warning(
+        imaging_log.warning(
             "%s: %d frames (%s); the first is parsed (fpliif parse --video parses every frame)",
             path,
             frames,

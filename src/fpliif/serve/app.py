@@ -34,6 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -167,7 +168,8 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
         yield
         engine.close()
 
-    app = _fastapi(
+    # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts from the fastapi-offline package, not a CDN
+    app = FastAPIOffline(
         title="fpliif face parsing",
         version=__version__,
         description="FP-LIIF face parsing as a web service. The page at `/` is a small client for it.",
@@ -182,32 +184,6 @@ def create_app(parser_or_weights: Any = None, settings: ServeSettings | None = N
     app.include_router(build_router(engine))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-def _fastapi(**kwargs: Any) -> FastAPI:
-    """FastAPI whose ``/docs`` (Swagger UI) and ``/redoc`` pages load their scripts from the ``fastapi-offline``
-    package (the ``serve`` extra), not from a CDN, so they work offline; without that package, ``/docs`` is a short
-    page pointing to ``/openapi.json``."""
-    try:
-        from fastapi_offline import FastAPIOffline
-    except ImportError:
-        app = FastAPI(docs_url=None, redoc_url=None, **kwargs)
-        _add_docs_note(app)
-        return app
-    return FastAPIOffline(**kwargs)
-
-
-def _add_docs_note(app: FastAPI) -> None:
-    from fastapi.responses import HTMLResponse
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
-        return HTMLResponse(
-            "<!doctype html><title>fpliif API</title><p>The interactive API page needs the <code>fastapi-offline"
-            "</code> package (<code>pip install 'fpliif[serve]'</code>). The API description is at "
-            f'<a href="{root}/openapi.json">/openapi.json</a>.</p>'
-        )
 
 
 def add_error_handlers(app: FastAPI) -> None:
