@@ -116,13 +116,18 @@ def test_cli_milestone_typo_is_refused(tmp_path, capsys):
 
 
 def test_cli_dry_run(tmp_path, capsys):
+    from test_data_helpers import make_folder
+
     out = tmp_path / "run"
     path = _config(tmp_path)
-    assert main(["train", "--config", str(path), "--dry-run", "--out", str(out), "train.epochs=7"]) == 0
+    make_folder(tmp_path / "data", n=9)  # face008 is val (the folder layout's hash split), the others train
+    files = sorted((tmp_path / "data").rglob("*"))
+    argv = ["train.epochs=7", "train.batch_size=2"]
+    assert main(["train", "--config", str(path), "--dry-run", "--out", str(out), *argv]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed == load_config(path, ["train.epochs=7", f"out={out}"])
+    assert printed == load_config(path, [*argv, f"out={out}"])
     assert printed["train"]["epochs"] == 7 and printed["train"]["schedule"] == DEFAULTS["train"]["schedule"]
-    assert not out.exists() and not (tmp_path / "data").exists()
+    assert not out.exists() and sorted((tmp_path / "data").rglob("*")) == files
 
     assert main(["train", "--config", str(path), "--dry-run", "data.augment.rotaton=5"]) == 2
     captured = capsys.readouterr()

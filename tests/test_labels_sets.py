@@ -243,6 +243,7 @@ def test_cli_mask_and_labels_write_the_right_files(coded, tmp_path, capsys):
 
     doc = json.loads((out2 / "face.json").read_text())
     assert set(doc["class_share"]) == set(COARSE.classes)
+    assert doc["label_set"] == "coarse" and doc["classes"] == list(COARSE.classes)
     assert (out2 / "face_overlay.png").is_file()
     assert main([*argv, "--format", "npy", "--labels", "lapa", "--overwrite"]) == 0
     assert np.array_equal(np.load(out2 / "face_labels.npy"), remap_labels(truth, "celebamask-hq", "lapa"))

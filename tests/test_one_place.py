@@ -406,8 +406,12 @@ def test_train_takes_the_dataset_flags_as_config_overrides(tmp_path, capsys):
     import yaml
 
     from fpliif.cli import main
+    from test_data_helpers import make_folder
 
+    for root in ("a b", "c"):  # --dry-run checks the roots as a run does: 8 train pairs (mini.yaml's batch), 1 val
+        make_folder(tmp_path / root, n=9)
     argv = ["train", "--config", str(ROOT / "configs" / "mini.yaml"), "--dry-run", "--data", str(tmp_path / "a b")]
+    argv += [f"out={tmp_path / 'run'}"]
     assert main([*argv, "--data", str(tmp_path / "c"), "--layout", "auto", "--workers", "0"]) == 0
     data = yaml.safe_load(capsys.readouterr().out)["data"]
     assert (data["root"], data["layout"], data["workers"]) == ([str(tmp_path / "a b"), str(tmp_path / "c")], "auto", 0)

@@ -476,6 +476,18 @@ def test_cli_folder_with_corrupt_file_collisions_and_overwrite(tiny_weights, ast
     assert main([*argv, "--overwrite"]) == 0
 
 
+def test_a_file_given_twice_is_parsed_once_under_its_own_name(tmp_path):
+    from fpliif.infer.cli_files import plan_jobs
+
+    (tmp_path / "in").mkdir()
+    a = tmp_path / "in" / "a.jpg"
+    a.write_bytes(b"")
+    again = tmp_path / "in" / ".." / "in" / "a.jpg"
+    for inputs in ([str(a), str(a)], [str(tmp_path / "in"), str(a)], [str(a), str(again)]):
+        jobs, errors = plan_jobs(inputs, tmp_path / "out", video=False)
+        assert not errors and [(j.path.name, j.key.as_posix()) for j in jobs] == [("a.jpg", "a")], inputs
+
+
 def test_cli_json_npy_and_example(tiny_weights, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(

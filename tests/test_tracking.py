@@ -82,6 +82,32 @@ def test_faces_keep_their_tracks_in_any_order_and_new_faces_pass_unchanged():
     assert tracker([]) == []
 
 
+def test_a_still_face_settles_to_one_window_instead_of_creeping():
+    """The first frame detected 0.4 px off, then the same detection every frame: without ``hold`` the filter creeps
+    towards it by a fraction of a pixel in every frame (each move can flip unsure pixels); with it the window
+    stops changing after the first frame."""
+
+    def run(hold: float) -> list[np.ndarray]:
+        tracker = FaceTracker(fps=25, hold=hold)
+        return [flatten(tracker([face(0.4 if t == 0 else 0.0)])[0]) for t in range(12)]
+
+    creeping, held = run(0.0), run(0.005)
+    assert all(not np.array_equal(a, b) for a, b in zip(creeping[1:], creeping[2:], strict=False))
+    assert all(np.array_equal(held[1], h) for h in held[1:])
+    assert np.abs(held[1] - flatten(face())).max() <= 0.5  # within the hold (0.5 px on this 100 px face)
+
+
+def test_held_faces_still_follow_slow_and_fast_moves():
+    slow = FaceTracker(fps=25)
+    for t in range(100):  # 0.1 px per frame: the window follows in steps, lagging by about the hold at most
+        (det,) = slow([face(0.1 * t)])
+        assert abs(det[0][0] - (BOX[0] + 0.1 * t)) < 1.5
+    fast = FaceTracker(fps=25)
+    for _ in range(30):
+        fast([face()])
+    assert abs(fast([face(25)])[0][0][0] - (BOX[0] + 25)) < 0.35 * 25
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="fps"):
         FaceTracker(fps=0)
@@ -89,6 +115,9 @@ def test_settings_are_checked():
         FaceTracker(min_cutoff=-1)
     with pytest.raises(ValueError, match="iou"):
         FaceTracker(iou=1.5)
+    for bad in (-0.1, True, "0.01"):
+        with pytest.raises(ValueError, match="hold"):
+            FaceTracker(hold=bad)
     f = OneEuro()
     assert np.array_equal(f(np.array([1.0, 2.0]), 0.04), [1.0, 2.0])  # the first sample passes unchanged
     assert box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(1 / 3)
@@ -253,6 +282,19 @@ def test_max_frames(shaky_clip, tiny_weights, tmp_path, capsys):
         assert e.value.code == 2 and "argument --max-frames: expected an integer >= 1" in capsys.readouterr().err
     assert main(["parse", str(shaky_clip), "--out", str(tmp_path / "x"), "--max-frames", "5"]) == 2
     assert "--max-frames limits the frames of --video inputs" in capsys.readouterr().err
+
+
+def test_a_truncated_video_is_parsed_as_far_as_it_goes_and_says_so(shaky_clip, tiny_weights, tmp_path, capsys):
+    cut = tmp_path / "cut.avi"
+    data = shaky_clip.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])  # the header still lists 12 frames
+    frames = parse_clip(cut, tmp_path / "out", tiny_weights)
+    assert 0 < len(frames) < 12
+    assert f"read {len(frames)} of the 12 frames its header lists" in capsys.readouterr().err
+    parse_clip(shaky_clip, tmp_path / "whole", tiny_weights)
+    assert "frames its header lists" not in capsys.readouterr().err
+    doc = json.loads((tmp_path / "whole" / "shaky.json").read_text())
+    assert doc["label_set"] == "celebamask-hq" and len(doc["classes"]) == 19
 
 
 # ------------------------------------------------------------------------------------- scripts/measure_video.py

@@ -202,15 +202,20 @@ def test_data_check_classes_on_a_fixed_layout_is_refused(tmp_path, capsys):
     assert "--classes applies to the folder layout only ('celebamask-hq' has fixed classes)" in capsys.readouterr().err
 
 
-def test_a_float_image_of_0_to_255_is_clipped_with_a_warning(tmp_path, caplog):
-    """Before: a float TIFF holding 0..255 was clipped to near white without a word."""
+def test_float_images_follow_one_range_rule_as_files_pil_images_and_arrays(tmp_path, caplog):
+    """Session 16: a float TIFF holding 0..255 was clipped to near white (an all-background parse) with a warning,
+    while the same numpy array raised; session 17: both raise, and both clip a small overshoot."""
     from fpliif.imaging import to_rgb
+    from fpliif.infer.images import load_image
 
-    img = Image.fromarray(np.linspace(0, 255, 24 * 24, dtype=np.float32).reshape(24, 24), mode="F")
-    assert int(to_rgb(img).min()) == 0 and "clipped to [0, 1]" in caplog.text
-    caplog.clear()
-    to_rgb(Image.fromarray(np.linspace(0, 1.2, 24 * 24, dtype=np.float32).reshape(24, 24), mode="F"))
-    assert "clipped" not in caplog.text  # a rounding overshoot is clipped quietly
+    data = np.linspace(0, 255, 24 * 24, dtype=np.float32).reshape(24, 24)
+    Image.fromarray(data, mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f.tif: .*float images must have values in \[0, 1\], got range \[0, 255\]"):
+        load_image(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"^image: float images must have values in \[0, 1\]"):
+        array_to_rgb(np.repeat(data[..., None], 3, axis=2))
+    over = np.linspace(0, 1.2, 24 * 24, dtype=np.float32).reshape(24, 24)
+    assert to_rgb(Image.fromarray(over, mode="F")).max() == 255 and array_to_rgb(over).max() == 1.0  # clipped
 
 
 # ------------------------------------------------------------------------------- session 16: photo-file audit
@@ -269,3 +274,68 @@ def test_an_aligned_crop_far_from_square_is_warned_about(tiny_file, caplog):
     with caplog.at_level("WARNING", logger="fpliif.infer"):
         parser.parse_aligned(np.full((100, 110, 3), 90, np.uint8), size=16)
     assert caplog.text == ""
+
+
+# -------------------------------------------------------------------------- session 17: video and API audit
+def test_boxes_far_larger_than_the_image_or_not_finite_are_refused(tiny_file):
+    """Before: a 1e4 box on a 24 px image ran for a minute, 1e5 failed in OpenCV's allocator, inf overflowed."""
+    from fpliif import FaceParser
+
+    parser = FaceParser.from_pretrained(tiny_file)
+    img = np.full((24, 20, 3), 90, np.uint8)
+    with pytest.raises(ValueError, match=r"boxes: box \[0.0, 0.0, 10000.0, 10000.0\] is 10000 px across, over 2x "):
+        parser(img, boxes=[[0, 0, 1e4, 1e4]])
+    with pytest.raises(ValueError, match=r"boxes\[1\]: box .* over 2x the longer side of the 20x24 image"):
+        parser([img, img], boxes=[None, [[0, 0, 100, 100]]])
+    with pytest.raises(ValueError, match="finite coordinates"):
+        parser(img, boxes=[[0, 0, np.inf, np.inf]])
+    assert len(parser(img, boxes=[[-10, -10, 35, 35]]).faces) == 1  # larger than the image, within 2x: parsed
+    wild = FaceParser.from_pretrained(tiny_file, detector=lambda im: [((0, 0, 1e5, 1e5), 0.9)])  # a custom detector
+    with pytest.raises(ValueError, match=r"^the detector: box .* is 100000 px across"):
+        wild(img)
+
+
+def test_switches_take_only_true_or_false(tiny_file):
+    """Before: ``tta="no"`` ran with TTA (``bool("no")``), while ``extend="no"`` was refused."""
+    from fpliif import FaceParser
+
+    with pytest.raises(TypeError, match="tta: expected True or False, got 'no'"):
+        FaceParser.from_pretrained(tiny_file, tta="no")
+    parser = FaceParser.from_pretrained(tiny_file)
+    img = np.full((24, 24, 3), 90, np.uint8)
+    for call in (lambda: parser(img, boxes=[], tta="no"), lambda: parser.parse_aligned(img, tta=1)):
+        with pytest.raises(TypeError, match="tta: expected True or False"):
+            call()
+
+
+def test_a_single_image_over_the_pixel_limit_is_named_image(tiny_file):
+    from fpliif import FaceParser
+    from fpliif.limits import TooManyPixels
+
+    parser = FaceParser.from_pretrained(tiny_file, max_pixels=100)
+    with pytest.raises(TooManyPixels, match=r"^image: "):
+        parser(np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(TooManyPixels, match=r"^image\[1\]: "):
+        parser([np.zeros((5, 5, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)])
+
+
+def test_a_read_only_output_folder_is_named_as_such(tmp_path, monkeypatch):
+    import os
+
+    from fpliif import cli
+
+    monkeypatch.setattr(cli.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(cli.os, "statvfs", lambda p: type("S", (), {"f_flag": os.ST_RDONLY})())
+    with pytest.raises(ValueError, match=r"cannot write into .* \(read-only file system\)"):
+        cli.check_output_path(str(tmp_path / "out"), "--out", folder=True)
+    monkeypatch.setattr(cli.os, "statvfs", lambda p: type("S", (), {"f_flag": 0})())
+    with pytest.raises(ValueError, match=r"\(permission denied\)"):
+        cli.check_output_path(str(tmp_path / "out"), "--out", folder=True)
+
+
+def test_an_onnx_file_given_as_weights_points_to_onnx(tmp_path):
+    from fpliif.models.checkpoint import read_metadata
+
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07" + bytes(64))
+    with pytest.raises(ValueError, match=r"m\.onnx: not a readable safetensors weight file .*fpliif parse --onnx FILE"):
+        read_metadata(tmp_path / "m.onnx")

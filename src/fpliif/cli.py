@@ -143,8 +143,17 @@ def check_output_path(text: str, flag: str, folder: bool) -> Path:
     if longest > _name_max(blocker):
         raise ValueError(f"{flag} {text:.80}: a name of {longest} bytes, longer than the file system allows")
     if not os.access(blocker, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {text}: cannot write into {blocker} (permission denied)")
+        raise ValueError(f"{flag} {text}: cannot write into {blocker} ({_why_not_writable(blocker)})")
     return path
+
+
+def _why_not_writable(folder: Path) -> str:
+    """ "read-only file system" where ``folder`` lies on one, else "permission denied"."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        read_only = False
+    return "read-only file system" if read_only else "permission denied"
 
 
 def error_text(e: BaseException) -> str:

@@ -20,8 +20,9 @@ Rules:
 * **Integer grayscale deeper than 8 bits** (``I;16*``, ``I``): scaled by the bit depth,
   ``round(v * 255 / (2**bits - 1))``, clipped to 0..255. ``bits`` is the TIFF ``BitsPerSample`` where the file
   has one, else 16 (``I`` is how Pillow holds 16-bit PNGs and 32-bit TIFFs).
-* **Float** (``F``, e.g. float TIFFs): values in [0, 1] are scaled to 0..255 (``round(v * 255)``), anything
-  outside is clipped (with a logged warning where values exceed 2: 0..255 data would come out white), NaN
+* **Float** (``F``, e.g. float TIFFs): values in [0, 1] are scaled to 0..255 (``round(v * 255)``); values
+  outside it by up to :data:`FLOAT_SLACK` are clipped (an overshoot of processing), others are a ValueError, as
+  for numpy float arrays (:func:`check_float_range`: 0..255 data would come out white, a wrong parse); NaN
   becomes 0.
 * **16-bit RGB(A) PNGs**: Pillow itself reduces them to 8 bits per channel on decoding.
 
@@ -43,6 +44,21 @@ _EXIF_ORIENTATION = 0x0112
 _TIFF_BITS_PER_SAMPLE = 258
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 STRIP_PIXELS = 1 << 20
+FLOAT_SLACK = 0.5
+"""Float images (files and arrays) may lie this far outside [0, 1]; such values are clipped (see
+:func:`check_float_range`)."""
+
+
+def check_float_range(lo: float, hi: float, name: str | None = None) -> None:
+    """ValueError (naming ``name`` where given) unless a float image's values [lo, hi] lie within
+    :data:`FLOAT_SLACK` of [0, 1]."""
+    if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+        raise ValueError(
+            f"{name + ': ' if name else ''}float images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}] "
+            "(0..255 data: convert it to 8 bits)"
+        )
+
+
 """Images with more pixels are converted in strips of rows of about this many pixels."""
 
 
@@ -120,8 +136,8 @@ def _convert(img: Any, bits: int) -> np.ndarray:
         return _gray_to_rgb(gray)
     if mode == "F":
         arr = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-        if arr.size and float(arr.max()) > 2.0:  # not a rounding overshoot: e.g. 0..255 data, clipped to white
-            log.warning("a float image with values up to %.4g is clipped to [0, 1] (floats hold 0..1)", arr.max())
+        if arr.size:
+            check_float_range(float(arr.min()), float(arr.max()))
         return _gray_to_rgb(np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8))
     if has_alpha(img):
         rgba = img.convert("RGBA")

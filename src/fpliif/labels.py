@@ -46,6 +46,10 @@ import numpy as np
 IGNORE_INDEX = 255
 """Label value for pixels without ground truth (e.g. brought in from outside the image by a warp)."""
 
+BACKGROUND_INDEX = 0
+"""The background is class 0 of every label set, whatever its name (the first line of a ``classes.txt``); the
+built-in sets name it ``background``. Left out of the mean scores (:func:`fpliif.eval.evaluate.excluded_classes`)."""
+
 
 class UnknownNameError(KeyError, ValueError):
     """An unknown label-set or class name. A ``ValueError`` (and, for older callers, a ``KeyError``)."""
@@ -126,7 +130,15 @@ class LabelSet:
         if target.classes == self.classes:
             lut[: self.num_classes] = np.arange(self.num_classes)
             return lut
-        table = REMAPS.get((self.name, target.name)) if LABEL_SETS.get(self.name) == self else None
+        builtin = LABEL_SETS.get(self.name) == self
+        table = REMAPS.get((self.name, target.name)) if builtin else None
+        if table is None and not builtin:
+            raise UnknownNameError(
+                f"no mapping from label set {self.name!r} to {target.name!r}: a custom class list "
+                f"({', '.join(self.classes[:8])}{', ...' if self.num_classes > 8 else ''}) has no remappings; "
+                f"they exist only between built-in label sets ({remap_listing()}); ask for no remapping to "
+                "keep the model's own classes"
+            )
         if table is None:
             raise _unknown(
                 f"no mapping from label set {self.name!r} to {target.name!r}",
@@ -375,6 +387,14 @@ def remap_targets(source: str | LabelSet) -> list[str]:
     return [source.name] + [t for (s, t) in REMAPS if known and s == source.name]
 
 
+def remap_listing() -> str:
+    """The built-in remappings in words: ``celebamask-hq -> lapa, helen, coarse, inner; lapa -> coarse; ...``."""
+    targets: dict[str, list[str]] = {}
+    for source, target in REMAPS:
+        targets.setdefault(source, []).append(target)
+    return "; ".join(f"{source} -> {', '.join(t)}" for source, t in targets.items())
+
+
 def remap_labels(labels: np.ndarray, source: str | LabelSet, target: str | LabelSet) -> np.ndarray:
     """Remap an integer label map from label set ``source`` to ``target`` (uint8, same shape).
 
@@ -455,13 +475,42 @@ def index_png(labels: np.ndarray, label_set: LabelSet, compress_level: int = 6, 
     return buf.getvalue()
 
 
+_SIDE_WORDS = (("l_", "r_"), ("left_", "right_"))
+"""Left/right prefixes of a class name (case-insensitive); the suffixes are their mirror: ``_l``/``_r``, ``_left``/
+``_right``."""
+
+
+def _right_of(name: str) -> str | None:
+    """The lower-cased right-hand counterpart of a left-hand class name (``l_eye``, ``Left_eye``, ``eye_L``,
+    ``eye_left`` -> ``r_eye``, ``right_eye``, ``eye_r``, ``eye_right``), None if the name names no left side."""
+    low = name.lower()
+    for left, right in _SIDE_WORDS:
+        if low.startswith(left) and len(low) > len(left):
+            return right + low[len(left) :]
+        tail_l, tail_r = "_" + left[:-1], "_" + right[:-1]
+        if low.endswith(tail_l) and len(low) > len(tail_l):
+            return low[: -len(tail_l)] + tail_r
+    return None
+
+
+def left_right_pairs(classes: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """(left, right) class index pairs of a class list: a left-hand name (prefix ``l_``/``left_`` or suffix
+    ``_l``/``_left``, any case) pairs with the one class named like it with the right-hand word in its place
+    (``r_``/``right_``, ``_r``/``_right``; case-insensitive), and only when that class exists."""
+    lower = [c.lower() for c in classes]
+    pairs = []
+    for i, c in enumerate(classes):
+        right = _right_of(c)
+        if right is not None and lower.count(right) == 1 and lower.count(c.lower()) == 1:
+            pairs.append((i, lower.index(right)))
+    return tuple(pairs)
+
+
 def generic_label_set(classes: list[str] | tuple[str, ...], name: str = "custom") -> LabelSet:
-    """A label set for a user-supplied class list: known names keep their colours, l_/r_ names pair up."""
+    """A label set for a user-supplied class list: known names keep their colours, left/right names pair up
+    (:func:`left_right_pairs`)."""
     known = {c: rgb for s in LABEL_SETS.values() for c, rgb in zip(s.classes, s.colors, strict=True)}
     rng = np.random.default_rng(0)
     colors = tuple(known.get(c, tuple(int(v) for v in rng.integers(32, 256, 3))) for c in classes)
-    pairs = []
-    for i, c in enumerate(classes):
-        if c.startswith("l_") and ("r_" + c[2:]) in classes:
-            pairs.append((i, list(classes).index("r_" + c[2:])))
-    return LabelSet(name=name, classes=tuple(classes), colors=colors, flip_pairs=tuple(pairs), side="subject")
+    pairs = left_right_pairs(classes)
+    return LabelSet(name=name, classes=tuple(classes), colors=colors, flip_pairs=pairs, side="subject")

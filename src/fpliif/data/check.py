@@ -1,4 +1,4 @@
-"""``fpliif data check``: decode every pair once, count labels, list bad files.
+"""``fpliif data check``: decode every pair once, count labels, list bad files and what the layout does not read.
 
 Streams over the files with a DataLoader (worker processes decode; the main process only adds up 256-bin
 histograms), so memory stays bounded for any dataset size.
@@ -26,8 +26,12 @@ from .layouts import (
     Sample,
     check_split,
     label_set_for,
+    passed_over_text,
     scan_layout,
 )
+
+PASSED_OVER_SHOWN = 10
+"""How many of the files and folders a dataset passes over the text report names (the JSON lists them all)."""
 
 
 class _CheckSet(Dataset):
@@ -57,19 +61,32 @@ def default_splits(root: Path, layout: str) -> list[str]:
     return found or ["all"]  # "all" raises the clear "not a <layout> root" error
 
 
-def _gather(
-    root: Path, layout: str, splits: list[str], cache: str | Path | None, val_percent: float
-) -> tuple[dict[str, int], list[Sample], list[tuple[str, str]], dict[str, str], str]:
-    """One root's split counts, samples to decode, listing problems, cached-mask sha1s and mask source."""
+@dataclasses.dataclass
+class _Gathered:
+    """One root's split counts, samples to decode, listing problems, what it passes over, cached-mask sha1s and
+    mask source."""
+
+    counts: dict[str, int]
+    todo: list[Sample]
+    bad: list[tuple[str, str]]
+    passed_over: list[str]
+    sha1: dict[str, str]
+    masks_from: str
+
+
+def _gather(root: Path, layout: str, splits: list[str], cache: str | Path | None, val_percent: float) -> _Gathered:
+    """What :func:`check_dataset` needs of one root (see :class:`_Gathered`)."""
     counts: dict[str, int] = {}
     bad: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
+    passed_over: dict[str, None] = {}
     samples: dict[str, Sample] = {}
     for split in splits:
         scan = scan_layout(root, layout, split, val_percent)
         counts[split] = len(scan.samples)
         bad += [b for b in scan.bad if b not in seen]
         seen.update(scan.bad)
+        passed_over.update(dict.fromkeys(scan.passed_over))
         for s in scan.samples:
             samples.setdefault(str(s.image_path), s)
     todo = list(samples.values())
@@ -91,7 +108,7 @@ def _gather(
             todo = kept
         else:
             masks_from = "part PNGs merged on the fly (no valid cache: " + "; ".join(reasons) + ")"
-    return counts, todo, bad, sha1, masks_from
+    return _Gathered(counts, todo, bad, sorted(passed_over), sha1, masks_from)
 
 
 def check_dataset(
@@ -118,19 +135,21 @@ def check_dataset(
     per_root: list[dict] = []
     todo: list[Sample] = []
     bad: list[tuple[str, str]] = []
+    passed_over: list[str] = []
     sha1: dict[str, str] = {}
     sources: list[str] = []
     for r in roots:
         if label_set_for(layout, r, classes).classes != label_set.classes:
             raise DataError(f"{r}: its classes differ from those of {roots[0]}", r)
-        r_counts, r_todo, r_bad, r_sha1, r_from = _gather(r, layout, splits, cache, val_percent)
-        for k, v in r_counts.items():
+        g = _gather(r, layout, splits, cache, val_percent)
+        for k, v in g.counts.items():
             counts[k] = counts.get(k, 0) + v
-        per_root.append({"root": str(r), "splits": r_counts, "samples": len(r_todo)})
-        todo += r_todo
-        bad += r_bad
-        sha1.update(r_sha1)
-        sources.append(r_from)
+        per_root.append({"root": str(r), "splits": g.counts, "samples": len(g.todo)})
+        todo += g.todo
+        bad += g.bad
+        passed_over += g.passed_over
+        sha1.update(g.sha1)
+        sources.append(g.masks_from)
     masks_from = "; ".join(dict.fromkeys(sources))
     root = roots[0]
     hist = np.zeros(256, dtype=np.int64)
@@ -185,6 +204,7 @@ def check_dataset(
         "classes": per_class,
         "ignore_share": round(100.0 * int(hist[255]) / total, 4) if total else 0.0,
         "bad": [{"path": p, "reason": r} for p, r in bad],
+        "passed_over": passed_over,
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
@@ -201,7 +221,8 @@ def format_report(report: dict) -> str:
         + "   ".join(f"{k} {v}" for k, v in report["splits"].items())
         + f"   ({report['samples']} distinct samples)",
         f"masks    {report['masks_from']}",
-        f"checked  {report['checked_ok']} good, {len(report['bad'])} bad in {report['seconds']} s",
+        f"checked  {report['checked_ok']} good, {len(report['bad'])} bad in {report['seconds']} s"
+        + (f"; {len(report['passed_over'])} passed over (below)" if report["passed_over"] else ""),
         "",
         f"{'class':>3} {'name':<12} {'pixels %':>9} {'images':>7}",
     ]
@@ -211,4 +232,6 @@ def format_report(report: dict) -> str:
     if report["bad"]:
         lines += ["", f"bad files ({len(report['bad'])}):"]
         lines += [f"  {b['path']}: {b['reason']}" for b in report["bad"]]
+    if report["passed_over"]:
+        lines += ["", f"passed over: {passed_over_text(report['passed_over'], shown=PASSED_OVER_SHOWN)}"]
     return "\n".join(lines)

@@ -15,7 +15,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import celebamask
 from .io import DataError, error_parts, merge_parts, read_image, read_mask
-from .layouts import DEFAULT_VAL_PERCENT, Sample, check_split, label_set_for, report_bad, scan_layout
+from .layouts import (
+    DEFAULT_VAL_PERCENT,
+    Sample,
+    check_split,
+    label_set_for,
+    report_bad,
+    report_passed_over,
+    scan_layout,
+)
 
 log = logging.getLogger("fpliif.data")
 
@@ -78,7 +86,8 @@ class FaceParsingDataset(Dataset):
     and raise :class:`~fpliif.data.DataError` naming the file; with ``skip_bad`` the pair is skipped with a
     logged warning (counted in ``self.num_skipped``, per process) and the next good sample is returned
     instead, so training never sees a mis-aligned pair. Run ``fpliif data check`` to find all bad files up
-    front.
+    front. Subfolders and files of other types in the image and mask folders are not read (a logged warning
+    counts them; ``fpliif data check`` lists them).
 
     CelebAMask-HQ needs the merged-mask cache of ``fpliif data prepare --data ROOT`` (``cache``: its folder if not in
     a default place). Without a valid cache the constructor raises FileNotFoundError saying to run it, unless
@@ -125,15 +134,18 @@ class FaceParsingDataset(Dataset):
         self.cache_dirs: dict[Path, Path] = {}  # root -> its merged-mask cache (celebamask-hq)
         samples: list[Sample] = []
         bad: list[tuple[str, str]] = []
+        passed_over: list[str] = []
         for r in self.roots:
             scan = scan_layout(r, layout, split, val_percent)
             found = scan.samples
             bad.extend(scan.bad)
+            passed_over.extend(scan.passed_over)
             if layout == "celebamask-hq" and cache is not False:
                 found = self._use_cache(r, found, bad, None if cache in (None, True) else cache, auto_prepare)
             samples.extend(found)
         where = ", ".join(str(r) for r in self.roots)
         report_bad(bad, skip_bad, f"{layout} {split} at {where}")
+        report_passed_over(passed_over, f"{layout} {split} at {where}")
         if not samples:
             raise DataError(f"{where}: no usable samples in split {split!r} of layout {layout!r}", self.root)
         self.samples = samples

@@ -68,10 +68,16 @@ def _read_bytes(path: Path, what: str) -> bytes:
 def _open(data: bytes, path: Path, what: str, load: bool = True) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
-        if load:
-            img.load()
+    except UnidentifiedImageError:  # PIL's message names its in-memory buffer, not the file
+        raise DataError(
+            f"{path}: cannot decode {what}: not a readable image (no image format recognised in its "
+            f"{len(data):,} bytes: corrupt, or not an image file)",
+            path,
+        ) from None
     except _DECODE_ERRORS as e:
         raise DataError(f"{path}: cannot decode {what} (corrupt or truncated file?): {e}", path) from None
+    if load:
+        _load(img, path, what)
     return img
 
 

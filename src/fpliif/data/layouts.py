@@ -26,9 +26,12 @@ Layouts, read as published (no preprocessing the user has to discover):
     LaPa and says ``lapa``: the same classes, without Helen's merged scores). The SmithCVPR2013 release (one
     soft PNG per class) is not read.
 ``folder``
-    ``images/<name>.<jpg|jpeg|png|bmp|webp>`` + ``masks/<name>.png`` (index PNG), e.g. celebamask-mini.
-    Classes: ``classes.txt`` in the root (one class name per line, line order = index), else the ``classes``
-    argument (a label-set name or a list of names), else CelebAMask-HQ's 19 classes. Split: ``val`` if
+    ``images/<name>.<jpg|jpeg|png|bmp|webp>`` + ``masks/<name>.png`` (index PNG), e.g. celebamask-mini. Only the
+    files directly in the two folders are read, as in the other layouts' folders: subfolders and files of other
+    types are passed over, which :class:`Scan` records (``fpliif data check`` lists them, a dataset logs a
+    warning). Classes: ``classes.txt`` in the root (:func:`read_classes_txt`: one class name per line, line order
+    = index; class 0 is the background), else the ``classes`` argument (a label-set name or a list of names), else
+    CelebAMask-HQ's 19 classes. Split: ``val`` if
     ``int(sha1(stem)[:8], 16) % 100 < val_percent`` (default 10), else ``train``; ``all`` = every pair. The
     rule depends only on the file's own stem, so adding or removing files never moves another file between
     splits.
@@ -78,10 +81,13 @@ class Sample:
 
 @dataclass
 class Scan:
-    """Result of scanning a layout: the good samples and the bad ones as ``(path, reason)``."""
+    """Result of scanning a layout: the good samples, the bad ones as ``(path, reason)``, and what the layout
+    does not read (``passed_over``: subfolders, ``NAME/``, and files of other types in its image and mask folders;
+    hidden files aside), which :func:`passed_over_text` puts in words."""
 
     samples: list[Sample] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
+    passed_over: list[str] = field(default_factory=list)
 
 
 def check_layout(layout: str) -> str:
@@ -96,12 +102,15 @@ def check_split(layout: str, split: str) -> str:
     return split
 
 
-def _check_root(root: str | Path) -> Path:
+def check_root(root: str | Path) -> Path:
+    """``root`` as a Path, FileNotFoundError unless it is a folder (naming it as given and, if relative, as
+    resolved against the current directory)."""
     root = Path(root).expanduser()
+    where = f"{root}" if root.is_absolute() else f"{root} (resolved against the current directory: {root.absolute()})"
     if not root.exists():
-        raise FileNotFoundError(f"dataset root {root} does not exist")
+        raise FileNotFoundError(f"dataset root {where} does not exist")
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset root {root} is not a directory")
+        raise FileNotFoundError(f"dataset root {where} is not a directory")
     return root
 
 
@@ -124,9 +133,30 @@ def _need_dir(path: Path, root: Path, layout: str, expected: str) -> Path:
     return path
 
 
-def _files(folder: Path) -> list[Path]:
+def _files(folder: Path, scan: Scan | None = None) -> list[Path]:
+    """The files of ``folder`` (not hidden), sorted; its subfolders, which are not read, go to ``scan.passed_over``."""
     with os.scandir(folder) as it:
-        return sorted(Path(e.path) for e in it if e.is_file() and not e.name.startswith("."))
+        entries = [e for e in it if not e.name.startswith(".")]
+    if scan is not None:
+        scan.passed_over += sorted(f"{e.path}/" for e in entries if e.is_dir())
+    return sorted(Path(e.path) for e in entries if e.is_file())
+
+
+def passed_over_text(paths: list[str], shown: int = 3) -> str:
+    """``N not read (subfolders are not read; images: .jpg, ...; masks: .png): a, b, c, ...``, or ``""``."""
+    if not paths:
+        return ""
+    more = ", ..." if len(paths) > shown else ""
+    return (
+        f"{len(paths)} not read (the layout reads no subfolders, images {'/'.join(IMAGE_EXTS)} and masks .png "
+        f"only): {', '.join(paths[:shown])}{more}"
+    )
+
+
+def report_passed_over(paths: list[str], what: str) -> None:
+    """Log a warning when a dataset passes over files or folders (:func:`passed_over_text`)."""
+    if paths:
+        log.warning("%s: %s; `fpliif data check` lists them", what, passed_over_text(paths))
 
 
 def _pair_by_stem(
@@ -138,27 +168,20 @@ def _pair_by_stem(
     image_suffix: str = "",
     mask_suffix: str = "",
 ) -> None:
-    """Pair images and masks by stem (after removing the given name suffixes); unpaired files are bad."""
+    """Pair images and masks by stem (after removing the given name suffixes); unpaired files are bad, files that
+    are neither an image nor a mask go to ``scan.passed_over``."""
     by_stem: dict[str, list[Path]] = {}
     for p in images:
-        if p.suffix.lower() not in IMAGE_EXTS:
-            continue
-        stem = p.stem
-        if image_suffix:
-            if not stem.endswith(image_suffix):
-                continue
-            stem = stem[: -len(image_suffix)]
-        by_stem.setdefault(stem, []).append(p)
+        stem = _stem(p, IMAGE_EXTS, image_suffix)
+        if stem is not None:
+            by_stem.setdefault(stem, []).append(p)
     mask_by_stem: dict[str, Path] = {}
     for p in masks:
-        if p.suffix.lower() != ".png":
-            continue
-        stem = p.stem
-        if mask_suffix:
-            if not stem.endswith(mask_suffix):
-                continue
-            stem = stem[: -len(mask_suffix)]
-        mask_by_stem[stem] = p
+        stem = _stem(p, (".png",), mask_suffix)
+        if stem is not None:
+            mask_by_stem[stem] = p
+    used = {p for ps in by_stem.values() for p in ps} | set(mask_by_stem.values())
+    scan.passed_over += [str(p) for p in dict.fromkeys([*images, *masks]) if p not in used]
     for stem in sorted(by_stem):
         imgs = by_stem[stem]
         if len(imgs) > 1:
@@ -176,6 +199,13 @@ def _pair_by_stem(
         scan.bad.append((str(mask_by_stem[stem]), "mask without an image"))
 
 
+def _stem(path: Path, exts: tuple[str, ...], suffix: str) -> str | None:
+    """The pairing stem of a file with one of ``exts`` whose stem ends with ``suffix`` (removed), else None."""
+    if path.suffix.lower() not in exts or not path.stem.endswith(suffix):
+        return None
+    return path.stem[: len(path.stem) - len(suffix)]
+
+
 def folder_split_of(stem: str, val_percent: float = DEFAULT_VAL_PERCENT) -> str:
     """``val`` or ``train`` for a file stem of the ``folder`` layout, from its SHA-1 alone (stable)."""
     bucket = int(hashlib.sha1(stem.encode("utf-8")).hexdigest()[:8], 16) % 100
@@ -187,10 +217,11 @@ def _scan_folder(root: Path, split: str, val_percent: float) -> Scan:
     img_dir = _need_dir(root / "images", root, "folder", exp)
     mask_dir = _need_dir(root / "masks", root, "folder", exp)
     scan = Scan()
-    images = _files(img_dir)
+    images = _files(img_dir, scan)
     if not any(p.suffix.lower() in IMAGE_EXTS for p in images):
-        raise DataError(f"no images ({'/'.join(IMAGE_EXTS)}) found in {img_dir}", img_dir)
-    _pair_by_stem(images, _files(mask_dir), split, scan, mask_dir)
+        skipped = f"; {passed_over_text(scan.passed_over)}" if scan.passed_over else ""
+        raise DataError(f"no images ({'/'.join(IMAGE_EXTS)}) found in {img_dir}{skipped}", img_dir)
+    _pair_by_stem(images, _files(mask_dir, scan), split, scan, mask_dir)
     if split != "all":
         keep = [s for s in scan.samples if folder_split_of(s.name, val_percent) == split]
         scan.samples = [Sample(s.name, s.image_path, s.mask_path, split=split) for s in keep]
@@ -223,10 +254,10 @@ def _scan_images_labels(d: Path, root: Path, layout: str, expected: str, split: 
     """Pair ``d/images/<name>.*`` with ``d/labels/<name>.png`` (LaPa's split folders) into ``scan``."""
     img_dir = _need_dir(d / "images", root, layout, expected)
     lab_dir = _need_dir(d / "labels", root, layout, expected)
-    images = _files(img_dir)
+    images = _files(img_dir, scan)
     if not any(p.suffix.lower() in IMAGE_EXTS for p in images):
         raise DataError(f"no images found in {img_dir}", img_dir)
-    _pair_by_stem(images, _files(lab_dir), split, scan, lab_dir)
+    _pair_by_stem(images, _files(lab_dir, scan), split, scan, lab_dir)
 
 
 def _scan_lapa(root: Path, split: str) -> Scan:
@@ -244,7 +275,7 @@ def _scan_helen(root: Path, split: str) -> Scan:
         if (d / "images").is_dir() and (d / "labels").is_dir():  # Helen saved in LaPa's layout
             _scan_images_labels(d, root, "helen", exp, name, scan)
             continue
-        files = _files(d)
+        files = _files(d, scan)
         images = [p for p in files if p.stem.endswith("_image") and p.suffix.lower() in IMAGE_EXTS]
         if not images:
             raise DataError(f"no <name>_image.jpg files (nor images/ and labels/ folders) found in {d}", d)
@@ -340,7 +371,7 @@ def _scan_celebamask(root: Path, split: str) -> Scan:
 def scan_layout(root: str | Path, layout: str, split: str, val_percent: float = DEFAULT_VAL_PERCENT) -> Scan:
     """Samples and bad files of one split (no decoding; only names and folder structure are checked)."""
     check_split(layout, split)
-    root = _check_root(root)
+    root = check_root(root)
     if layout == "folder":
         scan = _scan_folder(root, split, val_percent)
     elif layout == "lapa":
@@ -382,30 +413,45 @@ def list_samples(
     """
     scan = scan_layout(root, layout, split, val_percent)
     report_bad(scan.bad, skip_bad, f"{layout} {split} at {root}")
+    report_passed_over(scan.passed_over, f"{layout} {split} at {root}")
     if not scan.samples:
         raise DataError(f"{root}: no usable samples in split {split!r} of layout {layout!r}", root)
     return scan.samples
 
 
 def read_classes_txt(path: Path) -> list[str]:
-    """Class names of a ``classes.txt`` (one a line, in label order; ``#`` comments; no empty line between names):
-    2 to 255 distinct names (DataError)."""
-    names, blank = [], None
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    """Class names of a ``classes.txt`` (UTF-8, a byte-order mark allowed; one a line, in label order; ``#``
+    comments; no empty line between names): 2 to 255 distinct names (DataError)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Windows Notepad's BOM is no part of the first name
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})", path) from None
+    names, lines, blank = [], [], None
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if line and blank is not None:  # line order is the label index: an empty line would shift the rest
             raise DataError(f"{path}: line {blank} is empty; each line names the class of the next label", path)
         if line:
             names.append(line)
+            lines.append(number)
         elif not raw.strip():
             blank = blank or (number if names else None)
     if len(names) < 2:
         raise DataError(f"{path}: {len(names)} class name(s); a label set needs 2 or more", path)
-    if len(set(names)) != len(names):
-        raise DataError(f"{path}: duplicate class names", path)
+    _refuse_duplicates(names, lines, path)
     if len(names) > 255:
         raise DataError(f"{path}: {len(names)} classes; at most 255 are supported (255 = ignore)", path)
     return names
+
+
+def _refuse_duplicates(names: list[str], lines: list[int], path: Path) -> None:
+    """DataError naming each class name given more than once and its line numbers."""
+    at: dict[str, list[int]] = {}
+    for name, line in zip(names, lines, strict=True):
+        at.setdefault(name, []).append(line)
+    twice = [f"{name!r} on lines {', '.join(map(str, n))}" for name, n in at.items() if len(n) > 1]
+    if twice:
+        raise DataError(f"{path}: duplicate class names: {'; '.join(twice)}; each class is named once", path)
 
 
 def label_set_for(
@@ -428,12 +474,21 @@ def label_set_for(
                 return resolve_label_set([c.strip() for c in classes.split(",") if c.strip()])
             p = Path(classes)
             if p.is_file():
-                return resolve_label_set(read_classes_txt(p), p.parent.name or "custom")
+                return _classes_file_set(p)
             return get_label_set(classes)  # raises KeyError listing the known sets
         return resolve_label_set(classes)
     if root is not None and (Path(root) / "classes.txt").is_file():
-        return resolve_label_set(read_classes_txt(Path(root) / "classes.txt"), Path(root).name or "custom")
+        return _classes_file_set(Path(root) / "classes.txt")
     return CELEBAMASK_HQ
+
+
+def _classes_file_set(path: Path) -> LabelSet:
+    """The label set of a ``classes.txt``: a built-in set's classes give that set (the one its folder is named
+    after first: LaPa and Helen share their classes); any other list is called ``custom``, as the custom classes
+    of a weights file are (``fpliif info``, ``fpliif eval``'s JSON and ``fpliif data check`` say the same)."""
+    names = read_classes_txt(path)
+    named = LABEL_SETS.get(path.parent.name)
+    return named if named is not None and named.classes == tuple(names) else resolve_label_set(names)
 
 
 def check_classes_option(classes: object, layout: str) -> None:
@@ -444,7 +499,7 @@ def check_classes_option(classes: object, layout: str) -> None:
 
 def detect_layout(root: str | Path) -> str:
     """Guess the layout of a dataset root from its folders (for the CLI's ``--layout auto``)."""
-    root = _check_root(root)
+    root = check_root(root)
     if (root / CELEBA_IMG_DIR).is_dir():
         return "celebamask-hq"
     if (root / "images").is_dir() and (root / "masks").is_dir():

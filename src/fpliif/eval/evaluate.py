@@ -9,9 +9,9 @@ Rows, named as in the paper:
 
 Each image is encoded once and every row is decoded from the same latent grid (models with
 ``encode``/``decode``; other models are called as ``model(image, size=...)`` per row). Metrics are
-dataset-level (counts summed over all pixels, see :mod:`fpliif.eval.metrics`); background is left out
-of the means, and a class absent from both ground truth and prediction is reported as ``None`` and
-left out of the means too (listed under ``absent_classes``).
+dataset-level (counts summed over all pixels, see :mod:`fpliif.eval.metrics`); the background (class 0,
+whatever its name) is left out of the means, and a class absent from both ground truth and prediction is
+reported as ``None`` and left out of the means too (listed under ``absent_classes``).
 
 With ``tta=True`` every row uses flip test-time augmentation (:func:`fpliif.infer.tta.flip_tta_logits`):
 the mirrored batch is encoded too, and the averaged probabilities (as ``T * log p``, in place of the
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..adaptive import AdaptiveOptions, adaptive_decode, check_decode_mode, is_implicit
-from ..labels import IGNORE_INDEX, LabelSet, as_label_set, remap_confusion
+from ..labels import BACKGROUND_INDEX, IGNORE_INDEX, LabelSet, as_label_set, remap_confusion
 from ..models.checkpoint import DEFAULT_INPUT_SIZE
 from ..validate import positive_ints
 from .metrics import ConfusionMatrix
@@ -55,8 +55,8 @@ def row_name(out_size: int, target_size: int) -> str:
 
 
 def excluded_classes(label_set: LabelSet) -> tuple[int, ...]:
-    """Class indices left out of the means: the background class (as the paper)."""
-    return tuple(i for i, c in enumerate(label_set.classes) if c == "background")
+    """Class indices left out of the means: the background, class 0 whatever its name (as the paper)."""
+    return (BACKGROUND_INDEX,)
 
 
 def merged_groups(label_set: LabelSet) -> dict[str, tuple[int, ...]]:
@@ -385,7 +385,7 @@ def result_of_rows(
             **({"scored_from": label_set.name} if score_set is not label_set else {}),
             **({"predicted_as": pred_set.name} if pred_set is not label_set else {}),
             **settings,
-            "excluded_classes": [label_set.classes[i] for i in excluded_classes(label_set)],
+            "excluded_classes": [score_set.classes[i] for i in excluded_classes(score_set)],
             "absent_rule": ABSENT_RULE,
             "rows": rows,
         }

@@ -5,8 +5,9 @@ Outputs of ``fpliif parse INPUT... --out DIR`` per image ``<stem>``:
 * ``<stem>_labels.png``: 8-bit index PNG (pixel value = class index) with the class palette embedded
   (``--format png``, the default, and ``--format json``);
 * ``<stem>_labels.npy``: (H, W) uint8 label map (``--format npy``);
-* ``<stem>.json``: ``{"image", "size": [W, H], "faces": [{"box", "score", "crop", "landmarks"?, "angle"?,
-  "class_share"}], "class_share"}`` (``--format json``);
+* ``<stem>.json``: ``{"image", "size": [W, H], "label_set", "classes", "faces": [{"box", "score", "crop",
+  "landmarks"?, "angle"?, "class_share"}], "class_share"}`` (``--format json``; ``classes``: the names of the label
+  values, in ``--labels``' set when given);
 * ``<stem>_overlay.png``: the photo with the label colours, face boxes and a legend (``--overlay``);
 * ``<stem>_mask_<class>.png``: one binary mask per class named by ``--mask hair,skin`` (8-bit grey,
   255 = the class, 0 elsewhere).
@@ -15,8 +16,10 @@ Folder inputs are searched recursively (sorted) and their subfolder structure is
 ``--out``; files whose outputs would collide (``x.jpg`` and ``x.png`` side by side) get the extension in
 their stem (``x_jpg_labels.png``).
 
-Videos (``--video``): ``<stem>_overlay.mp4`` (overlay video) plus per-frame labels in ``<stem>_labels/``
-(``000000.png`` or ``.npy``) and with ``--format json`` one ``<stem>.json`` with per-frame faces. A camera
+Videos (``--video``): ``<stem>_overlay.mp4`` (overlay video, always; a frame of odd width or height is padded
+by one pixel at the right or bottom edge, as H.264's yuv420p needs even sides) plus per-frame labels in
+``<stem>_labels/`` (``000000.png`` or ``.npy``, at the video's own size) and with ``--format json`` one
+``<stem>.json`` with per-frame faces. ``--mask`` is not taken with ``--video``. A camera
 index is named ``camera<N>``, a stream URL by its characters ``A-Za-z0-9._-`` (others as ``_``).
 """
 
@@ -114,12 +117,13 @@ def mask_file_name(name: str) -> str:
 def plan_jobs(inputs: list[str], out: Path, video: bool) -> tuple[list[Job], list[str]]:
     """Input files/folders -> jobs with collision-free output stems; and errors for missing inputs."""
     entries, streams, errors = _find_inputs(inputs, out, video)
-    keys = _unique_keys(entries, out)
-    jobs, done = [], set()
-    for k, (f, _) in zip(keys, entries, strict=True):
-        if k not in done:  # the same file given twice
-            done.add(k)
-            jobs.append(Job(f, k))
+    seen: set[Path] = set()
+    once = []
+    for f, rel in entries:  # a file given twice (or also inside a folder given) is parsed once, named as first given
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            once.append((f, rel))
+    jobs = [Job(f, k) for k, (f, _) in zip(_unique_keys(once, out), once, strict=True)]
     return jobs + streams, errors
 
 

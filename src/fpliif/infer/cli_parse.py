@@ -415,7 +415,9 @@ def _output_options(g: argparse._ArgumentGroup) -> None:
         default="png",
         help="png: index PNG with palette; npy: uint8 array; json: summary + index PNG",
     )
-    g.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
+    g.add_argument(
+        "--overlay", action="store_true", help="also write <stem>_overlay.png with a legend (videos: always an .mp4)"
+    )
     g.add_argument(
         "--mask",
         action="append",
@@ -445,7 +447,8 @@ def _input_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--video",
         action="store_true",
-        help="inputs are videos, camera indices (0) or stream URLs OpenCV can open: parse frame by frame",
+        help="inputs are videos, camera indices (0) or stream URLs OpenCV can open: parse frame by frame into "
+        "<stem>_overlay.mp4 and <stem>_labels/NNNNNN.png (.npy with --format npy; + <stem>.json with --format json)",
     )
     g.add_argument(
         "--no-smooth", action="store_true", help="videos: raw detections per frame (default: smoothed over time)"

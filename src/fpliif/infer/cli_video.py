@@ -28,12 +28,16 @@ def parse_videos(parser: Any, todo: list[tuple[Job, dict[str, Path]]], args: arg
     ok = fail = 0
     for job, paths in todo:
         try:
-            n, faceless, backend = _parse_video(parser, job, paths, args)
+            n, expected, faceless, backend = _parse_video(parser, job, paths, args)
         except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:  # this video fails, the next runs
             report(f"failed {job.source or job.path}: {e}")
             fail += 1
             continue
         name = job.source or job.path
+        if 0 < n < expected:
+            report(
+                f"{name}: read {n} of the {expected} frames its header lists (truncated or damaged?); outputs hold {n}"
+            )
         if faceless:
             report(f"{name}: no face detected in {faceless} of {n} frames; their labels are all background")
         if not args.no_progress:
@@ -53,9 +57,9 @@ def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.Namespace) -> tuple[int, int, str]:
-    """Parse one video frame by frame: overlay video, per-frame labels, optional JSON; (frames, frames without
-    a face, writer).
+def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.Namespace) -> tuple[int, int, int, str]:
+    """Parse one video frame by frame: overlay video, per-frame labels, optional JSON; (frames, frames the header
+    lists up to ``--max-frames`` or -1, frames without a face, writer).
     Faces are detected per frame and their boxes and landmarks smoothed over time (``--no-smooth``: raw)."""
     import json
 
@@ -87,10 +91,19 @@ def _parse_video(parser: Any, job: Job, paths: dict[str, Path], args: argparse.N
                 faceless += not res.faces
                 bar.update(1)
     if "json" in paths:
-        doc = {"video": job.source or str(job.path), "fps": fps, "frames": records}
+        from ..labels import get_label_set
+
+        label_set = parser.label_set if args.labels is None else get_label_set(args.labels)
+        doc = {
+            "video": job.source or str(job.path),
+            "fps": fps,
+            "label_set": label_set.name,
+            "classes": list(label_set.classes),
+            "frames": records,
+        }
         paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
     _remove_stale_frames(paths["frames"], index, ".npy" if args.format == "npy" else ".png")
-    return index, faceless, writer.backend
+    return index, count, faceless, writer.backend
 
 
 def _remove_stale_frames(frame_dir: Path, count: int, suffix: str) -> None:

@@ -562,6 +562,8 @@ def detection(d: Any, name: str) -> tuple[tuple[float, float, float, float], flo
             f"{name}: expected boxes [x1, y1, x2, y2] (or (box, score) / (box, score, landmarks)), got {d!r}"
         )
     x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"{name}: box {list(box)} must have finite coordinates")
     if not (x2 > x1 and y2 > y1):
         raise ValueError(f"{name}: box {list(box)} must have x2 > x1 and y2 > y1")
     if lm is not None:
@@ -577,6 +579,21 @@ def _box_list(boxes: Any, name: str) -> list[tuple[tuple[float, float, float, fl
         return None
     items = boxes.tolist() if isinstance(boxes, np.ndarray) else boxes
     return [detection(b, name) for b in items]
+
+
+MAX_BOX_SIDE = 2.0
+"""A box given to a parse call may be at most this many times the image's longer side (a face box around a face
+in the image; its crop window is cut at the image's pixel scale, so a far larger box would only cost memory)."""
+
+
+def check_box_fits(box: tuple[float, float, float, float], width: int, height: int, name: str) -> None:
+    """ValueError naming ``name`` if a side of ``box`` is over :data:`MAX_BOX_SIDE` times the image's longer side."""
+    side = max(box[2] - box[0], box[3] - box[1])
+    if side > MAX_BOX_SIDE * max(width, height):
+        raise ValueError(
+            f"{name}: box {[round(v, 1) for v in box]} is {side:.0f} px across, over {MAX_BOX_SIDE:g}x the longer "
+            f"side of the {width}x{height} image; pass a box around a face in the image"
+        )
 
 
 def check_boxes(boxes: Any, n: int, single: bool) -> list[Any]:

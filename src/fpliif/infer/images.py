@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import limits
+from ..imaging import check_float_range
 from ..imaging import log as imaging_log
 
 IMAGE_EXTENSIONS = (
@@ -142,9 +143,7 @@ def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
         arr = arr.astype(np.float32)
         if not np.isfinite(arr).all():
             raise ValueError(f"{name}: contains NaN or infinite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(f"{name}: float images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+        check_float_range(float(arr.min()), float(arr.max()), name)
         return np.clip(arr, 0, 1)
     raise ValueError(f"{name}: unsupported dtype {arr.dtype}")
 
@@ -224,7 +223,7 @@ def as_images(images: Any, max_pixels: int | None = None) -> tuple[list[tuple[np
     TooManyPixels for an image over ``max_pixels`` (files: from the header, before decoding)."""
     items, single = _as_images_unchecked(images, max_pixels)
     for i, (img, source) in enumerate(items):
-        limits.check_pixels(img.shape[1], img.shape[0], max_pixels, source or f"image[{i}]")
+        limits.check_pixels(img.shape[1], img.shape[0], max_pixels, source or ("image" if single else f"image[{i}]"))
     return items, single
 
 

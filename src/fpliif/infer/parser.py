@@ -38,7 +38,16 @@ from ..adaptive import DEFAULT_DECODE, AdaptiveOptions, adaptive_decode, check_d
 from ..models.checkpoint import DEFAULT_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from ..precision import DEFAULT_INFERENCE_AMP
 from ..validate import MAX_THREADS, check_int, check_size
-from .detect import SecondChance, check_boxes, detection, make_detector, nose_point, parse_check, roll_degrees
+from .detect import (
+    SecondChance,
+    check_box_fits,
+    check_boxes,
+    detection,
+    make_detector,
+    nose_point,
+    parse_check,
+    roll_degrees,
+)
 from .framing import (
     BELOW_CLASSES,
     BELOW_CONTINUED,
@@ -300,7 +309,7 @@ class FaceParser:
         self.max_decode_size = ints["max_decode_size"]
         self.pad = pad
         self.max_queries = ints["max_queries"]
-        self.tta = bool(tta)
+        self.tta = check_flag(tta, "tta")
         self.decode = self._decode_mode(decode, DEFAULT_DECODE if self.implicit else "dense")
         self.adaptive = AdaptiveOptions.of(adaptive)
         self.max_pixels = limits.resolve_limit(max_pixels, "max_pixels", limits.default_max_pixels)
@@ -436,7 +445,7 @@ class FaceParser:
         band = self.feather if feather is None else check_feather(feather)
         items, single = as_images(images, limits.effective("max_pixels", self.max_pixels))
         per_image_boxes = check_boxes(boxes, len(items), single)
-        tta = self.tta if tta is None else bool(tta)
+        tta = self.tta if tta is None else check_flag(tta, "tta")
         drop = self.drop_detached if drop_detached is None else check_flag(drop_detached, "drop_detached")
         grow = self.extend if extend is None else check_flag(extend, "extend")
         return self._parse(items, per_image_boxes, return_probs, single, tta, decode, scale, band, drop, grow)
@@ -539,10 +548,14 @@ class FaceParser:
             limits.check_deadline()
             h, w = img.shape[:2]
             dets = per_image_boxes[i]
+            name = "boxes" if len(items) == 1 else f"boxes[{i}]"
             if dets is None:
                 from .images import to_uint8
 
                 dets = self.detect(to_uint8(img))
+                name = "the detector" + ("" if len(items) == 1 else f" on image[{i}]")
+            for box, _, _ in dets:  # a window far larger than the image would only cost memory and time
+                check_box_fits(box, w, h, name)
             found = len(jobs)
             for box, score, lm in dets:
                 angle = roll_degrees(lm) if self.align and lm is not None else 0.0
@@ -866,7 +879,7 @@ class FaceParser:
         (default: the parser's ``decode``).
         """
         decode = self._decode_mode(decode)
-        tta = self.tta if tta is None else bool(tta)
+        tta = self.tta if tta is None else check_flag(tta, "tta")
         items, single = as_images(crops, limits.effective("max_pixels", self.max_pixels))
         sizes = [check_size(size) if size is not None else img.shape[:2] for img, _ in items]
         for (h, w), (img, source) in zip(sizes, items, strict=True):

@@ -164,10 +164,13 @@ class ParseResult:
         return save_index_png(self.labels, path, self.label_set)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary: image, size [W, H], faces (box, score, crop, class_share), class_share."""
+        """JSON-ready summary: image, size [W, H], label_set and classes (the label values' names), faces (box,
+        score, crop, class_share), class_share."""
         return {
             "image": self.source,
             "size": list(self.size),
+            "label_set": self.label_set.name,
+            "classes": list(self.classes),
             "faces": [f.to_dict() for f in self.faces],
             "class_share": _rounded(self.class_share()),
             **({"message": self.message} if self.message else {}),

@@ -4,7 +4,8 @@ The one place that reads and writes weights and what they say about themselves:
 
 * :func:`load` / :func:`save`: a model from / to a weight file (a path, a bundled name from
   :mod:`fpliif.models.pretrained`, or None for the bundled default);
-* :func:`read_metadata`: the header as a typed, frozen :class:`WeightsMetadata` (no tensor is read);
+* :func:`read_metadata`: the header as a typed, frozen :class:`WeightsMetadata` (no tensor is read), and
+  :func:`tensor_shapes` the tensors' names and shapes (none is read either);
   :func:`input_size_of` the input side a loaded model was trained at;
 * :func:`onnx_metadata` / :meth:`WeightsMetadata.from_onnx`: the metadata of an ONNX export (written, read);
 * :func:`save_state` / :func:`load_state`: a training run's resumable state (``last.pt``).
@@ -276,7 +277,8 @@ def read_metadata(weights: str | Path | None = None) -> WeightsMetadata:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable safetensors weight file ({e})") from None
+        hint = "; ONNX files run with `fpliif parse --onnx FILE`" if Path(path).suffix.lower() == ".onnx" else ""
+        raise ValueError(f"{path}: not a readable safetensors weight file ({e}){hint}") from None
     return WeightsMetadata.from_header(header, path)
 
 
@@ -353,7 +355,7 @@ def load(
 
     meta = read_metadata(weights)
     path, spec = meta.path, meta.spec
-    _check_tensors(spec, path, _tensor_shapes(path))
+    _check_tensors(spec, path, tensor_shapes(path))
     dtype = dtype or torch.float32
     model = registry.make(spec).to(dtype)
     try:
@@ -372,8 +374,8 @@ def load(
     return model.to(device).eval()
 
 
-def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes from the file's header (no tensor data is read)."""
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors file's header (no tensor data is read)."""
     from safetensors import safe_open
 
     try:

@@ -29,12 +29,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"data.workers={args.workers}")
     cfg = load_config(args.config, overrides)
     check_output_path(str(cfg["out"]), "--out" if args.out is not None else "out", folder=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if args.dry_run:
         from .config import dump_config
+        from .preflight import check_run
 
+        checked = check_run(cfg, resume=args.resume, world=int(os.environ.get("WORLD_SIZE", "1")))  # as a run does
+        if checked.warm_start is not None:
+            print(checked.warm_start.summary(), file=sys.stderr)
         sys.stdout.write(dump_config(cfg))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     record = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -68,6 +72,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="check the config (and overrides), print the resolved config as YAML and exit; writes nothing",
+        help="run the checks a run makes before its first step (config, dataset roots and file lists, classes, "
+        "init_weights, output directory), print the resolved config as YAML and exit; writes nothing",
     )
     p.set_defaults(func=cmd_train)

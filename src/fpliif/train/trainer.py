@@ -32,6 +32,7 @@ from ..models.checkpoint import save as save_weights
 from ..precision import AMP_DTYPES, native_bf16, resolve_amp
 from .config import RESUMABLE, dump_config, resume_changes
 from .distributed import Dist, ddp_options
+from .preflight import Checked, check_run
 from .provenance import code_version
 from .state import CHECKPOINT_VERSION, WeightEMA, rng_state, seed_everything, set_rng_state
 from .step import StepSettings, TrainNet, TrainStep, build_optimizer
@@ -56,16 +57,6 @@ def class_weight_vector(dataset: Any, num_classes: int, max_images: int = 400) -
 
 
 # ------------------------------------------------------------------------------------------- trainer
-BEFORE_FIRST_CHECKPOINT = ("config.yaml", "tb")
-"""What a run writes into its directory before its first checkpoint: a directory holding only these may be started
-again; any other file there without a ``last.pt`` is someone else's and is never overwritten."""
-
-
-def _run_leftover(name: str) -> bool:
-    """Whether a file name in a run directory without ``last.pt`` is what an earlier start of the run left there."""
-    return name in BEFORE_FIRST_CHECKPOINT or (name.startswith("last.pt.") and name.endswith(".tmp"))
-
-
 class Trainer:
     """Runs one training config to completion (or resumes it)."""
 
@@ -78,10 +69,10 @@ class Trainer:
         if self.t["threads"]:
             torch.set_num_threads(int(self.t["threads"]))
         self.device = self.dist.device
-        self._check_out_dir(resume)
+        checked = check_run(cfg, resume=resume, world=self.dist.world)  # before anything slow or written
+        resuming = checked.resuming
         seed_everything(self.t["seed"])
         self.model = make_model(cfg["model"]).to(self.device)
-        resuming = resume and (self.out / "last.pt").exists()
         if resume and not resuming and self.dist.main:
             log.warning("--resume: %s holds no run (no last.pt); starting a new one", self.out)
         if self.t["init_weights"] and not resuming:  # matching tensors; other classes: a fresh head (fine-tuning)
@@ -92,7 +83,7 @@ class Trainer:
                 log.info("%s", started.summary())
         if self.t["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self._build_data()
+        self._build_data(checked)
         # before DDP wraps the model: parameters outside the model's param groups are frozen here
         self.optimizer = build_optimizer(self.model, self.t["lr"], self.t["weight_decay"])
         net: nn.Module = TrainNet(self.model)
@@ -147,46 +138,19 @@ class Trainer:
             self._load_checkpoint(self.out / "last.pt")
 
     # ----------------------------------------------------------------------------------- setup
-    def _check_out_dir(self, resume: bool) -> None:
-        exists = (self.out / "last.pt").exists()
-        if exists and not resume:
-            raise ValueError(
-                f"output directory {self.out} already holds a run (last.pt); pass --resume to continue "
-                f"it or choose another out=DIR (nothing was overwritten)"
-            )
-        others = []
-        if not exists and self.out.is_dir():
-            others = sorted(p.name for p in self.out.iterdir() if not _run_leftover(p.name))
-        if others:
-            raise ValueError(
-                f"output directory {self.out} holds files but no run (no last.pt): {', '.join(others[:5])}"
-                f"{' ...' if len(others) > 5 else ''}; choose another out=DIR or empty it (nothing was overwritten)"
-            )
-        if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.dist.barrier()
-
-    def _build_data(self) -> None:
+    def _build_data(self, checked: Checked) -> None:
+        """The datasets :func:`~.preflight.check_run` listed, with their transforms; the validation subset and
+        preloading as configured."""
         from .. import data as fdata
 
         d = self.cfg["data"]
-        layout = fdata.resolve_layout(d["root"], d["layout"])
-        kwargs: dict[str, Any] = {"skip_bad": d["skip_bad"]}
-        if d.get("classes") is not None:
-            kwargs["classes"] = d["classes"]
-        train_tf = fdata.build_train_transform(size=d["size"], augment=d["augment"], label_set=self.model.label_set)
-        self.train_set = fdata.FaceParsingDataset(d["root"], layout, d["train_split"], transform=train_tf, **kwargs)
-        data_classes = tuple(self.train_set.label_set.classes)
-        if data_classes != tuple(self.model.classes):  # the index of a class is what the head learns
-            raise ValueError(
-                f"model.args.classes: the model has {self.model.num_classes} classes ({', '.join(self.model.classes)}) "
-                f"but dataset {d['root']} has {len(data_classes)} ({', '.join(data_classes)}); give the model the "
-                "dataset's classes in the same order (e.g. the list in its classes.txt)"
-            )
-        self.val_set = None
-        if d["val_split"]:
-            val_tf = fdata.build_eval_transform(size=d["size"], mask_sizes=(d["size"],))
-            self.val_set = fdata.FaceParsingDataset(d["root"], layout, d["val_split"], transform=val_tf, **kwargs)
+        self.train_set = checked.train_set
+        self.train_set.transform = fdata.build_train_transform(
+            size=d["size"], augment=d["augment"], label_set=self.model.label_set
+        )
+        self.val_set = checked.val_set
+        if self.val_set is not None:
+            self.val_set.transform = fdata.build_eval_transform(size=d["size"], mask_sizes=(d["size"],))
             if self.t["max_val_images"] and self.t["max_val_images"] < len(self.val_set):
                 # a fixed subset spread evenly over the split (several roots: every root is represented)
                 n, k = len(self.val_set), int(self.t["max_val_images"])
@@ -198,11 +162,6 @@ class Trainer:
                     ds.preload(d["size"], workers=min(2, os.cpu_count() or 1), progress=self.dist.main)
             if self.dist.main:
                 log.info("preloaded the data at %d² in %.0f s", d["size"], time.perf_counter() - t0)
-        if len(self.train_set) < self.t["batch_size"] * self.dist.world:
-            raise ValueError(
-                f"train.batch_size: {self.t['batch_size']} x {self.dist.world} processes exceeds the "
-                f"{len(self.train_set)} training images"
-            )
 
     def _train_loader(self, epoch: int) -> DataLoader:
         """A fresh loader per epoch, seeded from (seed, epoch): the epoch's order and augmentations are a
@@ -298,7 +257,8 @@ class Trainer:
         writer = None
         if self.epoch >= self.t["epochs"]:
             return {"epoch": self.epoch, "finished_before": True}
-        if self.dist.main:
+        if self.dist.main:  # the run directory is made here, once every check has passed
+            self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(dump_config(self.cfg))
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..models.checkpoint import WeightsMetadata
 
 MIN_SHARE = 0.5
 """Least share of the model's parameter elements the file must fill (else it is another architecture)."""
@@ -58,39 +61,58 @@ def class_dependent(spec: dict[str, Any]) -> set[str]:
     return {k for k in shapes[0] if shapes[0][k] != shapes[1].get(k)}
 
 
+def plan(model: Any, meta: WeightsMetadata, shapes: dict[str, tuple[int, ...]]) -> WarmStart:
+    """Which tensors of a file (its metadata ``meta``, its tensors' ``shapes``) fill ``model`` (which may live on the
+    meta device) and why the others do not; ValueError if they fill less than :data:`MIN_SHARE` of its parameters.
+    The one rule of :func:`check_init_weights` and :func:`init_weights`."""
+    file_classes = meta.label_set.classes if meta.label_set is not None else None
+    head = set() if file_classes == tuple(model.label_set.classes) else class_dependent(meta.spec)
+    own = model.state_dict()
+    report = WarmStart(Path(meta.path))
+    report.copied = sorted(k for k, s in shapes.items() if k not in head and k in own and tuple(own[k].shape) == s)
+    copied = set(report.copied)
+    n_file = len(file_classes) if file_classes is not None else "?"
+    for k, v in own.items():
+        if k in head:
+            report.skipped[k] = f"head: other classes ({n_file} in the file, {len(model.label_set.classes)} here)"
+        elif k in shapes and k not in copied:
+            report.skipped[k] = f"shape {list(shapes[k])} in the file, {list(v.shape)} here"
+        elif k not in shapes:
+            report.skipped[k] = "not in the file"
+    params = dict(model.named_parameters())
+    share = sum(params[k].numel() for k in copied if k in params) / max(sum(p.numel() for p in params.values()), 1)
+    if share < MIN_SHARE:
+        raise ValueError(
+            f"{meta.path}: only {100 * share:.0f} % of the model's parameters match the file's "
+            f"(another architecture or width? its spec: {meta.spec})"
+        )
+    return report
+
+
+def check_init_weights(model: Any, weights: str | Path) -> WarmStart:
+    """:func:`plan` from the file's header alone (a bundled name or a path; nothing else is read): what
+    ``fpliif train`` checks before it loads anything. FileNotFoundError for a name that is neither."""
+    from ..models.checkpoint import read_metadata, tensor_shapes
+
+    meta = read_metadata(weights)
+    return plan(model, meta, tensor_shapes(meta.path))
+
+
 def init_weights(model: Any, weights: str | Path) -> WarmStart:
     """Copy the matching tensors of ``weights`` (a bundled name or a ``.safetensors`` file written by fpliif, checked
-    as :func:`fpliif.models.checkpoint.load` does) into ``model``; ValueError if they fill less than
-    :data:`MIN_SHARE` of its parameters. Logit offsets the file records are subtracted from the copied head."""
+    as :func:`fpliif.models.checkpoint.load` does) into ``model`` (:func:`plan`). Logit offsets the file records are
+    subtracted from the copied head."""
     import torch
 
     from ..eval.calibrate import remove_offsets
     from ..models.checkpoint import load
 
     source = load(weights)
-    meta = source.weights_metadata
     same_classes = tuple(source.label_set.classes) == tuple(model.label_set.classes)
-    head = set() if same_classes else class_dependent(meta.spec)
     removed = remove_offsets(source) if same_classes else {}
-    own, theirs = model.state_dict(), source.state_dict()
-    state = {k: v for k, v in theirs.items() if k not in head and k in own and own[k].shape == v.shape}
-    report = WarmStart(Path(meta.path), offsets_removed=removed)
-    classes = f"head: other classes ({len(source.label_set.classes)} in the file, {len(model.label_set.classes)} here)"
-    for k, v in own.items():
-        if k in head:
-            report.skipped[k] = classes
-        elif k in theirs and k not in state:
-            report.skipped[k] = f"shape {list(theirs[k].shape)} in the file, {list(v.shape)} here"
-        elif k not in theirs:
-            report.skipped[k] = "not in the file"
-    params = dict(model.named_parameters())
-    share = sum(params[k].numel() for k in state if k in params) / max(sum(p.numel() for p in params.values()), 1)
-    if share < MIN_SHARE:
-        raise ValueError(
-            f"init_weights {meta.path}: only {100 * share:.0f} % of the model's parameters match the file's "
-            f"(another architecture? its spec: {meta.spec})"
-        )
+    theirs = source.state_dict()
+    report = plan(model, source.weights_metadata, {k: tuple(v.shape) for k, v in theirs.items()})
+    report.offsets_removed = removed
     with torch.no_grad():
-        model.load_state_dict(state, strict=False)
-    report.copied = sorted(state)
+        model.load_state_dict({k: theirs[k] for k in report.copied}, strict=False)
     return report
