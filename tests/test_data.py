@@ -174,7 +174,7 @@ def test_wrong_root_and_empty_folders(tmp_path):
         list_samples(tmp_path, "folder", "test")
     with pytest.raises(ValueError, match="unknown dataset layout"):
         list_samples(tmp_path, "voc", "train")
-    with pytest.raises(FileNotFoundError, match="cannot tell the layout"):
+    with pytest.raises(FileNotFoundError, match="the images/ folder of a folder root: pass its parent"):
         detect_layout(tmp_path / "images")
 
 

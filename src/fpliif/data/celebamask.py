@@ -8,16 +8,19 @@ Cache
 Merging 18 part PNGs per sample every epoch is too slow, so ``fpliif data prepare --data ROOT`` (:func:`prepare`)
 merges them once (:func:`fpliif.data.io.merge_parts`: class order, later classes win overlaps, as
 ``g_mask.py``) into ``CACHE/masks/<id>.png`` (palette PNG, pixel = class index) and writes
-``CACHE/manifest.json`` holding: the format version, the dataset root, for every sample the output's file
-name, byte size and SHA-1 and a signature of its sources (relative path, size and mtime of every part PNG),
+``CACHE/manifest.json`` holding: the format version, the dataset root (relative to the cache when the cache lies
+inside the root, as the default ``ROOT/fpliif-cache`` does, so a root moved, copied or renamed keeps its cache;
+else its absolute path), for every sample the output's file name, byte size and SHA-1 and a signature of its
+sources (path relative to the root, size and mtime of every part PNG),
 the samples whose parts could not be merged (``bad``), and ``"complete": true``. The manifest is deleted
 before any output is (re)written and written again, atomically, only when every output exists, so:
 
 * an interrupted run leaves no manifest (or, from older runs, one without ``complete``): the cache is not
   used, and the next ``prepare`` rebuilds everything;
 * ``prepare`` on a complete cache re-hashes every output and re-stats every source, and rebuilds only the
-  samples whose output is missing/altered or whose parts changed (size or mtime);
-* the dataset checks the manifest (version, root, ``complete``, an entry for every sample of the split)
+  samples whose output is missing/altered or whose parts changed (size or mtime), also when the cache was
+  built for another root (e.g. a copy of this one: the signatures are relative to the root);
+* the dataset checks the manifest (version, root as above, ``complete``, an entry for every sample of the split)
   when it is created, and the SHA-1 of each mask file when it reads it (free: the bytes are read anyway),
   raising a :class:`~fpliif.data.DataError` that says to run ``fpliif data prepare`` on any mismatch. It
   never prepares by itself unless asked (``FaceParsingDataset(..., auto_prepare=True)``): with several DDP
@@ -25,7 +28,8 @@ before any output is (re)written and written again, atomically, only when every 
 
 Location: ``--cache DIR`` if given, else ``ROOT/fpliif-cache/`` if the root is writable, else the user cache
 dir ``$FPLIIF_CACHE_DIR`` or ``$XDG_CACHE_HOME/fpliif`` or ``~/.cache/fpliif``, in a sub-folder
-``celebamask-hq-<hash of the resolved root path>``. Readers look in both default places.
+``celebamask-hq-<hash of the resolved root path>``. Readers look in both default places; a cache elsewhere only
+where given the same folder again (:func:`prepare_hint`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,35 @@ MASK_DIR = "masks"
 
 def _root_id(root: str | Path) -> str:
     return str(Path(root).expanduser().resolve())
+
+
+def _manifest_root(cache_dir: Path, root: str | Path) -> str:
+    """The ``root`` a manifest records: relative to ``cache_dir`` (``..``) when the cache lies inside the root,
+    so the pair may move together; else the root's absolute path."""
+    here, cache = Path(_root_id(root)), cache_dir.expanduser().resolve()
+    return Path(os.path.relpath(here, cache)).as_posix() if cache.is_relative_to(here) else str(here)
+
+
+def _built_for(cache_dir: Path, recorded: object) -> str:
+    """The absolute root a manifest's ``root`` names (a relative one is relative to the cache folder)."""
+    if not isinstance(recorded, str):
+        return repr(recorded)
+    return recorded if Path(recorded).is_absolute() else _root_id(cache_dir.expanduser() / recorded)
+
+
+def prepare_command(root: str | Path, cache: str | Path | None = None) -> str:
+    """The ``fpliif data prepare`` command line that (re)builds the cache of ``root`` (in ``cache`` if given)."""
+    return f"fpliif data prepare --data {root}" + (f" --cache {cache}" if cache is not None else "")
+
+
+def prepare_hint(root: str | Path, cache: str | Path | None = None) -> str:
+    """What to run when ``root`` has no valid cache (in every command's words: the options that pass a cache)."""
+    return (
+        f"Run `{prepare_command(root, cache)}` (it reuses the masks whose parts are unchanged). A cache "
+        "prepared with --cache DIR is found only where the same DIR is given: --cache DIR to fpliif eval and "
+        "fpliif data check, data.cache=DIR to fpliif train, cache=DIR to FaceParsingDataset (which can also "
+        "prepare it: auto_prepare=True)"
+    )
 
 
 def user_cache_dir(root: str | Path) -> Path:
@@ -102,18 +135,21 @@ def choose_cache_dir(root: str | Path, cache: str | Path | None = None) -> Path:
 @dataclass
 class Cache:
     """A validated cache: ``entries[name] = {"mask", "size", "sha1", "sources"}``,
-    ``bad[name] = {"sources", "path", "reason"}`` for samples whose parts could not be merged."""
+    ``bad[name] = {"sources", "path", "reason"}`` for samples whose parts could not be merged, and the ``root``
+    its manifest records (:func:`_manifest_root`)."""
 
     dir: Path
     entries: dict[str, dict]
     bad: dict[str, dict]
+    root: str = ""
 
     def mask_path(self, name: str) -> Path:
         return self.dir / self.entries[name]["mask"]
 
 
-def read_manifest(cache_dir: Path, root: str | Path) -> tuple[Cache | None, str]:
-    """The cache in ``cache_dir`` if its manifest is complete and belongs to ``root``, else (None, why)."""
+def read_manifest(cache_dir: Path, root: str | Path, any_root: bool = False) -> tuple[Cache | None, str]:
+    """The cache in ``cache_dir`` if its manifest is complete and belongs to ``root`` (any root with ``any_root``,
+    for :func:`prepare`, whose signatures are relative to the root), else (None, why)."""
     path = cache_dir / MANIFEST
     if not path.is_file():
         if (cache_dir / MASK_DIR).is_dir():
@@ -129,12 +165,17 @@ def read_manifest(cache_dir: Path, root: str | Path) -> tuple[Cache | None, str]
         return None, f"{path}: cache version {manifest.get('version')}, expected {CACHE_VERSION}"
     if manifest.get("complete") is not True:
         return None, f"{path}: incomplete cache (no complete marker: an interrupted prepare?)"
-    if manifest.get("root") != _root_id(root):
-        return None, f"{path}: cache was built for {manifest.get('root')}, not {_root_id(root)}"
+    built_for = _built_for(cache_dir, manifest.get("root"))
+    if built_for != _root_id(root) and not any_root:
+        return None, (
+            f"{path}: cache was built for {built_for}, not {_root_id(root)} (a cache outside its root, or one "
+            "written by an older fpliif, names the root's absolute path: prepare it for this root, or give this "
+            "root's cache)"
+        )
     samples, bad = manifest.get("samples"), manifest.get("bad", {})
     if not isinstance(samples, dict) or not isinstance(bad, dict):
         return None, f"{path}: malformed manifest"
-    return Cache(cache_dir, samples, bad), ""
+    return Cache(cache_dir, samples, bad, str(manifest.get("root"))), ""
 
 
 def find_cache(root: str | Path, cache: str | Path | None = None) -> tuple[Cache | None, list[str]]:
@@ -210,9 +251,15 @@ def prepare(
     root = Path(root).expanduser()
     scan = scan_layout(root, "celebamask-hq", "all")
     cache_dir = choose_cache_dir(root, cache)
-    old, why = read_manifest(cache_dir, root)
+    old, why = read_manifest(cache_dir, root, any_root=True)
     if old is None and why and "no cache" not in why:
         log.warning("rebuilding the whole cache: %s", why)
+    elif old is not None and _built_for(cache_dir, old.root) != _root_id(root):
+        log.warning(
+            "%s was built for %s: reusing its masks whose parts are unchanged",
+            cache_dir,
+            _built_for(cache_dir, old.root),
+        )
     result = PrepareResult(cache_dir=cache_dir, bad=list(scan.bad), total=len(scan.samples))
     samples: dict[str, Sample] = {s.name: s for s in scan.samples}
     entries: dict[str, dict] = {}
@@ -228,7 +275,13 @@ def prepare(
         else:
             todo.append((name, tuple((c, str(p)) for c, p in s.parts), str(cache_dir), sig))
     result.reused = len(entries) + len(bad)
-    stale = old is None or bool(todo) or set(old.entries) != set(entries) or set(old.bad) != set(bad)
+    stale = (
+        old is None
+        or bool(todo)
+        or set(old.entries) != set(entries)
+        or set(old.bad) != set(bad)
+        or old.root != _manifest_root(cache_dir, root)  # another root's, or an absolute path where ".." will do
+    )
     if stale:
         (cache_dir / MANIFEST).unlink(missing_ok=True)  # from here on the cache is not valid until complete
         (cache_dir / MASK_DIR).mkdir(parents=True, exist_ok=True)
@@ -263,7 +316,7 @@ def prepare(
         manifest = {
             "format": CACHE_FORMAT,
             "version": CACHE_VERSION,
-            "root": _root_id(root),
+            "root": _manifest_root(cache_dir, root),
             "label_set": CELEBAMASK_HQ.name,
             "classes": list(CELEBAMASK_HQ.classes),
             "samples": entries,

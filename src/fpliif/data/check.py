@@ -28,6 +28,7 @@ from .layouts import (
     label_set_for,
     passed_over_text,
     scan_layout,
+    split_folders,
 )
 
 PASSED_OVER_SHOWN = 10
@@ -53,12 +54,12 @@ class _CheckSet(Dataset):
 
 
 def default_splits(root: Path, layout: str) -> list[str]:
+    """The splits ``fpliif data check`` checks in ``root`` when none are given: all that the root has."""
     if layout == "folder":
         return ["train", "val"]
     if layout == "celebamask-hq":
         return ["train", "val", "test"] if (root / CELEBA_MAPPING).is_file() else ["all"]
-    found = [s for s in SPLITS[layout] if s != "all" and (root / s).is_dir()]
-    return found or ["all"]  # "all" raises the clear "not a <layout> root" error
+    return split_folders(root, layout) or ["all"]  # "all" raises the clear "not a <layout> root" error
 
 
 @dataclasses.dataclass
@@ -121,15 +122,15 @@ def check_dataset(
     progress: bool = True,
     val_percent: float = DEFAULT_VAL_PERCENT,
 ) -> dict:
-    """Check every pair of the given splits (default: all the layout's splits); returns a JSON-able report.
+    """Check every pair of the given splits (default: each root's own, :func:`default_splits`); returns a JSON-able
+    report.
 
     ``root``: one root or several of the same layout and classes, reported as one dataset (split counts per
-    root under ``per_root``)."""
+    root under ``per_root``; ``splits`` adds them up)."""
     t0 = time.perf_counter()
     roots = dataset_roots(root)
     label_set = label_set_for(layout, roots[0], classes)
-    splits = splits or default_splits(roots[0], layout)
-    for s in splits:
+    for s in splits or ():
         check_split(layout, s)
     counts: dict[str, int] = {}
     per_root: list[dict] = []
@@ -141,7 +142,7 @@ def check_dataset(
     for r in roots:
         if label_set_for(layout, r, classes).classes != label_set.classes:
             raise DataError(f"{r}: its classes differ from those of {roots[0]}", r)
-        g = _gather(r, layout, splits, cache, val_percent)
+        g = _gather(r, layout, splits or default_splits(r, layout), cache, val_percent)
         for k, v in g.counts.items():
             counts[k] = counts.get(k, 0) + v
         per_root.append({"root": str(r), "splits": g.counts, "samples": len(g.todo)})
@@ -150,6 +151,7 @@ def check_dataset(
         passed_over += g.passed_over
         sha1.update(g.sha1)
         sources.append(g.masks_from)
+    counts = {s: counts[s] for s in SPLITS[layout] if s in counts}  # in the layout's order, whichever root had it
     masks_from = "; ".join(dict.fromkeys(sources))
     root = roots[0]
     hist = np.zeros(256, dtype=np.int64)

@@ -7,7 +7,17 @@ import argparse
 import sys
 
 from ..cli import progress_options, workers_options
-from .layouts import LAYOUTS, SPLITS, check_classes_option, resolve_layout
+from .layouts import LAYOUTS, SPLITS, check_cache_option, check_classes_option, resolve_layout
+
+CACHE_HELP = (
+    "celebamask-hq: the merged-mask cache folder that `fpliif data prepare --cache DIR` wrote, if not a default place"
+)
+"""The help of ``--cache`` where a dataset is read (``fpliif data check``, ``fpliif eval``, ``fpliif calibrate``)."""
+
+
+def add_cache_option(parser: argparse.ArgumentParser, help: str = CACHE_HELP) -> None:
+    """``--cache DIR``: the celebamask-hq merged-mask cache folder (:mod:`.celebamask`)."""
+    parser.add_argument("--cache", default=None, metavar="DIR", help=help)
 
 
 def dataset_options() -> argparse.ArgumentParser:
@@ -35,6 +45,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     layout = resolve_layout(args.data, args.layout)
     check_classes_option(args.classes, layout)
+    check_cache_option(args.cache, layout)
     splits = [s.strip() for s in args.split.split(",") if s.strip()] if args.split else None
     report = check_dataset(
         args.data,
@@ -102,17 +113,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="folder layout: label-set name, comma-separated class names or a classes.txt "
         "(default ROOT/classes.txt, else celebamask-hq)",
     )
-    p.add_argument("--cache", default=None, help="celebamask-hq: merged-mask cache folder if not the default")
+    add_cache_option(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_check)
 
     p = dsub.add_parser(
         "prepare", parents=[parent], help="CelebAMask-HQ: merge the part PNGs into cached index masks once"
     )
-    p.add_argument(
-        "--cache",
-        default=None,
-        help="cache folder (default ROOT/fpliif-cache if writable, else the user cache dir)",
+    add_cache_option(
+        p,
+        help="cache folder (default ROOT/fpliif-cache if writable, else the user cache dir); pass the same DIR to "
+        "`fpliif eval`/`fpliif data check` (--cache) and `fpliif train` (data.cache=DIR)",
     )
     p.add_argument(
         "--skip-bad", action="store_true", help="exit 0 even if some samples' parts cannot be merged (listed)"

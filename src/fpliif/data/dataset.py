@@ -165,8 +165,7 @@ class FaceParsingDataset(Dataset):
         if found is None:
             raise FileNotFoundError(
                 f"no valid CelebAMask-HQ merged-mask cache for {root} ({'; '.join(reasons)}). "
-                f"Run `fpliif data prepare --data {root}` once (add --cache DIR if you pass cache=DIR), "
-                "or pass auto_prepare=True"
+                + celebamask.prepare_hint(root, cache)
             )
         self.cache_dirs[root] = found.dir
         out = []
@@ -233,10 +232,12 @@ class FaceParsingDataset(Dataset):
                 sample = self.load(i)
             except DataError as e:
                 if not self.skip_bad:
-                    stale = [r for r, c in self.cache_dirs.items() if e.path and Path(e.path).is_relative_to(c)]
+                    stale = [(r, c) for r, c in self.cache_dirs.items() if e.path and Path(e.path).is_relative_to(c)]
                     if stale:
+                        root, cache = stale[0]
+                        given = None if cache in celebamask.candidate_cache_dirs(root) else cache
                         raise DataError(
-                            f"{e} (run `fpliif data prepare --data {stale[0]}` to rebuild the cache)", e.path
+                            f"{e} (run `{celebamask.prepare_command(root, given)}` to rebuild the cache)", e.path
                         ) from None
                     raise
                 self.num_skipped += 1

@@ -20,11 +20,13 @@ Layouts, read as published (no preprocessing the user has to discover):
 ``lapa``
     ``{train,val,test}/images/<name>.jpg`` + ``labels/<name>.png`` (``landmarks/`` is not used), 11 classes.
 ``helen``
-    The HELEN* release: ``{train,test}/<name>_image.jpg`` + ``<name>_label.png``, 11 classes. That release has
-    no validation folder; ``split="val"`` works only where a ``val/`` folder exists. Helen saved in LaPa's layout
-    (``{train,test}/images/`` + ``labels/``) is read too with ``layout="helen"`` (``auto`` cannot tell it from
-    LaPa and says ``lapa``: the same classes, without Helen's merged scores). The SmithCVPR2013 release (one
-    soft PNG per class) is not read.
+    The HELEN* release: ``{train,test}/<name>_image.jpg`` + ``<name>_label.png``, 11 classes; its
+    ``<name>_viz.jpg`` (label overlays) are known files of the release and ignored without a word. That release
+    has no validation folder; ``split="val"`` works only where a ``val/`` folder exists. Helen saved in LaPa's
+    layout (``{train,test}/images/`` + ``labels/``) is read too with ``layout="helen"`` (``auto`` cannot tell it
+    from LaPa and says ``lapa``: the same classes, without Helen's merged scores). The SmithCVPR2013 release
+    (``images/`` + ``labels/<name>/<name>_lbl00.png`` ..., one soft PNG per class) is not read: a root in that
+    form is named as such (:func:`misplaced_hint`).
 ``folder``
     ``images/<name>.<jpg|jpeg|png|bmp|webp>`` + ``masks/<name>.png`` (index PNG), e.g. celebamask-mini. Only the
     files directly in the two folders are read, as in the other layouts' folders: subfolders and files of other
@@ -59,6 +61,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "folder": ("train", "val", "all"),
 }
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+HELEN_VIZ_SUFFIX = "_viz"  # the HELEN* release's label overlays, <name>_viz.jpg: known, not read, not reported
 DEFAULT_VAL_PERCENT = 10
 
 CELEBA_IMG_DIR = "CelebA-HQ-img"
@@ -83,7 +86,7 @@ class Sample:
 class Scan:
     """Result of scanning a layout: the good samples, the bad ones as ``(path, reason)``, and what the layout
     does not read (``passed_over``: subfolders, ``NAME/``, and files of other types in its image and mask folders;
-    hidden files aside), which :func:`passed_over_text` puts in words."""
+    hidden files and the HELEN* release's ``<name>_viz.jpg`` aside), which :func:`passed_over_text` puts in words."""
 
     samples: list[Sample] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
@@ -100,6 +103,15 @@ def check_split(layout: str, split: str) -> str:
     if split not in SPLITS[check_layout(layout)]:
         raise ValueError(f"layout {layout!r} has no split {split!r}; splits: {', '.join(SPLITS[layout])}")
     return split
+
+
+class SplitMissing(FileNotFoundError):
+    """A split's folder is missing from a root that has other split folders (``present``, in :data:`SPLITS`
+    order), so the caller can name the setting that chose the split."""
+
+    def __init__(self, message: str, root: Path, split: str, present: list[str]) -> None:
+        super().__init__(message)
+        self.root, self.split, self.present = root, split, present
 
 
 def check_root(root: str | Path) -> Path:
@@ -128,9 +140,67 @@ def _need_dir(path: Path, root: Path, layout: str, expected: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(
             f"{root} does not look like a {layout} dataset root: {path} is missing "
-            f"(expected {expected}); the root contains: {_listing(root)}"
+            f"(expected {expected}); the root contains: {_listing(root)}{misplaced_hint(root)}"
         )
     return path
+
+
+def split_folders(root: Path, layout: str) -> list[str]:
+    """The splits of ``layout`` (in :data:`SPLITS` order, without ``all``) that have a folder in ``root``."""
+    return [s for s in SPLITS[layout] if s != "all" and (root / s).is_dir()]
+
+
+def _smith_release(root: Path) -> bool:
+    """Whether ``root`` is Helen's SmithCVPR2013 release: ``images/`` + ``labels/<name>/<name>_lbl00.png`` ..."""
+    labels = root / "labels"
+    if not (labels.is_dir() and (root / "images").is_dir()):
+        return False
+    with os.scandir(labels) as it:
+        first = next((Path(e.path) for e in it if e.is_dir()), None)
+    return first is not None and any(first.glob("*_lbl[0-9][0-9].png"))
+
+
+def _guess_layout(root: Path) -> str | None:
+    """The layout the folders of ``root`` show, or None (:func:`detect_layout`'s rule, without errors)."""
+    if (root / CELEBA_IMG_DIR).is_dir():
+        return "celebamask-hq"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "folder"
+    for s in ("train", "test", "val"):
+        d = root / s
+        if (d / "images").is_dir() and (d / "labels").is_dir():
+            return "lapa"
+        if d.is_dir() and any(d.glob("*_image.*")):
+            return "helen"
+    return None
+
+
+def misplaced_hint(root: Path, shown: int = 5) -> str:
+    """``"; it looks like ..."`` when ``root`` is no dataset root but Helen's unsupported SmithCVPR2013 release, a
+    folder inside a dataset root (a split folder, ``images/``, ...) or a parent folder of dataset roots; else ``""``.
+    Only for error messages (a few folder look-ups)."""
+    try:
+        if _smith_release(root):
+            return (
+                "; it looks like the SmithCVPR2013 release of Helen (images/ + labels/<name>/<name>_lbl00.png ..., "
+                "one soft PNG per class), which fpliif does not read: use the HELEN* release "
+                "({train,test}/<name>_image.jpg + <name>_label.png; layout helen)"
+            )
+        parent = root.absolute().parent if root.parent == Path(".") else root.parent
+        outer = _guess_layout(parent) if root.name else None
+        if outer is not None:
+            what = f"the {root.name!r} split folder" if root.name in SPLITS[outer] else f"the {root.name}/ folder"
+            return f"; it looks like {what} of a {outer} root: pass its parent, {parent}"
+        with os.scandir(root) as it:
+            subs = sorted(Path(e.path) for e in it if e.is_dir() and not e.name.startswith("."))
+        inner = [(p, layout) for p in subs if (layout := _guess_layout(p)) is not None]
+    except OSError:
+        return ""
+    if not inner:
+        return ""
+    more = ", ..." if len(inner) > shown else ""
+    named = ", ".join(f"{p} ({layout})" for p, layout in inner[:shown])
+    return f"; it looks like a parent folder of dataset roots: {named}{more}; pass one of them"
 
 
 def _files(folder: Path, scan: Scan | None = None) -> list[Path]:
@@ -233,21 +303,31 @@ def _scan_folder(root: Path, split: str, val_percent: float) -> Scan:
 
 
 def _split_dirs(root: Path, layout: str, split: str, expected: str) -> list[tuple[str, Path]]:
+    present = split_folders(root, layout)
     if split != "all":
-        if layout == "helen" and split == "val" and not (root / "val").is_dir():
-            raise FileNotFoundError(
-                f"{root}: the Helen release has no validation split (no {root / 'val'} folder); "
-                "use split 'train' or 'test', or create a val/ folder in the same layout"
+        if split not in present and present:  # SplitMissing; with no split folder at all: not a root (below)
+            if layout == "helen" and split == "val":
+                raise SplitMissing(
+                    f"{root}: the Helen release has no validation split (no {root / 'val'} folder); "
+                    "use split 'train' or 'test', or create a val/ folder in the same layout",
+                    root,
+                    split,
+                    present,
+                )
+            raise SplitMissing(
+                f"{root} has no {split!r} split: {root / split} is missing (its splits: {', '.join(present)})",
+                root,
+                split,
+                present,
             )
         return [(split, _need_dir(root / split, root, layout, expected))]
-    found = [(s, root / s) for s in SPLITS[layout] if s != "all" and (root / s).is_dir()]
-    if not found:
+    if not present:
         raise FileNotFoundError(
             f"{root} does not look like a {layout} dataset root: none of "
             f"{', '.join(s for s in SPLITS[layout] if s != 'all')} exists (expected {expected}); "
-            f"the root contains: {_listing(root)}"
+            f"the root contains: {_listing(root)}{misplaced_hint(root)}"
         )
-    return found
+    return [(s, root / s) for s in present]
 
 
 def _scan_images_labels(d: Path, root: Path, layout: str, expected: str, split: str, scan: Scan) -> None:
@@ -275,12 +355,17 @@ def _scan_helen(root: Path, split: str) -> Scan:
         if (d / "images").is_dir() and (d / "labels").is_dir():  # Helen saved in LaPa's layout
             _scan_images_labels(d, root, "helen", exp, name, scan)
             continue
-        files = _files(d, scan)
+        files = [p for p in _files(d, scan) if not _helen_viz(p)]
         images = [p for p in files if p.stem.endswith("_image") and p.suffix.lower() in IMAGE_EXTS]
         if not images:
             raise DataError(f"no <name>_image.jpg files (nor images/ and labels/ folders) found in {d}", d)
         _pair_by_stem(images, files, name, scan, d, image_suffix="_image", mask_suffix="_label")
     return scan
+
+
+def _helen_viz(path: Path) -> bool:
+    """Whether ``path`` is one of the HELEN* release's label overlays (``<name>_viz.jpg``)."""
+    return path.stem.endswith(HELEN_VIZ_SUFFIX) and path.suffix.lower() in IMAGE_EXTS
 
 
 _PART_RE = re.compile(r"^(\d+)_([a-z_]+)\.png$")
@@ -497,19 +582,23 @@ def check_classes_option(classes: object, layout: str) -> None:
         raise ValueError(f"--classes applies to the folder layout only ({layout!r} has fixed classes)")
 
 
+def check_cache_option(cache: object, layout: str, name: str = "--cache") -> None:
+    """A merged-mask cache (``--cache`` / ``data.cache``) is for celebamask-hq: ValueError naming ``name`` otherwise."""
+    if cache and layout != "celebamask-hq":
+        raise ValueError(
+            f"{name} applies to the celebamask-hq layout only ({layout!r} reads its mask files; nothing is cached)"
+        )
+
+
 def detect_layout(root: str | Path) -> str:
     """Guess the layout of a dataset root from its folders (for the CLI's ``--layout auto``)."""
     root = check_root(root)
-    if (root / CELEBA_IMG_DIR).is_dir():
-        return "celebamask-hq"
-    if (root / "images").is_dir() and (root / "masks").is_dir():
-        return "folder"
-    for s in ("train", "test", "val"):
-        d = root / s
-        if (d / "images").is_dir() and (d / "labels").is_dir():
-            return "lapa"
-        if d.is_dir() and any(d.glob("*_image.*")):
-            return "helen"
+    layout = _guess_layout(root)
+    if layout is not None:
+        return layout
+    hint = misplaced_hint(root)
+    if hint:  # --layout cannot help: another folder is meant, or a release that is not read
+        raise FileNotFoundError(f"{root} is not a dataset root (contains: {_listing(root)}){hint}")
     raise FileNotFoundError(
         f"cannot tell the layout of {root} (contains: {_listing(root)}); pass --layout ({', '.join(LAYOUTS)})"
     )

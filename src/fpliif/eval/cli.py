@@ -44,8 +44,8 @@ def _load_model(weights: str | None, device: str) -> tuple[torch.nn.Module, str]
 
 
 def check_data_args(args: argparse.Namespace) -> None:
-    """Check ``--data`` folders and ``--classes``, and resolve ``--layout auto`` in place."""
-    from ..data.layouts import check_classes_option, label_set_for, resolve_layout
+    """Check ``--data`` folders, ``--classes`` and ``--cache``, and resolve ``--layout auto`` in place."""
+    from ..data.layouts import check_cache_option, check_classes_option, label_set_for, resolve_layout
 
     for root in args.data:
         if Path(root).exists() and not Path(root).is_dir():
@@ -54,6 +54,7 @@ def check_data_args(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"--data: dataset folder not found: {root}")
     args.layout = resolve_layout(list(args.data), args.layout)
     check_classes_option(args.classes, args.layout)
+    check_cache_option(args.cache, args.layout)
     if args.classes:
         try:
             label_set_for("folder", classes=args.classes)
@@ -72,9 +73,9 @@ def dataset_for(
     same_names: bool = False,
     limit: int | None = None,
 ) -> tuple[Any, Any, str, Any]:
-    """The dataset of ``--data``/``--layout``/``--classes`` at ``split`` for ``model``, read through ``transform``
-    (None: images and masks at their own size): (dataset, label set, roots as text, the model's label set where
-    its predictions are mapped to the data's, else None).
+    """The dataset of ``--data``/``--layout``/``--classes``/``--cache`` at ``split`` for ``model``, read through
+    ``transform`` (None: images and masks at their own size): (dataset, label set, roots as text, the model's label
+    set where its predictions are mapped to the data's, else None).
 
     ``remap``: a model whose label set differs from the data's is scored through the mapping between them
     (:data:`fpliif.labels.REMAPS`, e.g. the CelebAMask-HQ model on LaPa or Helen) where there is one. Otherwise
@@ -87,7 +88,7 @@ def dataset_for(
     data_roots = args.data[0] if len(args.data) == 1 else list(args.data)
     data_text = ", ".join(args.data)
     extra = {"classes": args.classes} if args.classes else {}
-    ds = FaceParsingDataset(data_roots, args.layout, split, transform=transform, **extra)
+    ds = FaceParsingDataset(data_roots, args.layout, split, transform=transform, cache=args.cache, **extra)
     label_set = getattr(ds, "label_set", None) or model.label_set
     predicted_as = None
     if tuple(label_set.classes) != tuple(model.classes) and remap and (model.label_set.name, label_set.name) in REMAPS:
@@ -363,7 +364,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     from ..adaptive import DEFAULT_DECODE
     from ..cli import device_options, input_size_arg, weights_options
-    from ..data.cli import dataset_options
+    from ..data.cli import add_cache_option, dataset_options
 
     p = sub.add_parser(
         "eval",
@@ -387,6 +388,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="folder layout only: label-set name, comma-separated class names or a classes.txt "
         "(default: ROOT/classes.txt, else celebamask-hq)",
     )
+    add_cache_option(p)
     p.add_argument(
         "--score-labels",
         metavar="SET",
@@ -449,7 +451,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     from ..cli import weights_options
-    from ..data.cli import dataset_options
+    from ..data.cli import add_cache_option, dataset_options
 
     c = sub.add_parser(
         "calibrate",
@@ -469,6 +471,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         help="split to fit on (default: train; fitting on the split you report scores on is leakage)",
     )
     c.add_argument("--classes", default=None, help="folder layout only: label-set name or class list")
+    add_cache_option(c)
     c.add_argument("--images", type=int_arg(1), default=320, help="images used, evenly spaced (default 320)")
     c.add_argument("--size", type=int_arg(8, 1024), default=256, help="output size decoded (default 256)")
     c.add_argument("--batch-size", type=int_arg(1), default=8)

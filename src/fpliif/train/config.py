@@ -100,6 +100,8 @@ class DataConfig:
     augment: str | dict[str, Any] | None = _field(None, check=_check_augment)
     workers: int = _field(2, ge=0)
     skip_bad: bool = False
+    # celebamask-hq: the merged-mask cache folder `fpliif data prepare --cache DIR` wrote; null = the default places
+    cache: str | None = _field(None, nonempty=True)
     preload: bool = False  # decode + resize every image once into memory (~12·size² bytes each); same samples
 
 
@@ -345,6 +347,7 @@ RESUMABLE: tuple[str, ...] = (
     "data.workers",
     "data.preload",
     "data.skip_bad",
+    "data.cache",
     "data.val_split",
     "train.epochs",
     "train.val_every",

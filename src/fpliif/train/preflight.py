@@ -80,6 +80,19 @@ def _check_init_weights(model: Any, weights: str) -> WarmStart:
         raise type(e)(f"train.init_weights: {e}") from None
 
 
+def _dataset(d: dict[str, Any], layout: str, key: str, classes: dict[str, Any]) -> Any:
+    """The dataset (no transform) of the split that ``data.<key>`` names; a split folder the root lacks is a
+    FileNotFoundError naming the key and the splits there are."""
+    from .. import data as fdata
+    from ..data.layouts import SplitMissing
+
+    try:
+        return fdata.FaceParsingDataset(d["root"], layout, d[key], skip_bad=d["skip_bad"], cache=d["cache"], **classes)
+    except SplitMissing as e:
+        other = "null (no validation) or " if key == "val_split" else ""
+        raise FileNotFoundError(f"data.{key}: {e}; set data.{key}={other}one of {', '.join(e.present)}") from None
+
+
 def check_run(cfg: dict[str, Any], resume: bool = False, world: int = 1) -> Checked:
     """Every check of a run before its first step (see the module docstring); raises ValueError /
     FileNotFoundError naming the setting and writes nothing. ``world``: the number of training processes."""
@@ -87,7 +100,7 @@ def check_run(cfg: dict[str, Any], resume: bool = False, world: int = 1) -> Chec
 
     from .. import data as fdata
     from ..data.dataset import dataset_roots
-    from ..data.layouts import check_root
+    from ..data.layouts import check_cache_option, check_root
     from ..models import make as make_model
 
     d, t = cfg["data"], cfg["train"]
@@ -95,6 +108,7 @@ def check_run(cfg: dict[str, Any], resume: bool = False, world: int = 1) -> Chec
     for root in dataset_roots(d["root"]):
         check_root(root)
     layout = fdata.resolve_layout(d["root"], d["layout"])
+    check_cache_option(d["cache"], layout, "data.cache")
     with torch.device("meta"):
         model = make_model(cfg["model"])
     classes = {"classes": d["classes"]} if d.get("classes") is not None else {}
@@ -102,10 +116,8 @@ def check_run(cfg: dict[str, Any], resume: bool = False, world: int = 1) -> Chec
     warm_start = None
     if t["init_weights"] and not resuming:  # a resumed run does not read them again
         warm_start = _check_init_weights(model, t["init_weights"])
-    train_set = fdata.FaceParsingDataset(d["root"], layout, d["train_split"], skip_bad=d["skip_bad"], **classes)
-    val_set = None
-    if d["val_split"]:
-        val_set = fdata.FaceParsingDataset(d["root"], layout, d["val_split"], skip_bad=d["skip_bad"], **classes)
+    train_set = _dataset(d, layout, "train_split", classes)
+    val_set = _dataset(d, layout, "val_split", classes) if d["val_split"] else None
     if len(train_set) < t["batch_size"] * world:
         raise ValueError(
             f"train.batch_size: {t['batch_size']} x {world} processes exceeds the {len(train_set)} training images"
