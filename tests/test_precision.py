@@ -114,6 +114,22 @@ def test_bench_int8_counts_fp32_macs_and_restores_the_model():
     assert model.quantized_tail is None  # the int8 layers lived only for the timed runs
 
 
+def test_bench_bf16_counts_the_fused_decoder_layers():
+    """The bf16 decoder runs fused oneDNN linear layers on a CPU; the flop counter had no formula for them, so
+    ``macs_executed`` of a dense bf16 decode came out near the encoder's alone (6.1 G against fp32's 58.8 G)."""
+    from fpliif.bench.inference import run_bench
+
+    n = torch.get_num_threads()
+    try:
+        model = tiny()
+        kw = {"sizes": (16,), "input_size": 32, "runs": 1, "threads": 1, "decode": ["dense"]}
+        fp32, bf16 = run_bench(model, **kw), run_bench(model, amp="bf16", **kw)
+    finally:
+        torch.set_num_threads(n)
+    a, b = fp32["macs_executed"]["dense"]["16"], bf16["macs_executed"]["dense"]["16"]
+    assert bf16["amp"] == "bf16" and abs(b - a) <= 0.02 * a, (a, b)
+
+
 @pytest.mark.slow
 def test_compiled_model_matches_eager():
     """``compile_model`` (TorchInductor, dynamic shapes) on a tiny FP-LIIF: dense and adaptive logits equal eager's
