@@ -99,16 +99,21 @@ def test_compile_needs_a_cpp_compiler_and_an_fpliif_model(monkeypatch):
     assert compiled.cpp_compiler() == "/usr/bin/clang++"
 
 
-def test_bench_int8_counts_fp32_macs_and_restores_the_model():
+def bench_fp32_and(amp: str) -> tuple[torch.nn.Module, dict, dict]:
+    """A tiny model and its dense bench results in fp32 and in ``amp`` (torch's thread count restored)."""
     from fpliif.bench.inference import run_bench
 
     n = torch.get_num_threads()
     try:
         model = tiny()
         kw = {"sizes": (16,), "input_size": 32, "runs": 1, "threads": 1, "decode": ["dense"]}
-        fp32, int8 = run_bench(model, **kw), run_bench(model, amp="int8", **kw)
+        return model, run_bench(model, **kw), run_bench(model, amp=amp, **kw)
     finally:
         torch.set_num_threads(n)
+
+
+def test_bench_int8_counts_fp32_macs_and_restores_the_model():
+    model, fp32, int8 = bench_fp32_and("int8")
     assert (fp32["amp"], int8["amp"], int8["compile"]) == ("none", "int8", False)
     assert int8["macs_executed"] == fp32["macs_executed"] and int8["points"] == fp32["points"]
     assert model.quantized_tail is None  # the int8 layers lived only for the timed runs
@@ -117,15 +122,7 @@ def test_bench_int8_counts_fp32_macs_and_restores_the_model():
 def test_bench_bf16_counts_the_fused_decoder_layers():
     """The bf16 decoder runs fused oneDNN linear layers on a CPU; the flop counter had no formula for them, so
     ``macs_executed`` of a dense bf16 decode came out near the encoder's alone (6.1 G against fp32's 58.8 G)."""
-    from fpliif.bench.inference import run_bench
-
-    n = torch.get_num_threads()
-    try:
-        model = tiny()
-        kw = {"sizes": (16,), "input_size": 32, "runs": 1, "threads": 1, "decode": ["dense"]}
-        fp32, bf16 = run_bench(model, **kw), run_bench(model, amp="bf16", **kw)
-    finally:
-        torch.set_num_threads(n)
+    _, fp32, bf16 = bench_fp32_and("bf16")
     a, b = fp32["macs_executed"]["dense"]["16"], bf16["macs_executed"]["dense"]["16"]
     assert bf16["amp"] == "bf16" and abs(b - a) <= 0.02 * a, (a, b)
 
