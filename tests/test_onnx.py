@@ -81,8 +81,14 @@ def test_split_export_refuses_the_decoder_half_and_a_missing_decoder(exported, t
         OnnxModel(exported["static"].with_name("static.decoder.onnx"))
     lonely = tmp_path / "static.onnx"
     lonely.write_bytes(exported["static"].read_bytes())
-    with pytest.raises(FileNotFoundError, match="static.decoder.onnx is missing"):
+    with pytest.raises(FileNotFoundError, match=r"its decoder graph static\.decoder\.onnx is missing"):
         OnnxModel(lonely)
+    renamed = tmp_path / "prod.onnx"
+    renamed.write_bytes(exported["static"].read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"prod\.decoder\.onnx \(nor static\.decoder\.onnx, its name when"):
+        OnnxModel(renamed)
+    (tmp_path / "prod.decoder.onnx").write_bytes(exported["static"].with_name("static.decoder.onnx").read_bytes())
+    assert OnnxModel(renamed).split  # a pair renamed together loads (the export id still ties the two)
 
 
 def test_static_export_matches_torch_at_any_output_size(tiny, exported):
@@ -210,6 +216,25 @@ def test_bench_covers_the_onnxruntime_backend(tiny, exported):
     assert result["backend"] == "onnxruntime"
     assert set(result["fps"]) == {"16", "24"} and all(v > 0 for v in result["fps"].values())
     assert result["macs"]["24"] > result["macs"]["16"] > 0
+
+
+def test_bench_counts_adaptive_work_of_the_onnx_model_not_of_the_architecture(tiny, exported):
+    """``fpliif bench --onnx`` without ``--weights`` counts with the architecture alone (random weights), whose
+    adaptive decoding queries other points than the exported weights do: the ONNX run's points are reported, and
+    their MACs equal what the torch model with the exported weights counts for them."""
+    from fpliif.bench.inference import run_bench
+    from fpliif.infer.onnx_backend import OnnxModel
+
+    architecture = fpliif.make(TINY).eval()  # other weights: class 0 everywhere, so hardly any re-queries
+    architecture.load_state_dict(tiny.state_dict())
+    with torch.no_grad():
+        architecture.mlp[-1].bias[0] += 100.0
+    kw = {"sizes": (96,), "input_size": 64, "runs": 1, "threads": 1, "decode": ["adaptive"]}
+    own = run_bench(tiny, **kw)
+    onnx = run_bench(architecture, onnx_model=OnnxModel(exported["dynamic"], threads=1), **kw)
+    other = run_bench(architecture, **kw)
+    assert other["points"] != own["points"]  # the case: weights-dependent points
+    assert onnx["points"] == own["points"] and onnx["macs_executed"] == own["macs_executed"]
 
 
 def test_adaptive_decoding_on_onnxruntime_matches_torch(tiny, exported):

@@ -111,7 +111,11 @@ def bench_decode_modes(
     """``fps``, ``macs_executed``, ``points`` and ``first_call_s`` (seconds of the first, untimed call: with
     ``torch.compile`` it includes compiling) as {mode: {size: value}} on :func:`bench_image`.
 
-    MACs and points are counted on the PyTorch model (the same network and queries as ``onnx_model``).
+    MACs and points are counted on the PyTorch model (the same network and queries as ``onnx_model``); with
+    ``onnx_model``, adaptive decoding's points are those the ONNX model decoded (they depend on the weights, and
+    the torch model may be the architecture alone: ``fpliif bench --onnx`` without ``--weights``), and its MACs
+    the encoder's and latent grid's plus the torch decoder's MACs per point times those points
+    (:func:`_macs_at_points`).
     """
     options = AdaptiveOptions.of(options)
     array = bench_image(input_size)
@@ -132,9 +136,22 @@ def bench_decode_modes(
                 points[mode][str(s)] = counted[0]
                 if onnx_model is not None:
                     run = functools.partial(onnx_decode_once, onnx_model, array, s, mode, options)
+                    if mode == "adaptive":
+                        points[mode][str(s)] = run()
+                        macs[mode][str(s)] = _macs_at_points(model, image, points[mode][str(s)])
                 timing = time_calls(run, runs, 2, device)
                 fps[mode][str(s)], first[mode][str(s)] = 1.0 / timing.median, timing.first
     return {"fps": fps, "macs_executed": macs, "points": points, "first_call_s": first}
+
+
+def _macs_at_points(model: torch.nn.Module, image: torch.Tensor, points: int) -> int:
+    """MACs of encoding ``image``, preparing its latent grid and decoding ``points`` query points (every point
+    costs the decoder the same MACs, wherever it lies)."""
+    with _countable(model):
+        fixed = count_macs_of(lambda: model.prepare(model.encode(image)))
+        grid = model.prepare(model.encode(image))
+        one = count_macs_of(lambda: model.decode_prepared(grid, torch.zeros(1, 1, 2, device=image.device)))
+    return fixed + points * one
 
 
 @contextlib.contextmanager

@@ -140,11 +140,15 @@ class OnnxModel(HasLabelSet):
         name = self.metadata.get("fpliif_decoder")
         if not name or Path(name).name != name:
             raise ValueError(f"{self.path}: an encoder graph without a valid fpliif_decoder file name ({name!r})")
-        dec_path = self.path.parent / name
-        if not dec_path.is_file():
+        # NAME.decoder.onnx beside NAME.onnx (a pair renamed together), else the name it was exported with; the
+        # export id check below refuses a decoder of another export either way
+        paired = self.path.with_name(f"{self.path.stem}.decoder.onnx")
+        dec_path = next((p for p in (paired, self.path.parent / name) if p.is_file()), None)
+        if dec_path is None:
+            names = paired.name if paired.name == name else f"{paired.name} (nor {name}, its name when exported)"
             raise FileNotFoundError(
-                f"{self.path}: its decoder graph {dec_path} is missing (a split export is two files: "
-                f"{self.path.name} and {name}; keep them together)"
+                f"{self.path}: its decoder graph {names} is missing (a split export is two files, NAME.onnx and "
+                "NAME.decoder.onnx; keep them together)"
             )
         session = _session(ort, dec_path, providers, threads)
         names = {i.name for i in session.get_inputs()}
