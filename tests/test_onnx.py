@@ -419,3 +419,26 @@ def test_int8_decoder_export_quantises_the_hidden_layers_of_every_ensemble_membe
     assert OnnxModel(path).metadata.get("fpliif_int8")
     with pytest.raises(ValueError, match="int8: quantises the decoder graph"):
         export_onnx(tiny, tmp_path / "single.onnx", input_size=64, split=False, int8=True)
+
+
+def test_bench_json_names_the_onnx_file_and_whether_it_is_int8(tiny, exported):
+    from fpliif.bench.inference import run_bench
+    from fpliif.infer.onnx_backend import OnnxModel
+
+    result = run_bench(tiny, sizes=(16,), input_size=64, runs=1, threads=1, onnx_model=OnnxModel(exported["dynamic"]))
+    assert result["onnx"] == str(exported["dynamic"]) and result["onnx_int8"] is False
+    assert "onnx" not in run_bench(tiny, sizes=(16,), input_size=64, runs=1, threads=1)
+
+
+def test_export_and_bench_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    from fpliif.cli import main
+
+    (tmp_path / "a.log").write_text("x")
+    assert main(["export", "onnx", "--out", str(tmp_path / "a.log" / "m.onnx")]) == 2
+    assert "a.log is a file, not a folder" in capsys.readouterr().err
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    assert main(["bench", "--json", "--sizes", "16"]) == 2
+    assert "fpliif bench: error: needs PyTorch" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,11 @@ def _check_applicable(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError(
+            "needs PyTorch (it counts the MACs and points on the torch model, also with --onnx): pip install "
+            "torch; an onnxruntime-only install parses with `fpliif parse --onnx FILE`"
+        )
     _check_applicable(args)
     if args.models is not None:
         return cmd_bench_models(args)

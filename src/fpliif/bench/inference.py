@@ -237,6 +237,11 @@ def run_bench(
         "device": device_name(dev),
         "threads": threads if onnx_model is not None and threads else torch.get_num_threads(),
         "backend": "onnxruntime" if onnx_model is not None else "torch",
+        **(
+            {"onnx": str(onnx_model.path), "onnx_int8": "fpliif_int8" in onnx_model.metadata}
+            if onnx_model is not None
+            else {}
+        ),
         "amp": amp,
         "compile": bool(compile),
         "runs": runs,

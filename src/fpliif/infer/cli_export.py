@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..cli import input_size_arg, weights_options
+from ..cli import check_output_path, input_size_arg, weights_options
 from ..validate import int_arg
 
 MIN_OPSET = 11
@@ -20,7 +19,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format != "onnx":
         raise ValueError(f"export: unknown format {args.format!r}; supported: onnx")
-    out = Path(args.out)
+    out = check_output_path(args.out, "--out", folder=False)  # e.g. a file where its folder should be
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out: expected a .onnx file name, got {out}")
     model = load(args.weights)
