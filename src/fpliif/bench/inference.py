@@ -115,7 +115,7 @@ def bench_decode_modes(
     ``onnx_model``, adaptive decoding's points are those the ONNX model decoded (they depend on the weights, and
     the torch model may be the architecture alone: ``fpliif bench --onnx`` without ``--weights``), and its MACs
     the encoder's and latent grid's plus the torch decoder's MACs per point times those points
-    (:func:`_macs_at_points`).
+    (:func:`_mac_costs`).
     """
     options = AdaptiveOptions.of(options)
     array = bench_image(input_size)
@@ -124,34 +124,38 @@ def bench_decode_modes(
     macs: dict[str, dict[str, int]] = {}
     points: dict[str, dict[str, int]] = {}
     first: dict[str, dict[str, float]] = {}
+    costs: tuple[int, int] | None = None  # (encoder and latent grid, per point) MACs, for the ONNX adaptive rows
     with torch.inference_mode():
         for mode in modes:
             fps[mode], macs[mode], points[mode], first[mode] = {}, {}, {}, {}
             for s in sizes:
-                run = functools.partial(decode_once, model, image, s, mode, options)
-                counted: list[int] = []
-                with _countable(model):  # the flop counter sees neither int8 ops nor compiled code
-                    run()  # builds the bf16 decoder's cast weights first: their one-time probes are not the model's
-                    macs[mode][str(s)] = count_macs_of(lambda run=run, out=counted: out.append(run()))
-                points[mode][str(s)] = counted[0]
-                if onnx_model is not None:
+                if onnx_model is not None and mode == "adaptive":
                     run = functools.partial(onnx_decode_once, onnx_model, array, s, mode, options)
-                    if mode == "adaptive":
-                        points[mode][str(s)] = run()
-                        macs[mode][str(s)] = _macs_at_points(model, image, points[mode][str(s)])
+                    costs = costs or _mac_costs(model, image)
+                    points[mode][str(s)] = run()
+                    macs[mode][str(s)] = costs[0] + points[mode][str(s)] * costs[1]
+                else:
+                    run = functools.partial(decode_once, model, image, s, mode, options)
+                    counted: list[int] = []
+                    with _countable(model):  # the flop counter sees neither int8 ops nor compiled code
+                        run()  # builds the bf16 decoder's cast weights first: their one-time probes are not counted
+                        macs[mode][str(s)] = count_macs_of(lambda run=run, out=counted: out.append(run()))
+                    points[mode][str(s)] = counted[0]
+                    if onnx_model is not None:
+                        run = functools.partial(onnx_decode_once, onnx_model, array, s, mode, options)
                 timing = time_calls(run, runs, 2, device)
                 fps[mode][str(s)], first[mode][str(s)] = 1.0 / timing.median, timing.first
     return {"fps": fps, "macs_executed": macs, "points": points, "first_call_s": first}
 
 
-def _macs_at_points(model: torch.nn.Module, image: torch.Tensor, points: int) -> int:
-    """MACs of encoding ``image``, preparing its latent grid and decoding ``points`` query points (every point
-    costs the decoder the same MACs, wherever it lies)."""
+def _mac_costs(model: torch.nn.Module, image: torch.Tensor) -> tuple[int, int]:
+    """MACs of encoding ``image`` and preparing its latent grid, and of decoding one query point (every point
+    costs the decoder the same, wherever it lies)."""
+    grids: list[Any] = []
     with _countable(model):
-        fixed = count_macs_of(lambda: model.prepare(model.encode(image)))
-        grid = model.prepare(model.encode(image))
-        one = count_macs_of(lambda: model.decode_prepared(grid, torch.zeros(1, 1, 2, device=image.device)))
-    return fixed + points * one
+        fixed = count_macs_of(lambda: grids.append(model.prepare(model.encode(image))))
+        one = count_macs_of(lambda: model.decode_prepared(grids[0], torch.zeros(1, 1, 2, device=image.device)))
+    return fixed, one
 
 
 @contextlib.contextmanager

@@ -27,11 +27,9 @@ again; any other file there without a ``last.pt`` is someone else's and is never
 
 @dataclass
 class Checked:
-    """What :func:`check_run` found: the resolved layout, the classes, the datasets (without transforms), whether
-    the run resumes, and what ``train.init_weights`` will fill (None without it)."""
+    """What :func:`check_run` found: the datasets (without transforms), whether the run resumes, and what
+    ``train.init_weights`` will fill (None without it)."""
 
-    layout: str
-    label_set: LabelSet
     train_set: Any
     val_set: Any | None
     resuming: bool
@@ -122,4 +120,4 @@ def check_run(cfg: dict[str, Any], resume: bool = False, world: int = 1) -> Chec
         raise ValueError(
             f"train.batch_size: {t['batch_size']} x {world} processes exceeds the {len(train_set)} training images"
         )
-    return Checked(layout, model.label_set, train_set, val_set, resuming, warm_start)
+    return Checked(train_set, val_set, resuming, warm_start)
