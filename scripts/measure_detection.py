@@ -3,7 +3,8 @@
 (docs/detection.md, "Real photos from PyPI packages").
 
     python scripts/measure_detection.py [DATA] [--limit N] [--detectors mtcnn,haar] [--time]
-    python scripts/measure_detection.py --photos DIR [--detectors mtcnn,haar,haar+profile] [--json-out FILE]
+    python scripts/measure_detection.py --photos DIR [--detectors mtcnn,haar,haar+profile] [--variants ...]
+        [--json-out FILE]
 
 Variants of each image (a 512 x 512 CelebAMask-HQ crop with its mask): ``orig``; ``rot+30`` / ``rot-30``: padded to
 724 x 724 (edge pixels) and rotated by that many degrees about the centre; ``yaw+50`` / ``yaw-50``: the image plane
@@ -19,7 +20,10 @@ boxes, in the variants ``orig``, ``mirror``, ``rot+30`` / ``rot-30`` (canvas gro
 ``yaw+50`` / ``yaw-50`` (about the vertical line through the faces' mean x); each box is carried through the warp as
 the ellipse inscribed in it (its warped bounding box is the face's box there). Same matching rule, one detection per
 face; a detection on an ``optional`` face counts neither way. Detector ``haar+profile``: Haar with the profile
-cascade (``--profile-faces``); ``mtcnn+second``: MTCNN with second chances checked by the parser (``SecondChance``).
+cascade (``--profile-faces``); ``mtcnn+second``: MTCNN with second chances checked by the parser (``SecondChance``);
+``mtcnn+orient``: MTCNN on the photo and its quarter turns (``FaceParser(any_orientation=True)``);
+``mtcnn+second+orient``: both. ``--variants`` picks the variants, also ``turn90`` / ``turn180`` / ``turn270``
+(``np.rot90``: turned counter-clockwise by that many degrees, exactly).
 Prints per-photo and per-variant tables and the CPU ms per detection (median over the variants).
 """
 
@@ -99,7 +103,10 @@ def variant(
         return rotated(img, mask, degrees)
     if kind == "yaw":
         return yawed(img, mask, degrees, ids=ids)
-    raise ValueError(f"variant: expected orig, mirror, rot<degrees> or yaw<degrees>, got {name!r}")
+    if name.startswith("turn") and name[4:] in ("90", "180", "270"):
+        k = int(name[4:]) // 90
+        return np.ascontiguousarray(np.rot90(img, k)), np.ascontiguousarray(np.rot90(mask, k))
+    raise ValueError(f"variant: expected orig, mirror, rot<degrees>, yaw<degrees> or turn90/180/270, got {name!r}")
 
 
 def non_faces(n: int = 8, size: tuple[int, int] = (480, 640)) -> dict[str, list[np.ndarray]]:
@@ -173,13 +180,16 @@ def score(dets: list, core: Box) -> tuple[bool, int]:
 
 def make(spec: str):
     """A detector by name, ``haar+profile`` (Haar with the profile cascade) or ``mtcnn+second`` (MTCNN with second
-    chances checked by the bundled parser on one thread: ``FaceParser(second_chance=True).detect``)."""
+    chances checked by the bundled parser on one thread: ``FaceParser(second_chance=True).detect``), ``mtcnn+orient``
+    (also faces turned by quarter turns: ``FaceParser(any_orientation=True).detect``) or ``mtcnn+second+orient``."""
     if spec == "haar+profile":
         return make_detector("haar", profile=True)
-    if spec == "mtcnn+second":
+    options = {"mtcnn+second": ("second_chance",), "mtcnn+orient": ("any_orientation",)}
+    options["mtcnn+second+orient"] = ("second_chance", "any_orientation")
+    if spec in options:
         from fpliif import FaceParser
 
-        return FaceParser.from_pretrained(threads=1, second_chance=True).detect
+        return FaceParser.from_pretrained(threads=1, **dict.fromkeys(options[spec], True)).detect
     return make_detector(spec)
 
 
@@ -198,13 +208,15 @@ def main() -> None:
     p.add_argument("--time", action="store_true", help="also report median CPU ms per detection")
     p.add_argument("--photos", type=Path, help="a folder made by scripts/fetch_real_photos.py")
     p.add_argument("--json-out", type=Path, help="with --photos: every result as JSON")
+    p.add_argument("--variants", help=f"with --photos: comma-separated (default: {','.join(PHOTO_VARIANTS)})")
     args = p.parse_args()
     cv2.setNumThreads(1)
     names = args.detectors or ("mtcnn,haar,haar+profile" if args.photos else "mtcnn,haar")
     detectors = {name: make(name) for name in names.split(",")}
     if args.photos:
-        records = measure_photos(args.photos, detectors)
-        print(photo_tables(records))
+        variants = tuple(args.variants.split(",")) if args.variants else PHOTO_VARIANTS
+        records = measure_photos(args.photos, detectors, variants)
+        print(photo_tables(records, variants))
         if args.json_out:
             args.json_out.write_text(json.dumps(records, indent=0) + "\n")
         return
@@ -247,7 +259,7 @@ def face_mask(shape: tuple[int, ...], faces: Sequence[Box], optional: Sequence[B
     return mask
 
 
-def measure_photos(folder: Path, detectors: dict) -> list[dict]:
+def measure_photos(folder: Path, detectors: dict, variants: Sequence[str] = PHOTO_VARIANTS) -> list[dict]:
     """One record per photo, variant and detector: faces found, faces, false boxes, CPU ms."""
     from fpliif.infer.images import load_image
 
@@ -262,7 +274,7 @@ def measure_photos(folder: Path, detectors: dict) -> list[dict]:
         faces, optional = entry["faces"], entry["optional"]
         mask = face_mask(img.shape, faces, optional)
         ids = list(range(1, len(faces) + 1))
-        for v in PHOTO_VARIANTS:
+        for v in variants:
             vi, vm = variant(v, img, mask, ids=ids)
             cores = [core_box(vm, [k]) for k in ids]
             opt = [core_box(vm, [OPTIONAL_ID + j]) for j in range(len(optional))]
@@ -275,7 +287,7 @@ def measure_photos(folder: Path, detectors: dict) -> list[dict]:
     return records
 
 
-def photo_tables(records: list[dict]) -> str:
+def photo_tables(records: list[dict], variants: Sequence[str] = PHOTO_VARIANTS) -> str:
     """Markdown: per photo (orig, and summed over the variants), and per detector and variant."""
     dets = list(dict.fromkeys(r["detector"] for r in records))
     photos = list(dict.fromkeys(r["photo"] for r in records))
@@ -291,10 +303,10 @@ def photo_tables(records: list[dict]) -> str:
             rs = [r for r in records if r["photo"] == ph and r["detector"] == d]
             cells += [cell([r for r in rs if r["variant"] == "orig"]), cell(rs)]
         rows.append(f"| {ph} | " + " | ".join(cells) + " |")
-    rows += ["", "| detector | " + " | ".join(PHOTO_VARIANTS) + " | CPU ms median |", "|" + "---|" * 8]
+    rows += ["", "| detector | " + " | ".join(variants) + " | CPU ms median |", "|" + "---|" * (len(variants) + 2)]
     for d in dets:
         rs = [r for r in records if r["detector"] == d]
-        cells = [cell([r for r in rs if r["variant"] == v]) for v in PHOTO_VARIANTS]
+        cells = [cell([r for r in rs if r["variant"] == v]) for v in variants]
         rows.append(f"| {d} | " + " | ".join(cells) + f" | {np.median([r['cpu_ms'] for r in rs]):.0f} |")
     return "found/faces, false boxes\n" + "\n".join(rows)
 

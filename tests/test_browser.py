@@ -192,6 +192,14 @@ def test_page_desktop(browser, server, parser, tmp_path):
     assert "128×128" in page.inner_text("#summary")
     assert page.evaluate("document.querySelector('#original').height") == 128
 
+    # a multi-frame upload: the page shows the service's note that only the first frame is parsed
+    gif = tmp_path / "two.gif"
+    frame = Image.open(example_image()).convert("RGB").resize((96, 96))
+    frame.save(gif, save_all=True, append_images=[frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    page.set_input_files("#file", str(gif))
+    page.wait_for_selector("#status:has-text('frames')")
+    assert "Note: 2 frames (GIF); the first is parsed." in page.inner_text("#status")
+
     # a bad file: the server's message is shown, nothing breaks
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")

@@ -49,6 +49,8 @@ def _config(tmp_path: Path, **sections: dict) -> Path:
         ("data.augment={degrade: {jpg: [30, 90]}}", "data.augment.degrade.jpg: unknown key; did you mean"),
         ("data.augment={degrade: {side: [0.5, 1.5]}}", "data.augment.degrade.side: expected values in [0.05, 1]"),
         ("data.augment={degrade: {p: 2}}", "data.augment.degrade.p: expected a probability"),
+        ("data.augment={background: {pp: 2}}", "data.augment.background.pp: unknown key; did you mean"),
+        ("data.augment={background: {feather: 9}}", "data.augment.background.feather: expected px in [0, 8]"),
         ("train.schedule={gamma: 0.5}", "train.schedule.type: missing"),
         ("train.query_sampling={type: uniform, edge_boost: 1}", "train.query_sampling.edge_boost: applies to type"),
         ("data.layout=flat", "data.layout: unknown dataset layout 'flat'"),

@@ -18,7 +18,7 @@ from fpliif.data import (
     build_train_transform,
     make_loader,
 )
-from fpliif.data.transforms import check_augment, degrade_image, resize_mask
+from fpliif.data.transforms import check_augment, degrade_image, random_texture, replace_background, resize_mask
 from fpliif.labels import CELEBAMASK_HQ, IGNORE_INDEX, LAPA
 from test_data_helpers import COLOURS, block_mask, decode_colours, make_folder
 
@@ -240,4 +240,62 @@ def test_degrade_step_changes_the_image_only_and_is_reproducible():
 def test_degrade_settings_are_checked(degrade, message):
     with pytest.raises(ValueError) as e:
         check_augment({"degrade": degrade})
+    assert message in str(e.value)
+
+
+def test_background_step_replaces_only_background_pixels():
+    s = _sample(64, block=16)
+    person = s["mask"] != 0
+    assert person.any() and (~person).any()
+    torch.manual_seed(5)
+    out = replace_background(s["image"], s["mask"], feather=0.0)
+    assert torch.equal(out[:, person], s["image"][:, person])  # the person (and ignore pixels) kept exactly
+    assert float((out[:, ~person] - s["image"][:, ~person]).abs().mean()) > 0.02
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    blended = replace_background(s["image"], s["mask"], feather=1.5)  # the outline is blended, inside kept
+    inner = F.max_pool2d((~person).float()[None, None], 13, 1, 6)[0, 0] == 0  # 6+ px inside: past the kernel
+    assert inner.any() and torch.allclose(blended[:, inner], s["image"][:, inner], atol=1e-6)
+    ignore = s["mask"].clone()
+    ignore[:8] = IGNORE_INDEX
+    kept = replace_background(s["image"], ignore, feather=0.0)
+    assert torch.equal(kept[:, :8], s["image"][:, :8])
+
+
+def test_random_texture_is_reproducible_and_varied():
+    torch.manual_seed(2)
+    a = [random_texture(40, 48) for _ in range(12)]
+    torch.manual_seed(2)
+    b = [random_texture(40, 48) for _ in range(12)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(x.shape == (3, 40, 48) and float(x.min()) >= 0 and float(x.max()) <= 1 for x in a)
+    assert all(float(x.std()) > 0.005 for x in a)  # textures, not flat colours
+    assert len({round(float(x.mean()), 3) for x in a}) == len(a)
+
+
+def test_background_step_in_the_transform_keeps_the_mask_and_is_reproducible():
+    s = _sample(64)
+    t = build_train_transform(64, augment={"background": {"p": 1.0, "feather": [0.0, 0.0]}})
+    torch.manual_seed(4)
+    a = t(s)
+    torch.manual_seed(4)
+    assert torch.equal(a["image"], t(s)["image"]) and torch.equal(a["mask"], s["mask"])
+    bg = s["mask"] == 0
+    assert float((a["image"][:, bg] - s["image"][:, bg]).abs().mean()) > 0.02
+    off = build_train_transform(64, augment={"background": {"p": 0.0}})(s)
+    assert torch.equal(off["image"], build_train_transform(64, augment=None)(s)["image"])
+
+
+@pytest.mark.parametrize(
+    ("background", "message"),
+    [
+        ({"q": 0.5}, "unknown keys ['q']"),
+        ({"p": 1.5}, "background.p': expected a probability"),
+        ({"feather": [2, 1]}, "background.feather': min 2.0 > max 1.0"),
+        ({"feather": [0, 20]}, "background.feather: expected px in [0, 8]"),
+        ("yes", "augment background: expected a mapping"),
+    ],
+)
+def test_background_settings_are_checked(background, message):
+    with pytest.raises(ValueError) as e:
+        check_augment({"background": background})
     assert message in str(e.value)

@@ -65,6 +65,58 @@ def test_16bit_png_scaled_by_bit_depth_not_by_content(tmp_path):
     assert load_image(p).max() <= 1
 
 
+def _grey3(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_mode_i_of_unknown_depth_is_read_by_its_values_with_a_warning(caplog):
+    """Before: a mode ``I`` image made in memory holding 8-bit values was scaled from 16 bits (nearly black)."""
+    from fpliif.infer.images import as_images
+
+    u8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for img in (Image.fromarray(u8.astype(np.int32), "I"), Image.fromarray(u8).convert("I")):
+        with caplog.at_level("WARNING", logger="fpliif.imaging"):
+            np.testing.assert_array_equal(to_rgb(img), _grey3(u8))
+        assert "image: mode I image of unknown bit depth, values up to 255: read as 8-bit" in caplog.text
+        caplog.clear()
+    deep = np.array([[0, 256], [32768, 65535]], np.int32)  # beyond 8 bits: 16-bit values
+    with caplog.at_level("WARNING", logger="fpliif.imaging"):
+        [(rgb, _)], _ = as_images([Image.fromarray(deep, "I")])
+    np.testing.assert_array_equal(rgb, _grey3(np.array([[0, 1], [128, 255]])))
+    assert "image[0]: mode I image of unknown bit depth, values up to 65535: read as 16-bit" in caplog.text
+    wide = np.array([[0, 1 << 24], [2**31 - 1, 70000]], np.int32)  # beyond 16 bits: 32
+    np.testing.assert_array_equal(
+        to_rgb(Image.fromarray(wide, "I")), _grey3(np.rint(wide.astype(np.float64) * 255 / (2**32 - 1)))
+    )
+
+
+def test_mode_i_files_are_scaled_by_the_depth_they_record(tmp_path, caplog):
+    """PNG (older Pillow opens 16-bit grey as ``I``; also EXIF-rotated) and PGM: 16 bits; TIFF: its BitsPerSample
+    (32 here); no guessing, no warning."""
+    low = np.array([[0, 255], [128, 7]], np.uint16)
+    png = tmp_path / "g16.png"
+    cv2.imwrite(str(png), low)
+    with Image.open(png) as img:
+        img.load()
+        old_pillow, turned = img.convert("I"), img.convert("I")
+    old_pillow.format = turned.format = "PNG"  # how older Pillow holds a 16-bit grey PNG
+    with caplog.at_level("WARNING", logger="fpliif.imaging"):
+        dark = to_rgb(old_pillow)
+    np.testing.assert_array_equal(dark, _grey3(np.array([[0, 1], [0, 0]])))  # 8-bit values in a 16-bit file
+    pgm = tmp_path / "g.pgm"
+    pgm.write_bytes(b"P5\n2 2\n65535\n" + low.astype(">u2").tobytes())
+    with Image.open(pgm) as img:
+        assert img.mode == "I"
+    _assert_one_rule(pgm, _grey3(np.array([[0, 1], [0, 0]])))
+    wide = np.array([[0, 255], [2**31 - 1, 1 << 24]], np.int32)
+    tif = _save(tmp_path / "i32.tif", Image.fromarray(wide, "I"))
+    _assert_one_rule(tif, _grey3(np.rint(wide.astype(np.float64) * 255 / (2**32 - 1))))
+    turned.getexif()[0x0112] = 6  # EXIF orientation: Pillow's rotated copy has no format; the file's depth holds
+    with caplog.at_level("WARNING", logger="fpliif.imaging"):
+        np.testing.assert_array_equal(to_rgb(turned), np.rot90(dark, -1))
+    assert "unknown bit depth" not in caplog.text
+
+
 def test_16bit_rgb_png_high_byte(tmp_path):
     rgb16 = np.zeros((2, 2, 3), np.uint16)
     rgb16[..., 2] = 65535  # BGR for cv2: red full

@@ -180,6 +180,35 @@ def test_cli_export_size_defaults_to_the_weights_input_size(tmp_path, tiny, caps
     assert "256" not in help_text
 
 
+@pytest.mark.parametrize("argv", [["export", "onnx", "--out", "{out}"], ["bench", "--json", "--sizes", "16"]])
+def test_torch_commands_without_torch_are_a_one_line_error(tmp_path, argv):
+    """In a fresh interpreter where ``import torch`` fails, ``export`` (before: a ModuleNotFoundError traceback)
+    and ``bench`` say in one line that they need PyTorch, and write nothing."""
+    out = tmp_path / "m.onnx"
+    code = f"""
+import sys
+sys.modules["torch"] = None
+from fpliif.cli import main
+print("RC", main({[a.format(out=out) for a in argv]!r}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert "RC 2" in r.stdout, r.stderr
+    assert r.stderr.startswith(f"fpliif {argv[0]}: error: needs PyTorch (") and r.stderr.count("\n") == 1, r.stderr
+    assert "pip install torch" in r.stderr and not out.exists()
+
+
+def test_export_creates_missing_output_folders_and_says_so(tmp_path, tiny, capsys):
+    """``export --out a/b/m.onnx`` creates a/b, as ``parse --out`` creates its folder; ``--help`` says so."""
+    w = fpliif.save(tiny, tmp_path / "tiny.safetensors")
+    out = tmp_path / "a" / "b" / "m.onnx"
+    assert main(["export", "onnx", "--out", str(out), "--weights", str(w), "--size", "32"]) == 0
+    assert out.is_file() and out.with_name("m.decoder.onnx").is_file()
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "missing folders are created, as for parse --out" in " ".join(capsys.readouterr().out.split())
+
+
 def test_onnxruntime_path_does_not_import_torch(exported, tmp_path):
     """Run ``parse --backend onnxruntime`` in a fresh interpreter where ``import torch`` fails.
 

@@ -434,6 +434,23 @@ def test_unusual_but_valid_images(client):
         assert resp.status_code == 200 and resp.json()["size"] == [16, 16], resp.text
 
 
+def test_multi_frame_uploads_say_only_the_first_frame_is_parsed(client):
+    """Before: an animated GIF/WebP or a multi-page TIFF was parsed from its first frame without a word (the
+    CLI logs it); now the JSON answer's ``warnings`` and the PNG answer's header say so, as the CLI does."""
+    frames = [Image.fromarray(noise(16, 16, seed)) for seed in range(3)]
+    for fmt, ctype in (("GIF", "image/gif"), ("WEBP", "image/webp"), ("TIFF", "image/tiff")):
+        buf = io.BytesIO()
+        frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:])
+        note = f"3 frames ({fmt}); the first is parsed"
+        body = post(client, buf.getvalue(), ctype, "?aligned=true&format=json").json()
+        assert body["warnings"] == [note] and body["size"] == [16, 16], body
+        png = post(client, buf.getvalue(), ctype, "?aligned=true")
+        assert png.status_code == 200 and png.headers["x-fpliif-warning"] == note
+    still = post(client, encode(noise(16, 16), "GIF"), "image/gif", "?aligned=true&format=json")
+    assert still.status_code == 200 and "warnings" not in still.json()
+    assert "x-fpliif-warning" not in post(client, encode(noise(16, 16), "GIF"), "image/gif").headers
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 

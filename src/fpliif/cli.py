@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ __all__ = [
     "main",
     "print_json",
     "progress_options",
+    "require_torch",
     "threads_options",
     "weights_options",
     "workers_options",
@@ -111,6 +113,16 @@ def progress_options(what: str = "progress bars") -> argparse.ArgumentParser:
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def require_torch(why: str) -> None:
+    """A one-line ValueError (the command's error, exit code 2) where PyTorch is not installed, before anything
+    imports it; ``why``: what the command needs it for."""
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError(
+            f"needs PyTorch ({why}): pip install torch; an onnxruntime-only install parses with "
+            "`fpliif parse --onnx FILE`"
+        )
 
 
 def input_size_arg(text: str) -> int:

@@ -18,8 +18,13 @@ Rules:
   parse. Compositing moves no pixel, so image/mask pairs stay aligned whatever the colour; fully transparent
   pixels never expose the colour an encoder left behind them.
 * **Integer grayscale deeper than 8 bits** (``I;16*``, ``I``): scaled by the bit depth,
-  ``round(v * 255 / (2**bits - 1))``, clipped to 0..255. ``bits`` is the TIFF ``BitsPerSample`` where the file
-  has one, else 16 (``I`` is how Pillow holds 16-bit PNGs and 32-bit TIFFs).
+  ``round(v * 255 / (2**bits - 1))``, clipped to 0..255. ``bits`` is the file's depth where it records one:
+  the TIFF ``BitsPerSample`` (so a 32-bit TIFF is scaled from 32 bits), else 16 for ``I;16*`` and for PNG and
+  PPM/PGM files (Pillow holds a 16-bit grey PNG as ``I`` in older versions, ``I;16`` in newer; a PGM's maxval
+  over 255 scaled to 65535). A mode ``I`` image whose depth nothing records (an in-memory image, e.g.
+  ``Image.fromarray(int32_array)`` or ``img.convert("I")``, or another format) is read by its values: 8 bits
+  where they all lie in 0..255, else 16 where they fit 0..65535, else 32, with a warning on the
+  ``fpliif.imaging`` logger (dark 16-bit content would pass for 8-bit).
 * **Float** (``F``, e.g. float TIFFs): values in [0, 1] are scaled to 0..255 (``round(v * 255)``); values
   outside it by up to :data:`FLOAT_SLACK` are clipped (an overshoot of processing), others are a ValueError, as
   for numpy float arrays (:func:`check_float_range`: 0..255 data would come out white, a wrong parse); NaN
@@ -42,6 +47,8 @@ import numpy as np
 log = logging.getLogger("fpliif.imaging")
 _EXIF_ORIENTATION = 0x0112
 _TIFF_BITS_PER_SAMPLE = 258
+_SIXTEEN_BIT_FORMATS = ("PNG", "PPM")
+"""Formats whose grey deeper than 8 bits Pillow decodes to 16-bit values (PNG: 16-bit; PGM: maxval scaled)."""
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 STRIP_PIXELS = 1 << 20
 FLOAT_SLACK = 0.5
@@ -85,31 +92,67 @@ def has_alpha(img: Any) -> bool:
     return img.mode in _ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
 
 
-def _bits(img: Any, default: int) -> int:
+def _is_deep_int(mode: str) -> bool:
+    return mode.startswith("I;16") or mode == "I"
+
+
+def _tiff_bits(img: Any) -> int | None:
+    """The TIFF ``BitsPerSample`` of ``img`` (None: not a TIFF, or no valid tag)."""
     try:
         bits = img.tag_v2.get(_TIFF_BITS_PER_SAMPLE)  # TIFF only
     except AttributeError:
-        return default
+        return None
     if isinstance(bits, tuple):
         bits = bits[0] if bits else None
-    return int(bits) if isinstance(bits, int) and 1 <= bits <= 32 else default
+    return int(bits) if isinstance(bits, int) and 1 <= bits <= 32 else None
+
+
+def _file_bits(img: Any) -> int | None:
+    """The bit depth of a deep integer image's samples where its file records it (module docstring), else None."""
+    bits = _tiff_bits(img)
+    if bits is not None:
+        return bits
+    return 16 if img.mode.startswith("I;16") or img.format in _SIXTEEN_BIT_FORMATS else None
+
+
+def _range_bits(img: Any, name: str) -> int:
+    """The bits of a mode ``I`` image of unknown depth, from its largest value (8, 16 or 32), with a warning."""
+    hi = (img.getextrema() or (0, 0))[1]
+    bits = next((b for b in (8, 16) if hi < (1 << b)), 32)
+    log.warning(
+        "%s: mode I image of unknown bit depth, values up to %d: read as %d-bit (save it as an 8-bit image, or as "
+        "a 16-bit PNG or TIFF, to make its depth explicit)",
+        name,
+        hi,
+        bits,
+    )
+    return bits
+
+
+def _bits(img: Any, name: str) -> int:
+    """The bit depth :func:`to_rgb` scales ``img``'s integer samples by (8 for modes it does not scale)."""
+    if not _is_deep_int(img.mode):
+        return 8
+    bits = _file_bits(img)
+    return _range_bits(img, name) if bits is None else bits
 
 
 def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def to_rgb(img: Any, exif: bool = True) -> np.ndarray:
+def to_rgb(img: Any, exif: bool = True, name: str | None = None) -> np.ndarray:
     """A (loaded) PIL image of any mode -> ``(H, W, 3)`` uint8 RGB by the rules of this module.
 
-    ``exif=False``: the caller has already applied the EXIF orientation. Raises ValueError for a mode that has
-    no RGB conversion. Images over :data:`STRIP_PIXELS` are converted in strips of rows (the same pixels).
+    ``exif=False``: the caller has already applied the EXIF orientation. ``name``: the file or argument a
+    warning names (default: the image's file name, else "image"). Raises ValueError for a mode that has no RGB
+    conversion. Images over :data:`STRIP_PIXELS` are converted in strips of rows (the same pixels).
     """
+    bits = _bits(img, name or getattr(img, "filename", None) or "image")  # the file's, before a rotated copy
     if exif:
         img = apply_orientation(img)
     w, h = img.size
     rows = max(1, STRIP_PIXELS // max(1, w))
-    bits = _bits(img, 16)  # from the file's tags, which a strip (a plain image) does not carry
     if h <= rows:
         return _convert(img, bits)
     out = np.empty((h, w, 3), np.uint8)
@@ -125,7 +168,7 @@ def _convert(img: Any, bits: int) -> np.ndarray:
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return np.asarray(img)
-    if mode.startswith("I;16") or mode == "I":
+    if _is_deep_int(mode):
         top = float(2**bits - 1)
         arr = np.asarray(img)
         if top <= 65535:

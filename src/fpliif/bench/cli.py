@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cli import device_options, input_size_arg, print_json, threads_options, weights_options
+from ..cli import device_options, input_size_arg, print_json, require_torch, threads_options, weights_options
 from ..precision import AMP_CHOICES, DEFAULT_INFERENCE_AMP
 from ..validate import int_arg, parse_int_list
 
@@ -111,11 +110,7 @@ def _check_applicable(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("torch") is None:
-        raise ValueError(
-            "needs PyTorch (it counts the MACs and points on the torch model, also with --onnx): pip install "
-            "torch; an onnxruntime-only install parses with `fpliif parse --onnx FILE`"
-        )
+    require_torch("it counts the MACs and points on the torch model, also with --onnx")
     _check_applicable(args)
     if args.models is not None:
         return cmd_bench_models(args)

@@ -91,7 +91,7 @@ def _load(img: Image.Image, path: Path, what: str) -> None:
 def _to_rgb_array(img: Image.Image, path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an oriented image (:func:`fpliif.imaging.to_rgb`), errors naming the file."""
     try:
-        return to_rgb(img, exif=False)
+        return to_rgb(img, exif=False, name=str(path))
     except ValueError as e:
         raise DataError(f"{path}: {e}", path) from None
 

@@ -33,6 +33,12 @@ Pipeline of :class:`TrainTransform` (each step configured by a key of the ``augm
    noised (``noise`` = standard deviation, [0, 1] scale), JPEG-encoded at a quality in ``jpeg``, and resized back
    as :func:`fpliif.infer.geometry.model_input` resizes a crop (bicubic up). Each parameter is drawn uniformly
    from its (min, max) range; a missing key leaves that step out. The labels stay those of the clean image.
+0. ``background`` (default off; ours, not the paper's), applied right after the resize: with probability ``p``
+   the pixels labelled background (class 0) are replaced by a generated texture (:func:`random_texture`: noise
+   of several scales, stripes or blobs, in random colours, often dark, sometimes blurred), blended at the
+   person's outline by a mask blurred with a Gaussian of ``feather`` px (a (min, max) range, default (0.5, 1.5)).
+   CelebAMask-HQ's backgrounds are mostly smooth, and the parser labels textured backgrounds next to a head as
+   hair (docs/detection.md); this shows it people in front of clutter. The labels do not change.
 
 All randomness comes from torch's global RNG of the process (the DataLoader worker), see
 :func:`fpliif.data.make_loader`.
@@ -51,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 
-from ..labels import IGNORE_INDEX, LabelSet
+from ..labels import BACKGROUND_INDEX, IGNORE_INDEX, LabelSet
 from ..models.checkpoint import DEFAULT_INPUT_SIZE
 
 PAPER_AUGMENT: dict[str, Any] = {
@@ -70,9 +76,11 @@ PAPER_AUGMENT: dict[str, Any] = {
 }
 """The paper's augmentations (§4.2). ``crop`` is our choice: the paper gives no crop size."""
 
-AUGMENT_KEYS = frozenset({*PAPER_AUGMENT, "degrade"})
+AUGMENT_KEYS = frozenset({*PAPER_AUGMENT, "degrade", "background"})
 JITTER_KEYS = frozenset({"brightness", "contrast", "saturation", "hue", "p"})
 DEGRADE_KEYS = frozenset({"p", "side", "blur", "noise", "jpeg"})
+BACKGROUND_KEYS = frozenset({"p", "feather"})
+DEFAULT_FEATHER = (0.5, 1.5)
 _DEGRADE_BOUNDS = {"side": (0.05, 1.0), "blur": (0.0, 10.0), "noise": (0.0, 0.5), "jpeg": (1.0, 100.0)}
 
 
@@ -164,7 +172,89 @@ def check_augment(augment: Mapping[str, Any] | str | None) -> dict[str, Any]:
     hflip = augment.get("hflip") or 0.0
     _probability(0.5 if hflip is True else hflip, "hflip")
     _check_degrade(augment.get("degrade"))
+    _check_background(augment.get("background"))
     return augment
+
+
+def _check_background(background: Any) -> tuple[float, tuple[float, float]] | None:
+    """The ``background`` step as (p, feather range), checked; None when off."""
+    if not background:
+        return None
+    if not isinstance(background, Mapping):
+        raise ValueError(f"augment background: expected a mapping or null, got {background!r}")
+    unknown = set(background) - BACKGROUND_KEYS
+    if unknown:
+        raise ValueError(f"augment background: unknown keys {sorted(unknown)}; known: {sorted(BACKGROUND_KEYS)}")
+    p = _probability(background.get("p", 1.0), "background.p")
+    feather = _range(background.get("feather", DEFAULT_FEATHER), "background.feather")
+    if feather[0] < 0 or feather[1] > 8:
+        raise ValueError(f"augment background.feather: expected px in [0, 8], got {background['feather']!r}")
+    return p, feather
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(C, H, W) blurred by a Gaussian of ``sigma`` px (reflected edges); unchanged for sigma < 0.1."""
+    if sigma < 0.1:
+        return x
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[0]
+    y = F.pad(x[None], (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
+
+
+def _random_colour(dark: bool) -> torch.Tensor:
+    """An RGB colour (3, 1, 1) of random saturation; ``dark`` keeps its brightness under 0.35."""
+    c = torch.rand(3)
+    c = c.mean() + float(torch.rand(())) * (c - c.mean())
+    if dark:
+        c = c * (0.35 * float(torch.rand(())))
+    return c.view(3, 1, 1)
+
+
+def random_texture(h: int, w: int) -> torch.Tensor:
+    """A (3, h, w) texture in [0, 1] drawn from torch's global RNG: value noise summed over 1-4 scales, stripes
+    at a random angle and frequency, or random rectangles on noise; coloured between two random colours (one
+    dark half of the time) and blurred by up to 2 px one time in three."""
+    kind = int(torch.randint(0, 3, ()))
+    n_oct = int(torch.randint(1, 5, ()))
+    noise = torch.zeros(1, h, w)
+    for _ in range(n_oct):
+        cells = int(torch.randint(2, 65, ()))
+        coarse = torch.rand(1, 1, cells, cells)
+        noise += F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0]
+    noise = noise / n_oct
+    if kind == 1:  # stripes: curtains, blinds, shelves
+        theta = float(torch.rand(())) * math.pi
+        freq = 2 * math.pi * (2 + 30 * float(torch.rand(()))) / max(h, w)
+        yy, xx = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+        )
+        wave = torch.sin((xx * math.cos(theta) + yy * math.sin(theta)) * freq + 6.3 * float(torch.rand(())))
+        noise = 0.6 * (wave[None] + 1) / 2 + 0.4 * noise
+    elif kind == 2:  # rectangles: furniture, frames, lamps
+        for _ in range(int(torch.randint(3, 16, ()))):
+            x0, y0 = int(torch.randint(0, w, ())), int(torch.randint(0, h, ()))
+            x1, y1 = x0 + int(torch.randint(4, w // 2 + 5, ())), y0 + int(torch.randint(4, h // 2 + 5, ()))
+            noise[:, y0:y1, x0:x1] = float(torch.rand(()))
+    noise = (noise - noise.min()) / (noise.max() - noise.min()).clamp_min(1e-6)
+    a, b = _random_colour(dark=float(torch.rand(())) < 0.5), _random_colour(dark=False)
+    texture = a + (b - a) * noise
+    if float(torch.rand(())) < 1 / 3:
+        texture = _gaussian_blur(texture, 2 * float(torch.rand(())))
+    return texture.clamp_(0.0, 1.0)
+
+
+def replace_background(image: torch.Tensor, mask: torch.Tensor, feather: float) -> torch.Tensor:
+    """``image`` (3, H, W) with the pixels ``mask`` labels background replaced by :func:`random_texture`,
+    blended over ``feather`` px (Gaussian sigma) at the outline; pixels labelled ignore are kept."""
+    person = (mask != BACKGROUND_INDEX).to(image.dtype)[None]
+    alpha = _gaussian_blur(person, feather).clamp_(0.0, 1.0)
+    texture = random_texture(*image.shape[-2:]).to(image.dtype)
+    return alpha * image + (1 - alpha) * texture
 
 
 def _check_degrade(degrade: Any) -> dict[str, tuple[float, float]]:
@@ -270,6 +360,7 @@ class TrainTransform:
         self.hflip_p = 0.5 if hflip is True else float(hflip)
         self.degrade = _check_degrade(augment.get("degrade"))
         self.degrade_p = float((augment.get("degrade") or {}).get("p", 1.0)) if self.degrade else 0.0
+        self.background = _check_background(augment.get("background"))
         self.flip_lut: torch.Tensor | None = None
         if self.hflip_p > 0:
             if label_set is None:
@@ -306,6 +397,9 @@ class TrainTransform:
         sample = dict(sample)
         image = resize_image(sample["image"], self.size)
         mask = resize_mask(sample["mask"], self.size).long()
+        if self.background is not None and float(torch.rand(())) < self.background[0]:
+            lo, hi = self.background[1]
+            image = replace_background(image, mask, lo + (hi - lo) * float(torch.rand(())))
         mat = self._matrix(image)
         if mat is not None:
             h, w = image.shape[-2:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import check_output_path, input_size_arg, weights_options
+from ..cli import check_output_path, input_size_arg, require_torch, weights_options
 from ..validate import int_arg
 
 MIN_OPSET = 11
@@ -13,7 +13,8 @@ MIN_OPSET = 11
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the ONNX file(s) of ``--weights`` at ``--size`` (default: the weights' ``input_size`` metadata),
-    then check them against torch where onnxruntime is installed."""
+    then check them against torch where onnxruntime is installed. Missing folders of ``--out`` are created."""
+    require_torch("it traces the torch model into the ONNX graphs")
     from ..models.checkpoint import input_size_of, load
     from .onnx_export import export_files, export_onnx, onnx_max_diff
 
@@ -60,7 +61,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "(--dynamic: the batch only).",
     )
     p.add_argument("format", choices=["onnx"], help="export format")
-    p.add_argument("--out", required=True, help="output .onnx file (the decoder goes beside it)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output .onnx file (the decoder goes beside it); missing folders are created, as for parse --out",
+    )
     p.add_argument(
         "--size",
         type=input_size_arg,

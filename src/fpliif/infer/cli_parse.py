@@ -78,6 +78,11 @@ def _check_model_options(args: argparse.Namespace) -> None:
         raise ValueError("--profile-faces applies to the Haar detector: add --detector haar")
     if args.second_chance and args.detector != "mtcnn":
         raise ValueError("--second-chance applies to the MTCNN detector (--detector mtcnn, the default)")
+    if args.any_orientation and args.detector != "mtcnn":
+        raise ValueError(
+            "--any-orientation turns faces upright by their landmarks: it needs the MTCNN detector (--detector mtcnn, "
+            "the default)"
+        )
     if args.backend is None:
         args.backend = "onnxruntime" if args.onnx else "torch"
     if args.backend == "onnxruntime":
@@ -163,6 +168,7 @@ def build_parser_from_args(args: argparse.Namespace) -> Any:
         drop_detached=not args.keep_detached,
         extend=args.extend is not False,  # None: on for images (videos pass their own default per call)
         second_chance=args.second_chance,
+        any_orientation=args.any_orientation,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
@@ -480,6 +486,13 @@ def _face_options(g: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="with MTCNN: a second, wider detection pass whose new faces are kept only where the parser sees face "
         "parts (more turned, rolled and small faces; about 4x the detection time; docs/detection.md)",
+    )
+    g.add_argument(
+        "--any-orientation",
+        action="store_true",
+        help="with MTCNN: also find faces turned on their side or upside down (a photo whose EXIF orientation is "
+        "missing or wrong) by detecting on the 3 quarter turns too, and parse them turned upright (about 4x the "
+        "detection time; docs/detection.md)",
     )
     g.add_argument(
         "--no-align",

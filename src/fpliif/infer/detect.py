@@ -12,14 +12,15 @@ unless it is given one. Pass your own detector to :class:`fpliif.FaceParser` via
 MTCNN (Zhang et al., IEEE SPL 2016): the P/R/O-net cascade with the weights of ``facenet-pytorch`` 2.6.0
 (MIT), bundled as float16 ONNX files (about 1 MB, ``assets/mtcnn_*.onnx``, rebuilt by
 ``scripts/convert_mtcnn.py``); see docs/detection.md for why it was chosen and how it was measured.
-:class:`SecondChance` adds the faces of a wider MTCNN search that a check (:func:`parse_check`) confirms.
+:class:`SecondChance` adds the faces of a wider MTCNN search that a check (:func:`parse_check`) confirms;
+:class:`AnyOrientation` finds faces turned on their side or upside down (on the image's quarter turns).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,11 @@ def roll_degrees(landmarks: Any) -> float:
     lm = np.asarray(landmarks, np.float64).reshape(-1, 2)
     dx, dy = lm[1] - lm[0]
     return float(math.degrees(math.atan2(dy, dx)))
+
+
+def quarter_turn(degrees: float) -> float:
+    """The multiple of 90 degrees nearest to ``degrees`` (a roll, as :func:`roll_degrees`; never -0.0)."""
+    return 90.0 * round(float(degrees) / 90.0) + 0.0
 
 
 def nose_point(landmarks: Any) -> tuple[float, float]:
@@ -451,6 +457,188 @@ def mirror_detections(dets: Sequence[Any], width: int) -> list[tuple[Box, float,
     return out
 
 
+def turn_points(points: Any, turns: int, width: int, height: int) -> np.ndarray:
+    """(N, 2) float64 (x, y) points of a ``width`` x ``height`` image (pixel edges at integers) in that image turned by
+    ``np.rot90(image, turns)`` (counter-clockwise on screen, ``turns`` quarter turns): exact, no interpolation; the
+    inverse is ``turns = -turns`` on the turned image's width and height."""
+    x, y = np.asarray(points, np.float64).reshape(-1, 2).T
+    k = int(turns) % 4
+    out = (x, y) if k == 0 else (y, width - x) if k == 1 else (width - x, height - y) if k == 2 else (height - y, x)
+    return np.stack(out, axis=1)
+
+
+def turn_detections(dets: Sequence[Any], turns: int, width: int, height: int) -> list[tuple[Box, float, Any]]:
+    """Detections ``(box, score, landmarks or None)`` made on ``np.rot90(image, turns)`` (``width`` x ``height``: the
+    turned image's size) mapped back to the image: boxes and landmarks turned back exactly, landmarks kept in their
+    order (a turn does not mirror: the first is still the person's right eye)."""
+    out = []
+    for box, score, lm in dets:
+        corners = turn_points(np.reshape(box, (2, 2)), -turns, width, height)
+        (x1, y1), (x2, y2) = corners.min(axis=0), corners.max(axis=0)
+        back = None if lm is None else turn_points(lm, -turns, width, height).astype(np.float32)
+        out.append(((float(x1), float(y1), float(x2), float(y2)), score, back))
+    return out
+
+
+ORIENTATION_OVERLAP = SECOND_CHANCE_OVERLAP
+"""Detections from different turns of the image that overlap by more than this share of the smaller box are the same
+face (:class:`AnyOrientation` keeps one of them)."""
+
+
+class AnyOrientation:
+    """A detector for faces turned on their side or upside down (a photo whose EXIF orientation is missing or wrong):
+    the wrapped detector runs on the image and on its three quarter turns (``np.rot90``: exact), every detection is
+    turned back (:func:`turn_detections`), and detections from different turns that overlap (by more than
+    :data:`ORIENTATION_OVERLAP` of the smaller box) are one face, of which one detection is kept. The kept landmarks
+    give the face's roll, near 90, 180 or -90 degrees for a turned face, so the parser turns its crop upright.
+
+    Which one (:meth:`keep`): a face's detections are sorted by the quarter turn their roll implies
+    (:func:`upright_turn`), one per orientation, preferably the one made on the turn where the face stands upright
+    (its landmarks are the most precise). Where they disagree about the orientation, ``evidence`` decides: the
+    orientation whose upright crop shows the most face parts (:func:`parse_evidence`). A face found neither on the
+    image itself nor on the turn that stands most of its faces upright (:func:`photo_turn`: the photo's upright turn)
+    is kept only if its ``evidence`` is positive (the parser sees a face in it). Without ``evidence`` the best score
+    decides and nothing is dropped. Measured in docs/detection.md ("Faces turned by quarter turns").
+
+    Args:
+        detector: a detector with landmarks (:class:`MTCNNDetector`, or a :class:`SecondChance` around one).
+        evidence: ``evidence(image, detection) -> float``, > 0 where the detection's upright crop shows a face, the
+            larger the clearer (:func:`parse_evidence`), or None.
+    """
+
+    def __init__(self, detector: Any, evidence: Callable[[np.ndarray, Any], float] | None = None):
+        if not callable(detector) or isinstance(detector, HaarDetector):
+            raise TypeError(
+                f"detector: expected a detector with landmarks (MTCNN), got {type(detector).__name__}: a turned face "
+                "is turned upright by its landmarks"
+            )
+        if evidence is not None and not callable(evidence):
+            raise TypeError(f"evidence: expected a callable (image, detection) -> float, got {type(evidence).__name__}")
+        self.detector = detector
+        self.evidence = evidence
+
+    def __repr__(self) -> str:
+        return f"AnyOrientation({self.detector!r})"
+
+    @property
+    def framing(self) -> Any:
+        return getattr(self.detector, "framing", None)
+
+    def turned(self, image: np.ndarray) -> list[list[tuple[Box, float, Any]]]:
+        """The detections of each quarter turn of ``image`` (``np.rot90(image, k)``, k = 0-3), mapped back to it. The
+        image itself gets the whole detector; its turns get MTCNN's framed second look (:data:`FRAME_MARGIN`) only
+        where no turn found a face (it would double their cost)."""
+        image = _check_image(image)
+        first, framed = _passes(self.detector)
+        out = [self._turn(image, 0, self.detector)] + [self._turn(image, k, first) for k in (1, 2, 3)]
+        if framed is not None and not any(out):
+            out[1:] = [self._turn(image, k, framed) for k in (1, 2, 3)]
+        return out
+
+    @staticmethod
+    def _turn(image: np.ndarray, k: int, detect: Detector) -> list[tuple[Box, float, Any]]:
+        """``detect``'s detections on ``np.rot90(image, k)``, mapped back to ``image``."""
+        check_deadline()
+        turned = np.ascontiguousarray(np.rot90(image, k))
+        dets = [detection(d, "detector") for d in detect(turned)]
+        if any(lm is None for _, _, lm in dets):
+            raise ValueError("detector: gave a face without landmarks; a turned face needs them (use MTCNN)")
+        return turn_detections(dets, k, turned.shape[1], turned.shape[0])
+
+    def __call__(self, image: np.ndarray) -> list[tuple[Box, float, Any]]:
+        image = _check_image(image)
+        per_turn = self.turned(image)
+        trusted = {0, photo_turn(per_turn)}
+        kept = []
+        for group in same_faces(per_turn):
+            check_deadline()
+            item = self.keep(image, group, trusted)
+            if item is not None:
+                kept.append(item)
+        return [d for _, _, d in sorted(kept, key=lambda t: t[:2])]
+
+    def keep(
+        self, image: np.ndarray, group: Sequence[tuple[int, int, Any]], trusted: Container[int] = (0,)
+    ) -> tuple[int, int, Any] | None:
+        """The ``(turn, index, detection)`` kept of one face's detections (:func:`same_faces`), or None; a face found
+        on none of the ``trusted`` turns needs positive evidence."""
+        reps = orientations(group)
+        found = any(k in trusted for k, _, _ in group)  # on the photo as it is (as without the option) or upright
+        if self.evidence is None or (found and len(reps) == 1):
+            return max(reps, key=lambda t: t[2][1])
+        weighed = [(self.evidence(image, t[2]), t[2][1], t) for t in reps]
+        shown, _, best = max(weighed, key=lambda w: w[:2])
+        return best if shown > 0 or found else None
+
+
+def _passes(detector: Any) -> tuple[Detector, Detector | None]:
+    """An :class:`MTCNNDetector`'s first pass and its framed second look (a detector's call is the first, else the
+    second); any other detector whole, and None."""
+    if not isinstance(detector, MTCNNDetector) or not detector.frame_margin:
+        return detector, None
+
+    def first(image: np.ndarray) -> list[tuple[Box, float, np.ndarray]]:
+        return detector._detect(image, detector.min_face, detector.thresholds)
+
+    def framed(image: np.ndarray) -> list[tuple[Box, float, np.ndarray]]:
+        return detector._detect(image, detector.min_face, detector.thresholds, margin=detector.frame_margin)
+
+    return first, framed
+
+
+def photo_turn(per_turn: Sequence[Sequence[Any]]) -> int:
+    """The quarter turn (0-3) of a photo that stands most of its faces upright: the turn with the most detections made
+    upright on it (:func:`upright_turn` equal to the turn; ``per_turn``: each turn's detections mapped back); on a tie
+    the photo as it is (0), then the larger sum of their scores."""
+
+    def votes(k: int) -> tuple[int, bool, float]:
+        upright = [d[1] for d in per_turn[k] if upright_turn(d[2]) == k]
+        return len(upright), k == 0, sum(upright)
+
+    return max(range(len(per_turn)), key=votes)
+
+
+def upright_turn(landmarks: Any) -> int:
+    """The quarter turns ``k`` of ``np.rot90(image, k)`` that stand a face of these landmarks upright: its roll
+    (:func:`roll_degrees`) to the nearest multiple of 90 degrees, over 90, modulo 4."""
+    return round(roll_degrees(landmarks) / 90.0) % 4
+
+
+def orientations(group: Sequence[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
+    """One ``(turn, index, detection)`` of a face's detections (the best score first) per orientation
+    (:func:`upright_turn`): the one made on the turn that stands it upright if any, else the best-scoring."""
+    reps: dict[int, tuple[int, int, Any]] = {}
+    for item in group:
+        up = upright_turn(item[2][2])
+        if up not in reps or (item[0] == up and reps[up][0] != up):
+            reps[up] = item
+    return list(reps.values())
+
+
+def same_faces(per_turn: Sequence[Sequence[Any]]) -> list[list[tuple[int, int, Any]]]:
+    """Detections of the turns of one image (mapped back to it), grouped by face: ``[(turn, index, detection), ...]``
+    per face, the best score first, the faces by their best score. Two detections of different turns that overlap by
+    more than :data:`ORIENTATION_OVERLAP` of the smaller box are the same face, the most alike pairs (intersection over
+    union) first, as long as a face holds at most one detection of each turn (those of one turn are different faces:
+    the detector kept them apart)."""
+    items = [(k, i, d) for k, dets in enumerate(per_turn) for i, d in enumerate(dets)]
+    pairs = sorted(
+        (-box_overlap(items[a][2][0], items[b][2][0]), a, b)
+        for a in range(len(items))
+        for b in range(a + 1, len(items))
+        if items[a][0] != items[b][0] and box_overlap(items[a][2][0], items[b][2][0], "min") > ORIENTATION_OVERLAP
+    )
+    face = list(range(len(items)))  # each detection's face: the index of one of its detections
+    for _, a, b in pairs:
+        fa, fb = face[a], face[b]
+        both = [m for m in range(len(items)) if face[m] in (fa, fb)]
+        if fa != fb and len({items[m][0] for m in both}) == len(both):
+            face = [fa if f == fb else f for f in face]
+    groups = [[items[m] for m in range(len(items)) if face[m] == f] for f in dict.fromkeys(face)]
+    groups = [sorted(g, key=lambda t: (-t[2][1], t[0], t[1])) for g in groups]
+    return sorted(groups, key=lambda g: (-g[0][2][1], g[0][0], g[0][1]))
+
+
 class SecondChance:
     """An MTCNN detector with a second chance for the faces it misses: every :meth:`MTCNNDetector.candidates` box
     that overlaps no face found (by more than :data:`SECOND_CHANCE_OVERLAP`) is kept if ``accept(image, detection)``
@@ -489,6 +677,23 @@ class SecondChance:
         return found
 
 
+def face_parts_share(
+    labels: np.ndarray, confidence: np.ndarray, classes: Sequence[str], centre: float = 1.0, min_confidence: float = 0.8
+) -> dict[str, float]:
+    """The share of a parse's central square (``centre`` times its side) that each of :data:`FACE_PARTS` covers,
+    counting only pixels of confidence >= ``min_confidence`` (arguments as :func:`face_parts_found`)."""
+    labels, confidence = np.asarray(labels), np.asarray(confidence)
+    if labels.ndim != 2 or labels.shape != confidence.shape:
+        raise ValueError(f"labels, confidence: expected two (H, W) arrays, got {labels.shape} and {confidence.shape}")
+    if not 0 < centre <= 1:
+        raise ValueError(f"centre: expected a fraction of the side in (0, 1], got {centre}")
+    h, w = labels.shape
+    my, mx = round(h * (1 - centre) / 2), round(w * (1 - centre) / 2)
+    inner = labels[my : h - my, mx : w - mx][confidence[my : h - my, mx : w - mx] >= min_confidence]
+    counts = np.bincount(inner.ravel(), minlength=len(classes)) / max(1, (h - 2 * my) * (w - 2 * mx))
+    return {p: float(sum(counts[classes.index(c)] for c in names if c in classes)) for p, names in FACE_PARTS.items()}
+
+
 def face_parts_found(
     labels: np.ndarray,
     confidence: np.ndarray,
@@ -509,16 +714,12 @@ def face_parts_found(
             ``FaceParser.parse_aligned(crop, size=64, return_probs=True)``).
         classes: the class names of ``labels``.
     """
-    labels, confidence = np.asarray(labels), np.asarray(confidence)
-    if labels.ndim != 2 or labels.shape != confidence.shape:
-        raise ValueError(f"labels, confidence: expected two (H, W) arrays, got {labels.shape} and {confidence.shape}")
-    if not 0 < centre <= 1:
-        raise ValueError(f"centre: expected a fraction of the side in (0, 1], got {centre}")
-    h, w = labels.shape
-    my, mx = round(h * (1 - centre) / 2), round(w * (1 - centre) / 2)
-    inner = labels[my : h - my, mx : w - mx][confidence[my : h - my, mx : w - mx] >= min_confidence]
-    counts = np.bincount(inner.ravel(), minlength=len(classes)) / max(1, (h - 2 * my) * (w - 2 * mx))
-    share = {p: sum(counts[classes.index(c)] for c in names if c in classes) for p, names in FACE_PARTS.items()}
+    share = face_parts_share(labels, confidence, tuple(classes), centre, min_confidence)
+    return _enough_parts(share, min_nose, min_part, min_parts)
+
+
+def _enough_parts(share: dict[str, float], min_nose: float = 0.01, min_part: float = 0.002, min_parts: int = 2) -> bool:
+    """:func:`face_parts_found`'s rule on the shares of :func:`face_parts_share`."""
     return share["nose"] >= min_nose and sum(v >= min_part for v in share.values()) >= min_parts
 
 
@@ -528,18 +729,32 @@ def parse_check(
     """``accept(image, detection)`` for :class:`SecondChance`: the detection's crop window (``framing``, default
     :data:`~fpliif.infer.framing.MTCNN_FRAMING`, rolled by its landmarks), cut out and given to
     ``parse(crop) -> (labels, confidence)``, passes :func:`face_parts_found`."""
+    shown = parse_evidence(parse, classes, framing)
+    return lambda image, det: shown(image, det) > 0
+
+
+def parse_evidence(
+    parse: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], classes: Sequence[str], framing: Any = None
+) -> Callable[[np.ndarray, Any], float]:
+    """``evidence(image, detection)`` for :class:`AnyOrientation`: the detection's crop window (``framing``, default
+    :data:`~fpliif.infer.framing.MTCNN_FRAMING`, rolled by its landmarks: a turned face stands upright in it), cut out
+    and given to ``parse(crop) -> (labels, confidence)``: the share of the window's central square (the box) that
+    confident face parts cover (:func:`face_parts_share`, all parts together), or 0.0 where
+    :func:`face_parts_found` says it shows no face."""
     from .framing import MTCNN_FRAMING
     from .geometry import extract_crop
 
     framing = framing or MTCNN_FRAMING
+    classes = tuple(classes)
 
-    def accept(image: np.ndarray, det: Any) -> bool:
+    def evidence(image: np.ndarray, det: Any) -> float:
         box, _, lm = det
         win = framing.window(box, roll_degrees(lm), nose_point(lm))
         labels, confidence = parse(extract_crop(image, win))
-        return face_parts_found(labels, confidence, tuple(classes), centre=1 / framing.scale)
+        share = face_parts_share(labels, confidence, classes, centre=1 / framing.scale)
+        return sum(share.values()) if _enough_parts(share) else 0.0
 
-    return accept
+    return evidence
 
 
 def _is_box(b: Any) -> bool:

@@ -63,7 +63,7 @@ def load_image(
                 check(img.size[1], img.size[0])
             img.load()
             _note_frames(img, path)
-            return pil_to_rgb(img)
+            return pil_to_rgb(img, str(path))
     except limits.LimitError:
         raise
     except Image.DecompressionBombError as e:
@@ -76,24 +76,27 @@ def load_image(
         raise ValueError(f"{path}: cannot read image ({e})") from None
 
 
+def frames_note(img: Any) -> str | None:
+    """What ``fpliif parse`` logs and the service's ``warnings`` say of an animated or multi-page image, e.g.
+    ``3 frames (GIF); the first is parsed`` (None for one frame)."""
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    return f"{frames} frames ({img.format or 'image'}); the first is parsed" if frames > 1 else None
+
+
 def _note_frames(img: Any, path: Path) -> None:
     """Log that only the first frame of an animated or multi-page file is parsed."""
-    frames = int(getattr(img, "n_frames", 1) or 1)
-    if frames > 1:
-        imaging_log.warning(
-            "%s: %d frames (%s); the first is parsed (fpliif parse --video parses every frame)",
-            path,
-            frames,
-            img.format or "image",
-        )
+    note = frames_note(img)
+    if note:
+        imaging_log.warning("%s: %s (fpliif parse --video parses every frame)", path, note)
 
 
-def pil_to_rgb(img: Any) -> np.ndarray:
+def pil_to_rgb(img: Any, name: str | None = None) -> np.ndarray:
     """PIL image (any mode) -> (H, W, 3) uint8 RGB by the one rule of :func:`fpliif.imaging.to_rgb`
-    (EXIF orientation applied; transparency over white; 16-bit and float images scaled)."""
+    (EXIF orientation applied; transparency over white; 16-bit and float images scaled); ``name``: what its
+    warnings call it."""
     from ..imaging import to_rgb
 
-    return to_rgb(img)
+    return to_rgb(img, name=name)
 
 
 def array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
@@ -209,7 +212,7 @@ def _one_image(x: Any, name: str, max_pixels: int | None = None) -> tuple[np.nda
     if is_pil(x):
         source = getattr(x, "filename", None) or None
         limits.check_pixels(*x.size, max_pixels, source or name)  # before decoding a lazy image
-        return pil_to_rgb(x), source
+        return pil_to_rgb(x, source or name), source
     if isinstance(x, np.ndarray):
         return array_to_rgb(x, name=name), None
     raise ValueError(

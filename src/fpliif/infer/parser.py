@@ -39,6 +39,8 @@ from ..models.checkpoint import DEFAULT_INPUT_SIZE, MAX_INPUT_SIZE, MIN_INPUT_SI
 from ..precision import DEFAULT_INFERENCE_AMP
 from ..validate import MAX_THREADS, check_int, check_size
 from .detect import (
+    AnyOrientation,
+    HaarDetector,
     SecondChance,
     check_box_fits,
     check_boxes,
@@ -46,6 +48,8 @@ from .detect import (
     make_detector,
     nose_point,
     parse_check,
+    parse_evidence,
+    quarter_turn,
     roll_degrees,
 )
 from .framing import (
@@ -246,6 +250,12 @@ class FaceParser:
             the mirrored photo) whose new faces are kept only where this parser sees a nose and another face part
             in them (:class:`~fpliif.infer.detect.SecondChance`): more turned, rolled and small faces, no false box
             added in the measurements, about 4x the detection time (docs/detection.md). Default False.
+        any_orientation: also find faces turned on their side or upside down (a photo whose EXIF orientation is
+            missing or wrong): the detector (with ``second_chance``, its second pass too) runs on the photo and on
+            its three quarter turns, one detection kept per face (:class:`~fpliif.infer.detect.AnyOrientation`), and
+            each crop is turned upright by its landmarks (with ``align=False``: by the nearest quarter turn only).
+            Needs a detector with landmarks (not Haar); about 4x the detection time (docs/detection.md). Default
+            False.
         extend: photos with context only: continue clothes, hair and neck (:data:`~fpliif.infer.framing.EXTEND_CLASSES`)
             past the context windows' outer edge where the photo goes on, by GrabCut seeded with the parser's own labels
             (:func:`fpliif.infer.extend.extend_labels`; one-hot probabilities there). False: labels end at the windows.
@@ -276,6 +286,7 @@ class FaceParser:
         extend: bool = True,
         second_chance: bool = False,
         decode_threads: int | str = "auto",
+        any_orientation: bool = False,
     ):
         ints = check_int_options(
             batch_size=batch_size,
@@ -321,7 +332,9 @@ class FaceParser:
         self.drop_detached = check_flag(drop_detached, "drop_detached")
         self.extend = check_flag(extend, "extend")
         self.second_chance = second_chance
+        self.any_orientation = any_orientation
         self._second: Any = None
+        self._turns: Any = None
         names = self.backend.label_set.classes
         self._context_classes = np.array([k == 0 or c in CONTEXT_CLASSES for k, c in enumerate(names)])
         self._below_classes = np.array([k == 0 or c in BELOW_CLASSES for k, c in enumerate(names)])
@@ -384,23 +397,44 @@ class FaceParser:
             raise ValueError(f"second_chance: needs the MTCNN detector, got {type(self.detector).__name__}")
         self._second_chance = value
 
+    @property
+    def any_orientation(self) -> bool:
+        """Whether detection also looks for faces turned by quarter turns (see the class's ``any_orientation``)."""
+        return self._any_orientation
+
+    @any_orientation.setter
+    def any_orientation(self, value: bool) -> None:
+        value = check_flag(value, "any_orientation")
+        if value and isinstance(self.detector, HaarDetector):
+            raise ValueError(
+                "any_orientation: needs a detector with landmarks (MTCNN) to turn a face upright, got HaarDetector"
+            )
+        self._any_orientation = value
+
     def detect(self, image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float, np.ndarray | None]]:
         """Faces ``[((x1, y1, x2, y2), score, landmarks or None), ...]`` of an (H, W, 3) uint8 RGB image
         (landmarks: (5, 2) float32, :data:`~fpliif.infer.detect.LANDMARKS`); can be passed back as ``boxes``."""
         return [detection(d, "detector") for d in self._detector()(image)]
 
     def _detector(self) -> Any:
-        """The detector (MTCNN unless one was given), wrapped in a checked second pass with ``second_chance``."""
+        """The detector (MTCNN unless one was given), wrapped in a checked second pass with ``second_chance`` and in
+        its quarter turns with ``any_orientation``."""
         if self.detector is None:
             self.detector = make_detector("mtcnn")
-        if not self.second_chance:
-            return self.detector
-        if self._second is None or self._second.detector is not self.detector:
-            self._second = SecondChance(self.detector, parse_check(self._face_parts, self.classes, self.framing))
-        return self._second
+        found = self.detector
+        if self.second_chance:
+            if self._second is None or self._second.detector is not found:
+                self._second = SecondChance(found, parse_check(self._face_parts, self.classes, self.framing))
+            found = self._second
+        if self.any_orientation:
+            if self._turns is None or self._turns.detector is not found:
+                self._turns = AnyOrientation(found, parse_evidence(self._face_parts, self.classes, self.framing))
+            found = self._turns
+        return found
 
     def _face_parts(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and confidence of an aligned crop at :data:`SECOND_CHANCE_SIZE` (the second pass's check)."""
+        """Labels and confidence of an aligned crop at :data:`SECOND_CHANCE_SIZE` (the checks of the second pass and
+        of turned faces)."""
         result = self.parse_aligned(crop, size=SECOND_CHANCE_SIZE, return_probs=True, tta=False)
         return result.labels, result.confidence
 
@@ -558,8 +592,7 @@ class FaceParser:
                 check_box_fits(box, w, h, name)
             found = len(jobs)
             for box, score, lm in dets:
-                angle = roll_degrees(lm) if self.align and lm is not None else 0.0
-                win = framing.window(box, angle, None if lm is None else nose_point(lm))
+                win = framing.window(box, self._angle(lm), None if lm is None else nose_point(lm))
                 xa, ya, xb, yb = win.region(w, h)
                 if xb <= xa or yb <= ya:
                     log.warning("%s: face box %s lies outside the %dx%d image; skipped", source or "image", box, w, h)
@@ -572,6 +605,13 @@ class FaceParser:
                 log.warning(msg)
             messages.append(msg)
         return jobs, messages
+
+    def _angle(self, landmarks: np.ndarray | None) -> float:
+        """A face's crop angle: its roll (``align``), else 0, or with ``any_orientation`` the nearest quarter turn."""
+        if landmarks is None or not (self.align or self.any_orientation):
+            return 0.0
+        roll = roll_degrees(landmarks)
+        return roll if self.align else quarter_turn(roll)
 
     def _parse_face(
         self,

@@ -164,6 +164,10 @@ class Engine:
             if not hasattr(parser, "second_chance"):
                 raise ValueError("--second-chance: the served parser has no MTCNN second pass")
             parser.second_chance = True  # FaceParser checks that its detector is MTCNN
+        if settings.any_orientation:
+            if not hasattr(parser, "any_orientation"):
+                raise ValueError("--any-orientation: the served parser cannot look for turned faces")
+            parser.any_orientation = True  # FaceParser checks that its detector gives landmarks
         self.threads = settings.threads_per_worker()
         self.busy = 0  # parses running now
         self.admitted = 0  # requests waiting for a worker or running

@@ -171,6 +171,22 @@ def displayed_size(img: Any) -> tuple[int, int]:
     return (h, w) if exif_orientation(img) >= 5 else (w, h)
 
 
+def upload_warnings(data: bytes, fmt: str) -> list[str]:
+    """What the answer should warn about an upload: its frames beyond the first, which are not parsed (the note
+    ``fpliif parse`` logs, :func:`fpliif.infer.images.frames_note`). Counted on a handle of its own, so the
+    image being decoded keeps its frame; a file too damaged to count gets no warning (its decoding answers)."""
+    from PIL import Image
+
+    from ..infer.images import frames_note
+
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+            note = frames_note(img)
+    except Exception:  # untrusted bytes: any decoder error is left to decode_image
+        return []
+    return [note] if note else []
+
+
 def decode_image(img: Any, max_side: int | None = None) -> np.ndarray:
     """Decode an image from :func:`open_upload` to (H, W, 3) uint8 RGB by the one rule of
     :func:`fpliif.imaging.to_rgb` (EXIF orientation, transparency over white, 16-bit and float images scaled).

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from ..labels import remap_targets
 from .engine import Engine, ParseOptions, ParseOutput, label_options
-from .imaging import ApiError, open_upload, supported_formats_text
+from .imaging import ApiError, open_upload, supported_formats_text, upload_warnings
 from .settings import ServeSettings
 from .upload import FIELD, read_upload
 
@@ -85,17 +85,20 @@ Send the image as multipart form field `{FIELD}` ({supported_formats_text()}), e
 Output (`format`, `overlay`):
 
 * `format=png` (default): an 8-bit index PNG, pixel value = class index (see `GET /v1/model`), with the
-  class palette embedded. Headers `X-Fpliif-Faces` (face count) and, without faces, `X-Fpliif-Message`.
+  class palette embedded. Headers `X-Fpliif-Faces` (face count), without faces `X-Fpliif-Message`, and
+  `X-Fpliif-Warning` with the `warnings` of the JSON answer (`; `-separated).
 * `overlay=true` (with `format=png`): an RGB PNG of the image with the class colours blended in (`alpha`),
   face boxes outlined, and a legend panel if `legend=true`.
-* `format=json`: `{{"mode", "size": [W, H], "input_size": [W, H], "num_faces", "faces": [{{"box", "score",
-  "crop", "landmarks"?, "angle"?, "context"?, "class_share"}}], "class_share", "classes", "colors", "label_set",
-  "tta", "decode", "message"?, "rle"?, "masks"?, "timing_ms"}}` (`colors`: one RGB triple per class of the output
-  label set, the PNG palette's; `GET /v1/model` lists the label sets `labels` takes under `label_sets`). `size`
-  is the returned label map's; `input_size` the upload's own, as displayed (EXIF orientation applied), before
-  any shrinking by `size`. Boxes, crop and context windows (`[x1, y1, x2, y2]`; a window may reach past the
-  image, so its values can be negative or beyond `size`) are in the pixels of the returned label map;
-  `class_share` values are pixel fractions per class.
+* `format=json`: `{{"mode", "size": [W, H], "input_size": [W, H], "num_faces", "faces": [{{"box", "score", "crop",
+  "landmarks"?, "angle"?, "context"?, "class_share"}}], "class_share", "classes", "colors", "label_set", "tta",
+  "decode", "message"?, "rle"?, "masks"?, "timing_ms", "warnings"?}}` (`colors`: one RGB triple per class of the
+  output label set, the PNG palette's; `GET /v1/model` lists the label sets `labels` takes under `label_sets`).
+  `size` is the returned label map's; `input_size` the upload's own, as displayed (EXIF orientation applied),
+  before any shrinking by `size`. Boxes, crop and context windows (`[x1, y1, x2, y2]`; a window may reach past the
+  image, so its values can be negative or beyond `size`) are in the pixels of the returned label map; `class_share`
+  values are pixel fractions per class. `warnings` (only when there is one): a list of sentences about the upload,
+  e.g. `"3 frames (GIF); the first is parsed"` for an animated GIF or WebP or a multi-page TIFF (`fpliif parse`
+  logs the same; `fpliif parse --video` parses every frame).
   `rle=true` adds `"rle": {{"size": [H, W], "order": "row-major", "masks": [{{"index", "class", "size",
   "counts"}}]}}`, one mask per class present: COCO-style *uncompressed* RLE, but scanned **row-major**
   (x fastest; COCO is column-major). `counts` alternates runs of 0 and 1 starting with 0s (a leading 0
@@ -210,15 +213,27 @@ async def run_parse(request: Request, engine: Engine, opts: ParseOptions) -> Res
     img = open_upload(upload.data, upload.content_type, settings.max_pixels)
     if opts.aligned:
         check_aligned_cost(img.size, opts.size, opts.tta, settings)
-    out: ParseOutput = await engine.run(lambda: engine.parse(img, opts), disconnected=request.is_disconnected)
+    fmt = img.format
+
+    def work() -> tuple[ParseOutput, list[str]]:
+        return engine.parse(img, opts), upload_warnings(upload.data, fmt)
+
+    out, warnings = await engine.run(work, disconnected=request.is_disconnected)
     headers = {"Cache-Control": "no-store", "X-Fpliif-Faces": str(out.faces)}
     if out.message:
-        headers["X-Fpliif-Message"] = out.message.encode("ascii", "replace").decode("ascii")
+        headers["X-Fpliif-Message"] = _ascii(out.message)
+    if warnings:
+        headers["X-Fpliif-Warning"] = _ascii("; ".join(warnings))
     if out.payload is not None:
-        return JSONResponse(out.payload, headers=headers)
+        return JSONResponse({**out.payload, **({"warnings": warnings} if warnings else {})}, headers=headers)
     kind = "mask" if opts.mask and opts.fmt == "png" else "overlay" if opts.overlay else "labels"
     headers["Content-Disposition"] = f'inline; filename="{kind}.png"'
     return Response(out.body, media_type=out.media_type, headers=headers)
+
+
+def _ascii(text: str) -> str:
+    """``text`` as a header value (non-ASCII characters as ``?``)."""
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def build_router(engine: Engine) -> APIRouter:

@@ -63,6 +63,8 @@ class ServeSettings:
         detector: face detector of the weights the service loads, ``mtcnn`` (None: the default) or ``haar``.
         second_chance: photos are detected with the parser's checked second MTCNN pass
             (``FaceParser(second_chance=True)``).
+        any_orientation: photos are also searched for faces turned on their side or upside down
+            (``FaceParser(any_orientation=True)``).
         decode: default of the ``decode`` query parameter: ``"dense"`` (every pixel) or ``"adaptive"``
             (coarse to fine, re-querying only uncertain pixels; :mod:`fpliif.adaptive`; implicit models only);
             None (default): the model's default (:data:`~fpliif.adaptive.DEFAULT_DECODE` for FP-LIIF, dense for
@@ -104,6 +106,11 @@ class ServeSettings:
         False,
         help="photos: a second, checked MTCNN detection pass (more turned, rolled and small faces; about 4x the "
         "detection time; docs/detection.md)",
+    )
+    any_orientation: bool = option(
+        False,
+        help="photos: also find faces turned on their side or upside down (the detector runs on the 3 quarter turns "
+        "too; about 4x the detection time; docs/detection.md)",
     )
     amp: str | None = option(
         None,
@@ -149,6 +156,11 @@ class ServeSettings:
                 "second_chance",
                 not (self.second_chance and self.detector == "haar"),
                 "is a second MTCNN pass: not with detector haar",
+            ),
+            (
+                "any_orientation",
+                not (self.any_orientation and self.detector == "haar"),
+                "turns faces upright by their MTCNN landmarks: not with detector haar",
             ),
             ("device", self.device in DEVICES, f"must be one of {', '.join(DEVICES)}"),
         ]

@@ -47,13 +47,13 @@ def _check_layout(value: str, key: str) -> str:
 
 def _check_augment(value: Any, key: str) -> Any:
     """``None``, ``"paper"`` or a mapping of augmentation steps (keys checked here, values by the transform)."""
-    from ..data.transforms import AUGMENT_KEYS, DEGRADE_KEYS, JITTER_KEYS, check_augment
+    from ..data.transforms import AUGMENT_KEYS, BACKGROUND_KEYS, DEGRADE_KEYS, JITTER_KEYS, check_augment
 
     if isinstance(value, dict):
         for name in value:
             if name not in AUGMENT_KEYS:
                 raise ConfigError.unknown_key(f"{key}.{name}", sorted(AUGMENT_KEYS))
-        for step, known in (("color_jitter", JITTER_KEYS), ("degrade", DEGRADE_KEYS)):
+        for step, known in (("color_jitter", JITTER_KEYS), ("degrade", DEGRADE_KEYS), ("background", BACKGROUND_KEYS)):
             sub = value.get(step)
             for name in sub if isinstance(sub, dict) else ():
                 if name not in known:

@@ -314,7 +314,8 @@
     const faces = result.mode === "aligned" ? "aligned crop" : `${n} face${n === 1 ? "" : "s"}`;
     $("summary").textContent = `· ${faces} · ${w}×${h}`;
     setState("ready");
-    const note = bitmap ? "" : " (this browser cannot show the image itself; labels only)";
+    const shown = bitmap ? "" : " (this browser cannot show the image itself; labels only)";
+    const note = shown + (result.warnings || []).map((text) => ` Note: ${text}.`).join("");
     status(
       result.message
         ? `${result.message[0].toUpperCase()}${result.message.slice(1)}.${note}`
