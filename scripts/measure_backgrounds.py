@@ -38,17 +38,11 @@ from photo_path_f1 import load_pair, summary
 
 from fpliif import FaceParser
 from fpliif.eval.metrics import ConfusionMatrix
+from fpliif.infer.images import load_image
 from fpliif.validate import int_arg
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 HAIR_ABOVE_BOX = 0.35
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB (grey and RGBA converted)."""
-    from PIL import Image
-
-    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def background_crop(bg: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -98,7 +92,7 @@ def hair_above_boxes(parser: FaceParser, photos: list[Path]) -> dict:
     hair = parser.classes.index("hair")
     rows, above_all, hair_all = {}, 0, 0
     for path in photos:
-        result = parser(read_rgb(path))
+        result = parser(load_image(path))
         if not result.faces:
             continue
         is_hair = result.labels == hair
@@ -127,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     bg_paths = sorted(q for q in Path(args.backgrounds).iterdir() if q.suffix.lower() in IMAGE_TYPES)
     if not bg_paths:
         p.error(f"--backgrounds: no images in {args.backgrounds}")
-    backgrounds = [read_rgb(q) for q in bg_paths]
+    backgrounds = [load_image(q) for q in bg_paths]
     photos = sorted(q for q in Path(args.photos).rglob("*") if q.suffix.lower() in IMAGE_TYPES) if args.photos else []
     samples = spread(args.data or ["../shared/data/celebamask-mini"], args.images)
     results = {}

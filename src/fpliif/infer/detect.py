@@ -601,7 +601,7 @@ def photo_turn(per_turn: Sequence[Sequence[Any]]) -> int:
 def upright_turn(landmarks: Any) -> int:
     """The quarter turns ``k`` of ``np.rot90(image, k)`` that stand a face of these landmarks upright: its roll
     (:func:`roll_degrees`) to the nearest multiple of 90 degrees, over 90, modulo 4."""
-    return round(roll_degrees(landmarks) / 90.0) % 4
+    return int(quarter_turn(roll_degrees(landmarks)) // 90) % 4
 
 
 def orientations(group: Sequence[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
