@@ -6,7 +6,8 @@ queries, the classes lost and the share of face pixels (dense labels not backgro
     nice -n 19 python scripts/measure_adaptive_parts.py /work/runs/photos --min-coarse 32,64,default
 
 Photos: every JPEG/PNG under the folder (e.g. scripts/fetch_real_photos.py's). fp32 (``amp="none"``), no context
-window and no extension past the windows, so only the face windows' decoding differs (docs/performance.md).
+window and no extension past the windows, so only the face windows' decoding differs (docs/performance.md);
+``--whole-photo``: the parser's defaults (context windows, extension), so every window's decoding counts.
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-coarse", default="32,default", help="comma-separated: pixels, or 'default'")
     p.add_argument("--min-pixels", type=int_arg(1), default=20, help="a class counts when dense has this many")
     p.add_argument("--weights", default=None)
+    p.add_argument(
+        "--whole-photo",
+        action="store_true",
+        help="parse as FaceParser does by default (context windows and extension on) instead of face windows only",
+    )
     args = p.parse_args(argv)
     photos = sorted(f for f in args.photos.rglob("*") if f.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    common = {"amp": "none", "context": False, "extend": False}
+    common = {"amp": "none"} if args.whole_photo else {"amp": "none", "context": False, "extend": False}
     dense = FaceParser.from_pretrained(args.weights, decode="dense", **common)
     names = dense.classes
     settings = {s: setting(s) for s in args.min_coarse.split(",")}

@@ -63,13 +63,18 @@ def test_level_sizes():
     assert level_sizes((256, 256)) == [(64, 64), (128, 128), (256, 256)]
     assert level_sizes((1024, 1024)) == [(128, 128), (256, 256), (512, 512), (1024, 1024)]
     assert level_sizes((128, 128)) == [(64, 64), (128, 128)]
-    assert level_sizes((37, 250)) == [(37, 125), (37, 250)]  # the short side stays
+    assert level_sizes((37, 250)) == [(37, 64), (37, 125), (37, 250)]  # the short side stays
+    # a half below min_coarse: min_coarse itself where it is at most LAST_STEP (0.75) of the side, else no step
+    assert level_sizes((242, 242)) == [(64, 64), (121, 121), (242, 242)]
+    assert level_sizes((400, 400)) == [(64, 64), (100, 100), (200, 200), (400, 400)]
+    assert level_sizes((172, 172)) == [(64, 64), (86, 86), (172, 172)]  # 64 <= 0.75 * 86
+    assert level_sizes((170, 170)) == [(85, 85), (170, 170)]  # 64 > 0.75 * 85
     assert level_sizes((37, 250), SMALL) == [(10, 32), (10, 63), (19, 125), (37, 250)]
     assert level_sizes((63, 80)) == [(63, 80)]  # too small to coarsen: dense
     assert level_sizes((256, 256), AdaptiveOptions(max_levels=0)) == [(256, 256)]
     # by default the coarse grid samples each latent cell twice per axis; min_coarse overrides it
     assert level_sizes((256, 256), latent_size=(64, 64)) == [(128, 128), (256, 256)]
-    assert level_sizes((256, 200), latent_size=(64, 16)) == [(128, 50), (128, 100), (256, 200)]
+    assert level_sizes((256, 200), latent_size=(64, 16)) == [(128, 32), (128, 50), (128, 100), (256, 200)]
     assert level_sizes((256, 256), {"min_coarse": 16}, latent_size=(64, 64))[0] == (32, 32)
 
 

@@ -334,6 +334,43 @@ def test_encode_shape():
     assert model.encode(images(2, 70, 90)).shape == (2, TINY["width"], 18, 23)  # two stride-2 convs
 
 
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_instance_norm_keeps_channels_last_with_the_same_values(affine, batch):
+    norm = fpliif_module.InstanceNorm2d(8, affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 2.0)
+            norm.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(batch, 8, 9, 13, generator=torch.Generator().manual_seed(batch)) * 3 + 1
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    out = norm(x_cl)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    expected = F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm(x), expected, atol=0, rtol=0)  # NCHW takes PyTorch's own path
+
+
+def test_channels_last_encoder_gives_the_nchw_features_and_gradients():
+    model = tiny()
+    x = images(2, 40, 56)
+    z_cl = model.encode(x)
+    assert z_cl.is_contiguous(memory_format=torch.channels_last)  # the CPU default
+    z_cl.square().mean().backward()
+    grads_cl = [p.grad.clone() for p in model.encoder.parameters()]
+    model.zero_grad()
+    model.encoder.channels_last_on_cpu = False
+    z = model.encode(x)
+    assert z.is_contiguous()
+    z.square().mean().backward()
+    torch.testing.assert_close(z_cl, z, atol=1e-4, rtol=1e-4)
+    for g_cl, p in zip(grads_cl, model.encoder.parameters(), strict=True):
+        torch.testing.assert_close(g_cl, p.grad, atol=1e-4, rtol=1e-3)
+    with torch.no_grad():  # and the decoder reads either layout the same
+        size = (11, 15)
+        torch.testing.assert_close(model(x, size=size), tiny()(x, size=size), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize(("in_hw", "out_hw"), [((40, 56), (13, 17)), ((48, 32), (50, 70))])
 def test_dense_equals_point_decoding(in_hw, out_hw):
     model = tiny()

@@ -5,9 +5,10 @@ decoding every output pixel (dense), :func:`adaptive_decode`:
 
 1. decodes densely on a coarse grid: the output halved per axis up to ``max_levels`` times, each side kept
    at least ``min_coarse`` (by default twice the latent grid's side, two samples per latent cell: coarser grids
-   miss thin parts such as narrow eyes; an axis that would drop below it is not halved);
-2. upsamples the logits bilinearly (``align_corners=False``) to the next level (x2, or exactly the requested
-   size at the last level, so odd and non-square sizes work);
+   miss thin parts such as narrow eyes; an axis whose half would drop below it steps to ``min_coarse`` itself
+   where that is at most :data:`LAST_STEP` of it, else stays);
+2. upsamples the logits bilinearly (``align_corners=False``) to the next level (x2, or exactly that level's
+   size where a step is not x2, so odd and non-square sizes work);
 3. re-queries the decoder, at the exact pixel centres of that level, only where the upsampled prediction is
    uncertain: within ``radius`` pixels of a label change, or with a top-2 probability margin below
    ``margin``; then, up to ``passes`` times, also at not-yet-queried pixels next to label changes that the
@@ -57,6 +58,11 @@ COARSE_PER_LATENT = 2
 """The default coarse grid samples each latent cell this many times per axis (:attr:`AdaptiveOptions.min_coarse`)."""
 FALLBACK_MIN_COARSE = 64
 """``min_coarse`` when it is not set and the latent grid's size is not known (the bundled model's: 2 x 32)."""
+LAST_STEP = 0.75
+"""Where halving a side would go below ``min_coarse``, the coarsest level takes ``min_coarse`` itself if that is
+at most this share of the side (a step of x1.33 to x2): a 242-pixel window starts at 64 instead of 121
+(a quarter of the coarse points). Chosen over 0.6 and 0.9 on real photos and checked against dense on val
+images at 192 and 400 (docs/performance.md, "A coarse level at min_coarse")."""
 
 
 def check_decode_mode(mode: Any, name: str = "decode") -> str:
@@ -71,7 +77,7 @@ class AdaptiveOptions:
     """Settings of :func:`adaptive_decode`.
 
     Attributes:
-        min_coarse: no side of the coarse grid is halved below this many pixels. None (default):
+        min_coarse: no side of the coarse grid goes below this many pixels (:func:`level_sizes`). None (default):
             :data:`COARSE_PER_LATENT` times the latent grid's side along that axis (input / 4: 2 x 32 = 64 for
             the bundled model's 128 input), so the coarse grid samples every latent cell twice per axis;
             :data:`FALLBACK_MIN_COARSE` where the latent size is not known. (On the bundled model a coarse grid of
@@ -189,12 +195,20 @@ def level_sizes(
     levels = [(int(size[0]), int(size[1]))]
     for _ in range(opts.max_levels):
         h, w = levels[0]
-        nh = (h + 1) // 2 if (h + 1) // 2 >= min_h else h
-        nw = (w + 1) // 2 if (w + 1) // 2 >= min_w else w
+        nh, nw = _coarser_side(h, min_h), _coarser_side(w, min_w)
         if (nh, nw) == (h, w):
             break
         levels.insert(0, (nh, nw))
     return levels
+
+
+def _coarser_side(side: int, min_side: int) -> int:
+    """One side of the level below ``side``: its half, or ``min_side`` where the half would be smaller and
+    ``min_side`` is at most :data:`LAST_STEP` of ``side``; else ``side`` (no coarser level along this axis)."""
+    half = (side + 1) // 2
+    if half >= min_side:
+        return half
+    return min_side if min_side <= LAST_STEP * side else side
 
 
 def adaptive_decode(
